@@ -1,0 +1,32 @@
+# Every target runs setup first; setup is idempotent and takes seconds once the CLI is cached.
+VENV := .venv
+BIN := $(VENV)/bin
+export PULUMI_SKIP_UPDATE_CHECK := true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
+
+.PHONY: setup test lint typecheck unit demo bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy zdd infra sampleapp policies tests
+
+test: lint typecheck
+	$(BIN)/pytest -q
+
+unit: setup
+	$(BIN)/pytest -q -m "not engine"
+
+demo: setup
+	$(BIN)/zdd demo
+
+bench: setup
+	$(BIN)/python -m zdd.bench
+
+clean:
+	rm -rf .pulumi-state .zdd bench/results.json bench/timeline.png

@@ -1,0 +1,1 @@
+"""The Pulumi side of smooth-deploy: the program and its components, per target."""

@@ -1,0 +1,244 @@
+"""Pulumi dynamic providers for the local target.
+
+Each provider is a real Pulumi resource provider run by the engine: `create`, `diff`,
+`update` and `delete` do the work, the state records what exists (pids, files), and a re-run
+with the same inputs changes nothing unless something died, in which case `diff` reports it
+and the update brings it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pulumi.dynamic import (
+    CreateResult,
+    DiffResult,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from infra.local import processes
+from infra.local.frontdoor_server import ADMIN_PATH, ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER
+
+Props = dict[str, Any]
+
+
+def _changed(olds: Props, news: Props, keys: tuple[str, ...]) -> list[str]:
+    return [k for k in keys if olds.get(k) != news.get(k)]
+
+
+def online_backup(source: Path, destination: Path) -> None:
+    """Copy a live SQLite database with SQLite's online backup (consistent while it is written)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_suffix(destination.suffix + ".partial")
+    partial.unlink(missing_ok=True)
+    with sqlite3.connect(source, timeout=30) as src, sqlite3.connect(partial) as dst:
+        # Large steps keep the copy near file-copy speed; SQLite restarts the step if a
+        # writer changes the source meanwhile, so the result is a consistent snapshot.
+        src.backup(dst, pages=4096)
+    partial.replace(destination)
+
+
+def content_digest(path: Path) -> str:
+    """A digest of every table's rows, independent of page layout."""
+    digest = hashlib.sha256()
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"
+            )
+        ]
+        for table in tables:
+            digest.update(table.encode())
+            for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
+                digest.update(repr(row).encode())
+    return digest.hexdigest()
+
+
+class SqliteDatabaseProvider(ResourceProvider):
+    """A SQLite file; with `source`, a consistent copy of another database taken at create."""
+
+    _REPLACE_ON = ("path", "source")
+
+    def create(self, props: Props) -> CreateResult:
+        path = Path(props["path"])
+        source = props.get("source")
+        started = time.monotonic()
+        if source:
+            online_backup(Path(source), path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sqlite3.connect(path).close()
+        outs = {
+            **props,
+            "size_bytes": path.stat().st_size,
+            "copy_seconds": round(time.monotonic() - started, 3) if source else 0.0,
+        }
+        return CreateResult(id_=str(path), outs=outs)
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        replaces = _changed(olds, news, self._REPLACE_ON)
+        missing = not Path(olds["path"]).exists()
+        return DiffResult(
+            changes=bool(replaces) or missing,
+            replaces=replaces or (["path"] if missing else []),
+            delete_before_replace=True,
+        )
+
+    def delete(self, _id: str, props: Props) -> None:
+        path = Path(props["path"])
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+class RestorePointProvider(ResourceProvider):
+    """A restore point of the primary database: an online backup taken before its first change."""
+
+    def create(self, props: Props) -> CreateResult:
+        database, backup = Path(props["database_path"]), Path(props["backup_path"])
+        online_backup(database, backup)
+        outs = {**props, "taken_at": time.time(), "digest": content_digest(backup)}
+        return CreateResult(id_=props["restore_point"], outs=outs)
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        replaces = _changed(olds, news, ("restore_point", "database_path", "backup_path"))
+        return DiffResult(changes=bool(replaces), replaces=replaces)
+
+    def delete(self, _id: str, props: Props) -> None:
+        Path(props["backup_path"]).unlink(missing_ok=True)
+
+
+class MigrationProvider(ResourceProvider):
+    """Runs the site's migrations for `version` against the primary database."""
+
+    _KEYS = ("database_path", "version", "generation")
+
+    def _migrate(self, props: Props) -> Props:
+        argv = [props["python"], "-m", "sampleapp", "migrate",
+                "--version", props["version"], "--database", props["database_path"]]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"migration to {props['version']} failed (exit {result.returncode}):\n"
+                f"{result.stdout}{result.stderr}".rstrip()
+            )
+        return {**props, "migrated_at": time.time()}
+
+    def create(self, props: Props) -> CreateResult:
+        return CreateResult(id_=f"{props['database_path']}@{props['version']}", outs=self._migrate(props))
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        return DiffResult(changes=bool(_changed(olds, news, self._KEYS)))
+
+    def update(self, _id: str, _olds: Props, news: Props) -> UpdateResult:
+        return UpdateResult(outs=self._migrate(news))
+
+    def delete(self, _id: str, props: Props) -> None:
+        """Migrations are not undone: a database goes back only through a restore point."""
+
+
+class WebAppProvider(ResourceProvider):
+    """One web app process of the sample site."""
+
+    _KEYS = ("version", "instance", "database_mode", "database_path", "port", "python")
+
+    @staticmethod
+    def _marker(props: Props) -> str:
+        return f"--port {props['port']}"
+
+    def _start(self, props: Props) -> Props:
+        log = Path(props["log_path"])
+        argv = [
+            props["python"], "-m", "sampleapp", "serve",
+            "--version", props["version"], "--instance", props["instance"],
+            "--database-mode", props["database_mode"], "--database", props["database_path"],
+            "--port", str(props["port"]),
+        ]
+        pid = processes.start_detached(argv, log)
+        processes.wait_listening(props["port"], pid, self._marker(props), log)
+        return {**props, "pid": pid, "url": f"http://127.0.0.1:{props['port']}"}
+
+    def create(self, props: Props) -> CreateResult:
+        outs = self._start(props)
+        return CreateResult(id_=f"{props['instance']}:{props['port']}", outs=outs)
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        changed = _changed(olds, news, self._KEYS)
+        alive = processes.is_running(olds.get("pid"), self._marker(olds))
+        return DiffResult(changes=bool(changed) or not alive)
+
+    def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
+        processes.stop(olds.get("pid"), self._marker(olds))
+        return UpdateResult(outs=self._start(news))
+
+    def delete(self, _id: str, props: Props) -> None:
+        processes.stop(props.get("pid"), self._marker(props))
+
+
+class FrontDoorProvider(ResourceProvider):
+    """The local front door process; origin changes go through its admin API, not a restart."""
+
+    @staticmethod
+    def _marker(props: Props) -> str:
+        return f"--port {props['port']}"
+
+    def _admin(self, outs: Props, change: Props | None = None) -> Props:
+        url = f"http://127.0.0.1:{outs['port']}{ADMIN_PATH}"
+        headers = {ADMIN_TOKEN_HEADER: outs["admin_token"]}
+        response = (
+            httpx.put(url, json=change, headers=headers, timeout=10)
+            if change is not None
+            else httpx.get(url, headers=headers, timeout=10)
+        )
+        response.raise_for_status()
+        result: Props = response.json()
+        return result
+
+    def _start(self, props: Props, token: str) -> Props:
+        log = Path(props["log_path"])
+        argv = [props["python"], "-m", "infra.local.frontdoor_server",
+                "--port", str(props["port"]), "--state", props["state_path"],
+                "--active", props["active"]]
+        argv += [f"--origin={name}={url}" for name, url in sorted(props["origins"].items())]
+        pid = processes.start_detached(argv, log, env={ADMIN_TOKEN_ENV: token})
+        processes.wait_listening(props["port"], pid, self._marker(props), log)
+        outs = {**props, "pid": pid, "admin_token": token,
+                "public_url": f"http://127.0.0.1:{props['port']}"}
+        # A restarted front door resumes from its state file; make it match the stack.
+        self._admin(outs, {"origins": props["origins"], "active": props["active"]})
+        return outs
+
+    def create(self, props: Props) -> CreateResult:
+        Path(props["state_path"]).unlink(missing_ok=True)
+        outs = self._start(props, secrets.token_urlsafe(24))
+        return CreateResult(id_=f"frontdoor:{props['port']}", outs=outs)
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        replaces = _changed(olds, news, ("port", "state_path"))
+        changed = _changed(olds, news, ("origins", "active", "python"))
+        alive = processes.is_running(olds.get("pid"), self._marker(olds))
+        return DiffResult(
+            changes=bool(replaces or changed) or not alive,
+            replaces=replaces,
+            delete_before_replace=True,
+        )
+
+    def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
+        token = olds["admin_token"]
+        if not processes.is_running(olds.get("pid"), self._marker(olds)):
+            return UpdateResult(outs=self._start(news, token))
+        outs = {**news, "pid": olds["pid"], "admin_token": token, "public_url": olds["public_url"]}
+        self._admin(outs, {"origins": news["origins"], "active": news["active"]})
+        return UpdateResult(outs=outs)
+
+    def delete(self, _id: str, props: Props) -> None:
+        processes.stop(props.get("pid"), self._marker(props))
+        Path(props["state_path"]).unlink(missing_ok=True)

@@ -1,0 +1,59 @@
+"""Assemble one phase from a target's components: the same code for every target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from infra.components import DatabaseArgs, DatabaseLike, FrontDoorArgs, SiteArgs, SiteLike
+from zdd.phases import Declaration, Instance
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target's three component constructors, each `(name, args, opts) -> component`."""
+
+    name: str
+    database: Callable[[str, DatabaseArgs, pulumi.ResourceOptions | None], DatabaseLike]
+    site: Callable[[str, SiteArgs, pulumi.ResourceOptions | None], SiteLike]
+    front_door: Callable[[str, FrontDoorArgs, pulumi.ResourceOptions | None], Any]
+
+
+@dataclass
+class Built:
+    primary_database: DatabaseLike
+    primary: SiteLike
+    clone_database: DatabaseLike | None
+    clone: SiteLike | None
+    front_door: Any
+
+
+def build(declaration: Declaration, target: Target) -> Built:
+    """Declare the resources of `declaration.phase`. Names are stable across phases, so the
+    primary's resources are updated in place and never replaced by a phase change."""
+    primary_database = target.database(
+        "primary-db",
+        DatabaseArgs(
+            role=Instance.PRIMARY,
+            schema_version=declaration.primary_database_version,
+            generation=declaration.primary_database_generation,
+            restore_point=declaration.restore_point,
+        ),
+        None,
+    )
+    primary = target.site("primary", SiteArgs(declaration.primary, primary_database), None)
+    origins: dict[Instance, SiteLike] = {Instance.PRIMARY: primary}
+    clone_database = clone = None
+    if declaration.clone is not None:
+        clone_database = target.database(
+            "clone-db", DatabaseArgs(role=Instance.CLONE, copy_of=primary_database), None
+        )
+        clone = target.site("clone", SiteArgs(declaration.clone, clone_database), None)
+        origins[Instance.CLONE] = clone
+    front_door = target.front_door(
+        "front-door", FrontDoorArgs(origins=origins, traffic=declaration.traffic), None
+    )
+    return Built(primary_database, primary, clone_database, clone, front_door)

@@ -1,0 +1,173 @@
+"""The sample site's web app (Starlette), one process per web app instance."""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from sampleapp import db
+from sampleapp.versions import SiteVersion
+
+READ_ONLY = "ReadOnly"
+# How long a refused writer should wait: a deployment's read-only window is well under this.
+RETRY_AFTER_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Settings:
+    version: SiteVersion
+    instance: str  # "primary" or "clone"
+    database_mode: str  # "ReadWrite" or "ReadOnly"
+    database: Path
+
+    @property
+    def read_only(self) -> bool:
+        return self.database_mode == READ_ONLY
+
+
+def create_app(settings: Settings) -> Starlette:
+    engine = db.open_engine(settings.database, read_only=settings.read_only)
+    text_col = settings.version.text_column
+    identity = {
+        "version": settings.version.name,
+        "instance": settings.instance,
+        "database_mode": settings.database_mode,
+    }
+
+    def refuse_write() -> Response:
+        return JSONResponse(
+            {"error": "read-only", "detail": "the site is read-only during a deployment"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    def article_row(row: Any) -> dict[str, Any]:
+        return {"id": row.id, "title": row.title, "text": row.text, "updated_at": row.updated_at}
+
+    def healthz(_: Request) -> Response:
+        if not settings.version.healthy:
+            return JSONResponse({"status": "failing", **identity}, status_code=500)
+        try:
+            revision = db.current_revision(engine)
+        except Exception as exc:  # noqa: BLE001 - any database error means unhealthy
+            return JSONResponse({"status": "database-error", "detail": str(exc)}, status_code=500)
+        if revision != settings.version.schema_revision:
+            return JSONResponse(
+                {"status": "schema-mismatch", "expected": settings.version.schema_revision,
+                 "found": revision, **identity},
+                status_code=500,
+            )
+        return JSONResponse({"status": "ok", **identity})
+
+    def whoami(_: Request) -> Response:
+        return JSONResponse(identity)
+
+    def list_articles(request: Request) -> Response:
+        title = request.query_params.get("title")
+        query = f"SELECT id, title, {text_col} AS text, updated_at FROM articles"
+        params: dict[str, Any] = {}
+        if title is not None:
+            query += " WHERE title = :title"
+            params["title"] = title
+        limit = int(request.query_params.get("limit", "1000000"))
+        with engine.connect() as conn:
+            rows = conn.execute(text(query + " ORDER BY id LIMIT :limit"), {**params, "limit": limit})
+            return JSONResponse([article_row(r) for r in rows])
+
+    def titles(_: Request) -> Response:
+        with engine.connect() as conn:
+            return JSONResponse([r[0] for r in conn.execute(text("SELECT title FROM articles"))])
+
+    def get_article(request: Request) -> Response:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(f"SELECT id, title, {text_col} AS text, updated_at FROM articles WHERE id = :id"),
+                {"id": request.path_params["id"]},
+            ).first()
+        if row is None:
+            return JSONResponse({"error": "not-found"}, status_code=404)
+        return JSONResponse(article_row(row))
+
+    async def create_article(request: Request) -> Response:
+        if settings.read_only:
+            return refuse_write()
+        payload = await request.json()
+        columns = f"title, {text_col}, updated_at"
+        values = ":title, :text, :now"
+        if settings.version.name != "v1":
+            columns += ", summary"
+            values += ", substr(:text, 1, 80)"
+        with engine.begin() as conn:
+            result = conn.execute(
+                text(f"INSERT INTO articles ({columns}) VALUES ({values})"),
+                {"title": payload["title"], "text": payload.get("text", ""), "now": time.time()},
+            )
+            new_id = result.lastrowid
+        return JSONResponse({"id": new_id, "title": payload["title"]}, status_code=201)
+
+    async def update_article(request: Request) -> Response:
+        if settings.read_only:
+            return refuse_write()
+        payload = await request.json()
+        with engine.begin() as conn:
+            result = conn.execute(
+                text(f"UPDATE articles SET {text_col} = :text, updated_at = :now WHERE id = :id"),
+                {"text": payload.get("text", ""), "now": time.time(), "id": request.path_params["id"]},
+            )
+        if result.rowcount == 0:
+            return JSONResponse({"error": "not-found"}, status_code=404)
+        return JSONResponse({"id": request.path_params["id"]})
+
+    def home(_: Request) -> Response:
+        with engine.connect() as conn:
+            page = conn.execute(text("SELECT title, body FROM pages WHERE slug = 'home'")).one()
+            rows = conn.execute(
+                text(f"SELECT id, title, {text_col} AS text FROM articles ORDER BY id DESC LIMIT 20")
+            ).all()
+        notice = (
+            "<p class='notice'>The site is read-only for a few moments while it is updated.</p>"
+            if settings.read_only
+            else ""
+        )
+        items = "".join(
+            f"<li><a href='/articles/{r.id}'>{html.escape(r.title)}</a></li>" for r in rows
+        )
+        return HTMLResponse(
+            f"<!doctype html><title>{html.escape(page.title)}</title>{notice}"
+            f"<h1>{html.escape(page.title)}</h1><p>{html.escape(page.body)}</p><ul>{items}</ul>"
+            f"<footer>version {settings.version.name} ({settings.instance})</footer>"
+        )
+
+    class IdentityHeaders(BaseHTTPMiddleware):
+        async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+            response = await call_next(request)
+            response.headers["X-ZDD-Version"] = settings.version.name
+            response.headers["X-ZDD-Instance"] = settings.instance
+            response.headers["X-ZDD-Database-Mode"] = settings.database_mode
+            return response
+
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/healthz", healthz),
+            Route("/__identity", whoami),
+            Route("/api/articles", list_articles, methods=["GET"]),
+            Route("/api/articles", create_article, methods=["POST"]),
+            Route("/api/articles/titles", titles),
+            Route("/api/articles/{id:int}", get_article, methods=["GET"]),
+            Route("/api/articles/{id:int}", update_article, methods=["PUT"]),
+        ],
+        middleware=[Middleware(IdentityHeaders)],
+        on_shutdown=[engine.dispose],
+    )

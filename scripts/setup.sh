@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Idempotent setup: the project's virtual environment and a Pulumi CLI of the pinned version.
+# A second run only checks stamps and links, so it takes seconds.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+venv="$root/.venv"
+python=${PYTHON:-python3}
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+# The Pulumi CLI must match the Python SDK pinned in pyproject.toml (the Automation API checks it).
+pulumi_version=$(sed -n 's/^ *"pulumi==\([0-9.]*\)",$/\1/p' pyproject.toml)
+[ -n "$pulumi_version" ] || die "no pulumi==X.Y.Z pin found in pyproject.toml"
+cache=${SMOOTH_DEPLOY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smooth-deploy}
+tools="$cache/pulumi-v$pulumi_version/bin"
+
+# 1. Virtual environment, reinstalled only when pyproject.toml changes.
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python 3.11 or newer is needed"
+stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  step "creating .venv and installing the project (pyproject.toml changed or first run)"
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+fi
+
+# 2. The Pulumi CLI: one already installed the usual way if it is new enough, else our build.
+version_of() { "$1" version 2>/dev/null | sed 's/^v//'; }
+newer_or_equal() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
+ambient=$(PATH=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vxF "$venv/bin" | paste -sd:) command -v pulumi || true)
+if [ -n "$ambient" ] && newer_or_equal "$(version_of "$ambient")" "$pulumi_version"; then
+  step "using the Pulumi CLI on PATH: $ambient ($(version_of "$ambient"))"
+  cli="$ambient"
+else
+  cli="$tools/pulumi"
+  if [ ! -x "$cli" ] || [ "$(version_of "$cli")" != "$pulumi_version" ]; then
+    command -v go >/dev/null || die "no Pulumi CLI $pulumi_version on PATH and no Go toolchain to build one"
+    step "building the Pulumi CLI v$pulumi_version from its Go module (first time only, several minutes)"
+    build="$cache/build/pulumi-cli-v$pulumi_version"
+    mkdir -p "$build" "$tools"
+    cp tools/pulumi-cli/go.mod tools/pulumi-cli/go.sum tools/pulumi-cli/tools.go "$build/"
+    (cd "$build" && GOFLAGS=-mod=mod go build -o "$tools/pulumi" \
+      -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$pulumi_version" \
+      github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
+    # The Python SDK's helper scripts ship in the sdk/v3 Go module; the engine looks for
+    # them beside the CLI or on PATH.
+    sdk=$(cd "$build" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
+    install -m 0755 "$sdk/python/dist/pulumi-resource-pulumi-python" "$tools/"
+    install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$tools/"
+  fi
+fi
+[ "$(version_of "$cli")" != "" ] || die "the Pulumi CLI at $cli does not run"
+ln -sfn "$cli" "$venv/bin/pulumi"
+for helper in pulumi-resource-pulumi-python pulumi-language-python-exec; do
+  if [ -x "$tools/$helper" ]; then ln -sfn "$tools/$helper" "$venv/bin/$helper"; fi
+done
+step "ready: pulumi $(version_of "$cli"), $("$venv/bin/python" --version)"

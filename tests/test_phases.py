@@ -1,0 +1,148 @@
+"""The phase model: what exists in each phase, and which moves are legal."""
+
+from __future__ import annotations
+
+import pytest
+
+from zdd.phases import (
+    DatabaseMode,
+    IllegalTransition,
+    Instance,
+    InvalidStackConfig,
+    Mode,
+    Phase,
+    StackSettings,
+    check_transition,
+    declare,
+    is_valid_version,
+    next_phase,
+)
+
+# phase -> (primary version, clone present, traffic)
+TABLE = {
+    Phase.IDLE: ("v1", False, Instance.PRIMARY),
+    Phase.CLONE: ("v1", True, Instance.PRIMARY),
+    Phase.CUTOVER: ("v1", True, Instance.CLONE),
+    Phase.DEPLOY: ("v2", True, Instance.CLONE),
+    Phase.RETURN: ("v2", True, Instance.PRIMARY),
+}
+
+
+def settings(phase: Phase, **overrides: object) -> StackSettings:
+    values: dict[str, object] = {
+        "phase": phase,
+        "current_version": "v1",
+        "target_version": None if phase is Phase.IDLE else "v2",
+        "restore_point": "rp1" if phase in (Phase.DEPLOY, Phase.RETURN) else None,
+    }
+    values.update(overrides)
+    return StackSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("phase", list(TABLE))
+def test_each_phase_declares_the_design_table(phase: Phase) -> None:
+    version, has_clone, traffic = TABLE[phase]
+    declaration = declare(settings(phase))
+    assert declaration.primary.version == version
+    assert declaration.has_clone is has_clone
+    assert declaration.traffic is traffic
+    assert declaration.primary.database_mode is DatabaseMode.READ_WRITE
+
+
+@pytest.mark.parametrize("phase", [p for p in TABLE if p is not Phase.IDLE])
+def test_clone_runs_current_version_read_only_by_default(phase: Phase) -> None:
+    clone = declare(settings(phase)).clone
+    assert clone is not None
+    assert clone.version == "v1"
+    assert clone.database is Instance.CLONE
+    assert clone.database_mode is DatabaseMode.READ_ONLY
+
+
+def test_clone_is_read_write_only_with_acknowledgement() -> None:
+    rw = settings(Phase.CLONE, mode=Mode.READ_WRITE, accept_data_loss=True)
+    clone = declare(rw).clone
+    assert clone is not None and clone.database_mode is DatabaseMode.READ_WRITE
+    with pytest.raises(InvalidStackConfig, match="acceptDataLoss"):
+        declare(settings(Phase.CLONE, mode=Mode.READ_WRITE))
+
+
+def test_deploy_without_restore_point_is_refused() -> None:
+    with pytest.raises(InvalidStackConfig, match="restore point"):
+        declare(settings(Phase.DEPLOY, restore_point=None))
+
+
+def test_database_version_can_differ_from_code_version() -> None:
+    # Roll back code only: the app goes back, the database stays migrated.
+    rollback = settings(Phase.DEPLOY, target_version="v1", database_version="v2")
+    declaration = declare(rollback)
+    assert declaration.primary.version == "v1"
+    assert declaration.primary_database_version == "v2"
+
+
+def test_idle_has_no_restore_point_even_if_config_keeps_one() -> None:
+    assert declare(settings(Phase.IDLE, restore_point="rp1")).restore_point is None
+
+
+@pytest.mark.parametrize(
+    ("current", "requested"),
+    [
+        (Phase.IDLE, Phase.CLONE),
+        (Phase.CLONE, Phase.CUTOVER),
+        (Phase.CUTOVER, Phase.DEPLOY),
+        (Phase.DEPLOY, Phase.RETURN),
+        (Phase.RETURN, Phase.IDLE),
+        (Phase.CLONE, Phase.IDLE),
+        (Phase.CUTOVER, Phase.IDLE),
+        (Phase.DEPLOY, Phase.DEPLOY),
+    ],
+)
+def test_legal_transitions(current: Phase, requested: Phase) -> None:
+    check_transition(current, requested)
+
+
+@pytest.mark.parametrize(
+    ("current", "requested", "message"),
+    [
+        (Phase.CUTOVER, Phase.RETURN, "not been deployed and verified"),
+        (Phase.CLONE, Phase.RETURN, "not been deployed and verified"),
+        (Phase.DEPLOY, Phase.IDLE, "primary was changed"),
+        (Phase.DEPLOY, Phase.CLONE, "already in progress"),
+        (Phase.IDLE, Phase.DEPLOY, "cannot move"),
+        (Phase.IDLE, Phase.CUTOVER, "cannot move"),
+    ],
+)
+def test_illegal_transitions_are_refused_with_a_reason(
+    current: Phase, requested: Phase, message: str
+) -> None:
+    with pytest.raises(IllegalTransition, match=message):
+        check_transition(current, requested)
+
+
+def test_next_phase_walks_the_deployment_order() -> None:
+    walked = [Phase.IDLE]
+    while len(walked) < 6:
+        walked.append(next_phase(walked[-1]))
+    assert walked == [Phase.IDLE, Phase.CLONE, Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN, Phase.IDLE]
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3-unhealthy", "v10.2", "v3-bad-migration"])
+def test_valid_versions(version: str) -> None:
+    assert is_valid_version(version)
+
+
+@pytest.mark.parametrize("version", ["", "1", "v", "v1;rm", "V1", "v1 ", "latest", "v2_"])
+def test_malformed_versions(version: str) -> None:
+    assert not is_valid_version(version)
+
+
+def test_from_config_reads_and_validates() -> None:
+    s = StackSettings.from_config(
+        {"phase": "deploy", "currentVersion": "v1", "targetVersion": "v2", "restorePoint": "r"}
+    )
+    assert s.phase is Phase.DEPLOY and s.target_version == "v2"
+    with pytest.raises(InvalidStackConfig, match="zdd:phase 'bogus'"):
+        StackSettings.from_config({"phase": "bogus", "currentVersion": "v1"})
+    with pytest.raises(InvalidStackConfig, match="currentVersion is not set"):
+        StackSettings.from_config({"phase": "idle"})
+    with pytest.raises(InvalidStackConfig, match="whole number"):
+        StackSettings.from_config({"currentVersion": "v1", "databaseGeneration": "x"})

@@ -1,0 +1,65 @@
+"""Where the project, its state and its tools are, and the environment every engine run gets."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# Applies to stacks of the `local` target only; an Azure stack needs the user's own passphrase.
+LOCAL_PASSPHRASE = "smooth-deploy-local"
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "Pulumi.yaml").exists() and (candidate / "infra").is_dir():
+            return candidate
+    # Installed in editable mode: the package sits in the project.
+    return Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Environment:
+    root: Path
+
+    @property
+    def venv_bin(self) -> Path:
+        return Path(sys.executable).parent
+
+    @property
+    def state_root(self) -> Path:
+        """Per-stack runtime files of the local target (databases, logs, archives)."""
+        return self.root / ".zdd"
+
+    def engine_env(self, *, local: bool = True) -> dict[str, str]:
+        """Variables for the Pulumi CLI: no update check, no plugin downloads, local state.
+
+        A user's own PULUMI_BACKEND_URL, PULUMI_HOME and passphrase win over our defaults.
+        """
+        env = {
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_BACKEND_URL": os.environ.get(
+                "PULUMI_BACKEND_URL", f"file://{self.root / '.pulumi-state'}"
+            ),
+            "PULUMI_HOME": os.environ.get("PULUMI_HOME", str(self.root / ".pulumi-home")),
+            # Our language host and the dynamic provider live in the virtual environment.
+            "PATH": f"{self.venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PULUMI_PYTHON_CMD": sys.executable,
+        }
+        has_passphrase = "PULUMI_CONFIG_PASSPHRASE" in os.environ or (
+            "PULUMI_CONFIG_PASSPHRASE_FILE" in os.environ
+        )
+        if local and not has_passphrase:
+            env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
+        return env
+
+    def apply(self, *, local: bool = True) -> None:
+        """Export the engine environment into this process (the Automation API inherits it)."""
+        os.environ.update(self.engine_env(local=local))
+        Path(os.environ["PULUMI_HOME"]).mkdir(parents=True, exist_ok=True)
+        backend = os.environ["PULUMI_BACKEND_URL"]
+        if backend.startswith("file://"):
+            Path(backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,233 @@
+"""The phase model: what exists in each phase and which moves between phases are legal.
+
+Pure: no Pulumi, no I/O. The Pulumi program turns a `Declaration` into resources; the driver
+uses `next_phase`/`check_transition` to decide what to do. Both targets share this module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    CLONE = "clone"
+    CUTOVER = "cutover"
+    DEPLOY = "deploy"
+    RETURN = "return"
+
+
+class Mode(StrEnum):
+    READ_ONLY = "read-only"
+    READ_WRITE = "read-write"
+
+
+class Instance(StrEnum):
+    PRIMARY = "primary"
+    CLONE = "clone"
+
+
+class DatabaseMode(StrEnum):
+    """The site's own words for it (`EpiServer__Cms__DataAccess__DatabaseMode`)."""
+
+    READ_WRITE = "ReadWrite"
+    READ_ONLY = "ReadOnly"
+
+
+# The order of a smooth deployment; `idle` both starts and ends it.
+DEPLOYMENT_ORDER: tuple[Phase, ...] = (
+    Phase.IDLE,
+    Phase.CLONE,
+    Phase.CUTOVER,
+    Phase.DEPLOY,
+    Phase.RETURN,
+    Phase.IDLE,
+)
+
+# Phases in which public traffic is on the clone, so the primary may be changed or recovered.
+TRAFFIC_ON_CLONE: frozenset[Phase] = frozenset({Phase.CUTOVER, Phase.DEPLOY})
+
+_VERSION_RE = re.compile(r"^v\d+(\.\d+)*(-[a-z0-9][a-z0-9-]*)?$")
+
+
+class InvalidStackConfig(ValueError):
+    """The stack's `zdd:*` configuration does not describe a legal state."""
+
+
+class IllegalTransition(ValueError):
+    """A move between phases that the design forbids; nothing was changed."""
+
+
+def is_valid_version(version: str) -> bool:
+    return bool(_VERSION_RE.match(version))
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """The `zdd:*` stack config that decides what exists."""
+
+    phase: Phase
+    current_version: str
+    target_version: str | None = None
+    mode: Mode = Mode.READ_ONLY
+    accept_data_loss: bool = False
+    # Set by the driver before the first change to the primary database.
+    restore_point: str | None = None
+    # The primary database's generation; a rollback with database creates a new one.
+    database_generation: int = 1
+    # The version whose migrations the primary database carries; defaults to the app's version.
+    database_version: str | None = None
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, str]) -> StackSettings:
+        """Read the `zdd:*` config (keys without the namespace); raises InvalidStackConfig."""
+
+        def enum_value(kind: type[StrEnum], key: str, default: str) -> StrEnum:
+            raw = values.get(key, default)
+            try:
+                return kind(raw)
+            except ValueError:
+                allowed = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+                raise InvalidStackConfig(f"zdd:{key} {raw!r} is not one of: {allowed}") from None
+
+        if "currentVersion" not in values:
+            raise InvalidStackConfig("zdd:currentVersion is not set")
+        try:
+            generation = int(values.get("databaseGeneration", "1"))
+        except ValueError:
+            raise InvalidStackConfig("zdd:databaseGeneration must be a whole number") from None
+        settings = cls(
+            phase=Phase(enum_value(Phase, "phase", Phase.IDLE)),
+            current_version=values["currentVersion"],
+            target_version=values.get("targetVersion") or None,
+            mode=Mode(enum_value(Mode, "mode", Mode.READ_ONLY)),
+            accept_data_loss=values.get("acceptDataLoss", "false").lower() == "true",
+            restore_point=values.get("restorePoint") or None,
+            database_generation=generation,
+            database_version=values.get("databaseVersion") or None,
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not is_valid_version(self.current_version):
+            raise InvalidStackConfig(f"zdd:currentVersion {self.current_version!r} is not a version")
+        if self.target_version is not None and not is_valid_version(self.target_version):
+            raise InvalidStackConfig(f"zdd:targetVersion {self.target_version!r} is not a version")
+        if self.phase in (Phase.DEPLOY, Phase.RETURN) and self.target_version is None:
+            raise InvalidStackConfig(f"phase {self.phase} needs zdd:targetVersion")
+        if self.phase is Phase.DEPLOY and self.restore_point is None:
+            raise InvalidStackConfig(
+                "phase deploy needs zdd:restorePoint: the primary database is never changed "
+                "before a restore point is recorded"
+            )
+        if self.mode is Mode.READ_WRITE and not self.accept_data_loss:
+            raise InvalidStackConfig(
+                "zdd:mode read-write needs zdd:acceptDataLoss true: writes to the clone are "
+                "not kept when it is destroyed"
+            )
+        if self.database_generation < 1:
+            raise InvalidStackConfig("zdd:databaseGeneration must be 1 or more")
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    instance: Instance
+    version: str
+    database: Instance
+    database_mode: DatabaseMode
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """Everything that exists in one phase, in the user's words."""
+
+    phase: Phase
+    primary: AppSpec
+    clone: AppSpec | None
+    traffic: Instance
+    # The version whose schema the primary database must carry.
+    primary_database_version: str
+    primary_database_generation: int
+    restore_point: str | None
+
+    @property
+    def has_clone(self) -> bool:
+        return self.clone is not None
+
+
+def declare(settings: StackSettings) -> Declaration:
+    """What exists in `settings.phase`: the table of DESIGN.md as a function."""
+    settings.validate()
+    phase = settings.phase
+    primary_on_target = phase in (Phase.DEPLOY, Phase.RETURN)
+    primary_version = (
+        settings.target_version
+        if primary_on_target and settings.target_version
+        else settings.current_version
+    )
+    primary = AppSpec(
+        instance=Instance.PRIMARY,
+        version=primary_version,
+        database=Instance.PRIMARY,
+        database_mode=DatabaseMode.READ_WRITE,
+    )
+    clone = None
+    if phase is not Phase.IDLE:
+        clone = AppSpec(
+            instance=Instance.CLONE,
+            version=settings.current_version,
+            database=Instance.CLONE,
+            database_mode=(
+                DatabaseMode.READ_WRITE
+                if settings.mode is Mode.READ_WRITE
+                else DatabaseMode.READ_ONLY
+            ),
+        )
+    return Declaration(
+        phase=phase,
+        primary=primary,
+        clone=clone,
+        traffic=Instance.CLONE if phase in TRAFFIC_ON_CLONE else Instance.PRIMARY,
+        primary_database_version=settings.database_version or primary_version,
+        primary_database_generation=settings.database_generation,
+        restore_point=settings.restore_point if phase is not Phase.IDLE else None,
+    )
+
+
+def next_phase(phase: Phase) -> Phase:
+    """The phase a deployment moves to after `phase` (`return` goes back to `idle`)."""
+    index = DEPLOYMENT_ORDER.index(phase)
+    return DEPLOYMENT_ORDER[index + 1]
+
+
+def check_transition(current: Phase, requested: Phase) -> None:
+    """Refuse any move that is not one step forward, a re-run, or an abort to idle."""
+    if requested == current:
+        return  # re-running a phase is idempotent
+    if current is not Phase.IDLE and requested == next_phase(current):
+        return
+    if current is Phase.IDLE and requested is Phase.CLONE:
+        return
+    if requested is Phase.IDLE and current in (Phase.CLONE, Phase.CUTOVER):
+        return  # abort: the primary was never touched
+    raise IllegalTransition(_why_illegal(current, requested))
+
+
+def _why_illegal(current: Phase, requested: Phase) -> str:
+    if requested is Phase.RETURN and current is not Phase.DEPLOY:
+        return (
+            f"cannot return traffic to the primary from phase {current}: the primary has not "
+            "been deployed and verified yet"
+        )
+    if requested is Phase.IDLE and current is Phase.DEPLOY:
+        return (
+            "cannot go to idle from deploy: the primary was changed; complete the deployment "
+            "(return) or roll back first"
+        )
+    if requested is Phase.CLONE and current is not Phase.IDLE:
+        return f"a deployment is already in progress (phase {current}); resume or finish it first"
+    return f"cannot move from phase {current} to {requested}"

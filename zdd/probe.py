@@ -1,0 +1,148 @@
+"""The load probe: steady reads and writes against the public endpoint for a whole deployment.
+
+Every response is recorded. A write is acknowledged (201), refused (503 with Retry-After: the
+read-only window) or failed (anything else, including no answer). Afterwards each acknowledged
+write is looked up through the public endpoint; one that is missing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+
+Outcome = Literal["ok", "refused", "failed"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float  # seconds since the probe started
+    kind: Literal["read", "write"]
+    status: int  # 0 when there was no HTTP answer
+    outcome: Outcome
+    origin: str | None
+    title: str | None = None
+
+
+@dataclass
+class ProbeReport:
+    requests: int
+    failed: int
+    writes_acknowledged: int
+    writes_refused: int
+    writes_lost: int
+    duration_seconds: float
+    rate_per_second: float
+    lost_titles: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "requests": self.requests,
+            "failed": self.failed,
+            "writes_acknowledged": self.writes_acknowledged,
+            "writes_refused": self.writes_refused,
+            "writes_lost": self.writes_lost,
+            "duration_seconds": round(self.duration_seconds, 2),
+            "rate_per_second": round(self.rate_per_second, 1),
+            "failures": self.failures[:10],
+        }
+
+
+class LoadProbe:
+    def __init__(
+        self,
+        public_url: str,
+        *,
+        rate: float = 300.0,
+        write_every: int = 10,
+        concurrency: int = 48,
+    ) -> None:
+        self.public_url = public_url
+        self.rate = rate
+        self.write_every = write_every
+        self.concurrency = concurrency
+        self.samples: list[Sample] = []
+        self.started_at = 0.0  # time.time() of the start, for lining up with phases
+        self._run_id = uuid.uuid4().hex[:8]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.started_at = time.time()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    async def _one(self, client: httpx.AsyncClient, n: int, t0: float) -> None:
+        is_write = n % self.write_every == 0
+        title = f"probe-{self._run_id}-{n}" if is_write else None
+        try:
+            if is_write:
+                response = await client.post("/api/articles", json={"title": title, "text": "probe"})
+            else:
+                path = "/" if n % 2 else "/api/articles?limit=5"
+                response = await client.get(path)
+            status, origin = response.status_code, response.headers.get("X-ZDD-Origin")
+            refused = status == 503 and "Retry-After" in response.headers
+        except httpx.HTTPError:
+            status, origin, refused = 0, None, False
+        ok = status == (201 if is_write else 200)
+        outcome: Outcome = "ok" if ok else ("refused" if is_write and refused else "failed")
+        self.samples.append(
+            Sample(time.monotonic() - t0, "write" if is_write else "read", status, outcome, origin, title)
+        )
+
+    async def _run(self) -> None:
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(base_url=self.public_url, limits=limits, timeout=30) as client:
+            slots = asyncio.Semaphore(self.concurrency)
+            tasks: set[asyncio.Task[None]] = set()
+            t0 = time.monotonic()
+
+            async def bounded(n: int) -> None:
+                async with slots:
+                    await self._one(client, n, t0)
+
+            for n in itertools.count(1):
+                if self._stop.is_set():
+                    break
+                # Steady rate: request n is due at n / rate seconds.
+                delay = t0 + n / self.rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(bounded(n))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.gather(*tasks)
+
+    def report(self, verify_url: str | None = None) -> ProbeReport:
+        """Summarise, looking up every acknowledged write through `verify_url` (public by default)."""
+        acknowledged = [s.title for s in self.samples if s.kind == "write" and s.outcome == "ok"]
+        response = httpx.get(f"{verify_url or self.public_url}/api/articles/titles", timeout=30)
+        response.raise_for_status()
+        present = set(response.json())
+        lost = [t for t in acknowledged if t not in present]
+        failed = [s for s in self.samples if s.outcome == "failed"]
+        duration = max((s.at for s in self.samples), default=0.0)
+        return ProbeReport(
+            requests=len(self.samples),
+            failed=len(failed),
+            writes_acknowledged=len(acknowledged),
+            writes_refused=sum(1 for s in self.samples if s.outcome == "refused"),
+            writes_lost=len(lost),
+            duration_seconds=duration,
+            rate_per_second=len(self.samples) / duration if duration else 0.0,
+            lost_titles=[t for t in lost if t],
+            failures=[f"{s.at:.2f}s {s.kind} -> {s.status} via {s.origin}" for s in failed],
+        )

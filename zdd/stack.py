@@ -1,0 +1,135 @@
+"""A thin wrapper around one Automation API stack: config, updates, outputs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pulumi import automation as auto
+
+from zdd.environment import Environment
+from zdd.errors import BadInput, EngineFailed
+
+NAMESPACE = "zdd"
+_STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_stack_name(name: str) -> None:
+    if not _STACK_NAME.match(name):
+        raise BadInput(
+            f"stack name {name!r} is not valid: use letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit"
+        )
+
+
+@dataclass
+class Outcome:
+    changes: dict[str, int]
+    seconds: float
+
+
+def _error_text(exc: Exception) -> str:
+    """The part of an engine error an operator needs: the diagnostics, not the command line."""
+    text = str(exc)
+    for marker in ("stderr: ", "\nstderr:"):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-25:])
+
+
+class Stack:
+    """One stack of the project on the configured backend."""
+
+    def __init__(self, env: Environment, name: str, stack: auto.Stack) -> None:
+        self.env = env
+        self.name = name
+        self._stack = stack
+
+    @classmethod
+    def _options(cls, env: Environment) -> auto.LocalWorkspaceOptions:
+        return auto.LocalWorkspaceOptions(work_dir=str(env.root), env_vars=env.engine_env())
+
+    @classmethod
+    def exists(cls, env: Environment, name: str) -> bool:
+        workspace = auto.LocalWorkspace(**vars(cls._options(env)))
+        return any(s.name == name for s in workspace.list_stacks())
+
+    @classmethod
+    def create(cls, env: Environment, name: str) -> Stack:
+        check_stack_name(name)
+        try:
+            stack = auto.create_stack(name, work_dir=str(env.root), opts=cls._options(env))
+        except auto.StackAlreadyExistsError:
+            raise BadInput(f"stack {name!r} already exists; use it, or destroy it first") from None
+        return cls(env, name, stack)
+
+    @classmethod
+    def select(cls, env: Environment, name: str) -> Stack:
+        check_stack_name(name)
+        try:
+            stack = auto.select_stack(name, work_dir=str(env.root), opts=cls._options(env))
+        except auto.StackNotFoundError:
+            raise BadInput(f"no stack named {name!r}; create it with `zdd init`") from None
+        return cls(env, name, stack)
+
+    # -- config --------------------------------------------------------------------------
+
+    def config(self) -> dict[str, str]:
+        """The `zdd:*` config, keys without the namespace."""
+        prefix = f"{NAMESPACE}:"
+        return {
+            key.removeprefix(prefix): item.value
+            for key, item in self._stack.get_all_config().items()
+            if key.startswith(prefix)
+        }
+
+    def set_config(self, values: Mapping[str, str | None]) -> None:
+        """Set (or, with None, remove) `zdd:*` keys in one step."""
+        to_set = {
+            f"{NAMESPACE}:{key}": auto.ConfigValue(value)
+            for key, value in values.items()
+            if value is not None
+        }
+        to_remove = [f"{NAMESPACE}:{key}" for key, value in values.items() if value is None]
+        if to_set:
+            self._stack.set_all_config(to_set)
+        if to_remove:
+            self._stack.remove_all_config(to_remove)
+
+    # -- engine --------------------------------------------------------------------------
+
+    def up(self, on_output: Callable[[str], None] | None = None, **kwargs: Any) -> Outcome:
+        try:
+            result = self._stack.up(on_output=on_output, color="never", **kwargs)
+        except auto.ConcurrentUpdateError as exc:
+            raise EngineFailed(f"another update holds stack {self.name!r}: {_error_text(exc)}") from None
+        except auto.CommandError as exc:
+            raise EngineFailed(f"pulumi up failed on stack {self.name!r}:\n{_error_text(exc)}") from None
+        summary = result.summary
+        seconds = (summary.end_time - summary.start_time).total_seconds()
+        return Outcome(changes=dict(summary.resource_changes or {}), seconds=seconds)
+
+    def preview(self, on_output: Callable[[str], None] | None = None) -> auto.PreviewResult:
+        try:
+            return self._stack.preview(on_output=on_output, color="never", diff=True)
+        except auto.CommandError as exc:
+            raise EngineFailed(f"pulumi preview failed on stack {self.name!r}:\n{_error_text(exc)}") from None
+
+    def outputs(self) -> dict[str, Any]:
+        return {key: item.value for key, item in self._stack.outputs().items()}
+
+    def destroy(self, on_output: Callable[[str], None] | None = None) -> None:
+        try:
+            self._stack.destroy(on_output=on_output, color="never")
+        except auto.CommandError as exc:
+            raise EngineFailed(f"pulumi destroy failed on stack {self.name!r}:\n{_error_text(exc)}") from None
+
+    def cancel_stale_lock(self) -> None:
+        """Clear what an interrupted update leaves behind (lock, pending operations)."""
+        self._stack.cancel()
+
+    def remove(self) -> None:
+        self._stack.workspace.remove_stack(self.name)

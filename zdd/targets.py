@@ -1,0 +1,97 @@
+"""What the driver needs to know about a target: versions, stack config, and the drain source."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from zdd.environment import Environment
+from zdd.errors import BadInput, GateFailed
+from zdd.phases import is_valid_version
+
+TARGET_NAMES = ("local", "azure")
+
+
+@dataclass(frozen=True)
+class TargetOps:
+    name: str
+    resolve_version: Callable[[str], None]
+    initial_config: Callable[[Environment, str], dict[str, str]]
+    # In-flight public requests to an origin ("primary" or "clone"), for the drain check.
+    in_flight: Callable[[Mapping[str, Any], str], int]
+
+
+def check_version(version: str, ops: TargetOps) -> None:
+    if not is_valid_version(version):
+        raise BadInput(f"version {version!r} is malformed: expected v<number>[.<number>][-<label>]")
+    ops.resolve_version(version)
+
+
+# -- local -------------------------------------------------------------------------------
+
+
+def _local_resolve(version: str) -> None:
+    from sampleapp.versions import UnknownVersion, resolve
+
+    try:
+        resolve(version)
+    except UnknownVersion as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _free_port_block(size: int = 3, attempts: int = 200) -> int:
+    """A base port with `size` free ports after it (front door, primary, clone)."""
+    rng = random.Random()
+    for _ in range(attempts):
+        base = rng.randrange(20000, 40000, 10)
+        try:
+            for offset in range(size):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise BadInput("found no block of free local ports; set zdd:basePort yourself")
+
+
+def _local_initial_config(env: Environment, stack: str) -> dict[str, str]:
+    return {
+        "stateDir": str(env.state_root / stack),
+        "basePort": str(_free_port_block()),
+    }
+
+
+def _local_in_flight(outputs: Mapping[str, Any], origin: str) -> int:
+    from infra.local.frontdoor_server import ADMIN_PATH, ADMIN_TOKEN_HEADER
+
+    try:
+        response = httpx.get(
+            f"{outputs['public_url']}{ADMIN_PATH}",
+            headers={ADMIN_TOKEN_HEADER: outputs["front_door_admin_token"]},
+            timeout=5,
+        )
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise GateFailed(f"drain check: the front door does not answer ({exc})") from None
+    state = response.json()
+    if state["active"] == origin:
+        return 1_000_000  # still the active origin: it will never drain
+    return int(state["inflight"].get(origin, 0))
+
+
+LOCAL = TargetOps("local", _local_resolve, _local_initial_config, _local_in_flight)
+
+
+def ops_for(name: str) -> TargetOps:
+    if name == "local":
+        return LOCAL
+    if name == "azure":
+        from zdd.azure import AZURE
+
+        return AZURE
+    raise BadInput(f"target {name!r} is not one of: {', '.join(TARGET_NAMES)}")
