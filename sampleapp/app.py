@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +159,11 @@ def create_app(settings: Settings) -> Starlette:
             response.headers["X-ZDD-Database-Mode"] = settings.database_mode
             return response
 
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
     return Starlette(
         routes=[
             Route("/", home),
@@ -169,5 +176,5 @@ def create_app(settings: Settings) -> Starlette:
             Route("/api/articles/{id:int}", update_article, methods=["PUT"]),
         ],
         middleware=[Middleware(IdentityHeaders)],
-        on_shutdown=[engine.dispose],
+        lifespan=lifespan,
     )

@@ -55,6 +55,16 @@ else
   fi
 fi
 [ "$(version_of "$cli")" != "" ] || die "the Pulumi CLI at $cli does not run"
+if [ "$cli" = "$tools/pulumi" ]; then
+  # Pulumi's Go language host is not served by the module proxy we can reach, so our build
+  # gets the project's own (zdd/langhost.py). The engine looks beside the CLI first; the
+  # interpreter is the one of the project running it (PULUMI_PYTHON_CMD, else python3 on PATH).
+  cat > "$tools/pulumi-language-python" <<'HOST'
+#!/bin/sh
+exec "${PULUMI_PYTHON_CMD:-python3}" -m zdd.langhost "$@"
+HOST
+  chmod 0755 "$tools/pulumi-language-python"
+fi
 ln -sfn "$cli" "$venv/bin/pulumi"
 for helper in pulumi-resource-pulumi-python pulumi-language-python-exec; do
   if [ -x "$tools/$helper" ]; then ln -sfn "$tools/$helper" "$venv/bin/$helper"; fi

@@ -97,6 +97,7 @@ class Driver:
         self.stack_name = stack_name
         self.say = say
         self._stack: Stack | None = None
+        self._gate_passed: Phase | None = None
 
     @property
     def stack(self) -> Stack:
@@ -201,17 +202,30 @@ class Driver:
         applied = Phase(outputs.get("phase", Phase.IDLE))
         wanted = settings.phase
         if wanted != applied:
-            # The update towards `wanted` has not completed: its precondition, then the update.
-            self._gate_after(applied, settings, outputs, ops)
-            self._timed(result, wanted, lambda: self._up(wanted, str(wanted), result))
+            # The update towards `wanted` has not completed: its precondition, the update, and
+            # the check that the next move needs, timed together as the phase.
+            started = time.monotonic()
+            self._gate_once(applied, settings, outputs, ops)
+            self._up(wanted, str(wanted), result)
+            self._gate_once(wanted, settings, self.stack.outputs(), ops)
+            result.phases.append(PhaseTiming(str(wanted), time.monotonic() - started))
             return True
         if wanted is Phase.IDLE:
             return False
-        self._timed(result, f"{wanted}-gate", lambda: self._gate_after(wanted, settings, outputs, ops))
-        self._move_on(wanted, settings, result)
+        self._gate_once(wanted, settings, outputs, ops)
+        self._move_on(wanted, settings)
         return True
 
-    def _move_on(self, phase: Phase, settings: StackSettings, result: DeployResult) -> None:
+    def _gate_once(
+        self, phase: Phase, settings: StackSettings, outputs: dict[str, Any], ops: TargetOps
+    ) -> None:
+        # A gate passed by this driver holds until the next update; one found in the stack
+        # (after a restart) is checked again.
+        if self._gate_passed is not phase:
+            self._gate_after(phase, settings, outputs, ops)
+            self._gate_passed = phase
+
+    def _move_on(self, phase: Phase, settings: StackSettings) -> None:
         following = next_phase(phase)
         check_transition(phase, following)
         change: dict[str, str | None] = {"phase": following}
@@ -230,13 +244,9 @@ class Driver:
             )
         self.stack.set_config(change)
 
-    def _timed(self, result: DeployResult, name: str, step: Callable[[], object]) -> None:
-        started = time.monotonic()
-        step()
-        result.phases.append(PhaseTiming(str(name), time.monotonic() - started))
-
     def _up(self, phase: Phase, label: str, result: DeployResult | None = None) -> None:
         self.say(f"{label}: pulumi up")
+        self._gate_passed = None
         outcome = self.stack.up()
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")

@@ -66,7 +66,10 @@ def main() -> None:
     # The engine reads the port from the first line of our standard output.
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
-    server.wait_for_termination()
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:  # the engine interrupts its plugins when it is done with them
+        server.stop(grace=None)
 
 
 if __name__ == "__main__":

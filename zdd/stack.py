@@ -33,11 +33,13 @@ class Outcome:
 def _error_text(exc: Exception) -> str:
     """The part of an engine error an operator needs: the diagnostics, not the command line."""
     text = str(exc)
-    for marker in ("stderr: ", "\nstderr:"):
-        if marker in text:
-            text = text.split(marker, 1)[1]
-    lines = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(lines[-25:])
+    stdout, _, stderr = text.partition("\n stderr: ")
+    stdout = stdout.partition(" stdout: ")[2] or stdout
+    diagnostics = ""
+    if "Diagnostics:" in stdout:
+        diagnostics = re.split(r"\n(?:Outputs|Resources):", stdout.split("Diagnostics:", 1)[1])[0]
+    lines = [line for line in f"{diagnostics}\n{stderr}".splitlines() if line.strip()]
+    return "\n".join(lines[-40:]) or text.strip()
 
 
 class Stack:
@@ -47,6 +49,10 @@ class Stack:
         self.env = env
         self.name = name
         self._stack = stack
+        # Each CLI call costs the better part of a second; what this wrapper wrote or the last
+        # update returned is known without asking again.
+        self._config: dict[str, str] | None = None
+        self._outputs: dict[str, Any] | None = None
 
     @classmethod
     def _options(cls, env: Environment) -> auto.LocalWorkspaceOptions:
@@ -79,12 +85,14 @@ class Stack:
 
     def config(self) -> dict[str, str]:
         """The `zdd:*` config, keys without the namespace."""
-        prefix = f"{NAMESPACE}:"
-        return {
-            key.removeprefix(prefix): item.value
-            for key, item in self._stack.get_all_config().items()
-            if key.startswith(prefix)
-        }
+        if self._config is None:
+            prefix = f"{NAMESPACE}:"
+            self._config = {
+                key.removeprefix(prefix): item.value
+                for key, item in self._stack.get_all_config().items()
+                if key.startswith(prefix)
+            }
+        return dict(self._config)
 
     def set_config(self, values: Mapping[str, str | None]) -> None:
         """Set (or, with None, remove) `zdd:*` keys in one step."""
@@ -98,16 +106,22 @@ class Stack:
             self._stack.set_all_config(to_set)
         if to_remove:
             self._stack.remove_all_config(to_remove)
+        if self._config is not None:
+            self._config.update({k: v for k, v in values.items() if v is not None})
+            for key in (k for k, v in values.items() if v is None):
+                self._config.pop(key, None)
 
     # -- engine --------------------------------------------------------------------------
 
     def up(self, on_output: Callable[[str], None] | None = None, **kwargs: Any) -> Outcome:
+        self._outputs = None
         try:
             result = self._stack.up(on_output=on_output, color="never", **kwargs)
         except auto.ConcurrentUpdateError as exc:
             raise EngineFailed(f"another update holds stack {self.name!r}: {_error_text(exc)}") from None
         except auto.CommandError as exc:
             raise EngineFailed(f"pulumi up failed on stack {self.name!r}:\n{_error_text(exc)}") from None
+        self._outputs = {key: item.value for key, item in result.outputs.items()}
         summary = result.summary
         seconds = (summary.end_time - summary.start_time).total_seconds()
         return Outcome(changes=dict(summary.resource_changes or {}), seconds=seconds)
@@ -119,9 +133,12 @@ class Stack:
             raise EngineFailed(f"pulumi preview failed on stack {self.name!r}:\n{_error_text(exc)}") from None
 
     def outputs(self) -> dict[str, Any]:
-        return {key: item.value for key, item in self._stack.outputs().items()}
+        if self._outputs is None:
+            self._outputs = {key: item.value for key, item in self._stack.outputs().items()}
+        return dict(self._outputs)
 
     def destroy(self, on_output: Callable[[str], None] | None = None) -> None:
+        self._outputs = None
         try:
             self._stack.destroy(on_output=on_output, color="never")
         except auto.CommandError as exc:

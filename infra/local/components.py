@@ -19,8 +19,9 @@ from zdd.phases import Instance
 class LocalSettings:
     state_dir: Path
     base_port: int
-    # The interpreter that runs the site and the front door: the project's virtual environment.
-    python: str = sys.executable
+    # The interpreter that runs the site and the front door: the project's virtual environment,
+    # named the same way however the program was started (so it never shows up as a change).
+    python: str = str(Path(sys.prefix) / "bin" / "python")
 
     def port(self, role: str) -> int:
         return self.base_port + {"frontdoor": 0, "primary": 1, "clone": 2}[role]

@@ -13,6 +13,8 @@ import json
 import os
 import secrets
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ ADMIN_TOKEN_ENV = "ZDD_FRONTDOOR_TOKEN"
 _HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade", "content-length", "content-encoding", "host",
+    # The front door's own server sets these.
+    "date", "server",
 }
 
 
@@ -103,13 +107,18 @@ def create_app(state: FrontDoorState, admin_token: str) -> Starlette:
         headers["X-ZDD-Origin"] = name
         return Response(upstream.content, status_code=upstream.status_code, headers=headers)
 
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
     return Starlette(
         routes=[
             Route(ADMIN_PATH, admin, methods=["GET", "PUT"]),
             Route("/{path:path}", forward, methods=methods),
         ],
-        on_shutdown=[client.aclose],
+        lifespan=lifespan,
     )
 
 

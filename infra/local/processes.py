@@ -34,10 +34,11 @@ def start_detached(argv: list[str], log_path: Path, env: dict[str, str] | None =
     return process.pid
 
 
-def is_running(pid: int | None, marker: str) -> bool:
+def is_running(pid: float | None, marker: str) -> bool:
     """True when `pid` is alive and is still our process (its command line holds `marker`)."""
     if not pid:
         return False
+    pid = int(pid)  # the engine hands numbers back as floats
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -46,11 +47,11 @@ def is_running(pid: int | None, marker: str) -> bool:
     return state != "Z" and marker in cmdline
 
 
-def stop(pid: int | None, marker: str, timeout: float = 15.0) -> None:
+def stop(pid: float | None, marker: str, timeout: float = 15.0) -> None:
     """SIGTERM (the servers finish in-flight requests), then SIGKILL after `timeout`."""
-    if not is_running(pid, marker):
+    if not pid or not is_running(pid, marker):
         return
-    assert pid is not None
+    pid = int(pid)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -58,6 +59,14 @@ def stop(pid: int | None, marker: str, timeout: float = 15.0) -> None:
             return
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
+
+
+def stop_matching(marker: str) -> None:
+    """Stop every process whose command line holds `marker`: one started by an update that was
+    killed before the engine could record it would otherwise hold the port forever."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            stop(int(entry.name), marker)
 
 
 def wait_listening(port: int, pid: int, marker: str, log_path: Path, timeout: float = 30.0) -> None:

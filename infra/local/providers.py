@@ -30,6 +30,11 @@ from infra.local.frontdoor_server import ADMIN_PATH, ADMIN_TOKEN_ENV, ADMIN_TOKE
 Props = dict[str, Any]
 
 
+def _whole(props: Props) -> Props:
+    """Numbers come back from the engine as floats; ports and generations are whole."""
+    return {k: int(v) if k in ("port", "generation", "pid") and v is not None else v for k, v in props.items()}
+
+
 def _changed(olds: Props, news: Props, keys: tuple[str, ...]) -> list[str]:
     return [k for k in keys if olds.get(k) != news.get(k)]
 
@@ -130,7 +135,7 @@ class MigrationProvider(ResourceProvider):
                 f"migration to {props['version']} failed (exit {result.returncode}):\n"
                 f"{result.stdout}{result.stderr}".rstrip()
             )
-        return {**props, "migrated_at": time.time()}
+        return {**_whole(props), "migrated_at": time.time()}
 
     def create(self, props: Props) -> CreateResult:
         return CreateResult(id_=f"{props['database_path']}@{props['version']}", outs=self._migrate(props))
@@ -152,9 +157,10 @@ class WebAppProvider(ResourceProvider):
 
     @staticmethod
     def _marker(props: Props) -> str:
-        return f"--port {props['port']}"
+        return f"--port {int(props['port'])}"
 
     def _start(self, props: Props) -> Props:
+        props = _whole(props)
         log = Path(props["log_path"])
         argv = [
             props["python"], "-m", "sampleapp", "serve",
@@ -162,13 +168,14 @@ class WebAppProvider(ResourceProvider):
             "--database-mode", props["database_mode"], "--database", props["database_path"],
             "--port", str(props["port"]),
         ]
+        processes.stop_matching(self._marker(props))
         pid = processes.start_detached(argv, log)
         processes.wait_listening(props["port"], pid, self._marker(props), log)
         return {**props, "pid": pid, "url": f"http://127.0.0.1:{props['port']}"}
 
     def create(self, props: Props) -> CreateResult:
         outs = self._start(props)
-        return CreateResult(id_=f"{props['instance']}:{props['port']}", outs=outs)
+        return CreateResult(id_=f"{outs['instance']}:{outs['port']}", outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
         changed = _changed(olds, news, self._KEYS)
@@ -188,10 +195,10 @@ class FrontDoorProvider(ResourceProvider):
 
     @staticmethod
     def _marker(props: Props) -> str:
-        return f"--port {props['port']}"
+        return f"--port {int(props['port'])}"
 
     def _admin(self, outs: Props, change: Props | None = None) -> Props:
-        url = f"http://127.0.0.1:{outs['port']}{ADMIN_PATH}"
+        url = f"http://127.0.0.1:{int(outs['port'])}{ADMIN_PATH}"
         headers = {ADMIN_TOKEN_HEADER: outs["admin_token"]}
         response = (
             httpx.put(url, json=change, headers=headers, timeout=10)
@@ -203,11 +210,13 @@ class FrontDoorProvider(ResourceProvider):
         return result
 
     def _start(self, props: Props, token: str) -> Props:
+        props = _whole(props)
         log = Path(props["log_path"])
         argv = [props["python"], "-m", "infra.local.frontdoor_server",
                 "--port", str(props["port"]), "--state", props["state_path"],
                 "--active", props["active"]]
         argv += [f"--origin={name}={url}" for name, url in sorted(props["origins"].items())]
+        processes.stop_matching(self._marker(props))
         pid = processes.start_detached(argv, log, env={ADMIN_TOKEN_ENV: token})
         processes.wait_listening(props["port"], pid, self._marker(props), log)
         outs = {**props, "pid": pid, "admin_token": token,
@@ -219,7 +228,7 @@ class FrontDoorProvider(ResourceProvider):
     def create(self, props: Props) -> CreateResult:
         Path(props["state_path"]).unlink(missing_ok=True)
         outs = self._start(props, secrets.token_urlsafe(24))
-        return CreateResult(id_=f"frontdoor:{props['port']}", outs=outs)
+        return CreateResult(id_=f"frontdoor:{outs['port']}", outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
         replaces = _changed(olds, news, ("port", "state_path"))
