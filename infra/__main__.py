@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pulumi
 
-from infra.config import read_settings
+from infra.config import phase_guard, read_settings
 from infra.program import build
 from infra.targets import target_for
 
 config = pulumi.Config("zdd")
 settings = read_settings(config)
 target = target_for(config)
-built = build(settings.declaration, target)
+guard = phase_guard(settings.stack.phase)
+built = build(settings.declaration, target, pulumi.ResourceOptions(depends_on=[guard]))
 
 pulumi.export("phase", str(settings.stack.phase))
 pulumi.export("target", target.name)

@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 import pulumi
 
-from zdd.phases import Declaration, InvalidStackConfig, StackSettings, declare
+from zdd.phases import (
+    Declaration,
+    IllegalTransition,
+    InvalidStackConfig,
+    Phase,
+    StackSettings,
+    check_transition,
+    declare,
+)
 
 # The keys that decide what exists; target-specific keys are read by the target.
 PHASE_KEYS = (
@@ -29,3 +37,22 @@ def read_settings(config: pulumi.Config) -> ProgramSettings:
         # A RunError prints as one clear line, without a traceback.
         raise pulumi.RunError(str(exc)) from None
     return ProgramSettings(stack=stack, declaration=declare(stack))
+
+
+def phase_guard(wanted: Phase) -> pulumi.Output[pulumi.Resource]:
+    """Refuse an illegal move even when someone runs `pulumi up` by hand (DESIGN rule 7).
+
+    The stack reads its own last `phase` output; every component depends on the result, so an
+    illegal move fails before the engine changes anything.
+    """
+    me = pulumi.StackReference(f"organization/{pulumi.get_project()}/{pulumi.get_stack()}")
+
+    def check(applied: object) -> pulumi.Resource:
+        if applied is not None:
+            try:
+                check_transition(Phase(str(applied)), wanted)
+            except IllegalTransition as exc:
+                raise pulumi.RunError(f"refused: {exc}") from None
+        return me
+
+    return me.get_output("phase").apply(check)

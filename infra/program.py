@@ -31,9 +31,12 @@ class Built:
     front_door: Any
 
 
-def build(declaration: Declaration, target: Target) -> Built:
+def build(
+    declaration: Declaration, target: Target, opts: pulumi.ResourceOptions | None = None
+) -> Built:
     """Declare the resources of `declaration.phase`. Names are stable across phases, so the
-    primary's resources are updated in place and never replaced by a phase change."""
+    primary's resources are updated in place and never replaced by a phase change. `opts`
+    applies to every component (the phase guard)."""
     primary_database = target.database(
         "primary-db",
         DatabaseArgs(
@@ -42,18 +45,18 @@ def build(declaration: Declaration, target: Target) -> Built:
             generation=declaration.primary_database_generation,
             restore_point=declaration.restore_point,
         ),
-        None,
+        opts,
     )
-    primary = target.site("primary", SiteArgs(declaration.primary, primary_database), None)
+    primary = target.site("primary", SiteArgs(declaration.primary, primary_database), opts)
     origins: dict[Instance, SiteLike] = {Instance.PRIMARY: primary}
     clone_database = clone = None
     if declaration.clone is not None:
         clone_database = target.database(
-            "clone-db", DatabaseArgs(role=Instance.CLONE, copy_of=primary_database), None
+            "clone-db", DatabaseArgs(role=Instance.CLONE, copy_of=primary_database), opts
         )
-        clone = target.site("clone", SiteArgs(declaration.clone, clone_database), None)
+        clone = target.site("clone", SiteArgs(declaration.clone, clone_database), opts)
         origins[Instance.CLONE] = clone
     front_door = target.front_door(
-        "front-door", FrontDoorArgs(origins=origins, traffic=declaration.traffic), None
+        "front-door", FrontDoorArgs(origins=origins, traffic=declaration.traffic), opts
     )
     return Built(primary_database, primary, clone_database, clone, front_door)

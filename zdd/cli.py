@@ -106,7 +106,7 @@ def deploy(
     probe: Annotated[
         bool, typer.Option("--probe", help="Run a load probe on the public endpoint throughout.")
     ] = False,
-    probe_rate: Annotated[float, typer.Option(help="Probe requests per second.")] = 300.0,
+    probe_rate: Annotated[float, typer.Option(help="Probe requests per second.")] = 400.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Ship VERSION with no downtime: clone, cutover, deploy + migrate, verify, return, clean up."""
@@ -186,7 +186,7 @@ def destroy(
 def demo(
     stack: Annotated[str, typer.Option("--stack", "-s", help="Stack name.")] = "demo",
     keep: Annotated[bool, typer.Option(help="Leave the site running to browse it.")] = False,
-    probe_rate: Annotated[float, typer.Option(help="Probe requests per second.")] = 300.0,
+    probe_rate: Annotated[float, typer.Option(help="Probe requests per second.")] = 400.0,
     as_json: JsonOpt = False,
 ) -> None:
     """A full smooth deployment on this machine: a fresh stack on v1, then v2 under load."""
@@ -198,8 +198,8 @@ def demo(
         _say(f"removing the previous {stack} stack")
         _run(as_json, driver.destroy)
         driver = Driver(env, stack, _say)
-    _run(as_json, lambda: driver.init("local", "v1"))
     try:
+        _run(as_json, lambda: driver.init("local", "v1"))
         result = _deploy(driver, "v2", Mode.READ_ONLY, False, True, probe_rate, as_json)
         _emit(result.as_json(), as_json, lambda: _print_deploy(result.as_json()))
     finally:

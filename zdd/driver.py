@@ -7,6 +7,7 @@ does the one next step, so a driver that died anywhere continues with `zdd resum
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,8 +159,11 @@ class Driver:
 
     def destroy(self) -> None:
         self.say(f"destroying every resource of stack {self.stack_name}")
+        state_dir = self.stack.config().get("stateDir")
         self.stack.destroy()
         self.stack.remove()
+        if state_dir:  # logs and anything an interrupted update left in the local state folder
+            shutil.rmtree(state_dir, ignore_errors=True)
 
     # -- deployment ----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
+import aiohttp
 import httpx
 
 Outcome = Literal["ok", "refused", "failed"]
@@ -60,7 +61,7 @@ class LoadProbe:
         self,
         public_url: str,
         *,
-        rate: float = 300.0,
+        rate: float = 400.0,
         write_every: int = 10,
         concurrency: int = 48,
     ) -> None:
@@ -84,18 +85,19 @@ class LoadProbe:
         if self._thread:
             self._thread.join()
 
-    async def _one(self, client: httpx.AsyncClient, n: int, t0: float) -> None:
+    async def _one(self, session: aiohttp.ClientSession, n: int, t0: float) -> None:
         is_write = n % self.write_every == 0
         title = f"probe-{self._run_id}-{n}" if is_write else None
         try:
             if is_write:
-                response = await client.post("/api/articles", json={"title": title, "text": "probe"})
+                request = session.post("/api/articles", json={"title": title, "text": "probe"})
             else:
-                path = "/" if n % 2 else "/api/articles?limit=5"
-                response = await client.get(path)
-            status, origin = response.status_code, response.headers.get("X-ZDD-Origin")
-            refused = status == 503 and "Retry-After" in response.headers
-        except httpx.HTTPError:
+                request = session.get("/" if n % 2 else "/api/articles?limit=5")
+            async with request as response:
+                await response.read()
+                status, origin = response.status, response.headers.get("X-ZDD-Origin")
+                refused = status == 503 and "Retry-After" in response.headers
+        except (aiohttp.ClientError, TimeoutError):
             status, origin, refused = 0, None, False
         ok = status == (201 if is_write else 200)
         outcome: Outcome = "ok" if ok else ("refused" if is_write and refused else "failed")
@@ -104,24 +106,30 @@ class LoadProbe:
         )
 
     async def _run(self) -> None:
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(base_url=self.public_url, limits=limits, timeout=30) as client:
+        connector = aiohttp.TCPConnector(limit=self.concurrency)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(self.public_url, connector=connector, timeout=timeout) as session:
             slots = asyncio.Semaphore(self.concurrency)
             tasks: set[asyncio.Task[None]] = set()
             t0 = time.monotonic()
+            due = t0
 
-            async def bounded(n: int) -> None:
-                async with slots:
-                    await self._one(client, n, t0)
+            async def one(n: int) -> None:
+                try:
+                    await self._one(session, n, t0)
+                finally:
+                    slots.release()
 
             for n in itertools.count(1):
+                # A steady rate; when the machine cannot keep up, the probe sends as fast as it
+                # can with `concurrency` requests outstanding and never builds a backlog.
+                due = max(due + 1 / self.rate, time.monotonic() - 1 / self.rate)
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                await slots.acquire()
                 if self._stop.is_set():
+                    slots.release()
                     break
-                # Steady rate: request n is due at n / rate seconds.
-                delay = t0 + n / self.rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                task = asyncio.create_task(bounded(n))
+                task = asyncio.create_task(one(n))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             await asyncio.gather(*tasks)

@@ -4,6 +4,8 @@ Each request is bound to the origin that is active when it arrives, so switching
 never cuts an in-flight request; the proxy counts in-flight requests per origin so that the
 driver's drain check can wait for the old origin to go quiet. Every response names the origin
 that served it (`X-ZDD-Origin`). Admin calls (`/__frontdoor/state`) need the admin token.
+Built on aiohttp (server and pooled client): several times the throughput of an ASGI stack
+with httpx on the same two cores, which matters because the probe measures through it.
 """
 
 from __future__ import annotations
@@ -13,28 +15,22 @@ import json
 import os
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+import aiohttp
+from aiohttp import web
 
 ADMIN_PATH = "/__frontdoor/state"
 ADMIN_TOKEN_HEADER = "X-ZDD-Admin-Token"
 ADMIN_TOKEN_ENV = "ZDD_FRONTDOOR_TOKEN"
 # Headers that describe one hop, not the message; never forwarded.
-_HOP_BY_HOP = {
+_HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade", "content-length", "content-encoding", "host",
     # The front door's own server sets these.
     "date", "server",
-}
+})
 
 
 class FrontDoorState:
@@ -63,63 +59,64 @@ class FrontDoorState:
         }
 
 
-def create_app(state: FrontDoorState, admin_token: str) -> Starlette:
-    client = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=256, max_keepalive_connections=128),
-        timeout=httpx.Timeout(30.0),
-    )
+def create_app(state: FrontDoorState, admin_token: str) -> web.Application:
+    app = web.Application()
+    session_key = web.AppKey("session", aiohttp.ClientSession)
 
-    async def admin(request: Request) -> Response:
+    async def open_session(app: web.Application) -> Any:
+        connector = aiohttp.TCPConnector(limit=256, limit_per_host=128)
+        app[session_key] = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=30), auto_decompress=False
+        )
+        yield
+        await app[session_key].close()
+
+    async def admin(request: web.Request) -> web.Response:
         if not secrets.compare_digest(request.headers.get(ADMIN_TOKEN_HEADER, ""), admin_token):
-            return JSONResponse({"error": "forbidden"}, status_code=403)
+            return web.json_response({"error": "forbidden"}, status=403)
         if request.method == "PUT":
             change = await request.json()
             origins = change.get("origins", state.origins)
             active = change.get("active", state.active)
             if active not in origins:
-                return JSONResponse({"error": f"no origin named {active!r}"}, status_code=400)
+                return web.json_response({"error": f"no origin named {active!r}"}, status=400)
             state.origins, state.active = origins, active
             state.save()
-        return JSONResponse(state.as_json())
+        return web.json_response(state.as_json())
 
-    async def forward(request: Request) -> Response:
+    async def forward(request: web.Request) -> web.Response:
         name = state.active
         base = state.origins[name]
         state.inflight[name] += 1
         try:
-            upstream = await client.request(
+            async with request.app[session_key].request(
                 request.method,
-                base + request.url.path,
-                params=request.url.query,
-                headers=[(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP],
-                content=await request.body(),
-            )
-        except httpx.TransportError as exc:
-            return JSONResponse(
+                base + request.rel_url.path_qs,
+                headers={k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP},
+                data=await request.read(),
+            ) as upstream:
+                body = await upstream.read()
+                headers = {
+                    k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP
+                }
+                status = upstream.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return web.json_response(
                 {"error": "bad-gateway", "origin": name, "detail": str(exc)},
-                status_code=502,
+                status=502,
                 headers={"X-ZDD-Origin": name},
             )
         finally:
             state.inflight[name] -= 1
         state.served[name] += 1
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
         headers["X-ZDD-Origin"] = name
-        return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+        return web.Response(body=body, status=status, headers=headers)
 
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        await client.aclose()
-
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-    return Starlette(
-        routes=[
-            Route(ADMIN_PATH, admin, methods=["GET", "PUT"]),
-            Route("/{path:path}", forward, methods=methods),
-        ],
-        lifespan=lifespan,
-    )
+    app.cleanup_ctx.append(open_session)
+    app.router.add_route("GET", ADMIN_PATH, admin)
+    app.router.add_route("PUT", ADMIN_PATH, admin)
+    app.router.add_route("*", "/{path:.*}", forward)
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,10 +128,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     origins = dict(item.split("=", 1) for item in args.origin)
     state = FrontDoorState(args.state, origins, args.active)
-    app = create_app(state, os.environ[ADMIN_TOKEN_ENV])
-    uvicorn.run(
-        app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-        timeout_graceful_shutdown=10, backlog=2048,
+    # aiohttp finishes in-flight requests on SIGTERM before it exits.
+    web.run_app(
+        create_app(state, os.environ[ADMIN_TOKEN_ENV]),
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=10,
+        backlog=2048,
     )
 
 

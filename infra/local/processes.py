@@ -14,8 +14,10 @@ class ProcessFailed(RuntimeError):
     pass
 
 
-def start_detached(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
-    """Start `argv` in its own session with output to `log_path`, and return its pid.
+def start_detached(
+    argv: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in its own session with output to `log_path`.
 
     The command provider of an update waits for its children's output streams to close;
     a process with no pipe to us and its own session lets the update finish while it runs on.
@@ -31,7 +33,7 @@ def start_detached(argv: list[str], log_path: Path, env: dict[str, str] | None =
             env={**os.environ, **(env or {})},
             close_fds=True,
         )
-    return process.pid
+    return process
 
 
 def is_running(pid: float | None, marker: str) -> bool:
@@ -69,11 +71,16 @@ def stop_matching(marker: str) -> None:
             stop(int(entry.name), marker)
 
 
-def wait_listening(port: int, pid: int, marker: str, log_path: Path, timeout: float = 30.0) -> None:
+def wait_listening(
+    process: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not is_running(pid, marker):
-            raise ProcessFailed(f"process exited during start; last log lines:\n{tail(log_path)}")
+        if process.poll() is not None:
+            raise ProcessFailed(
+                f"process exited ({process.returncode}) during start; last log lines:\n"
+                f"{tail(log_path)}"
+            )
         with socket.socket() as sock:
             sock.settimeout(0.2)
             if sock.connect_ex(("127.0.0.1", port)) == 0:

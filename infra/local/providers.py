@@ -51,6 +51,11 @@ def online_backup(source: Path, destination: Path) -> None:
     partial.replace(destination)
 
 
+def remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def content_digest(path: Path) -> str:
     """A digest of every table's rows, independent of page layout."""
     digest = hashlib.sha256()
@@ -99,9 +104,7 @@ class SqliteDatabaseProvider(ResourceProvider):
         )
 
     def delete(self, _id: str, props: Props) -> None:
-        path = Path(props["path"])
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
+        remove_database(Path(props["path"]))
 
 
 class RestorePointProvider(ResourceProvider):
@@ -118,7 +121,7 @@ class RestorePointProvider(ResourceProvider):
         return DiffResult(changes=bool(replaces), replaces=replaces)
 
     def delete(self, _id: str, props: Props) -> None:
-        Path(props["backup_path"]).unlink(missing_ok=True)
+        remove_database(Path(props["backup_path"]))
 
 
 class MigrationProvider(ResourceProvider):
@@ -169,9 +172,9 @@ class WebAppProvider(ResourceProvider):
             "--port", str(props["port"]),
         ]
         processes.stop_matching(self._marker(props))
-        pid = processes.start_detached(argv, log)
-        processes.wait_listening(props["port"], pid, self._marker(props), log)
-        return {**props, "pid": pid, "url": f"http://127.0.0.1:{props['port']}"}
+        process = processes.start_detached(argv, log)
+        processes.wait_listening(process, props["port"], log)
+        return {**props, "pid": process.pid, "url": f"http://127.0.0.1:{props['port']}"}
 
     def create(self, props: Props) -> CreateResult:
         outs = self._start(props)
@@ -217,9 +220,9 @@ class FrontDoorProvider(ResourceProvider):
                 "--active", props["active"]]
         argv += [f"--origin={name}={url}" for name, url in sorted(props["origins"].items())]
         processes.stop_matching(self._marker(props))
-        pid = processes.start_detached(argv, log, env={ADMIN_TOKEN_ENV: token})
-        processes.wait_listening(props["port"], pid, self._marker(props), log)
-        outs = {**props, "pid": pid, "admin_token": token,
+        process = processes.start_detached(argv, log, env={ADMIN_TOKEN_ENV: token})
+        processes.wait_listening(process, props["port"], log)
+        outs = {**props, "pid": process.pid, "admin_token": token,
                 "public_url": f"http://127.0.0.1:{props['port']}"}
         # A restarted front door resumes from its state file; make it match the stack.
         self._admin(outs, {"origins": props["origins"], "active": props["active"]})
