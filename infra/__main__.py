@@ -25,7 +25,9 @@ pulumi.export("restore_point", settings.declaration.restore_point)
 pulumi.export("primary_url", built.primary.url)
 pulumi.export("clone_url", built.clone.url if built.clone else None)
 pulumi.export("primary_database", built.primary_database.database_name)
-pulumi.export("clone_database", built.clone_database.database_name if built.clone_database else None)
+pulumi.export(
+    "clone_database", built.clone_database.database_name if built.clone_database else None
+)
 pulumi.export("public_url", built.front_door.public_url)
 pulumi.export("preview_url", built.front_door.preview_url)
 # Locally the driver reads the front door's in-flight counts through its admin API.

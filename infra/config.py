@@ -18,8 +18,14 @@ from zdd.phases import (
 
 # The keys that decide what exists; target-specific keys are read by the target.
 PHASE_KEYS = (
-    "phase", "currentVersion", "targetVersion", "mode", "acceptDataLoss",
-    "restorePoint", "databaseGeneration", "databaseVersion",
+    "phase",
+    "currentVersion",
+    "targetVersion",
+    "mode",
+    "acceptDataLoss",
+    "restorePoint",
+    "databaseGeneration",
+    "databaseVersion",
 )
 
 

@@ -62,12 +62,16 @@ def create_app(settings: Settings) -> Starlette:
             return JSONResponse({"status": "failing", **identity}, status_code=500)
         try:
             revision = db.current_revision(engine)
-        except Exception as exc:  # noqa: BLE001 - any database error means unhealthy
+        except Exception as exc:
             return JSONResponse({"status": "database-error", "detail": str(exc)}, status_code=500)
         if revision != settings.version.schema_revision:
             return JSONResponse(
-                {"status": "schema-mismatch", "expected": settings.version.schema_revision,
-                 "found": revision, **identity},
+                {
+                    "status": "schema-mismatch",
+                    "expected": settings.version.schema_revision,
+                    "found": revision,
+                    **identity,
+                },
                 status_code=500,
             )
         return JSONResponse({"status": "ok", **identity})
@@ -84,7 +88,9 @@ def create_app(settings: Settings) -> Starlette:
             params["title"] = title
         limit = int(request.query_params.get("limit", "1000000"))
         with engine.connect() as conn:
-            rows = conn.execute(text(query + " ORDER BY id LIMIT :limit"), {**params, "limit": limit})
+            rows = conn.execute(
+                text(query + " ORDER BY id LIMIT :limit"), {**params, "limit": limit}
+            )
             return JSONResponse([article_row(r) for r in rows])
 
     def titles(_: Request) -> Response:
@@ -94,7 +100,9 @@ def create_app(settings: Settings) -> Starlette:
     def get_article(request: Request) -> Response:
         with engine.connect() as conn:
             row = conn.execute(
-                text(f"SELECT id, title, {text_col} AS text, updated_at FROM articles WHERE id = :id"),
+                text(
+                    f"SELECT id, title, {text_col} AS text, updated_at FROM articles WHERE id = :id"
+                ),
                 {"id": request.path_params["id"]},
             ).first()
         if row is None:
@@ -125,7 +133,11 @@ def create_app(settings: Settings) -> Starlette:
         with engine.begin() as conn:
             result = conn.execute(
                 text(f"UPDATE articles SET {text_col} = :text, updated_at = :now WHERE id = :id"),
-                {"text": payload.get("text", ""), "now": time.time(), "id": request.path_params["id"]},
+                {
+                    "text": payload.get("text", ""),
+                    "now": time.time(),
+                    "id": request.path_params["id"],
+                },
             )
         if result.rowcount == 0:
             return JSONResponse({"error": "not-found"}, status_code=404)
@@ -135,7 +147,9 @@ def create_app(settings: Settings) -> Starlette:
         with engine.connect() as conn:
             page = conn.execute(text("SELECT title, body FROM pages WHERE slug = 'home'")).one()
             rows = conn.execute(
-                text(f"SELECT id, title, {text_col} AS text FROM articles ORDER BY id DESC LIMIT 20")
+                text(
+                    f"SELECT id, title, {text_col} AS text FROM articles ORDER BY id DESC LIMIT 20"
+                )
             ).all()
         notice = (
             "<p class='notice'>The site is read-only for a few moments while it is updated.</p>"

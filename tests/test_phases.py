@@ -122,7 +122,14 @@ def test_next_phase_walks_the_deployment_order() -> None:
     walked = [Phase.IDLE]
     while len(walked) < 6:
         walked.append(next_phase(walked[-1]))
-    assert walked == [Phase.IDLE, Phase.CLONE, Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN, Phase.IDLE]
+    assert walked == [
+        Phase.IDLE,
+        Phase.CLONE,
+        Phase.CUTOVER,
+        Phase.DEPLOY,
+        Phase.RETURN,
+        Phase.IDLE,
+    ]
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3-unhealthy", "v10.2", "v3-bad-migration"])

@@ -171,7 +171,9 @@ def resume(stack: StackOpt, as_json: JsonOpt = False) -> None:
 @app.command()
 def destroy(
     stack: StackOpt,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm: this deletes the site.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Confirm: this deletes the site.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove every resource of the stack (processes, databases, front door) and the stack."""
@@ -179,7 +181,9 @@ def destroy(
         _fail(BadInput("destroy deletes the site and its databases; confirm with --yes"), as_json)
     driver = Driver(_env(), stack, _say)
     _run(as_json, driver.destroy)
-    _emit({"outcome": "destroyed", "stack": stack}, as_json, lambda: _say(f"stack {stack} destroyed"))
+    _emit(
+        {"outcome": "destroyed", "stack": stack}, as_json, lambda: _say(f"stack {stack} destroyed")
+    )
 
 
 @app.command()
@@ -206,7 +210,9 @@ def demo(
         if not keep:
             _run(as_json, driver.destroy)
         else:
-            _say(f"the site stays up at {driver.status().public_url}; `zdd destroy -s {stack} --yes`")
+            _say(
+                f"the site stays up at {driver.status().public_url}; `zdd destroy -s {stack} --yes`"
+            )
 
 
 def _print_status(status: dict[str, Any]) -> None:

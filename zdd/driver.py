@@ -82,6 +82,7 @@ class DeployResult:
                 if self.read_only_window_seconds is not None
                 else None
             ),
+            "traffic_on_clone": list(self.window) if self.window else None,
         }
         if self.probe is not None:
             result["probe"] = self.probe
@@ -169,7 +170,7 @@ class Driver:
 
     def start_deployment(self, version: str, mode: Mode, accept_data_loss: bool) -> None:
         """Validate everything, then record the deployment in the stack config (no update yet)."""
-        config, settings, outputs, ops = self._read()
+        _config, settings, outputs, ops = self._read()
         check_version(version, ops)
         if settings.phase is not Phase.IDLE or outputs.get("phase") != Phase.IDLE:
             raise RefusedTransition(
@@ -202,7 +203,7 @@ class Driver:
 
     def advance(self, result: DeployResult) -> bool:
         """Do the one next step of the deployment in progress; False once it is complete."""
-        config, settings, outputs, ops = self._read()
+        _config, settings, outputs, ops = self._read()
         applied = Phase(outputs.get("phase", Phase.IDLE))
         wanted = settings.phase
         if wanted != applied:
@@ -249,14 +250,16 @@ class Driver:
         self.stack.set_config(change)
 
     def _up(self, phase: Phase, label: str, result: DeployResult | None = None) -> None:
+        if phase is Phase.CUTOVER and "cutoverAt" not in self.stack.config():
+            # The read-only window is measured from before the update that moves the traffic
+            # to after the one that moves it back: an upper bound, never an underestimate.
+            self.stack.set_config({"cutoverAt": f"{time.time():.3f}"})
         self.say(f"{label}: pulumi up")
         self._gate_passed = None
         outcome = self.stack.up()
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")
         now = time.time()
-        if phase is Phase.CUTOVER:
-            self.stack.set_config({"cutoverAt": f"{now:.3f}"})
         if phase is Phase.RETURN and result is not None:
             cutover_at = self.stack.config().get("cutoverAt")
             if cutover_at:
@@ -304,4 +307,3 @@ class Driver:
                 gates.Identity(target_version, Instance.PRIMARY, DatabaseMode.READ_WRITE),
                 what="the primary",
             )
-

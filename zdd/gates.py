@@ -55,7 +55,9 @@ def wait_healthy(url: str, expected: Identity, *, what: str, timeout: float = 30
         raise GateFailed(f"{what} is not healthy after {timeout:.0f}s: {complaint}")
 
 
-def wait_public_origin(public_url: str, origin: str, *, timeout: float = 30.0, samples: int = 5) -> None:
+def wait_public_origin(
+    public_url: str, origin: str, *, timeout: float = 30.0, samples: int = 5
+) -> None:
     """The public endpoint answers from `origin` only, `samples` times in a row."""
 
     def check() -> str | None:
@@ -77,7 +79,7 @@ def wait_public_origin(public_url: str, origin: str, *, timeout: float = 30.0, s
 
 
 def wait_drained(in_flight: Callable[[], int], origin: str, *, timeout: float = 60.0) -> float:
-    """Rule 2: nothing touches `origin` until no public request reaches it; returns seconds waited."""
+    """Rule 2: nothing touches `origin` until no public request reaches it; returns the wait."""
     started = time.monotonic()
 
     def check() -> str | None:

@@ -44,7 +44,7 @@ class ProgramLanguageServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__(program=lambda: None)
 
-    def Run(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+    def Run(self, request: Any, context: Any) -> Any:
         entry = _program_path(request)
         program_dir = entry if entry.is_dir() else entry.parent
         if request.pwd:
@@ -55,7 +55,7 @@ class ProgramLanguageServer(LanguageServer):
             runpy.run_path(str(entry), run_name="__main__")
 
         self.program = program
-        return super().Run(request, context)
+        return super().Run(request, context)  # type: ignore[no-untyped-call]
 
 
 def main() -> None:

@@ -90,7 +90,7 @@ class StackSettings:
             try:
                 return kind(raw)
             except ValueError:
-                allowed = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+                allowed = ", ".join(m.value for m in kind)
                 raise InvalidStackConfig(f"zdd:{key} {raw!r} is not one of: {allowed}") from None
 
         if "currentVersion" not in values:
@@ -114,7 +114,9 @@ class StackSettings:
 
     def validate(self) -> None:
         if not is_valid_version(self.current_version):
-            raise InvalidStackConfig(f"zdd:currentVersion {self.current_version!r} is not a version")
+            raise InvalidStackConfig(
+                f"zdd:currentVersion {self.current_version!r} is not a version"
+            )
         if self.target_version is not None and not is_valid_version(self.target_version):
             raise InvalidStackConfig(f"zdd:targetVersion {self.target_version!r} is not a version")
         if self.phase in (Phase.DEPLOY, Phase.RETURN) and self.target_version is None:

@@ -42,6 +42,8 @@ class ProbeReport:
     rate_per_second: float
     lost_titles: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # Epoch seconds of the first and last refused write, if any.
+    refused_between: tuple[float, float] | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -53,6 +55,7 @@ class ProbeReport:
             "duration_seconds": round(self.duration_seconds, 2),
             "rate_per_second": round(self.rate_per_second, 1),
             "failures": self.failures[:10],
+            "refused_between": list(self.refused_between) if self.refused_between else None,
         }
 
 
@@ -70,13 +73,12 @@ class LoadProbe:
         self.write_every = write_every
         self.concurrency = concurrency
         self.samples: list[Sample] = []
-        self.started_at = 0.0  # time.time() of the start, for lining up with phases
+        self.started_at = 0.0  # time.time() at the first request, to line up with the phases
         self._run_id = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.started_at = time.time()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self._thread.start()
 
@@ -102,16 +104,26 @@ class LoadProbe:
         ok = status == (201 if is_write else 200)
         outcome: Outcome = "ok" if ok else ("refused" if is_write and refused else "failed")
         self.samples.append(
-            Sample(time.monotonic() - t0, "write" if is_write else "read", status, outcome, origin, title)
+            Sample(
+                time.monotonic() - t0,
+                "write" if is_write else "read",
+                status,
+                outcome,
+                origin,
+                title,
+            )
         )
 
     async def _run(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.concurrency)
         timeout = aiohttp.ClientTimeout(total=30)
-        async with aiohttp.ClientSession(self.public_url, connector=connector, timeout=timeout) as session:
+        async with aiohttp.ClientSession(
+            self.public_url, connector=connector, timeout=timeout
+        ) as session:
             slots = asyncio.Semaphore(self.concurrency)
             tasks: set[asyncio.Task[None]] = set()
             t0 = time.monotonic()
+            self.started_at = time.time()
             due = t0
 
             async def one(n: int) -> None:
@@ -135,7 +147,7 @@ class LoadProbe:
             await asyncio.gather(*tasks)
 
     def report(self, verify_url: str | None = None) -> ProbeReport:
-        """Summarise, looking up every acknowledged write through `verify_url` (public by default)."""
+        """Summarise, looking up each acknowledged write through `verify_url` (default: public)."""
         acknowledged = [s.title for s in self.samples if s.kind == "write" and s.outcome == "ok"]
         response = httpx.get(f"{verify_url or self.public_url}/api/articles/titles", timeout=30)
         response.raise_for_status()
@@ -143,6 +155,7 @@ class LoadProbe:
         lost = [t for t in acknowledged if t not in present]
         failed = [s for s in self.samples if s.outcome == "failed"]
         duration = max((s.at for s in self.samples), default=0.0)
+        refused = [s.at for s in self.samples if s.outcome == "refused"]
         return ProbeReport(
             requests=len(self.samples),
             failed=len(failed),
@@ -153,4 +166,7 @@ class LoadProbe:
             rate_per_second=len(self.samples) / duration if duration else 0.0,
             lost_titles=[t for t in lost if t],
             failures=[f"{s.at:.2f}s {s.kind} -> {s.status} via {s.origin}" for s in failed],
+            refused_between=(
+                (self.started_at + min(refused), self.started_at + max(refused)) if refused else None
+            ),
         )

@@ -13,6 +13,8 @@ from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed
 
 NAMESPACE = "zdd"
+# Config keys stored encrypted (an Azure stack's generated SQL administrator password).
+SECRET_KEYS = frozenset({"sqlAdminPassword"})
 _STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -97,7 +99,7 @@ class Stack:
     def set_config(self, values: Mapping[str, str | None]) -> None:
         """Set (or, with None, remove) `zdd:*` keys in one step."""
         to_set = {
-            f"{NAMESPACE}:{key}": auto.ConfigValue(value)
+            f"{NAMESPACE}:{key}": auto.ConfigValue(value, secret=key in SECRET_KEYS)
             for key, value in values.items()
             if value is not None
         }
@@ -118,19 +120,30 @@ class Stack:
         try:
             result = self._stack.up(on_output=on_output, color="never", **kwargs)
         except auto.ConcurrentUpdateError as exc:
-            raise EngineFailed(f"another update holds stack {self.name!r}: {_error_text(exc)}") from None
+            raise EngineFailed(
+                f"another update holds stack {self.name!r}: {_error_text(exc)}"
+            ) from None
         except auto.CommandError as exc:
-            raise EngineFailed(f"pulumi up failed on stack {self.name!r}:\n{_error_text(exc)}") from None
+            raise EngineFailed(
+                f"pulumi up failed on stack {self.name!r}:\n{_error_text(exc)}"
+            ) from None
         self._outputs = {key: item.value for key, item in result.outputs.items()}
         summary = result.summary
-        seconds = (summary.end_time - summary.start_time).total_seconds()
-        return Outcome(changes=dict(summary.resource_changes or {}), seconds=seconds)
+        seconds = (
+            (summary.end_time - summary.start_time).total_seconds()
+            if summary.end_time and summary.start_time
+            else 0.0
+        )
+        changes = {str(op): count for op, count in (summary.resource_changes or {}).items()}
+        return Outcome(changes=changes, seconds=seconds)
 
     def preview(self, on_output: Callable[[str], None] | None = None) -> auto.PreviewResult:
         try:
             return self._stack.preview(on_output=on_output, color="never", diff=True)
         except auto.CommandError as exc:
-            raise EngineFailed(f"pulumi preview failed on stack {self.name!r}:\n{_error_text(exc)}") from None
+            raise EngineFailed(
+                f"pulumi preview failed on stack {self.name!r}:\n{_error_text(exc)}"
+            ) from None
 
     def outputs(self) -> dict[str, Any]:
         if self._outputs is None:
@@ -142,7 +155,9 @@ class Stack:
         try:
             self._stack.destroy(on_output=on_output, color="never")
         except auto.CommandError as exc:
-            raise EngineFailed(f"pulumi destroy failed on stack {self.name!r}:\n{_error_text(exc)}") from None
+            raise EngineFailed(
+                f"pulumi destroy failed on stack {self.name!r}:\n{_error_text(exc)}"
+            ) from None
 
     def cancel_stale_lock(self) -> None:
         """Clear what an interrupted update leaves behind (lock, pending operations)."""

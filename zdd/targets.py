@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -18,12 +18,22 @@ TARGET_NAMES = ("local", "azure")
 
 
 @dataclass(frozen=True)
+class GateTimeouts:
+    """Seconds each gate waits (the defaults of `zdd.gates`); a cloud front door needs minutes."""
+
+    healthy: float = 30.0
+    public_origin: float = 30.0
+    drained: float = 60.0
+
+
+@dataclass(frozen=True)
 class TargetOps:
     name: str
     resolve_version: Callable[[str], None]
     initial_config: Callable[[Environment, str], dict[str, str]]
     # In-flight public requests to an origin ("primary" or "clone"), for the drain check.
     in_flight: Callable[[Mapping[str, Any], str], int]
+    timeouts: GateTimeouts = field(default_factory=GateTimeouts)
 
 
 def check_version(version: str, ops: TargetOps) -> None:

@@ -1,1 +1,1 @@
-"""The `local` target: processes, SQLite files and a local reverse proxy, as real Pulumi resources."""
+"""The `local` target: processes, SQLite files and a reverse proxy, as real Pulumi resources."""

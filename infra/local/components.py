@@ -137,9 +137,7 @@ class LocalFrontDoor(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("zdd:local:FrontDoor", name, None, opts)
-        origins = pulumi.Output.all(
-            **{str(role): site.url for role, site in args.origins.items()}
-        )
+        origins = pulumi.Output.all(**{str(role): site.url for role, site in args.origins.items()})
         self.proxy = _Dynamic(
             providers.FrontDoorProvider(),
             f"{name}-proxy",

@@ -25,12 +25,24 @@ ADMIN_PATH = "/__frontdoor/state"
 ADMIN_TOKEN_HEADER = "X-ZDD-Admin-Token"
 ADMIN_TOKEN_ENV = "ZDD_FRONTDOOR_TOKEN"
 # Headers that describe one hop, not the message; never forwarded.
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "content-length", "content-encoding", "host",
-    # The front door's own server sets these.
-    "date", "server",
-})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+        "host",
+        # The front door's own server sets these.
+        "date",
+        "server",
+    }
+)
 
 
 class FrontDoorState:

@@ -32,7 +32,10 @@ Props = dict[str, Any]
 
 def _whole(props: Props) -> Props:
     """Numbers come back from the engine as floats; ports and generations are whole."""
-    return {k: int(v) if k in ("port", "generation", "pid") and v is not None else v for k, v in props.items()}
+    return {
+        k: int(v) if k in ("port", "generation", "pid") and v is not None else v
+        for k, v in props.items()
+    }
 
 
 def _changed(olds: Props, news: Props, keys: tuple[str, ...]) -> list[str]:
@@ -62,9 +65,7 @@ def content_digest(path: Path) -> str:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
         tables = [
             r[0]
-            for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"
-            )
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
         ]
         for table in tables:
             digest.update(table.encode())
@@ -130,8 +131,16 @@ class MigrationProvider(ResourceProvider):
     _KEYS = ("database_path", "version", "generation")
 
     def _migrate(self, props: Props) -> Props:
-        argv = [props["python"], "-m", "sampleapp", "migrate",
-                "--version", props["version"], "--database", props["database_path"]]
+        argv = [
+            props["python"],
+            "-m",
+            "sampleapp",
+            "migrate",
+            "--version",
+            props["version"],
+            "--database",
+            props["database_path"],
+        ]
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(
@@ -141,7 +150,9 @@ class MigrationProvider(ResourceProvider):
         return {**_whole(props), "migrated_at": time.time()}
 
     def create(self, props: Props) -> CreateResult:
-        return CreateResult(id_=f"{props['database_path']}@{props['version']}", outs=self._migrate(props))
+        return CreateResult(
+            id_=f"{props['database_path']}@{props['version']}", outs=self._migrate(props)
+        )
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
         return DiffResult(changes=bool(_changed(olds, news, self._KEYS)))
@@ -166,10 +177,20 @@ class WebAppProvider(ResourceProvider):
         props = _whole(props)
         log = Path(props["log_path"])
         argv = [
-            props["python"], "-m", "sampleapp", "serve",
-            "--version", props["version"], "--instance", props["instance"],
-            "--database-mode", props["database_mode"], "--database", props["database_path"],
-            "--port", str(props["port"]),
+            props["python"],
+            "-m",
+            "sampleapp",
+            "serve",
+            "--version",
+            props["version"],
+            "--instance",
+            props["instance"],
+            "--database-mode",
+            props["database_mode"],
+            "--database",
+            props["database_path"],
+            "--port",
+            str(props["port"]),
         ]
         processes.stop_matching(self._marker(props))
         process = processes.start_detached(argv, log)
@@ -215,15 +236,27 @@ class FrontDoorProvider(ResourceProvider):
     def _start(self, props: Props, token: str) -> Props:
         props = _whole(props)
         log = Path(props["log_path"])
-        argv = [props["python"], "-m", "infra.local.frontdoor_server",
-                "--port", str(props["port"]), "--state", props["state_path"],
-                "--active", props["active"]]
+        argv = [
+            props["python"],
+            "-m",
+            "infra.local.frontdoor_server",
+            "--port",
+            str(props["port"]),
+            "--state",
+            props["state_path"],
+            "--active",
+            props["active"],
+        ]
         argv += [f"--origin={name}={url}" for name, url in sorted(props["origins"].items())]
         processes.stop_matching(self._marker(props))
         process = processes.start_detached(argv, log, env={ADMIN_TOKEN_ENV: token})
         processes.wait_listening(process, props["port"], log)
-        outs = {**props, "pid": process.pid, "admin_token": token,
-                "public_url": f"http://127.0.0.1:{props['port']}"}
+        outs = {
+            **props,
+            "pid": process.pid,
+            "admin_token": token,
+            "public_url": f"http://127.0.0.1:{props['port']}",
+        }
         # A restarted front door resumes from its state file; make it match the stack.
         self._admin(outs, {"origins": props["origins"], "active": props["active"]})
         return outs

@@ -32,7 +32,11 @@ def upgrade() -> None:
     op.bulk_insert(
         articles,
         [
-            {"title": f"Sample article {n}", "body": f"Text of sample article {n}.", "updated_at": 0.0}
+            {
+                "title": f"Sample article {n}",
+                "body": f"Text of sample article {n}.",
+                "updated_at": 0.0,
+            }
             for n in range(1, 11)
         ],
     )

@@ -1,4 +1,4 @@
-"""v3-bad-migration: a migration that fails, to prove a failed migration leaves a recoverable stack."""
+"""v3-bad-migration: a migration that fails, to prove that a failed migration is recoverable."""
 
 from __future__ import annotations
 

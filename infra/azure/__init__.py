@@ -1,0 +1,1 @@
+"""The `azure` target: App Service, Azure SQL and Front Door Standard on pulumi-azure-native."""

@@ -1,0 +1,157 @@
+"""The local target on the real engine: a full smooth deployment under load, the same one by
+hand with `pulumi up` per phase, idempotent phases, and refused illegal transitions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Result
+
+pytestmark = pytest.mark.engine
+
+PHASES_BY_HAND = ["clone", "cutover", "deploy", "return", "idle"]
+
+
+def identity(url: str) -> dict[str, Any]:
+    response = httpx.get(f"{url}/__identity", timeout=10)
+    response.raise_for_status()
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def test_full_deployment_under_load_loses_nothing(
+    local_stack: Callable[[str], dict[str, Any]], zdd: Callable[..., Result]
+) -> None:
+    stack = local_stack("v1")
+    name = stack["stack"]
+    result = zdd("deploy", "--stack", name, "--version", "v2", "--probe", "--yes", "--json")
+    assert result.code == 0, result.stderr
+    report = result.json()
+    assert report["outcome"] == "succeeded"
+    assert (report["from_version"], report["to_version"]) == ("v1", "v2")
+    assert [p["name"] for p in report["phases"]] == PHASES_BY_HAND
+    probe = report["probe"]
+    assert probe["requests"] >= 2000, probe
+    assert probe["failed"] == 0, probe["failures"]
+    assert probe["writes_lost"] == 0
+    assert probe["writes_acknowledged"] > 0
+    # ReadOnly: writes are refused while the clone holds the traffic, and only then.
+    assert probe["writes_refused"] > 0
+    first_refused, last_refused = probe["refused_between"]
+    on_clone_from, on_clone_until = report["traffic_on_clone"]
+    assert on_clone_from <= first_refused <= last_refused <= on_clone_until
+    assert 0 < report["read_only_window_seconds"] <= on_clone_until - on_clone_from + 0.01
+
+    status = zdd("status", "--stack", name, "--json").json()
+    assert status["phase"] == "idle" and status["current_version"] == "v2"
+    assert status["traffic"] == "primary" and not status["deployment_in_progress"]
+    assert identity(stack["public_url"]) == {
+        "version": "v2",
+        "instance": "primary",
+        "database_mode": "ReadWrite",
+    }
+
+
+def test_deployment_by_hand_with_pulumi_up_per_phase_is_idempotent(
+    local_stack: Callable[[str], dict[str, Any]], pulumi: Callable[..., Result]
+) -> None:
+    stack = local_stack("v1")
+    name = stack["stack"]
+
+    def config_set(key: str, value: str) -> None:
+        assert pulumi("config", "set", "--stack", name, f"zdd:{key}", value).code == 0
+
+    expected_public = {
+        "clone": ("v1", "primary"),
+        "cutover": ("v1", "clone"),
+        "deploy": ("v1", "clone"),
+        "return": ("v2", "primary"),
+        "idle": ("v2", "primary"),
+    }
+    config_set("targetVersion", "v2")
+    for phase in PHASES_BY_HAND:
+        config_set("phase", phase)
+        if phase == "deploy":
+            config_set("restorePoint", "rp-by-hand")
+        if phase == "idle":
+            config_set("currentVersion", "v2")
+            assert pulumi("config", "rm", "--stack", name, "zdd:targetVersion").code == 0
+        up = pulumi("up", "--yes", "--skip-preview", "--stack", name)
+        assert up.code == 0, up.stdout + up.stderr
+        # Re-running the phase changes nothing.
+        again = pulumi("preview", "--expect-no-changes", "--stack", name)
+        assert again.code == 0, again.stdout + again.stderr
+        version, instance = expected_public[phase]
+        seen = identity(stack["public_url"])
+        assert (seen["version"], seen["instance"]) == (version, instance), phase
+    outputs = pulumi("stack", "output", "--json", "--stack", name).json()
+    assert outputs["phase"] == "idle" and outputs.get("clone_url") is None
+
+
+def resources(pulumi: Callable[..., Result], name: str) -> list[dict[str, Any]]:
+    """The stack's resources and their state, without timestamps and without the phase
+    guard's read of the stack's own previous outputs (a read, not a managed resource)."""
+    exported = pulumi("stack", "export", "--show-secrets", "--stack", name).json()
+    return [
+        r
+        for r in exported["deployment"]["resources"]
+        if r["type"] != "pulumi:pulumi:StackReference"
+    ]
+
+
+def test_illegal_transitions_are_refused_and_change_nothing(
+    local_stack: Callable[[str], dict[str, Any]],
+    zdd: Callable[..., Result],
+    pulumi: Callable[..., Result],
+) -> None:
+    stack = local_stack("v1")
+    name = stack["stack"]
+
+    # By hand: `return` straight after `clone` is refused by the program before any change.
+    assert pulumi("config", "set", "--stack", name, "zdd:targetVersion", "v2").code == 0
+    assert pulumi("config", "set", "--stack", name, "zdd:phase", "clone").code == 0
+    assert pulumi("up", "--yes", "--skip-preview", "--stack", name).code == 0
+    before = resources(pulumi, name)
+    assert pulumi("config", "set", "--stack", name, "zdd:phase", "return").code == 0
+    refused = pulumi("up", "--yes", "--skip-preview", "--stack", name)
+    assert refused.code != 0
+    assert "cannot return traffic to the primary from phase clone" in refused.stdout
+    assert resources(pulumi, name) == before
+    assert identity(stack["public_url"])["instance"] == "primary"
+
+    # Through the driver: a second deployment while one is in progress.
+    assert pulumi("config", "set", "--stack", name, "zdd:phase", "clone").code == 0
+    second = zdd("deploy", "--stack", name, "--version", "v2", "--yes", "--json")
+    assert second.code == 3
+    assert "already in progress" in second.json()["error"]
+    assert resources(pulumi, name) == before
+    config = pulumi("config", "--stack", name, "--json").json()
+    assert config["zdd:phase"]["value"] == "clone"
+
+
+BAD_DEPLOY_INPUT = [
+    (["--version", "v2;rm"], "malformed"),
+    (["--version", "v9"], "no version 'v9'"),
+    (["--version", "v2", "--mode", "read-write"], "--accept-data-loss"),
+    (["--version", "v1"], "already runs v1"),
+]
+
+
+def test_bad_deploy_input_is_refused_before_any_change(
+    local_stack: Callable[[str], dict[str, Any]],
+    zdd: Callable[..., Result],
+    pulumi: Callable[..., Result],
+) -> None:
+    name = local_stack("v1")["stack"]
+    config_before = pulumi("config", "--stack", name, "--json").stdout
+    for args, message in BAD_DEPLOY_INPUT:
+        result = zdd("deploy", "--stack", name, *args, "--yes", "--json")
+        assert result.code == 2, args
+        assert message in result.json()["error"], args
+        assert pulumi("config", "--stack", name, "--json").stdout == config_before, args
+    unknown = zdd("status", "--stack", "no-such-stack", "--json")
+    assert unknown.code == 2 and "no stack named" in unknown.json()["error"]
