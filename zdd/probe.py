@@ -155,7 +155,7 @@ class LoadProbe:
         lost = [t for t in acknowledged if t not in present]
         failed = [s for s in self.samples if s.outcome == "failed"]
         duration = max((s.at for s in self.samples), default=0.0)
-        refused = [s.at for s in self.samples if s.outcome == "refused"]
+        refused = [self.started_at + s.at for s in self.samples if s.outcome == "refused"]
         return ProbeReport(
             requests=len(self.samples),
             failed=len(failed),
@@ -167,6 +167,6 @@ class LoadProbe:
             lost_titles=[t for t in lost if t],
             failures=[f"{s.at:.2f}s {s.kind} -> {s.status} via {s.origin}" for s in failed],
             refused_between=(
-                (self.started_at + min(refused), self.started_at + max(refused)) if refused else None
+                (min(refused), max(refused)) if refused else None
             ),
         )

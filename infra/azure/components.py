@@ -442,7 +442,10 @@ class AzureSite(pulumi.ComponentResource):
             "ZDD_DATABASE_MODE": mode,
         }
         after: list[pulumi.Resource] = [self.app]
-        for hook, command in (("warmup", settings.warmup_command), ("smoke", settings.smoke_command)):
+        for hook, command in (
+            ("warmup", settings.warmup_command),
+            ("smoke", settings.smoke_command),
+        ):
             if command:
                 self.hooks.append(
                     local.Command(
@@ -477,10 +480,10 @@ class AzureFrontDoor(pulumi.ComponentResource):
             raise pulumi.RunError(f"the front door has no {args.traffic} origin to send traffic to")
         self._foundation = foundation
         prefix = foundation.settings.name_prefix
-        self.public_endpoint = self._endpoint(f"{name}-public", f"{prefix}-public")
-        self.preview_endpoint = self._endpoint(f"{name}-preview", f"{prefix}-preview")
-        self.site_group = self._origin_group(f"{name}-site", "site")
-        self.preview_group = self._origin_group(f"{name}-preview", "preview")
+        self.public_endpoint = self._endpoint(f"{name}-public-endpoint", f"{prefix}-public")
+        self.preview_endpoint = self._endpoint(f"{name}-preview-endpoint", f"{prefix}-preview")
+        self.site_group = self._origin_group(f"{name}-site-origins", "site")
+        self.preview_group = self._origin_group(f"{name}-preview-origins", "preview")
         # The traffic origin is enabled first; every other one is disabled after it (it depends
         # on it), so the origin group never has a moment without an enabled origin.
         enabled = self._origin(
@@ -499,10 +502,16 @@ class AzureFrontDoor(pulumi.ComponentResource):
             args.origins[Instance.PRIMARY],
         )
         self.public_route = self._route(
-            f"{name}-public-route", self.public_endpoint, self.site_group, list(self.origins.values())
+            f"{name}-public-route",
+            self.public_endpoint,
+            self.site_group,
+            list(self.origins.values()),
         )
         self.preview_route = self._route(
-            f"{name}-preview-route", self.preview_endpoint, self.preview_group, [self.preview_origin]
+            f"{name}-preview-route",
+            self.preview_endpoint,
+            self.preview_group,
+            [self.preview_origin],
         )
         self.public_url: pulumi.Output[str] = pulumi.Output.concat(
             "https://", self.public_endpoint.host_name

@@ -1,0 +1,738 @@
+"""The Azure target, phase by phase and recovery by recovery, under Pulumi's mocks.
+
+Each test runs the real program assembly (`infra.program.build(declare(settings),
+azure_target(config))`) against a fresh mock monitor that records every resource registration:
+its type, logical name, inputs (with which of them are secrets) and options (protect,
+retainOnDelete, ignoreChanges, dependencies). No engine, no Azure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pulumi
+import pytest
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime import settings as runtime_settings
+
+from infra.azure.components import restore_point_in_time
+from infra.azure.target import azure_target
+from infra.program import build
+from zdd.phases import Mode, Phase, StackSettings, declare
+
+SUBSCRIPTION = "/subscriptions/00000000-0000-0000-0000-000000000000"
+FRONT_DOOR_ID = "5b3c9e1a-7f7e-4c7a-9d55-0123456789ab"
+PASSWORD = "Gener4ted-Passw0rd!"
+RESTORE_POINT = "rp-20250301T101500"  # how the driver records it
+RESTORE_TIME = "2025-03-01T10:15:00Z"  # what Azure SQL is asked for
+
+BASE_CONFIG = {
+    "zdd:target": "azure",
+    "zdd:azureLocation": "westeurope",
+    "zdd:resourceGroupName": "rg-zdd-test",
+    "zdd:namePrefix": "zdd-test-a1b2c3",
+    "zdd:codePackageUrl": "https://releases.example.net/site-{version}.zip",
+    "zdd:sqlAdminLogin": "zddadmin",
+    "zdd:sqlAdminPassword": PASSWORD,
+    "zdd:migrationCommand": "python -m site_migrations upgrade",
+    "zdd:backupRetentionDays": "14",
+}
+
+DATABASE = "azure-native:sql:Database"
+RETENTION = "azure-native:sql:BackupShortTermRetentionPolicy"
+WEB_APP = "azure-native:web:WebApp"
+PLAN = "azure-native:web:AppServicePlan"
+ORIGIN = "azure-native:cdn:AFDOrigin"
+ROUTE = "azure-native:cdn:Route"
+COMMAND = "command:local:Command"
+
+
+# -- the recording mock monitor ------------------------------------------------------------
+
+
+def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
+    """Plain values, with the path of every secret recorded (the SDK lifts secrecy upwards)."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            secrets.add(path)
+            return _unwrap(value["value"], path, secrets)
+        return {k: _unwrap(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    return value
+
+
+def _mock_state(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The id and outputs Azure would give back, computed from the inputs."""
+    group = f"{SUBSCRIPTION}/resourceGroups/{inputs.get('resourceGroupName', 'rg')}"
+    state = dict(inputs)
+    if typ == "azure-native:resources:ResourceGroup":
+        state["name"] = inputs["resourceGroupName"]
+        return group, state
+    if typ == PLAN:
+        return f"{group}/providers/Microsoft.Web/serverfarms/{inputs['name']}", state
+    if typ == WEB_APP:
+        state["defaultHostName"] = f"{inputs['name']}.azurewebsites.net"
+        return f"{group}/providers/Microsoft.Web/sites/{inputs['name']}", state
+    if typ == "azure-native:sql:Server":
+        state["name"] = inputs["serverName"]
+        state["fullyQualifiedDomainName"] = f"{inputs['serverName']}.database.windows.net"
+        return f"{group}/providers/Microsoft.Sql/servers/{inputs['serverName']}", state
+    server = f"{group}/providers/Microsoft.Sql/servers/{inputs.get('serverName')}"
+    if typ == DATABASE:
+        state["name"] = inputs["databaseName"]
+        return f"{server}/databases/{inputs['databaseName']}", state
+    if typ == RETENTION:
+        return (
+            f"{server}/databases/{inputs['databaseName']}/backupShortTermRetentionPolicies/x",
+            state,
+        )
+    if typ == "azure-native:cdn:Profile":
+        state["name"] = inputs["profileName"]
+        state["frontDoorId"] = FRONT_DOOR_ID
+        return f"{group}/providers/Microsoft.Cdn/profiles/{inputs['profileName']}", state
+    profile = f"{group}/providers/Microsoft.Cdn/profiles/{inputs.get('profileName')}"
+    if typ == "azure-native:cdn:AFDEndpoint":
+        state["name"] = inputs["endpointName"]
+        state["hostName"] = f"{inputs['endpointName']}-h7c2d5e.z01.azurefd.net"
+        return f"{profile}/afdEndpoints/{inputs['endpointName']}", state
+    if typ == "azure-native:cdn:AFDOriginGroup":
+        state["name"] = inputs["originGroupName"]
+        return f"{profile}/originGroups/{inputs['originGroupName']}", state
+    if typ == ORIGIN:
+        state["name"] = inputs["originName"]
+        return (
+            f"{profile}/originGroups/{inputs['originGroupName']}/origins/{inputs['originName']}",
+            state,
+        )
+    if typ == ROUTE:
+        state["name"] = inputs["routeName"]
+        return (
+            f"{profile}/afdEndpoints/{inputs['endpointName']}/routes/{inputs['routeName']}",
+            state,
+        )
+    return f"{name}-id", state
+
+
+class AzureMocks(pulumi.runtime.Mocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        return _mock_state(args.typ, args.name, _unwrap(args.inputs, "", set()))
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
+        return {}, None
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    urn: str
+    id: str
+    inputs: dict[str, Any]
+    secrets: set[str]
+    protect: bool
+    retain_on_delete: bool
+    ignore_changes: list[str]
+    dependencies: list[str]
+
+    def setting(self, key: str) -> str:
+        """One app setting of a web app."""
+        pairs = {p["name"]: p["value"] for p in self.inputs["siteConfig"]["appSettings"]}
+        return str(pairs[key])
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        secrets: set[str] = set()
+        inputs = _unwrap(rpc.deserialize_properties(request.object), "", secrets)
+        self.registrations.append(
+            Registration(
+                type=request.type,
+                name=request.name,
+                urn=response.urn,
+                id=response.id,
+                inputs=inputs,
+                secrets=secrets,
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                ignore_changes=list(request.ignoreChanges),
+                dependencies=list(request.dependencies),
+            )
+        )
+        return response
+
+
+@dataclass
+class Run:
+    registrations: list[Registration]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def named(self, name: str) -> Registration:
+        found = [r for r in self.registrations if r.name == name]
+        assert len(found) == 1, f"{name}: {len(found)} registrations"
+        return found[0]
+
+    def has(self, name: str) -> bool:
+        return any(r.name == name for r in self.registrations)
+
+    def of_type(self, typ: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == typ]
+
+    def types(self) -> Counter[str]:
+        return Counter(
+            r.type
+            for r in self.registrations
+            if r.type.startswith("azure-native:") or r.type.startswith("command:")
+        )
+
+
+def run_program(settings: StackSettings, **config: str) -> Run:
+    """Declare `settings` on the Azure target under fresh mocks; return what was registered."""
+    mocks = AzureMocks()
+    monitor = RecordingMonitor(mocks)
+    runtime_settings.ROOT.set(None)  # a new root stack for every run: no state is shared
+    pulumi.runtime.set_mocks(
+        mocks, project="smooth-deploy", stack="test", preview=False, monitor=monitor
+    )
+    values = {**BASE_CONFIG, **{f"zdd:{key}": value for key, value in config.items()}}
+    values = {key: value for key, value in values.items() if value != "<unset>"}
+    pulumi.runtime.set_all_config(values, secret_keys=["zdd:sqlAdminPassword"])
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
+    def program() -> pulumi.Output[Any]:
+        built = build(declare(settings), azure_target(pulumi.Config("zdd")))
+        exported = {
+            "public_url": built.front_door.public_url,
+            "preview_url": built.front_door.preview_url,
+            "primary_url": built.primary.url,
+            "clone_url": built.clone.url if built.clone else None,
+            "primary_database": built.primary_database.database_name,
+            "clone_database": built.clone_database.database_name if built.clone_database else None,
+            "connection": built.primary_database.connection,
+            "connection_is_secret": pulumi.Output.from_input(
+                cast(Any, built.primary_database.connection.is_secret())
+            ),
+        }
+        return pulumi.Output.all(**exported).apply(outputs.update)
+
+    program()
+    return Run(list(monitor.registrations), outputs)
+
+
+# -- the scenarios -------------------------------------------------------------------------
+
+
+def stack(phase: Phase, **overrides: Any) -> StackSettings:
+    values: dict[str, Any] = {"phase": phase, "current_version": "v1"}
+    if phase is not Phase.IDLE:
+        values["target_version"] = "v2"
+    if phase in (Phase.DEPLOY, Phase.RETURN):
+        values["restore_point"] = RESTORE_POINT
+    values.update(overrides)
+    return StackSettings(**values)
+
+
+SCENARIOS: dict[str, StackSettings] = {
+    "idle": stack(Phase.IDLE),
+    "clone": stack(Phase.CLONE),
+    "cutover": stack(Phase.CUTOVER),
+    "deploy": stack(Phase.DEPLOY),
+    "return": stack(Phase.RETURN),
+    "idle-after": stack(Phase.IDLE, current_version="v2"),
+    # Recoveries, while traffic is on the clone.
+    "rollforward": stack(Phase.DEPLOY, target_version="v3"),
+    "rollback-code": stack(Phase.DEPLOY, target_version="v1", database_version="v2"),
+    "rollback-database": stack(
+        Phase.DEPLOY, target_version="v1", database_version="v1", database_generation=2
+    ),
+    "return-after-rollback-database": stack(
+        Phase.RETURN, target_version="v1", database_version="v1", database_generation=2
+    ),
+    "idle-after-rollback-database": stack(Phase.IDLE, database_generation=2),
+}
+# scenario -> (primary version, clone present, traffic)
+EXPECTED = {
+    "idle": ("v1", False, "primary"),
+    "clone": ("v1", True, "primary"),
+    "cutover": ("v1", True, "clone"),
+    "deploy": ("v2", True, "clone"),
+    "return": ("v2", True, "primary"),
+    "idle-after": ("v2", False, "primary"),
+    "rollforward": ("v3", True, "clone"),
+    "rollback-code": ("v1", True, "clone"),
+    "rollback-database": ("v1", True, "clone"),
+    "return-after-rollback-database": ("v1", True, "primary"),
+    "idle-after-rollback-database": ("v1", False, "primary"),
+}
+GENERATION_1 = [name for name, s in SCENARIOS.items() if s.database_generation == 1]
+WITH_CLONE = [name for name, (_, clone, _) in EXPECTED.items() if clone]
+
+
+@pytest.fixture(scope="module")
+def runs() -> Iterator[dict[str, Run]]:
+    # Every scenario runs once, each against its own fresh mock monitor.
+    yield {name: run_program(settings) for name, settings in SCENARIOS.items()}
+
+
+# -- what exists in each phase -------------------------------------------------------------
+
+FOUNDATION = {
+    "azure-native:resources:ResourceGroup": 1,
+    PLAN: 1,
+    "azure-native:sql:Server": 1,
+    "azure-native:sql:FirewallRule": 1,
+    "azure-native:cdn:Profile": 1,
+    "azure-native:cdn:AFDEndpoint": 2,
+    "azure-native:cdn:AFDOriginGroup": 2,
+    ROUTE: 2,
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_each_phase_declares_exactly_its_resource_types(runs: dict[str, Run], scenario: str):
+    _, has_clone, _ = EXPECTED[scenario]
+    kept_generation = SCENARIOS[scenario].database_generation > 1 and scenario.startswith(
+        ("rollback", "return")
+    )
+    expected = Counter(FOUNDATION)
+    expected.update(
+        {
+            DATABASE: 1 + has_clone + kept_generation,
+            RETENTION: 1 + kept_generation,
+            COMMAND: 1,  # the migration hook
+            WEB_APP: 1 + has_clone,
+            ORIGIN: 2 + has_clone,  # the site group's origins and the preview group's primary
+        }
+    )
+    assert runs[scenario].types() == expected
+
+
+@pytest.mark.parametrize("scenario", ["idle", "idle-after", "idle-after-rollback-database"])
+def test_nothing_of_the_clone_exists_in_idle(runs: dict[str, Run], scenario: str):
+    run = runs[scenario]
+    assert not [r.name for r in run.registrations if "clone" in r.name]
+    assert all(r.inputs.get("createMode") != "Copy" for r in run.of_type(DATABASE))
+    assert [r.inputs["name"] for r in run.of_type(WEB_APP)] == ["zdd-test-a1b2c3-primary"]
+    assert {r.inputs["originName"] for r in run.of_type(ORIGIN)} == {"primary"}
+    assert run.outputs["clone_url"] is None and run.outputs["clone_database"] is None
+
+
+# -- the primary database ------------------------------------------------------------------
+
+
+def test_primary_database_is_the_same_in_every_phase_but_a_rollback_with_database(
+    runs: dict[str, Run],
+):
+    reference = runs["idle"].named("primary-db-g1")
+    assert reference.inputs == {
+        "databaseName": "site-g1",
+        "serverName": "zdd-test-a1b2c3-sql",
+        "resourceGroupName": "rg-zdd-test",
+        "location": "westeurope",
+        "sku": {"name": "S0"},
+        "createMode": "Default",
+        "tags": {"zdd-role": "primary", "zdd-generation": "1"},
+    }
+    assert reference.protect and not reference.retain_on_delete and not reference.ignore_changes
+    for scenario in GENERATION_1:
+        database = runs[scenario].named("primary-db-g1")
+        assert (database.urn, database.inputs, database.protect) == (
+            reference.urn,
+            reference.inputs,
+            True,
+        ), scenario
+        assert runs[scenario].outputs["primary_database"] == "site-g1"
+        assert not runs[scenario].has("primary-db-g2")
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_primary_database_keeps_backups_for_a_week_or_more(runs: dict[str, Run], scenario: str):
+    generation = SCENARIOS[scenario].database_generation
+    policy = runs[scenario].named(f"primary-db-g{generation}-retention")
+    assert policy.inputs["retentionDays"] == 14 >= 7
+    assert policy.inputs["policyName"] == "default"
+    assert policy.inputs["databaseName"] == f"site-g{generation}"
+
+
+def test_rollback_with_database_restores_a_new_generation_at_the_restore_point(
+    runs: dict[str, Run],
+):
+    run = runs["rollback-database"]
+    old = run.named("primary-db-g1")
+    restored = run.named("primary-db-g2")
+    assert restored.inputs["createMode"] == "PointInTimeRestore"
+    assert restored.inputs["sourceDatabaseId"] == old.id
+    assert old.id.endswith("/servers/zdd-test-a1b2c3-sql/databases/site-g1")
+    assert restored.inputs["restorePointInTime"] == RESTORE_TIME
+    assert restored.inputs["databaseName"] == "site-g2"
+    assert restored.protect
+    # The old generation is still there, unchanged, and Pulumi will never drop it.
+    assert old.inputs == runs["idle"].named("primary-db-g1").inputs
+    assert not old.protect and old.retain_on_delete
+    assert run.named("primary-db-g1-retention").retain_on_delete
+    # The primary now uses the new generation.
+    assert run.outputs["primary_database"] == "site-g2"
+    app = run.named("primary-app")
+    connection = app.inputs["siteConfig"]["connectionStrings"][0]["connectionString"]
+    assert "Initial Catalog=site-g2;" in connection
+
+
+def test_a_restored_generation_is_left_as_it_is_once_the_deployment_ends(runs: dict[str, Run]):
+    during = runs["rollback-database"].named("primary-db-g2")
+    after = runs["idle-after-rollback-database"].named("primary-db-g2")
+    assert after.urn == during.urn and after.protect
+    # Without a restore point idle cannot say where the database came from; the engine keeps
+    # the recorded source and point in time, and never replaces the database for it.
+    assert set(after.ignore_changes) >= {"sourceDatabaseId", "restorePointInTime"}
+    assert after.inputs["createMode"] == "PointInTimeRestore"
+    assert "sourceDatabaseId" not in after.inputs and "restorePointInTime" not in after.inputs
+    assert {k: v for k, v in during.inputs.items() if k not in during.ignore_changes} == (
+        after.inputs
+    )
+    # Generation 1 leaves the program (retained in Azure, see the rollback test).
+    assert not runs["idle-after-rollback-database"].has("primary-db-g1")
+
+
+# -- the clone's database: a copy of the primary -------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", WITH_CLONE)
+def test_clone_database_is_a_copy_of_the_primary(runs: dict[str, Run], scenario: str):
+    run = runs[scenario]
+    copy = run.named("clone-db-copy")
+    primary = run.named(f"primary-db-g{SCENARIOS[scenario].database_generation}")
+    assert copy.type == DATABASE
+    assert copy.inputs["createMode"] == "Copy"
+    assert copy.inputs["sourceDatabaseId"] == primary.id
+    assert copy.inputs["databaseName"] == "site-clone"
+    assert copy.inputs["serverName"] == primary.inputs["serverName"]
+    assert not copy.protect and not copy.retain_on_delete
+    # Made once: a new primary generation never replaces the copy under the clone.
+    assert "sourceDatabaseId" in copy.ignore_changes
+    assert run.outputs["clone_database"] == "site-clone"
+
+
+# -- the web apps --------------------------------------------------------------------------
+
+
+def _connection(app: Registration) -> str:
+    (entry,) = app.inputs["siteConfig"]["connectionStrings"]
+    assert entry["name"] == "EPiServerDB" and entry["type"] == "SQLAzure"
+    assert "siteConfig" in app.secrets, "the connection string must be a secret"
+    return str(entry["connectionString"])
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_each_connection_string_names_its_own_database(runs: dict[str, Run], scenario: str):
+    run = runs[scenario]
+    generation = SCENARIOS[scenario].database_generation
+    primary = _connection(run.named("primary-app"))
+    assert "Server=tcp:zdd-test-a1b2c3-sql.database.windows.net,1433;" in primary
+    assert f"Initial Catalog=site-g{generation};" in primary
+    assert f"Password={PASSWORD};" in primary
+    assert run.outputs["connection_is_secret"] is True
+    if EXPECTED[scenario][1]:
+        clone = _connection(run.named("clone-app"))
+        assert "Initial Catalog=site-clone;" in clone
+        assert "site-g" not in clone
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_app_settings_carry_version_instance_and_database_mode(runs: dict[str, Run], scenario: str):
+    run = runs[scenario]
+    version, has_clone, _ = EXPECTED[scenario]
+    primary = run.named("primary-app")
+    assert primary.setting("ZDD_VERSION") == version
+    assert primary.setting("ZDD_INSTANCE") == "primary"
+    assert primary.setting("ZDD_DATABASE_MODE") == "ReadWrite"
+    assert primary.setting("EpiServer__Cms__DataAccess__DatabaseMode") == "ReadWrite"
+    assert primary.setting("WEBSITE_RUN_FROM_PACKAGE") == (
+        f"https://releases.example.net/site-{version}.zip"
+    )
+    assert primary.inputs["tags"]["zdd-version"] == version
+    if has_clone:
+        clone = run.named("clone-app")
+        # The clone runs the version before the deployment, read-only.
+        assert clone.setting("ZDD_VERSION") == SCENARIOS[scenario].current_version
+        assert clone.setting("ZDD_INSTANCE") == "clone"
+        assert clone.setting("ZDD_DATABASE_MODE") == "ReadOnly"
+        assert clone.setting("EpiServer__Cms__DataAccess__DatabaseMode") == "ReadOnly"
+        assert clone.setting("ZDD_DATABASE_NAME") == "site-clone"
+
+
+def test_clone_is_read_write_only_when_data_loss_is_acknowledged():
+    settings = stack(Phase.CLONE, mode=Mode.READ_WRITE, accept_data_loss=True)
+    clone = run_program(settings).named("clone-app")
+    assert clone.setting("ZDD_DATABASE_MODE") == "ReadWrite"
+    assert clone.setting("EpiServer__Cms__DataAccess__DatabaseMode") == "ReadWrite"
+
+
+@pytest.mark.parametrize("scenario", ["idle", "cutover", "deploy"])
+def test_web_apps_are_hardened_and_reachable_only_through_this_front_door(
+    runs: dict[str, Run], scenario: str
+):
+    run = runs[scenario]
+    (plan,) = run.of_type(PLAN)
+    assert plan.inputs["kind"] == "linux" and plan.inputs["reserved"] is True
+    assert plan.inputs["sku"] == {"name": "P0v3"}
+    for app in run.of_type(WEB_APP):
+        assert app.inputs["serverFarmId"] == plan.id
+        assert app.inputs["httpsOnly"] is True
+        assert app.inputs["kind"] == "app,linux"
+        config = app.inputs["siteConfig"]
+        assert config["alwaysOn"] is True
+        assert config["healthCheckPath"] == "/healthz"
+        assert config["minTlsVersion"] == "1.2"
+        assert config["ftpsState"] == "Disabled"
+        assert config["linuxFxVersion"] == "PYTHON|3.11"
+        assert config["ipSecurityRestrictionsDefaultAction"] == "Deny"
+        (rule,) = config["ipSecurityRestrictions"]
+        assert rule["action"] == "Allow"
+        assert rule["tag"] == "ServiceTag"
+        assert rule["ipAddress"] == "AzureFrontDoor.Backend"
+        assert rule["headers"] == {"x-azure-fdid": [FRONT_DOOR_ID]}
+
+
+def test_operator_addresses_may_reach_the_apps_and_the_sql_server():
+    run = run_program(stack(Phase.CLONE), operatorIpAddresses="203.0.113.7, 198.51.100.0/24")
+    for app in run.of_type(WEB_APP):
+        rules = app.inputs["siteConfig"]["ipSecurityRestrictions"]
+        assert [r["ipAddress"] for r in rules] == [
+            "AzureFrontDoor.Backend",
+            "203.0.113.7/32",
+            "198.51.100.0/24",
+        ]
+    ranges = {
+        (r.inputs["startIpAddress"], r.inputs["endIpAddress"])
+        for r in run.of_type("azure-native:sql:FirewallRule")
+    }
+    assert ranges == {
+        ("0.0.0.0", "0.0.0.0"),
+        ("203.0.113.7", "203.0.113.7"),
+        ("198.51.100.0", "198.51.100.255"),
+    }
+
+
+def test_clone_can_run_on_its_own_plan():
+    run = run_program(stack(Phase.CLONE), cloneOwnPlan="true")
+    plans = {r.name: r for r in run.of_type(PLAN)}
+    assert set(plans) == {"azure-plan", "clone-plan"}
+    assert run.named("clone-app").inputs["serverFarmId"] == plans["clone-plan"].id
+    assert run.named("primary-app").inputs["serverFarmId"] == plans["azure-plan"].id
+    # The clone's plan goes with the clone.
+    assert [r.name for r in run_program(stack(Phase.IDLE), cloneOwnPlan="true").of_type(PLAN)] == [
+        "azure-plan"
+    ]
+
+
+def test_container_image_instead_of_a_package():
+    run = run_program(
+        stack(Phase.DEPLOY),
+        codePackageUrl="<unset>",
+        containerImage="registry.example.net/site:{version}",
+    )
+    config = run.named("primary-app").inputs["siteConfig"]
+    assert config["linuxFxVersion"] == "DOCKER|registry.example.net/site:v2"
+    clone = run.named("clone-app").inputs["siteConfig"]
+    assert clone["linuxFxVersion"] == "DOCKER|registry.example.net/site:v1"
+    assert "WEBSITE_RUN_FROM_PACKAGE" not in {p["name"] for p in config["appSettings"]}
+
+
+# -- Front Door ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_origins_enabled_state_follows_the_traffic(runs: dict[str, Run], scenario: str):
+    run = runs[scenario]
+    _, has_clone, traffic = EXPECTED[scenario]
+    site_group = run.named("front-door-site-origins")
+    preview_group = run.named("front-door-preview-origins")
+    site_origins = {
+        r.inputs["originName"]: r
+        for r in run.of_type(ORIGIN)
+        if r.inputs["originGroupName"] == "site"
+    }
+    assert set(site_origins) == ({"primary", "clone"} if has_clone else {"primary"})
+    states = {name: r.inputs["enabledState"] for name, r in site_origins.items()}
+    assert [name for name, state in states.items() if state == "Enabled"] == [traffic]
+    assert all(state == "Disabled" for name, state in states.items() if name != traffic)
+    # The disabled origin waits for the enabled one: never a moment without an origin.
+    for name, origin in site_origins.items():
+        if name != traffic:
+            assert site_origins[traffic].urn in origin.dependencies
+    # Each origin points at its own web app.
+    for name, origin in site_origins.items():
+        assert origin.inputs["hostName"] == f"zdd-test-a1b2c3-{name}.azurewebsites.net"
+        assert origin.inputs["originHostHeader"] == origin.inputs["hostName"]
+    # The preview endpoint reaches the primary only, always.
+    preview_origins = [r for r in run.of_type(ORIGIN) if r.inputs["originGroupName"] == "preview"]
+    assert [(r.inputs["originName"], r.inputs["enabledState"]) for r in preview_origins] == [
+        ("primary", "Enabled")
+    ]
+    assert preview_origins[0].inputs["hostName"] == "zdd-test-a1b2c3-primary.azurewebsites.net"
+    routes = {r.name: r for r in run.of_type(ROUTE)}
+    assert routes["front-door-public-route"].inputs["originGroup"] == {"id": site_group.id}
+    assert routes["front-door-preview-route"].inputs["originGroup"] == {"id": preview_group.id}
+
+
+def test_front_door_standard_profile_endpoints_and_routes(runs: dict[str, Run]):
+    run = runs["cutover"]
+    profile = run.named("azure-frontdoor")
+    assert profile.inputs["sku"] == {"name": "Standard_AzureFrontDoor"}
+    assert profile.inputs["location"] == "global"
+    endpoints = {r.inputs["endpointName"] for r in run.of_type("azure-native:cdn:AFDEndpoint")}
+    assert endpoints == {"zdd-test-a1b2c3-public", "zdd-test-a1b2c3-preview"}
+    for route in run.of_type(ROUTE):
+        assert route.inputs["patternsToMatch"] == ["/*"]
+        assert route.inputs["forwardingProtocol"] == "HttpsOnly"
+        assert route.inputs["linkToDefaultDomain"] == "Enabled"
+        assert "cacheConfiguration" not in route.inputs  # identity answers are never cached
+    group = run.named("front-door-site-origins").inputs
+    assert group["healthProbeSettings"]["probePath"] == "/healthz"
+    assert group["healthProbeSettings"]["probeProtocol"] == "Https"
+    assert run.outputs["public_url"] == "https://zdd-test-a1b2c3-public-h7c2d5e.z01.azurefd.net"
+    assert run.outputs["preview_url"] == "https://zdd-test-a1b2c3-preview-h7c2d5e.z01.azurefd.net"
+    assert run.outputs["primary_url"] == "https://zdd-test-a1b2c3-primary.azurewebsites.net"
+
+
+# -- the migration hook --------------------------------------------------------------------
+
+# scenario -> (schema version, generation) the migration is triggered by
+MIGRATION = {
+    "idle": ("v1", 1),
+    "clone": ("v1", 1),
+    "cutover": ("v1", 1),
+    "deploy": ("v2", 1),
+    "return": ("v2", 1),
+    "idle-after": ("v2", 1),
+    "rollforward": ("v3", 1),
+    "rollback-code": ("v2", 1),  # the database stays migrated: no new run
+    "rollback-database": ("v1", 2),  # runs against the restored generation
+    "return-after-rollback-database": ("v1", 2),
+    "idle-after-rollback-database": ("v1", 2),
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_migration_runs_on_the_primary_database_only(runs: dict[str, Run], scenario: str):
+    run = runs[scenario]
+    (migration,) = run.of_type(COMMAND)
+    assert migration.name == "primary-db-migration"
+    assert migration.inputs["create"] == "python -m site_migrations upgrade"
+    version, generation = MIGRATION[scenario]
+    assert migration.inputs["triggers"] == [version, generation]
+    environment = migration.inputs["environment"]
+    assert "environment" in migration.secrets
+    assert environment["ZDD_SCHEMA_VERSION"] == version
+    assert environment["ZDD_DATABASE_GENERATION"] == str(generation)
+    assert environment["ZDD_DATABASE_NAME"] == f"site-g{generation}"
+    assert f"Initial Catalog=site-g{generation};" in environment["ZDD_DATABASE_CONNECTION"]
+    # Never the copy: no command anywhere sees the clone's database.
+    for command in run.of_type(COMMAND):
+        assert "site-clone" not in repr(command.inputs)
+    # It runs after its database exists.
+    assert run.named(f"primary-db-g{generation}").urn in migration.dependencies
+
+
+def test_migration_reruns_only_for_a_new_schema_version_or_generation(runs: dict[str, Run]):
+    def environment(scenario: str) -> dict[str, Any]:
+        (migration,) = runs[scenario].of_type(COMMAND)
+        return dict(migration.inputs)
+
+    # Phases that do not migrate declare the very same command (no re-run).
+    assert environment("idle") == environment("clone") == environment("cutover")
+    assert environment("deploy") == environment("return") == environment("rollback-code")
+    assert environment("deploy") != environment("cutover")
+
+
+def test_no_migration_hook_without_a_migration_command():
+    run = run_program(stack(Phase.DEPLOY), migrationCommand="<unset>")
+    assert not run.of_type(COMMAND)
+
+
+def test_warmup_and_smoke_hooks_run_against_each_site():
+    run = run_program(stack(Phase.CLONE), warmupCommand="./warmup.sh", smokeCommand="./smoke.sh")
+    names = {r.name for r in run.of_type(COMMAND)}
+    assert names == {
+        "primary-db-migration",
+        "primary-warmup",
+        "primary-smoke",
+        "clone-warmup",
+        "clone-smoke",
+    }
+    warmup = run.named("clone-warmup")
+    assert warmup.inputs["environment"]["ZDD_SITE_URL"] == (
+        "https://zdd-test-a1b2c3-clone.azurewebsites.net"
+    )
+    assert warmup.inputs["triggers"] == ["v1", "ReadOnly"]
+    assert warmup.urn in run.named("clone-smoke").dependencies
+
+
+# -- the shared resources and the config ---------------------------------------------------
+
+
+def test_sql_server_and_resource_group_are_protected(runs: dict[str, Run]):
+    run = runs["idle"]
+    server = run.named("azure-sql")
+    assert server.protect and run.named("azure-rg").protect
+    assert server.inputs["administratorLogin"] == "zddadmin"
+    assert server.inputs["administratorLoginPassword"] == PASSWORD
+    assert "administratorLoginPassword" in server.secrets
+    assert server.inputs["minimalTlsVersion"] == "1.2"
+
+
+def test_entra_administrator_is_optional():
+    run = run_program(
+        stack(Phase.IDLE),
+        sqlEntraAdminLogin="sql-admins",
+        sqlEntraAdminObjectId="11111111-2222-3333-4444-555555555555",
+    )
+    administrators = run.named("azure-sql").inputs["administrators"]
+    assert administrators["login"] == "sql-admins"
+    assert administrators["administratorType"] == "ActiveDirectory"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"sqlAdminPassword": "<unset>"}, "zdd:sqlAdminPassword is not set"),
+        ({"codePackageUrl": "https://x/site.zip"}, "has no {version} placeholder"),
+        ({"codePackageUrl": "<unset>"}, "exactly one of zdd:codePackageUrl"),
+        ({"containerImage": "img:{version}"}, "exactly one of zdd:codePackageUrl"),
+        ({"backupRetentionDays": "3"}, "must be 7 to 35"),
+        ({"namePrefix": "Bad_Prefix"}, "zdd:namePrefix"),
+        ({"operatorIpAddresses": "example.com"}, "not an IPv4 address"),
+        ({"sqlEntraAdminLogin": "admins"}, "sqlEntraAdminObjectId"),
+    ],
+)
+def test_wrong_config_is_refused_with_a_clear_message(config: dict[str, str], message: str):
+    with pytest.raises(pulumi.RunError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        run_program(stack(Phase.IDLE), **config)
+
+
+def test_restore_point_is_handed_to_azure_as_an_iso_timestamp():
+    assert restore_point_in_time("rp-20250301T101500") == "2025-03-01T10:15:00Z"
+    assert restore_point_in_time("2025-03-01T11:15:00+01:00") == "2025-03-01T10:15:00Z"
+    assert restore_point_in_time("2025-03-01T10:15:00Z") == "2025-03-01T10:15:00Z"
+    with pytest.raises(pulumi.RunError, match="not a point in time"):
+        restore_point_in_time("rp1")
+
+
+def test_runs_do_not_share_state():
+    first = run_program(stack(Phase.IDLE))
+    second = run_program(stack(Phase.CLONE))
+    assert not first.has("clone-app") and second.has("clone-app")
+    assert dataclasses.asdict(first.named("primary-db-g1")) == dataclasses.asdict(
+        second.named("primary-db-g1")
+    )

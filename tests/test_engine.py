@@ -1,0 +1,67 @@
+"""The real Pulumi engine through the Automation API, with no download: our built CLI, our
+language host and the SDK's dynamic-provider plugin, on a throwaway local file backend."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import version as installed_version
+from pathlib import Path
+
+import pytest
+from pulumi import automation as auto
+
+pytestmark = pytest.mark.engine
+
+PROGRAM = textwrap.dedent(
+    '''
+    import subprocess
+    import pulumi
+    from pulumi.dynamic import CreateResult, ResourceProvider, Resource
+
+    class Echo(ResourceProvider):
+        """Runs a command at create and keeps what it printed, like a command resource."""
+
+        def create(self, props):
+            out = subprocess.run(props["command"], shell=True, capture_output=True, text=True)
+            return CreateResult(id_="echo", outs={**props, "stdout": out.stdout.strip()})
+
+    class Command(Resource):
+        stdout: pulumi.Output[str]
+
+        def __init__(self, name, command):
+            super().__init__(Echo(), name, {"command": command, "stdout": None})
+
+    cmd = Command("hello", "echo hello from the engine")
+    pulumi.export("stdout", cmd.stdout)
+    '''
+)
+
+
+def test_up_preview_destroy_round_trip(tmp_path: Path, engine_env: dict[str, str]) -> None:
+    (tmp_path / "Pulumi.yaml").write_text("name: engine-check\nruntime: python\n")
+    (tmp_path / "__main__.py").write_text(PROGRAM)
+    # The CLI that setup built reports the version of the pinned SDK.
+    cli = subprocess.run(["pulumi", "version"], env=engine_env, capture_output=True, text=True)
+    assert cli.stdout.strip() == f"v{installed_version('pulumi')}"
+
+    command = auto.PulumiCommand(root=str(Path(sys.executable).parent.parent))
+    opts = auto.LocalWorkspaceOptions(
+        work_dir=str(tmp_path), env_vars=engine_env, pulumi_command=command
+    )
+    stack = auto.create_stack("roundtrip", work_dir=str(tmp_path), opts=opts)
+    try:
+        up = stack.up()
+        assert up.summary.result == "succeeded"
+        assert up.outputs["stdout"].value == "hello from the engine"
+        preview = stack.preview()
+        assert preview.change_summary == {auto.OpType.SAME: 2}
+        destroyed = stack.destroy()
+        assert destroyed.summary.resource_changes == {"delete": 2}
+    finally:
+        stack.workspace.remove_stack("roundtrip")
+    assert "roundtrip" not in {s.name for s in stack.workspace.list_stacks()}
+    # No plugin was downloaded into the isolated Pulumi home.
+    plugins = Path(engine_env["PULUMI_HOME"]) / "plugins"
+    assert not plugins.exists() or not any(plugins.iterdir())
