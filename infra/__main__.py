@@ -15,6 +15,8 @@ guard = phase_guard(settings.stack.phase)
 built = build(settings.declaration, target, pulumi.ResourceOptions(depends_on=[guard]))
 
 pulumi.export("phase", str(settings.stack.phase))
+pulumi.export("settings_digest", settings.digest)
+pulumi.export("database_generation", settings.declaration.primary_database_generation)
 pulumi.export("target", target.name)
 pulumi.export("traffic", str(settings.declaration.traffic))
 pulumi.export("current_version", settings.stack.current_version)

@@ -37,6 +37,8 @@ class DatabaseArgs:
     restore_point: str | None = None
     # A clone's database is a copy of this one.
     copy_of: DatabaseLike | None = None
+    # A primary database generation above 1 is restored from this restore point.
+    restored_from: str | None = None
 
 
 @dataclass(frozen=True)

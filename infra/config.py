@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from zdd.actions import DECIDING_KEYS, settings_digest
 from zdd.phases import (
     Declaration,
     IllegalTransition,
@@ -33,16 +34,18 @@ PHASE_KEYS = (
 class ProgramSettings:
     stack: StackSettings
     declaration: Declaration
+    # Lets the driver tell whether the last update applied the config it has now.
+    digest: str
 
 
 def read_settings(config: pulumi.Config) -> ProgramSettings:
-    values = {key: value for key in PHASE_KEYS if (value := config.get(key)) is not None}
+    values = {key: value for key in DECIDING_KEYS if (value := config.get(key)) is not None}
     try:
         stack = StackSettings.from_config(values)
     except InvalidStackConfig as exc:
         # A RunError prints as one clear line, without a traceback.
         raise pulumi.RunError(str(exc)) from None
-    return ProgramSettings(stack=stack, declaration=declare(stack))
+    return ProgramSettings(stack=stack, declaration=declare(stack), digest=settings_digest(values))
 
 
 def phase_guard(wanted: Phase) -> pulumi.Output[pulumi.Resource]:

@@ -44,6 +44,7 @@ def build(
             schema_version=declaration.primary_database_version,
             generation=declaration.primary_database_generation,
             restore_point=declaration.restore_point,
+            restored_from=declaration.restored_from,
         ),
         opts,
     )

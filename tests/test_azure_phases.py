@@ -9,27 +9,32 @@ retainOnDelete, ignoreChanges, dependencies). No engine, no Azure.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import pulumi
 import pytest
+import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as runtime_settings
+from pulumi_command import local
 
 from infra.azure.components import restore_point_in_time
 from infra.azure.target import azure_target
 from infra.program import build
+from zdd.actions import DECIDING_KEYS
 from zdd.phases import Mode, Phase, StackSettings, declare
 
 SUBSCRIPTION = "/subscriptions/00000000-0000-0000-0000-000000000000"
 FRONT_DOOR_ID = "5b3c9e1a-7f7e-4c7a-9d55-0123456789ab"
 PASSWORD = "Gener4ted-Passw0rd!"
-RESTORE_POINT = "rp-20250301T101500"  # how the driver records it
-RESTORE_TIME = "2025-03-01T10:15:00Z"  # what Azure SQL is asked for
+RESTORE_POINT = "2025-03-01T10:15:00Z"  # the driver records the point in time itself
+LATER_RESTORE_POINT = "2025-04-02T08:00:00Z"  # a later deployment's
 
 BASE_CONFIG = {
     "zdd:target": "azure",
@@ -196,8 +201,9 @@ class Run:
         )
 
 
-def run_program(settings: StackSettings, **config: str) -> Run:
-    """Declare `settings` on the Azure target under fresh mocks; return what was registered."""
+def run_program(settings: StackSettings, *, guard: bool = False, **config: str) -> Run:
+    """Declare `settings` on the Azure target under fresh mocks; return what was registered.
+    With `guard`, every component depends on a stand-in for the program's phase guard."""
     mocks = AzureMocks()
     monitor = RecordingMonitor(mocks)
     runtime_settings.ROOT.set(None)  # a new root stack for every run: no state is shared
@@ -211,7 +217,11 @@ def run_program(settings: StackSettings, **config: str) -> Run:
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> pulumi.Output[Any]:
-        built = build(declare(settings), azure_target(pulumi.Config("zdd")))
+        opts = None
+        if guard:
+            stand_in = local.Command("phase-guard", create="true")
+            opts = pulumi.ResourceOptions(depends_on=[stand_in])
+        built = build(declare(settings), azure_target(pulumi.Config("zdd")), opts)
         exported = {
             "public_url": built.front_door.public_url,
             "preview_url": built.front_door.preview_url,
@@ -233,6 +243,9 @@ def run_program(settings: StackSettings, **config: str) -> Run:
 # -- the scenarios -------------------------------------------------------------------------
 
 
+RESTORED: dict[str, Any] = {"database_generation": 2, "restored_from": RESTORE_POINT}
+
+
 def stack(phase: Phase, **overrides: Any) -> StackSettings:
     values: dict[str, Any] = {"phase": phase, "current_version": "v1"}
     if phase is not Phase.IDLE:
@@ -252,14 +265,16 @@ SCENARIOS: dict[str, StackSettings] = {
     "idle-after": stack(Phase.IDLE, current_version="v2"),
     # Recoveries, while traffic is on the clone.
     "rollforward": stack(Phase.DEPLOY, target_version="v3"),
-    "rollback-code": stack(Phase.DEPLOY, target_version="v1", database_version="v2"),
-    "rollback-database": stack(
-        Phase.DEPLOY, target_version="v1", database_version="v1", database_generation=2
-    ),
+    "rollback-code": stack(Phase.DEPLOY, target_version="v1", migrate_to="v2"),
+    "idle-after-rollback-code": stack(Phase.IDLE, database_version="v2"),
+    "rollback-database": stack(Phase.DEPLOY, target_version="v1", migrate_to="v1", **RESTORED),
     "return-after-rollback-database": stack(
-        Phase.RETURN, target_version="v1", database_version="v1", database_generation=2
+        Phase.RETURN, target_version="v1", migrate_to="v1", **RESTORED
     ),
-    "idle-after-rollback-database": stack(Phase.IDLE, database_generation=2),
+    "idle-after-rollback-database": stack(Phase.IDLE, **RESTORED),
+    # The next deployment, on the restored generation.
+    "clone-on-generation-2": stack(Phase.CLONE, **RESTORED),
+    "deploy-on-generation-2": stack(Phase.DEPLOY, restore_point=LATER_RESTORE_POINT, **RESTORED),
 }
 # scenario -> (primary version, clone present, traffic)
 EXPECTED = {
@@ -271,11 +286,17 @@ EXPECTED = {
     "idle-after": ("v2", False, "primary"),
     "rollforward": ("v3", True, "clone"),
     "rollback-code": ("v1", True, "clone"),
+    "idle-after-rollback-code": ("v1", False, "primary"),
     "rollback-database": ("v1", True, "clone"),
     "return-after-rollback-database": ("v1", True, "primary"),
     "idle-after-rollback-database": ("v1", False, "primary"),
+    "clone-on-generation-2": ("v1", True, "primary"),
+    "deploy-on-generation-2": ("v2", True, "clone"),
 }
 GENERATION_1 = [name for name, s in SCENARIOS.items() if s.database_generation == 1]
+GENERATION_2 = [name for name, s in SCENARIOS.items() if s.database_generation == 2]
+# While the deployment that restored goes on, the old generation is kept.
+KEEPS_PREVIOUS_GENERATION = {"rollback-database", "return-after-rollback-database"}
 WITH_CLONE = [name for name, (_, clone, _) in EXPECTED.items() if clone]
 
 
@@ -302,9 +323,7 @@ FOUNDATION = {
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_each_phase_declares_exactly_its_resource_types(runs: dict[str, Run], scenario: str):
     _, has_clone, _ = EXPECTED[scenario]
-    kept_generation = SCENARIOS[scenario].database_generation > 1 and scenario.startswith(
-        ("rollback", "return")
-    )
+    kept_generation = scenario in KEEPS_PREVIOUS_GENERATION
     expected = Counter(FOUNDATION)
     expected.update(
         {
@@ -374,12 +393,14 @@ def test_rollback_with_database_restores_a_new_generation_at_the_restore_point(
     assert restored.inputs["createMode"] == "PointInTimeRestore"
     assert restored.inputs["sourceDatabaseId"] == old.id
     assert old.id.endswith("/servers/zdd-test-a1b2c3-sql/databases/site-g1")
-    assert restored.inputs["restorePointInTime"] == RESTORE_TIME
+    assert restored.inputs["restorePointInTime"] == RESTORE_POINT
     assert restored.inputs["databaseName"] == "site-g2"
-    assert restored.protect
+    assert restored.protect and not restored.ignore_changes
+    assert old.urn in restored.dependencies
     # The old generation is still there, unchanged, and Pulumi will never drop it.
     assert old.inputs == runs["idle"].named("primary-db-g1").inputs
     assert not old.protect and old.retain_on_delete
+    assert set(old.ignore_changes) == {"createMode", "sourceDatabaseId", "restorePointInTime"}
     assert run.named("primary-db-g1-retention").retain_on_delete
     # The primary now uses the new generation.
     assert run.outputs["primary_database"] == "site-g2"
@@ -388,20 +409,24 @@ def test_rollback_with_database_restores_a_new_generation_at_the_restore_point(
     assert "Initial Catalog=site-g2;" in connection
 
 
-def test_a_restored_generation_is_left_as_it_is_once_the_deployment_ends(runs: dict[str, Run]):
-    during = runs["rollback-database"].named("primary-db-g2")
-    after = runs["idle-after-rollback-database"].named("primary-db-g2")
-    assert after.urn == during.urn and after.protect
-    # Without a restore point idle cannot say where the database came from; the engine keeps
-    # the recorded source and point in time, and never replaces the database for it.
-    assert set(after.ignore_changes) >= {"sourceDatabaseId", "restorePointInTime"}
-    assert after.inputs["createMode"] == "PointInTimeRestore"
-    assert "sourceDatabaseId" not in after.inputs and "restorePointInTime" not in after.inputs
-    assert {k: v for k, v in during.inputs.items() if k not in during.ignore_changes} == (
-        after.inputs
-    )
-    # Generation 1 leaves the program (retained in Azure, see the rollback test).
-    assert not runs["idle-after-rollback-database"].has("primary-db-g1")
+def test_a_restored_generation_is_the_same_database_from_then_on(runs: dict[str, Run]):
+    reference = runs["rollback-database"].named("primary-db-g2")
+    for scenario in GENERATION_2:
+        database = runs[scenario].named("primary-db-g2")
+        assert (database.urn, database.inputs, database.protect) == (
+            reference.urn,
+            reference.inputs,
+            True,
+        ), scenario
+        assert runs[scenario].outputs["primary_database"] == "site-g2"
+        # Generation 1 is declared only while the deployment that restored goes on; then
+        # Pulumi forgets it (retained in Azure, see the rollback test).
+        assert runs[scenario].has("primary-db-g1") is (scenario in KEEPS_PREVIOUS_GENERATION)
+
+
+def test_a_restored_generation_needs_its_restore_point():
+    with pytest.raises(Exception, match="restoredFrom"):
+        run_program(stack(Phase.IDLE, database_generation=2))
 
 
 # -- the clone's database: a copy of the primary -------------------------------------------
@@ -618,9 +643,12 @@ MIGRATION = {
     "idle-after": ("v2", 1),
     "rollforward": ("v3", 1),
     "rollback-code": ("v2", 1),  # the database stays migrated: no new run
+    "idle-after-rollback-code": ("v2", 1),
     "rollback-database": ("v1", 2),  # runs against the restored generation
     "return-after-rollback-database": ("v1", 2),
     "idle-after-rollback-database": ("v1", 2),
+    "clone-on-generation-2": ("v1", 2),
+    "deploy-on-generation-2": ("v2", 2),
 }
 
 
@@ -722,11 +750,26 @@ def test_wrong_config_is_refused_with_a_clear_message(config: dict[str, str], me
 
 
 def test_restore_point_is_handed_to_azure_as_an_iso_timestamp():
-    assert restore_point_in_time("rp-20250301T101500") == "2025-03-01T10:15:00Z"
-    assert restore_point_in_time("2025-03-01T11:15:00+01:00") == "2025-03-01T10:15:00Z"
     assert restore_point_in_time("2025-03-01T10:15:00Z") == "2025-03-01T10:15:00Z"
+    assert restore_point_in_time("2025-03-01T11:15:00+01:00") == "2025-03-01T10:15:00Z"
+    assert restore_point_in_time("2025-03-01T10:15:00") == "2025-03-01T10:15:00Z"  # UTC
     with pytest.raises(pulumi.RunError, match="not a point in time"):
         restore_point_in_time("rp1")
+    with pytest.raises(pulumi.RunError, match="not a point in time"):
+        run_program(stack(Phase.IDLE, database_generation=2, restored_from="yesterday"))
+
+
+def test_every_component_waits_for_the_phase_guard():
+    run = run_program(stack(Phase.CLONE), guard=True)
+    guard = run.named("phase-guard").urn
+    components = [r for r in run.registrations if r.type.startswith("zdd:azure:")]
+    assert {r.type for r in components} == {
+        "zdd:azure:Foundation",
+        "zdd:azure:Database",
+        "zdd:azure:Site",
+        "zdd:azure:FrontDoor",
+    }
+    assert all(guard in r.dependencies for r in components)
 
 
 def test_runs_do_not_share_state():
@@ -736,3 +779,39 @@ def test_runs_do_not_share_state():
     assert dataclasses.asdict(first.named("primary-db-g1")) == dataclasses.asdict(
         second.named("primary-db-g1")
     )
+
+
+# -- the example stack ---------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "stacks" / "Pulumi.azure-example.yaml"
+
+
+class RecordingConfig(pulumi.Config):
+    """The `zdd` config, noting every key the target asks for."""
+
+    def __init__(self) -> None:
+        super().__init__("zdd")
+        self.asked: set[str] = set()
+
+    def full_key(self, key: str) -> str:
+        self.asked.add(key)
+        return super().full_key(key)
+
+
+def test_example_stack_documents_every_key_and_runs():
+    text = EXAMPLE.read_text()
+    documented = set(re.findall(r"^\s*#?\s*zdd:(\w+):", text, flags=re.MULTILINE))
+    active = yaml.safe_load(text)["config"]
+    config = RecordingConfig()
+    run_program(
+        stack(Phase.IDLE),
+        **{key.removeprefix("zdd:"): str(value) for key, value in active.items()},
+    )
+    pulumi.runtime.set_all_config(
+        {**BASE_CONFIG, **{k: str(v) for k, v in active.items()}},
+        secret_keys=["zdd:sqlAdminPassword"],
+    )
+    azure_target(config)
+    assert config.asked, "the target reads its keys through pulumi.Config"
+    assert config.asked - documented == set()
+    assert set(DECIDING_KEYS) - documented == set()

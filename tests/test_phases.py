@@ -71,12 +71,26 @@ def test_deploy_without_restore_point_is_refused() -> None:
         declare(settings(Phase.DEPLOY, restore_point=None))
 
 
-def test_database_version_can_differ_from_code_version() -> None:
-    # Roll back code only: the app goes back, the database stays migrated.
-    rollback = settings(Phase.DEPLOY, target_version="v1", database_version="v2")
+def test_database_schema_can_differ_from_code_version() -> None:
+    # Roll back code only: the app goes back, the database keeps the schema it was migrated to.
+    rollback = settings(Phase.DEPLOY, target_version="v1", migrate_to="v2")
     declaration = declare(rollback)
     assert declaration.primary.version == "v1"
     assert declaration.primary_database_version == "v2"
+    # ...and after it, outside a deployment, the database is known to carry v2's schema.
+    after = declare(settings(Phase.IDLE, current_version="v1", database_version="v2"))
+    assert after.primary_database_version == "v2"
+    # A new deployment migrates to its target, whatever the database carried before.
+    again = declare(settings(Phase.DEPLOY, current_version="v1", database_version="v2"))
+    assert again.primary_database_version == "v2"
+    assert declare(settings(Phase.DEPLOY, target_version="v3")).primary_database_version == "v3"
+
+
+def test_new_database_generation_needs_its_restore_point() -> None:
+    with pytest.raises(InvalidStackConfig, match="restoredFrom"):
+        declare(settings(Phase.DEPLOY, database_generation=2))
+    restored = declare(settings(Phase.DEPLOY, database_generation=2, restored_from="rp1"))
+    assert restored.restored_from == "rp1" and restored.primary_database_generation == 2
 
 
 def test_idle_has_no_restore_point_even_if_config_keeps_one() -> None:

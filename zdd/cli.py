@@ -10,18 +10,21 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from zdd.actions import Action
 from zdd.driver import DeployResult, Driver
 from zdd.environment import Environment, find_project_root
 from zdd.errors import BadInput, ZddError
 from zdd.phases import Mode
 from zdd.probe import LoadProbe
+from zdd.stack import Stack
 
 app = typer.Typer(
     help=__doc__,
@@ -34,6 +37,25 @@ T = TypeVar("T")
 
 StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+PreviewOpt = Annotated[
+    bool, typer.Option("--preview", help="Only show what the action would change (pulumi preview).")
+]
+ProbeOpt = Annotated[
+    bool, typer.Option("--probe", help="Run a load probe on the public endpoint throughout.")
+]
+RateOpt = Annotated[float, typer.Option(help="Probe requests per second.")]
+WaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wait-for-approval",
+        help="Stop once the new primary is verified (traffic still on the clone); "
+        "`zdd complete` goes on.",
+    ),
+]
+ChartOpt = Annotated[
+    str | None, typer.Option("--chart", help="With --probe: write a timeline PNG to this file.")
+]
 
 
 def _env() -> Environment:
@@ -46,9 +68,14 @@ def _say(message: str) -> None:
     err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
 
 
-def _fail(exc: ZddError, as_json: bool) -> NoReturn:
+def _fail(exc: ZddError, as_json: bool, partial: DeployResult | None = None) -> NoReturn:
     if as_json:
-        print(json.dumps({"outcome": "failed", "error": str(exc), "kind": type(exc).__name__}))
+        document: dict[str, Any] = partial.as_json() if partial else {}
+        document.update(outcome=document.get("outcome", "failed"), error=str(exc))
+        document["kind"] = type(exc).__name__
+        if document["outcome"] == "running":
+            document["outcome"] = "failed"
+        print(json.dumps(document, indent=2))
     err.print(f"[bold red]error:[/bold red] {exc}")
     raise typer.Exit(exc.exit_code)
 
@@ -65,6 +92,11 @@ def _emit(document: dict[str, Any], as_json: bool, human: Callable[[], None]) ->
         print(json.dumps(document, indent=2))
     else:
         human()
+
+
+def _confirm(yes: bool, as_json: bool, question: str) -> None:
+    if not yes and not as_json and sys.stdin.isatty():
+        typer.confirm(question, abort=True)
 
 
 @app.command()
@@ -88,6 +120,86 @@ def status(stack: StackOpt, as_json: JsonOpt = False) -> None:
     _emit(current.as_json(), as_json, lambda: _print_status(current.as_json()))
 
 
+def _act(
+    stack: str,
+    action: Action,
+    *,
+    as_json: bool,
+    preview: bool = False,
+    yes: bool = True,
+    version: str | None = None,
+    mode: Mode = Mode.READ_ONLY,
+    accept_data_loss: bool = False,
+    wait_for_approval: bool = False,
+    on_failure: Action | None = None,
+    probe: bool = False,
+    probe_rate: float = 400.0,
+    chart: str | None = None,
+) -> None:
+    """Validate an action, then preview it or carry it out to its end."""
+    driver = Driver(_env(), stack, _say)
+    options = {
+        "version": version,
+        "mode": mode,
+        "accept_data_loss": accept_data_loss,
+        "wait_for_approval": wait_for_approval,
+    }
+    if preview:
+        _, change = _run(as_json, lambda: driver.begin(action, dry_run=True, **options))  # type: ignore[arg-type]
+        shown = _run(as_json, lambda: driver.preview(change))
+        _emit(shown, as_json, lambda: _print_preview(shown))
+        return
+    with _exclusive(driver, as_json):
+        _run(as_json, lambda: driver.begin(action, dry_run=True, **options))  # type: ignore[arg-type]
+        _confirm(yes, as_json, f"{action} on stack {stack}?")
+        before = _run(as_json, driver.status)
+        result, _ = _run(as_json, lambda: driver.begin(action, **options))  # type: ignore[arg-type]
+        load = LoadProbe(before.public_url or "", rate=probe_rate) if probe else None
+        if load:
+            _say(f"probe: {probe_rate:.0f} requests/s on {before.public_url}")
+            load.start()
+        try:
+            driver.run(result, on_failure=on_failure)
+        except ZddError as exc:
+            _finish_probe(load, result, chart)
+            _fail(exc, as_json, result)
+        _finish_probe(load, result, chart)
+    _emit(result.as_json(), as_json, lambda: _print_result(result.as_json()))
+
+
+@contextmanager
+def _exclusive(driver: Driver, as_json: bool) -> Iterator[None]:
+    lock = driver.exclusive()
+    try:
+        lock.__enter__()
+    except ZddError as exc:
+        _fail(exc, as_json)
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _finish_probe(load: LoadProbe | None, result: DeployResult, chart: str | None) -> None:
+    if load is None:
+        return
+    load.stop()
+    result.probe = load.report().as_json()
+    if chart:
+        from zdd.chart import TimelineRun, write_timeline
+
+        spans = [(p.name, p.started_at, p.started_at + p.seconds) for p in result.phases]
+        run = TimelineRun(
+            title=f"{result.action} {result.from_version} -> {result.to_version}",
+            samples=load.samples,
+            started_at=load.started_at,
+            phases=spans,
+            window=result.window,
+        )
+        write_timeline(chart, [run])
+        _say(f"timeline written to {chart}")
+
+
 @app.command()
 def deploy(
     stack: StackOpt,
@@ -102,70 +214,163 @@ def deploy(
             help="Needed for read-write mode: writes to the clone are not kept.",
         ),
     ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    probe: Annotated[
-        bool, typer.Option("--probe", help="Run a load probe on the public endpoint throughout.")
-    ] = False,
-    probe_rate: Annotated[float, typer.Option(help="Probe requests per second.")] = 400.0,
+    on_failure: Annotated[
+        str | None,
+        typer.Option(
+            help="If the new primary fails: rollback-code-only or rollback-with-database.",
+        ),
+    ] = None,
+    wait_for_approval: WaitOpt = False,
+    yes: YesOpt = False,
+    preview: PreviewOpt = False,
+    probe: ProbeOpt = False,
+    probe_rate: RateOpt = 400.0,
+    chart: ChartOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ship VERSION with no downtime: clone, cutover, deploy + migrate, verify, return, clean up."""
-    driver = Driver(_env(), stack, _say)
-    if not yes and not as_json and sys.stdin.isatty():
-        typer.confirm(f"Deploy {version} to stack {stack} ({mode})?", abort=True)
-    result = _deploy(driver, version, mode, accept_data_loss, probe, probe_rate, as_json)
-    _emit(result.as_json(), as_json, lambda: _print_deploy(result.as_json()))
-
-
-def _deploy(
-    driver: Driver,
-    version: str,
-    mode: Mode,
-    accept_data_loss: bool,
-    with_probe: bool,
-    probe_rate: float,
-    as_json: bool,
-) -> DeployResult:
-    before = _run(as_json, driver.status)
-    result = DeployResult(
-        outcome="running",
-        stack=driver.stack_name,
-        from_version=before.current_version,
-        to_version=version,
-        mode=str(mode),
-    )
-    # Validates everything before the first change; a refusal leaves the stack as it was.
-    _run(as_json, lambda: driver.start_deployment(version, mode, accept_data_loss))
-    load = LoadProbe(before.public_url or "", rate=probe_rate) if with_probe else None
-    if load:
-        _say(f"probe: {probe_rate:.0f} requests/s on {before.public_url}")
-        load.start()
-    try:
-        _run(as_json, lambda: driver.run_to_completion(result))
-    finally:
-        if load:
-            load.stop()
-            report = load.report()
-            result.probe = report.as_json()
-    return result
+    recovery = None
+    if on_failure is not None:
+        allowed = {Action.ROLLBACK_CODE.value, Action.ROLLBACK_DATABASE.value}
+        if on_failure not in allowed:
+            _fail(BadInput(f"--on-failure must be one of: {', '.join(sorted(allowed))}"), as_json)
+        recovery = Action(on_failure)
+    _act(
+        stack, Action.DEPLOY, as_json=as_json, preview=preview, yes=yes, version=version,
+        mode=mode, accept_data_loss=accept_data_loss, wait_for_approval=wait_for_approval,
+        on_failure=recovery, probe=probe, probe_rate=probe_rate, chart=chart,
+    )  # fmt: skip
 
 
 @app.command()
-def resume(stack: StackOpt, as_json: JsonOpt = False) -> None:
-    """Continue an interrupted deployment from the stack's config and outputs."""
+def rollforward(
+    stack: StackOpt,
+    version: Annotated[str, typer.Option(help="Another version to deploy to the primary.")],
+    wait_for_approval: WaitOpt = False,
+    preview: PreviewOpt = False,
+    probe: ProbeOpt = False,
+    probe_rate: RateOpt = 400.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """While the clone holds the traffic: deploy VERSION to the primary instead, then go on."""
+    _act(
+        stack, Action.ROLLFORWARD, as_json=as_json, preview=preview, version=version,
+        wait_for_approval=wait_for_approval, probe=probe, probe_rate=probe_rate,
+    )  # fmt: skip
+
+
+@app.command()
+def rollback(
+    stack: StackOpt,
+    code_only: Annotated[
+        bool,
+        typer.Option("--code-only", help="The version before the deployment; keep the database."),
+    ] = False,
+    with_database: Annotated[
+        bool,
+        typer.Option(
+            "--with-database",
+            help="The version before the deployment, and the database from the restore point.",
+        ),
+    ] = False,
+    wait_for_approval: WaitOpt = False,
+    preview: PreviewOpt = False,
+    probe: ProbeOpt = False,
+    probe_rate: RateOpt = 400.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """While the clone holds the traffic: the primary back on the version before the deployment."""
+    if code_only == with_database:
+        _fail(BadInput("say which rollback: --code-only or --with-database"), as_json)
+    action = Action.ROLLBACK_CODE if code_only else Action.ROLLBACK_DATABASE
+    _act(
+        stack, action, as_json=as_json, preview=preview, wait_for_approval=wait_for_approval,
+        probe=probe, probe_rate=probe_rate,
+    )  # fmt: skip
+
+
+@app.command()
+def abort(stack: StackOpt, preview: PreviewOpt = False, as_json: JsonOpt = False) -> None:
+    """Before anything touched the primary: traffic back to it, clone destroyed."""
+    _act(stack, Action.ABORT, as_json=as_json, preview=preview)
+
+
+@app.command()
+def complete(stack: StackOpt, as_json: JsonOpt = False) -> None:
+    """Approve a deployment that awaits approval: return the traffic and clean up."""
+    _act(stack, Action.COMPLETE, as_json=as_json)
+
+
+@app.command()
+def resume(
+    stack: StackOpt,
+    probe: ProbeOpt = False,
+    probe_rate: RateOpt = 400.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue an interrupted deployment or recovery from the stack's config and outputs."""
     driver = Driver(_env(), stack, _say)
-    before = _run(as_json, driver.status)
-    if not before.deployment_in_progress:
-        _fail(BadInput(f"no deployment in progress on stack {stack!r}"), as_json)
-    result = DeployResult(
-        outcome="running",
-        stack=stack,
-        from_version=before.current_version,
-        to_version=before.target_version or before.current_version,
-        mode=before.mode,
-    )
-    _run(as_json, lambda: driver.run_to_completion(result))
-    _emit(result.as_json(), as_json, lambda: _print_deploy(result.as_json()))
+    with _exclusive(driver, as_json):
+        before = _run(as_json, driver.status)
+        if not before.deployment_in_progress:
+            _fail(BadInput(f"no deployment in progress on stack {stack!r}"), as_json)
+        result = DeployResult(
+            outcome="running",
+            stack=stack,
+            action="resume",
+            from_version=before.current_version,
+            to_version=before.target_version or before.current_version,
+            mode=before.mode,
+        )
+        load = LoadProbe(before.public_url or "", rate=probe_rate) if probe else None
+        if load:
+            load.start()
+        try:
+            driver.run(result)
+        except ZddError as exc:
+            _finish_probe(load, result, None)
+            _fail(exc, as_json, result)
+        _finish_probe(load, result, None)
+    _emit(result.as_json(), as_json, lambda: _print_result(result.as_json()))
+
+
+@app.command()
+def preview(
+    stack: StackOpt,
+    action: Annotated[
+        str,
+        typer.Argument(
+            help="deploy, rollforward, rollback-code-only, rollback-with-database, abort, "
+            "or a phase (idle, clone, cutover, deploy, return)."
+        ),
+    ],
+    version: Annotated[str | None, typer.Option(help="For deploy and rollforward.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what an action or a phase would create, update, replace and delete; change nothing."""
+    from zdd.phases import Phase
+
+    driver = Driver(_env(), stack, _say)
+    if action in {p.value for p in Phase}:
+        shown = _run(as_json, lambda: driver.preview({"phase": action}))
+    else:
+        try:
+            chosen = Action(action)
+        except ValueError:
+            _fail(BadInput(f"unknown action or phase {action!r}"), as_json)
+        if chosen in (Action.DEPLOY, Action.ROLLFORWARD) and version is None:
+            _fail(BadInput(f"{chosen} needs --version"), as_json)
+        _, change = _run(as_json, lambda: driver.begin(chosen, version=version, dry_run=True))
+        shown = _run(as_json, lambda: driver.preview(change))
+    _emit(shown, as_json, lambda: _print_preview(shown))
+
+
+@app.command()
+def history(stack: StackOpt, as_json: JsonOpt = False) -> None:
+    """Past deployments and recoveries with outcome, versions and phase timings."""
+    driver = Driver(_env(), stack, _say)
+    entries = _run(as_json, driver.history)
+    _emit({"stack": stack, "deployments": entries}, as_json, lambda: _print_history(entries))
 
 
 @app.command()
@@ -180,7 +385,8 @@ def destroy(
     if not yes:
         _fail(BadInput("destroy deletes the site and its databases; confirm with --yes"), as_json)
     driver = Driver(_env(), stack, _say)
-    _run(as_json, driver.destroy)
+    with _exclusive(driver, as_json):
+        _run(as_json, driver.destroy)
     _emit(
         {"outcome": "destroyed", "stack": stack}, as_json, lambda: _say(f"stack {stack} destroyed")
     )
@@ -190,29 +396,27 @@ def destroy(
 def demo(
     stack: Annotated[str, typer.Option("--stack", "-s", help="Stack name.")] = "demo",
     keep: Annotated[bool, typer.Option(help="Leave the site running to browse it.")] = False,
-    probe_rate: Annotated[float, typer.Option(help="Probe requests per second.")] = 400.0,
+    probe_rate: RateOpt = 400.0,
+    chart: ChartOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A full smooth deployment on this machine: a fresh stack on v1, then v2 under load."""
     env = _env()
-    driver = Driver(env, stack, _say)
-    from zdd.stack import Stack
-
     if Stack.exists(env, stack):
         _say(f"removing the previous {stack} stack")
-        _run(as_json, driver.destroy)
-        driver = Driver(env, stack, _say)
+        _run(as_json, Driver(env, stack, _say).destroy)
+    driver = Driver(env, stack, _say)
     try:
         _run(as_json, lambda: driver.init("local", "v1"))
-        result = _deploy(driver, "v2", Mode.READ_ONLY, False, True, probe_rate, as_json)
-        _emit(result.as_json(), as_json, lambda: _print_deploy(result.as_json()))
+        _act(stack, Action.DEPLOY, as_json=as_json, version="v2", probe=True,
+             probe_rate=probe_rate, chart=chart)  # fmt: skip
     finally:
-        if not keep:
-            _run(as_json, driver.destroy)
-        else:
+        if keep:
             _say(
                 f"the site stays up at {driver.status().public_url}; `zdd destroy -s {stack} --yes`"
             )
+        else:
+            _run(as_json, driver.destroy)
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -223,10 +427,10 @@ def _print_status(status: dict[str, Any]) -> None:
     err.print(table)
 
 
-def _print_deploy(report: dict[str, Any]) -> None:
+def _print_result(report: dict[str, Any]) -> None:
     err.print(
-        f"[bold]{report['outcome']}[/bold]: {report['from_version']} -> {report['to_version']} "
-        f"on {report['stack']} ({report['mode']})"
+        f"[bold]{report['outcome']}[/bold] ({report['action']}): {report['from_version']} -> "
+        f"{report['to_version']} on {report['stack']} ({report['mode']})"
     )
     table = Table("phase", "seconds")
     for phase in report["phases"]:
@@ -235,11 +439,29 @@ def _print_deploy(report: dict[str, Any]) -> None:
     if report.get("read_only_window_seconds") is not None:
         err.print(f"read-only window: {report['read_only_window_seconds']:.2f}s")
     if report.get("probe"):
-        probe = report["probe"]
         err.print(
             "probe: {requests} requests, {failed} failed, {writes_acknowledged} writes "
-            "acknowledged, {writes_refused} refused, {writes_lost} lost".format(**probe)
+            "acknowledged, {writes_refused} refused, {writes_lost} lost".format(**report["probe"])
         )
+
+
+def _print_preview(shown: dict[str, Any]) -> None:
+    err.print(shown["diff"])
+    err.print(f"changes: {shown['changes']} (nothing was changed)")
+
+
+def _print_history(entries: list[dict[str, Any]]) -> None:
+    table = Table("started", "actions", "versions", "outcome", "phases")
+    for entry in entries:
+        phases = ", ".join(f"{p['name']} {p['seconds'] or 0:.1f}s" for p in entry["phases"])
+        table.add_row(
+            entry["started"] or "",
+            "+".join(entry["actions"]),
+            f"{entry['from_version']} -> {entry['to_version']}",
+            entry["outcome"],
+            phases,
+        )
+    err.print(table)
 
 
 if __name__ == "__main__":

@@ -1,41 +1,56 @@
 """The driver: moves a stack from phase to phase with the gates of the design between them.
 
-Everything the driver needs to continue lives in the stack: `zdd:phase` says where it is going,
-the `phase` output says where the last completed update left it. `advance` looks at both and
-does the one next step, so a driver that died anywhere continues with `zdd resume`.
+Everything the driver needs to continue lives in the stack: the `zdd:*` config says where it is
+going, the outputs of the last update say what was applied (`phase`, `settings_digest`).
+`advance` compares the two and takes the one next step, so a driver that died anywhere goes on
+with `zdd resume`. Actions (deploy, recoveries, abort) are config changes planned by
+`zdd.actions`, which refuses illegal ones before anything is written.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import shutil
+import socket
+import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from zdd import gates
-from zdd.environment import Environment
-from zdd.errors import BadInput, RefusedTransition
-from zdd.phases import (
-    DatabaseMode,
-    Instance,
-    Mode,
-    Phase,
-    StackSettings,
-    check_transition,
-    next_phase,
+from zdd.actions import (
+    RECOVERY_HINT,
+    Action,
+    ConfigChange,
+    Refused,
+    StackState,
+    next_step,
+    plan,
+    settings_digest,
 )
+from zdd.environment import Environment
+from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, StackBusy
+from zdd.phases import DatabaseMode, Instance, Mode, Phase, StackSettings
 from zdd.stack import Stack
 from zdd.targets import TargetOps, check_version, ops_for
 
 Say = Callable[[str], None]
+HISTORY_PREFIX = "zdd "
 
 
 @dataclass
 class PhaseTiming:
     name: str
     seconds: float
+    started_at: float = 0.0  # epoch seconds
 
 
 @dataclass
@@ -44,6 +59,7 @@ class Status:
     target: str
     phase: str
     applied_phase: str | None
+    state: str
     current_version: str
     target_version: str | None
     traffic: str
@@ -52,6 +68,8 @@ class Status:
     read_only_window_seconds: float | None
     public_url: str | None
     preview_url: str | None
+    restore_point: str | None
+    database_generation: int
 
     def as_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -61,18 +79,21 @@ class Status:
 class DeployResult:
     outcome: str
     stack: str
+    action: str
     from_version: str
     to_version: str
     mode: str
     phases: list[PhaseTiming] = field(default_factory=list)
     read_only_window_seconds: float | None = None
     probe: dict[str, Any] | None = None
-    window: tuple[float, float] | None = None  # epoch seconds of cutover and return
+    window: tuple[float, float] | None = None  # epoch seconds: traffic on the clone
+    error: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {
             "outcome": self.outcome,
             "stack": self.stack,
+            "action": self.action,
             "from_version": self.from_version,
             "to_version": self.to_version,
             "mode": self.mode,
@@ -84,13 +105,11 @@ class DeployResult:
             ),
             "traffic_on_clone": list(self.window) if self.window else None,
         }
+        if self.error:
+            result["error"] = self.error
         if self.probe is not None:
             result["probe"] = self.probe
         return result
-
-
-def _restore_point_id() -> str:
-    return "rp-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
 
 
 class Driver:
@@ -99,7 +118,8 @@ class Driver:
         self.stack_name = stack_name
         self.say = say
         self._stack: Stack | None = None
-        self._gate_passed: Phase | None = None
+        self._gate_passed: tuple[Phase, Phase] | None = None
+        self._lock_file: Any = None
 
     @property
     def stack(self) -> Stack:
@@ -107,36 +127,80 @@ class Driver:
             self._stack = Stack.select(self.env, self.stack_name)
         return self._stack
 
+    # -- one driver per stack ------------------------------------------------------------
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the stack's driver lock; a second driver is refused, a dead one's lock is free."""
+        locks = self.env.state_root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        handle = open(locks / f"{self.stack_name}.lock", "a+")  # noqa: SIM115 - held open
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StackBusy(
+                f"another zdd driver ({holder}) is working on stack {self.stack_name!r}; "
+                "wait for it, or stop it and run `zdd resume`"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
     # -- reading the stack ---------------------------------------------------------------
 
-    def _read(self) -> tuple[dict[str, str], StackSettings, dict[str, Any], TargetOps]:
+    def _read(self) -> tuple[dict[str, str], StackState, dict[str, Any], TargetOps]:
         config = self.stack.config()
         try:
             settings = StackSettings.from_config(config)
         except ValueError as exc:
             raise BadInput(f"stack {self.stack_name!r}: {exc}") from None
-        return config, settings, self.stack.outputs(), ops_for(config.get("target", "local"))
+        outputs = self.stack.outputs()
+        applied = Phase(outputs.get("phase", Phase.IDLE))
+        awaiting = (
+            config.get("awaitApproval") == "true" and applied is settings.phase is Phase.DEPLOY
+        )
+        state = StackState(settings, applied, awaiting_approval=awaiting)
+        return config, state, outputs, ops_for(config.get("target", "local"))
 
     def status(self) -> Status:
-        config, settings, outputs, ops = self._read()
-        applied = outputs.get("phase")
+        config, state, outputs, ops = self._read()
+        settings = state.settings
         cutover_at = config.get("cutoverAt")
         window = None
-        if cutover_at and settings.phase in (Phase.CUTOVER, Phase.DEPLOY):
+        if cutover_at and state.traffic_on_clone:
             window = time.time() - float(cutover_at)
+        pending = outputs.get("settings_digest") != settings_digest(config)
+        if state.awaiting_approval and not pending:
+            label = "awaiting-approval"
+        elif state.in_progress:
+            label = "deployment-in-progress"
+        else:
+            label = "idle"
         return Status(
             stack=self.stack_name,
             target=ops.name,
             phase=str(settings.phase),
-            applied_phase=applied,
+            applied_phase=outputs.get("phase"),
+            state=label,
             current_version=settings.current_version,
             target_version=settings.target_version,
             traffic=outputs.get("traffic", "primary"),
             mode=str(settings.mode),
-            deployment_in_progress=settings.phase is not Phase.IDLE or applied != Phase.IDLE,
+            deployment_in_progress=state.in_progress or pending,
             read_only_window_seconds=window,
             public_url=outputs.get("public_url"),
             preview_url=outputs.get("preview_url"),
+            restore_point=settings.restore_point,
+            database_generation=settings.database_generation,
         )
 
     # -- init / destroy ------------------------------------------------------------------
@@ -155,7 +219,7 @@ class Driver:
                 **ops.initial_config(self.env, self.stack_name),
             }
         )
-        self._up(Phase.IDLE, "init")
+        self._up(Phase.IDLE, "init", None, {"action": "init", "to": version})
         return self.status()
 
     def destroy(self) -> None:
@@ -163,117 +227,186 @@ class Driver:
         state_dir = self.stack.config().get("stateDir")
         self.stack.destroy()
         self.stack.remove()
-        if state_dir:  # logs and anything an interrupted update left in the local state folder
+        if state_dir:  # logs, archives and retired database generations of a local stack
             shutil.rmtree(state_dir, ignore_errors=True)
 
-    # -- deployment ----------------------------------------------------------------------
+    # -- actions -------------------------------------------------------------------------
 
-    def start_deployment(self, version: str, mode: Mode, accept_data_loss: bool) -> None:
-        """Validate everything, then record the deployment in the stack config (no update yet)."""
-        _config, settings, outputs, ops = self._read()
-        check_version(version, ops)
-        if settings.phase is not Phase.IDLE or outputs.get("phase") != Phase.IDLE:
-            raise RefusedTransition(
-                f"a deployment is already in progress on stack {self.stack_name!r} "
-                f"(phase {settings.phase}); use `zdd resume` or a recovery"
-            )
-        if version == settings.current_version:
-            raise BadInput(f"stack {self.stack_name!r} already runs {version}")
+    def begin(
+        self,
+        action: Action,
+        *,
+        version: str | None = None,
+        mode: Mode = Mode.READ_ONLY,
+        accept_data_loss: bool = False,
+        wait_for_approval: bool = False,
+        dry_run: bool = False,
+    ) -> tuple[DeployResult, ConfigChange]:
+        """Validate `action` and (unless `dry_run`) record it in the stack config."""
+        _config, state, _outputs, ops = self._read()
+        if version is not None:
+            check_version(version, ops)
         if mode is Mode.READ_WRITE and not accept_data_loss:
             raise BadInput(
                 "read-write mode needs --accept-data-loss: writes to the clone are not kept "
                 "when it is destroyed"
             )
-        check_transition(Phase.IDLE, Phase.CLONE)
-        self.stack.set_config(
-            {
-                "phase": Phase.CLONE,
-                "targetVersion": version,
-                "mode": mode,
-                "acceptDataLoss": "true" if accept_data_loss else "false",
-            }
+        try:
+            change = plan(
+                action,
+                state,
+                version=version,
+                mode=mode,
+                accept_data_loss=accept_data_loss,
+                wait_for_approval=wait_for_approval,
+            )
+        except Refused as exc:
+            raise RefusedTransition(
+                f"{action} refused on stack {self.stack_name!r}: {exc}"
+            ) from None
+        if action is Action.DEPLOY:
+            change["deploymentId"] = uuid.uuid4().hex[:12]
+        settings = state.settings
+        result = DeployResult(
+            outcome="running",
+            stack=self.stack_name,
+            action=str(action),
+            from_version=settings.current_version,
+            to_version=str(change.get("targetVersion") or settings.target_version or ""),
+            mode=str(change.get("mode") or settings.mode),
         )
+        if not dry_run:
+            self.stack.set_config(change)
+        return result, change
 
-    def run_to_completion(self, result: DeployResult) -> DeployResult:
-        """Take every remaining step until the stack is idle again."""
-        while self.advance(result):
-            pass
-        result.outcome = "succeeded"
+    def run(self, result: DeployResult, on_failure: Action | None = None) -> DeployResult:
+        """Take every remaining step until the stack is idle again or awaits approval.
+
+        A clone that never gets healthy aborts the deployment (the primary is untouched). A
+        primary that fails its migration or verification never gets traffic: with
+        `on_failure` that recovery runs by itself, otherwise the driver stops and says which
+        recoveries there are.
+        """
+        self.clear_interrupted_update()
+        try:
+            while self.advance(result):
+                pass
+        except (GateFailed, EngineFailed) as exc:
+            _config, state, _outputs, _ops = self._read()
+            if state.applied is Phase.CLONE and not state.primary_touched:
+                self.say(f"clone check failed: {exc}; aborting, the primary was not touched")
+                self.stack.set_config(plan(Action.ABORT, state))
+                while self.advance(result):
+                    pass
+                result.outcome = "aborted"
+                raise type(exc)(
+                    f"{exc}\ndeployment aborted; the primary was never touched"
+                ) from None
+            if state.traffic_on_clone and state.primary_touched:
+                if on_failure is not None:
+                    self.say(f"{exc}\napplying --on-failure {on_failure}")
+                    recovery, _ = self.begin(on_failure)
+                    result.action = f"{result.action}+{on_failure}"
+                    result.to_version = recovery.to_version
+                    return self.run(result)
+                raise type(exc)(f"{exc}\n{RECOVERY_HINT}") from None
+            raise
+        _config, state, _outputs, _ops = self._read()
+        result.outcome = "awaiting-approval" if state.awaiting_approval else "succeeded"
         return result
 
     def advance(self, result: DeployResult) -> bool:
-        """Do the one next step of the deployment in progress; False once it is complete."""
-        _config, settings, outputs, ops = self._read()
-        applied = Phase(outputs.get("phase", Phase.IDLE))
-        wanted = settings.phase
-        if wanted != applied:
-            # The update towards `wanted` has not completed: its precondition, the update, and
-            # the check that the next move needs, timed together as the phase.
-            started = time.monotonic()
-            self._gate_once(applied, settings, outputs, ops)
-            self._up(wanted, str(wanted), result)
-            self._gate_once(wanted, settings, self.stack.outputs(), ops)
-            result.phases.append(PhaseTiming(str(wanted), time.monotonic() - started))
+        """Do the one next step; False once the stack is idle or awaits approval."""
+        config, state, outputs, ops = self._read()
+        settings = state.settings
+        if outputs.get("settings_digest") != settings_digest(config):
+            # The config asks for something the last update did not apply: the precondition
+            # of that move, the update, and the check the next move needs, timed as one phase.
+            started, wall = time.monotonic(), time.time()
+            self._gate_once(state.applied, settings.phase, settings, outputs, ops)
+            self._up(settings.phase, str(settings.phase), result, self._message(config, result))
+            if settings.phase is not Phase.IDLE:
+                config, state, outputs, ops = self._read()
+                following = self._following(state)
+                self._gate_once(settings.phase, following, settings, outputs, ops)
+            result.phases.append(
+                PhaseTiming(str(settings.phase), time.monotonic() - started, started_at=wall)
+            )
             return True
-        if wanted is Phase.IDLE:
+        if settings.phase is Phase.IDLE or state.awaiting_approval:
             return False
-        self._gate_once(wanted, settings, outputs, ops)
-        self._move_on(wanted, settings)
+        following = self._following(state)
+        self._gate_once(settings.phase, following, settings, outputs, ops)
+        self.stack.set_config(next_step(state))
         return True
 
-    def _gate_once(
-        self, phase: Phase, settings: StackSettings, outputs: dict[str, Any], ops: TargetOps
+    @staticmethod
+    def _following(state: StackState) -> Phase:
+        return Phase(str(next_step(state)["phase"]))
+
+    def _message(self, config: dict[str, str], result: DeployResult) -> dict[str, Any]:
+        return {
+            "action": result.action,
+            "deployment": config.get("deploymentId"),
+            "from": result.from_version,
+            "to": result.to_version,
+        }
+
+    def _up(
+        self, phase: Phase, label: str, result: DeployResult | None, message: dict[str, Any]
     ) -> None:
-        # A gate passed by this driver holds until the next update; one found in the stack
-        # (after a restart) is checked again.
-        if self._gate_passed is not phase:
-            self._gate_after(phase, settings, outputs, ops)
-            self._gate_passed = phase
-
-    def _move_on(self, phase: Phase, settings: StackSettings) -> None:
-        following = next_phase(phase)
-        check_transition(phase, following)
-        change: dict[str, str | None] = {"phase": following}
-        if following is Phase.DEPLOY:
-            change["restorePoint"] = _restore_point_id()
-        if following is Phase.IDLE:
-            assert settings.target_version is not None
-            change.update(
-                currentVersion=settings.target_version,
-                targetVersion=None,
-                restorePoint=None,
-                mode=None,
-                acceptDataLoss=None,
-                cutoverAt=None,
-                databaseVersion=None,
-            )
-        self.stack.set_config(change)
-
-    def _up(self, phase: Phase, label: str, result: DeployResult | None = None) -> None:
         if phase is Phase.CUTOVER and "cutoverAt" not in self.stack.config():
             # The read-only window is measured from before the update that moves the traffic
             # to after the one that moves it back: an upper bound, never an underestimate.
             self.stack.set_config({"cutoverAt": f"{time.time():.3f}"})
         self.say(f"{label}: pulumi up")
         self._gate_passed = None
-        outcome = self.stack.up()
+        record = {**message, "phase": str(phase)}
+        outcome = self.stack.up(message=HISTORY_PREFIX + json.dumps(record, sort_keys=True))
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")
-        now = time.time()
         if phase is Phase.RETURN and result is not None:
             cutover_at = self.stack.config().get("cutoverAt")
             if cutover_at:
+                now = time.time()
                 result.window = (float(cutover_at), now)
                 result.read_only_window_seconds = now - float(cutover_at)
 
+    def clear_interrupted_update(self) -> None:
+        """Make an update possible after a driver or CLI died in the middle of one: wait for a
+        CLI that still runs, remove a dead one's lock, and drop its pending operations (our
+        providers find and stop any process such an operation may have started)."""
+        self.stack.wait_for_running_update(self.say)
+        self.stack.drop_pending_operations(self.say)
+
     # -- gates ---------------------------------------------------------------------------
 
-    def _gate_after(
-        self, phase: Phase, settings: StackSettings, outputs: dict[str, Any], ops: TargetOps
+    def _gate_once(
+        self,
+        src: Phase,
+        dst: Phase,
+        settings: StackSettings,
+        outputs: dict[str, Any],
+        ops: TargetOps,
     ) -> None:
-        """The check that must pass before anything moves on from `phase`."""
+        # A gate passed by this driver holds until the next update; one found in the stack
+        # (after a restart) is checked again.
+        if self._gate_passed != (src, dst):
+            self._gate(src, dst, settings, outputs, ops)
+            self._gate_passed = (src, dst)
+
+    def _gate(
+        self,
+        src: Phase,
+        dst: Phase,
+        settings: StackSettings,
+        outputs: dict[str, Any],
+        ops: TargetOps,
+    ) -> None:
+        """The check that must pass before the stack moves from `src` to `dst`."""
         target_version = settings.target_version or settings.current_version
-        if phase is Phase.CLONE:
+        primary_rw = DatabaseMode.READ_WRITE
+        if (src, dst) == (Phase.CLONE, Phase.CUTOVER):
             mode = (
                 DatabaseMode.READ_WRITE
                 if settings.mode is Mode.READ_WRITE
@@ -285,25 +418,114 @@ class Driver:
                 gates.Identity(settings.current_version, Instance.CLONE, mode),
                 what="the clone",
             )
-        elif phase is Phase.CUTOVER:
+        elif (src, dst) == (Phase.CUTOVER, Phase.DEPLOY):
             self.say("gate: public traffic on the clone, primary drained")
             gates.wait_public_origin(outputs["public_url"], Instance.CLONE)
             waited = gates.wait_drained(
                 lambda: ops.in_flight(outputs, Instance.PRIMARY), Instance.PRIMARY
             )
             self.say(f"gate: primary drained after {waited:.2f}s")
-        elif phase is Phase.DEPLOY:
+        elif (src, dst) == (Phase.DEPLOY, Phase.RETURN):
             self.say(f"gate: verify the new primary ({target_version}) at {outputs['preview_url']}")
             gates.wait_healthy(
                 outputs["preview_url"],
-                gates.Identity(target_version, Instance.PRIMARY, DatabaseMode.READ_WRITE),
+                gates.Identity(target_version, Instance.PRIMARY, primary_rw),
                 what=f"the primary on {target_version}",
             )
-        elif phase is Phase.RETURN:
+        elif (src, dst) == (Phase.RETURN, Phase.IDLE):
             self.say("gate: public traffic back on a healthy primary")
             gates.wait_public_origin(outputs["public_url"], Instance.PRIMARY)
             gates.wait_healthy(
                 outputs["primary_url"],
-                gates.Identity(target_version, Instance.PRIMARY, DatabaseMode.READ_WRITE),
+                gates.Identity(target_version, Instance.PRIMARY, primary_rw),
                 what="the primary",
             )
+        elif dst is Phase.IDLE and src in (Phase.CLONE, Phase.CUTOVER):
+            self.say("gate: the untouched primary is healthy before it gets the traffic back")
+            gates.wait_healthy(
+                outputs["primary_url"],
+                gates.Identity(settings.current_version, Instance.PRIMARY, primary_rw),
+                what="the primary",
+            )
+
+    # -- preview and history -------------------------------------------------------------
+
+    def preview(self, change: ConfigChange) -> dict[str, Any]:
+        """`pulumi preview --diff` of the stack as `change` would configure it; changes nothing.
+
+        The changed config goes to a temporary copy of the stack's config file, so neither the
+        stack's config nor its state is written.
+        """
+        source = self.env.root / "stacks" / f"Pulumi.{self.stack_name}.yaml"
+        document = yaml.safe_load(source.read_text()) or {}
+        values = document.setdefault("config", {})
+        for key, value in change.items():
+            if value is None:
+                values.pop(f"zdd:{key}", None)
+            else:
+                values[f"zdd:{key}"] = str(value)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+            yaml.safe_dump(document, handle)
+        try:
+            result = self.stack.preview(config_file=handle.name)
+        finally:
+            Path(handle.name).unlink()
+        return {
+            "stack": self.stack_name,
+            "config_change": {k: v for k, v in change.items()},
+            "changes": {str(k): v for k, v in result.change_summary.items()},
+            "diff": result.stdout,
+        }
+
+    def history(self) -> list[dict[str, Any]]:
+        """Past deployments and recoveries, from the update messages kept with the stack."""
+        entries = []
+        for update in self.stack.history():
+            message = update.message or ""
+            if update.kind != "update" or not message.startswith(HISTORY_PREFIX):
+                continue
+            record = json.loads(message.removeprefix(HISTORY_PREFIX))
+            seconds = (
+                (update.end_time - update.start_time).total_seconds()
+                if update.end_time and update.start_time
+                else None
+            )
+            entries.append(
+                {
+                    **record,
+                    "result": update.result,
+                    "started": update.start_time.isoformat() if update.start_time else None,
+                    "seconds": seconds,
+                }
+            )
+        return group_history(entries)
+
+
+def group_history(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Group per-phase updates (newest first, as Pulumi lists them) into deployments."""
+    deployments: dict[str, dict[str, Any]] = {}
+    for update in reversed(updates):
+        key = update.get("deployment") or f"{update['action']}@{update['started']}"
+        entry = deployments.setdefault(
+            key,
+            {
+                "deployment": update.get("deployment"),
+                "actions": [],
+                "from_version": update.get("from"),
+                "to_version": update.get("to"),
+                "started": update["started"],
+                "phases": [],
+                "outcome": "in-progress",
+            },
+        )
+        if update["action"] not in entry["actions"]:
+            entry["actions"].append(update["action"])
+        entry["to_version"] = update.get("to")
+        entry["phases"].append({"name": update["phase"], "seconds": update["seconds"]})
+        if update["result"] != "succeeded":
+            entry["outcome"] = "failed"
+        elif update["phase"] == Phase.IDLE:
+            entry["outcome"] = "aborted" if "abort" in entry["actions"] else "succeeded"
+        else:
+            entry["outcome"] = "in-progress"
+    return list(reversed(deployments.values()))

@@ -78,8 +78,14 @@ class StackSettings:
     restore_point: str | None = None
     # The primary database's generation; a rollback with database creates a new one.
     database_generation: int = 1
-    # The version whose migrations the primary database carries; defaults to the app's version.
+    # The version whose schema the primary database carries outside a deployment (set after a
+    # code-only rollback left it ahead of the code); defaults to the current version.
     database_version: str | None = None
+    # In deploy/return: the version whose schema the primary database is migrated to
+    # (defaults to the target version; a code-only rollback keeps the schema it has).
+    migrate_to: str | None = None
+    # The restore point the current database generation was restored from (generation > 1).
+    restored_from: str | None = None
 
     @classmethod
     def from_config(cls, values: Mapping[str, str]) -> StackSettings:
@@ -108,6 +114,8 @@ class StackSettings:
             restore_point=values.get("restorePoint") or None,
             database_generation=generation,
             database_version=values.get("databaseVersion") or None,
+            migrate_to=values.get("migrateTo") or None,
+            restored_from=values.get("restoredFrom") or None,
         )
         settings.validate()
         return settings
@@ -133,6 +141,14 @@ class StackSettings:
             )
         if self.database_generation < 1:
             raise InvalidStackConfig("zdd:databaseGeneration must be 1 or more")
+        if self.database_generation > 1 and not self.restored_from:
+            raise InvalidStackConfig(
+                "zdd:databaseGeneration above 1 needs zdd:restoredFrom (the restore point)"
+            )
+        schemas = (("databaseVersion", self.database_version), ("migrateTo", self.migrate_to))
+        for key, value in schemas:
+            if value is not None and not is_valid_version(value):
+                raise InvalidStackConfig(f"zdd:{key} {value!r} is not a version")
 
 
 @dataclass(frozen=True)
@@ -155,6 +171,8 @@ class Declaration:
     primary_database_version: str
     primary_database_generation: int
     restore_point: str | None
+    # The restore point the primary database generation was restored from, if any.
+    restored_from: str | None = None
 
     @property
     def has_clone(self) -> bool:
@@ -194,9 +212,14 @@ def declare(settings: StackSettings) -> Declaration:
         primary=primary,
         clone=clone,
         traffic=Instance.CLONE if phase in TRAFFIC_ON_CLONE else Instance.PRIMARY,
-        primary_database_version=settings.database_version or primary_version,
+        primary_database_version=(
+            (settings.migrate_to or primary_version)
+            if primary_on_target
+            else (settings.database_version or settings.current_version)
+        ),
         primary_database_generation=settings.database_generation,
         restore_point=settings.restore_point if phase is not Phase.IDLE else None,
+        restored_from=settings.restored_from if settings.database_generation > 1 else None,
     )
 
 

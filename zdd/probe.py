@@ -166,7 +166,5 @@ class LoadProbe:
             rate_per_second=len(self.samples) / duration if duration else 0.0,
             lost_titles=[t for t in lost if t],
             failures=[f"{s.at:.2f}s {s.kind} -> {s.status} via {s.origin}" for s in failed],
-            refused_between=(
-                (min(refused), max(refused)) if refused else None
-            ),
+            refused_between=((min(refused), max(refused)) if refused else None),
         )

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pulumi import automation as auto
@@ -42,6 +47,23 @@ def _error_text(exc: Exception) -> str:
         diagnostics = re.split(r"\n(?:Outputs|Resources):", stdout.split("Diagnostics:", 1)[1])[0]
     lines = [line for line in f"{diagnostics}\n{stderr}".splitlines() if line.strip()]
     return "\n".join(lines[-40:]) or text.strip()
+
+
+def _lock_holder(lock: Path) -> bool:
+    """Whether the process that wrote a file-backend lock still runs (here, or elsewhere)."""
+    try:
+        content = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return False
+    if content.get("hostname") != socket.gethostname():
+        return True  # another machine's update: never ours to clear
+    try:
+        os.kill(int(content.get("pid", 0)), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Stack:
@@ -137,9 +159,9 @@ class Stack:
         changes = {str(op): count for op, count in (summary.resource_changes or {}).items()}
         return Outcome(changes=changes, seconds=seconds)
 
-    def preview(self, on_output: Callable[[str], None] | None = None) -> auto.PreviewResult:
+    def preview(self, config_file: str | None = None) -> auto.PreviewResult:
         try:
-            return self._stack.preview(on_output=on_output, color="never", diff=True)
+            return self._stack.preview(color="never", diff=True, config_file=config_file)
         except auto.CommandError as exc:
             raise EngineFailed(
                 f"pulumi preview failed on stack {self.name!r}:\n{_error_text(exc)}"
@@ -159,9 +181,41 @@ class Stack:
                 f"pulumi destroy failed on stack {self.name!r}:\n{_error_text(exc)}"
             ) from None
 
-    def cancel_stale_lock(self) -> None:
-        """Clear what an interrupted update leaves behind (lock, pending operations)."""
-        self._stack.cancel()
+    def history(self) -> list[auto.UpdateSummary]:
+        return self._stack.history(show_secrets=False)
+
+    def _lock_files(self) -> list[Path]:
+        backend = os.environ.get("PULUMI_BACKEND_URL", "")
+        if not backend.startswith("file://"):
+            return []  # other backends release the locks of dead clients themselves
+        locks = Path(backend.removeprefix("file://")) / ".pulumi" / "locks"
+        return [p for p in locks.glob(f"*/*/{self.name}/*.json")]
+
+    def wait_for_running_update(self, say: Callable[[str], None], timeout: float = 600) -> None:
+        """Wait for an update that a dead driver's CLI still runs; clear a dead CLI's lock."""
+        deadline = time.monotonic() + timeout
+        while locks := self._lock_files():
+            holders = [_lock_holder(lock) for lock in locks]
+            if not any(alive for alive in holders):
+                say("clearing the lock of an update whose process is gone")
+                self._stack.cancel()
+                return
+            if time.monotonic() > deadline:
+                raise EngineFailed(
+                    f"an update of stack {self.name!r} still runs after {timeout:.0f}s"
+                )
+            say("waiting for an update that is still running on this stack")
+            time.sleep(1)
+
+    def drop_pending_operations(self, say: Callable[[str], None]) -> None:
+        """An update that was killed leaves pending operations that block the next one."""
+        exported = self._stack.export_stack()
+        state = dict(exported.deployment or {})
+        if state.get("pending_operations"):
+            count = len(state["pending_operations"])
+            say(f"dropping {count} pending operation(s) of an interrupted update")
+            state["pending_operations"] = []
+            self._stack.import_stack(auto.Deployment(version=exported.version, deployment=state))
 
     def remove(self) -> None:
         self._stack.workspace.remove_stack(self.name)

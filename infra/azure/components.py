@@ -9,7 +9,6 @@ change updates the primary's resources in place and never replaces them.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlparse
@@ -27,8 +26,6 @@ DATABASE_MODE_SETTINGS = ("EpiServer__Cms__DataAccess__DatabaseMode", "ZDD_DATAB
 FRONT_DOOR_ID_HEADER = "x-azure-fdid"
 FRONT_DOOR_SERVICE_TAG = "AzureFrontDoor.Backend"
 MIN_TLS_VERSION = "1.2"
-# The driver's restore points (`rp-20250101T120000`, UTC) or any ISO-8601 timestamp.
-_DRIVER_RESTORE_POINT = re.compile(r"^rp-(\d{8}T\d{6})$")
 
 
 @dataclass(frozen=True)
@@ -69,16 +66,12 @@ class AzureSettings:
 
 def restore_point_in_time(restore_point: str) -> str:
     """The recorded restore point as the ISO-8601 UTC timestamp Azure SQL restores to."""
-    match = _DRIVER_RESTORE_POINT.match(restore_point)
     try:
-        if match:
-            moment = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-        else:
-            moment = datetime.fromisoformat(restore_point)
+        moment = datetime.fromisoformat(restore_point)
     except ValueError:
         raise pulumi.RunError(
-            f"zdd:restorePoint {restore_point!r} is not a point in time: on Azure it is an "
-            "ISO-8601 timestamp (2025-01-31T12:00:00Z) or the driver's rp-YYYYMMDDTHHMMSS"
+            f"restore point {restore_point!r} is not a point in time: on Azure it is an "
+            "ISO-8601 timestamp such as 2025-01-31T12:00:00Z"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -192,8 +185,11 @@ class AzureDatabase(pulumi.ComponentResource):
 
     - generation 1: a new database, protected, with short-term backup retention;
     - generation N > 1 (rollback with database): a point-in-time restore of generation N-1 at
-      the recorded restore point; generation N-1 stays declared (unprotected, retained on
-      delete: Pulumi never drops it) until the deployment ends;
+      `restored_from`, protected. Its inputs depend on nothing but N and `restored_from`, so it
+      is the same database in every later phase and deployment. While the deployment that
+      restored it goes on (its restore point is `restored_from`), generation N-1 stays declared,
+      unprotected but retained on delete: when the deployment ends Pulumi forgets it and never
+      drops it;
     - clone: `createMode: Copy` of the primary, never migrated.
     """
 
@@ -210,11 +206,16 @@ class AzureDatabase(pulumi.ComponentResource):
         self.previous: sql.Database | None = None
         self.migration: local.Command | None = None
         if args.role is Instance.PRIMARY:
-            if args.generation > 1 and args.restore_point is not None:
-                # The deployment that restored is still going on: keep the old generation.
-                self.previous = self._generation(name, args.generation - 1, None, None, kept=True)
+            if args.generation > 1 and args.restored_from is None:
+                raise pulumi.RunError(
+                    f"database generation {args.generation} needs the restore point it was "
+                    "restored from (zdd:restoredFrom)"
+                )
+            restoring = args.generation > 1 and args.restore_point == args.restored_from
+            if restoring:
+                self.previous = self._generation(name, args.generation - 1, None, kept=True)
             self.database = self._generation(
-                name, args.generation, self.previous, args.restore_point, kept=False
+                name, args.generation, args.restored_from, kept=False, after=self.previous
             )
         else:
             if args.schema_version is not None:
@@ -266,32 +267,35 @@ class AzureDatabase(pulumi.ComponentResource):
         self,
         name: str,
         generation: int,
-        source: sql.Database | None,
-        restore_point: str | None,
+        restored_from: str | None,
         *,
         kept: bool,
+        after: pulumi.Resource | None = None,
     ) -> sql.Database:
         foundation = self._foundation
         settings = foundation.settings
-        ignore: list[str] = []
         source_id: pulumi.Output[str] | None = None
         point_in_time: str | None = None
         if generation == 1:
             create_mode = sql.CreateMode.DEFAULT
         else:
             create_mode = sql.CreateMode.POINT_IN_TIME_RESTORE
-            if source is not None and restore_point is not None:
-                source_id = source.id
-                point_in_time = restore_point_in_time(restore_point)
-            # Once restored, the source and the point in time are history: later phases (and
-            # `idle`, which has no restore point) keep the database as it is. Declared without
-            # them and not yet created, Azure refuses the restore rather than make an empty one.
-            ignore = ["sourceDatabaseId", "restorePointInTime"]
+            # The previous generation's id, known without declaring it (it may be long gone).
+            source_id = pulumi.Output.concat(
+                foundation.sql_server.id,
+                f"/databases/{settings.database_name}-g{generation - 1}",
+            )
+            point_in_time = restore_point_in_time(restored_from) if restored_from else None
         options = pulumi.ResourceOptions(
             parent=self,
             protect=not kept,
             retain_on_delete=kept,
-            ignore_changes=ignore or None,
+            # A kept generation exists already: how it was made is history, never a reason to
+            # replace it.
+            ignore_changes=["createMode", "sourceDatabaseId", "restorePointInTime"]
+            if kept
+            else None,
+            depends_on=[after] if after else None,
         )
         database = sql.Database(
             f"{name}-g{generation}",

@@ -12,6 +12,7 @@ from pulumi.dynamic import Resource
 
 from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs
 from infra.local import providers
+from sampleapp.versions import resolve
 from zdd.phases import Instance
 
 
@@ -25,6 +26,10 @@ class LocalSettings:
 
     def port(self, role: str) -> int:
         return self.base_port + {"frontdoor": 0, "primary": 1, "clone": 2}[role]
+
+
+def restore_point_path(settings: LocalSettings, restore_point: str) -> Path:
+    return settings.state_dir / f"restore-{restore_point.replace(':', '')}.sqlite"
 
 
 class _Dynamic(Resource):
@@ -57,12 +62,18 @@ class LocalDatabase(pulumi.ComponentResource):
         super().__init__("zdd:local:Database", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         path = settings.state_dir / f"{args.role}-g{args.generation}.sqlite"
-        source = args.copy_of.connection if args.copy_of else None
+        source: pulumi.Input[str] | None = None
+        if args.copy_of is not None:
+            source = args.copy_of.connection
+        elif args.restored_from:
+            source = str(restore_point_path(settings, args.restored_from))
         self.file = _Dynamic(
             providers.SqliteDatabaseProvider(),
             f"{name}-file",
             {"path": str(path), "source": source},
-            child,
+            # A primary database file is never deleted by an update: a new generation (a
+            # rollback with database) leaves the old one on disk as an archive.
+            pulumi.ResourceOptions(parent=self, retain_on_delete=args.role is Instance.PRIMARY),
             outputs=("size_bytes", "copy_seconds"),
         )
         ready: pulumi.Output[Any] = self.file.id
@@ -74,7 +85,7 @@ class LocalDatabase(pulumi.ComponentResource):
                 {
                     "restore_point": args.restore_point,
                     "database_path": self.file.id.apply(lambda _: str(path)),
-                    "backup_path": str(settings.state_dir / f"restore-{args.restore_point}.sqlite"),
+                    "backup_path": str(restore_point_path(settings, args.restore_point)),
                 },
                 child,
                 outputs=("taken_at", "digest"),
@@ -88,6 +99,8 @@ class LocalDatabase(pulumi.ComponentResource):
                 {
                     "database_path": self.file.id.apply(lambda _: str(path)),
                     "version": args.schema_version,
+                    # Versions that share a schema share a revision: no migration between them.
+                    "revision": resolve(args.schema_version).schema_revision,
                     "generation": args.generation,
                     "python": settings.python,
                 },

@@ -118,7 +118,8 @@ class RestorePointProvider(ResourceProvider):
         return CreateResult(id_=props["restore_point"], outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        replaces = _changed(olds, news, ("restore_point", "database_path", "backup_path"))
+        # Bound to its id and file: the database it was taken from may get a new generation.
+        replaces = _changed(olds, news, ("restore_point", "backup_path"))
         return DiffResult(changes=bool(replaces), replaces=replaces)
 
     def delete(self, _id: str, props: Props) -> None:
@@ -128,7 +129,7 @@ class RestorePointProvider(ResourceProvider):
 class MigrationProvider(ResourceProvider):
     """Runs the site's migrations for `version` against the primary database."""
 
-    _KEYS = ("database_path", "version", "generation")
+    _KEYS = ("database_path", "revision", "generation")
 
     def _migrate(self, props: Props) -> Props:
         argv = [

@@ -1,0 +1,293 @@
+"""The driver's Azure gates against loopback stand-ins for the Front Door endpoints.
+
+Each stand-in is a small HTTP server on 127.0.0.1 started by the test and stopped at its end.
+The public endpoint stand-in plays Front Door while an origin change propagates: for a while
+some answers still come from the old origin, then only from the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from infra.azure.target import _NAME_PREFIX_RE
+from tests.test_azure_phases import run_program, stack
+from zdd import gates
+from zdd.azure import AZURE, DRAIN_SAMPLES, generate_password
+from zdd.environment import Environment
+from zdd.errors import BadInput, GateFailed
+from zdd.phases import Phase
+from zdd.stack import SECRET_KEYS
+from zdd.targets import LOCAL, check_version, ops_for
+
+Answer = tuple[int, dict[str, str], bytes]
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+class StandIn:
+    """A loopback HTTP server; `answer(path)` decides every response."""
+
+    def __init__(self, answer: Callable[[str], Answer]) -> None:
+        self.answer = answer
+        self.seen: list[dict[str, Any]] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                stand_in.seen.append(
+                    {
+                        "path": self.path,
+                        "client_port": self.client_address[1],
+                        "cache_control": self.headers.get("Cache-Control"),
+                    }
+                )
+                status, headers, body = stand_in.answer(urlparse(self.path).path)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def stand_in() -> Iterator[Callable[[Callable[[str], Answer]], StandIn]]:
+    started: list[StandIn] = []
+
+    def start(answer: Callable[[str], Answer]) -> StandIn:
+        started.append(StandIn(answer))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def site(instance: str, version: str = "v1", mode: str = "ReadWrite") -> Answer:
+    """What one of the web apps answers, through Front Door."""
+    identity = {"version": version, "instance": instance, "database_mode": mode}
+    body = json.dumps({"status": "ok", **identity}).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-ZDD-Instance": instance,
+        "X-ZDD-Version": version,
+    }
+    return 200, headers, body
+
+
+class Propagation:
+    """Front Door moving traffic from `old` to `new`: until `after` seconds have passed, every
+    other answer still comes from `old` (edges that have not seen the change yet)."""
+
+    def __init__(self, old: str, new: str, after: float) -> None:
+        self.old, self.new = old, new
+        self.switched_at = time.monotonic() + after
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, path: str) -> Answer:
+        with self.lock:
+            self.count += 1
+            stale = time.monotonic() < self.switched_at and self.count % 2 == 0
+        return site(self.old if stale else self.new)
+
+
+# -- the drain check -----------------------------------------------------------------------
+
+
+def test_drain_check_waits_until_only_the_clone_answers(stand_in):
+    front_door = Propagation(old="primary", new="clone", after=0.6)
+    public = stand_in(front_door)
+    outputs = {"public_url": public.url}
+    # While the change propagates, part of the answers still come from the primary.
+    assert 0 < AZURE.in_flight(outputs, "primary") < DRAIN_SAMPLES
+    waited = gates.wait_drained(lambda: AZURE.in_flight(outputs, "primary"), "primary", timeout=10)
+    assert time.monotonic() >= front_door.switched_at
+    assert waited > 0
+    # The check that passed saw the clone only.
+    last = public.seen[-DRAIN_SAMPLES:]
+    assert all(request["path"].startswith("/__identity?") for request in last)
+    assert AZURE.in_flight(outputs, "primary") == 0
+
+
+def test_drain_check_times_out_with_a_clear_message(stand_in):
+    public = stand_in(lambda path: site("primary"))
+    outputs = {"public_url": public.url}
+    with pytest.raises(GateFailed) as failure:
+        gates.wait_drained(lambda: AZURE.in_flight(outputs, "primary"), "primary", timeout=1.0)
+    message = str(failure.value)
+    assert f"{DRAIN_SAMPLES} request(s) still in flight to the primary after 1s" in message
+    assert "the primary was not touched" in message
+    assert "zdd resume" in message and "zdd abort" in message
+
+
+def test_answers_that_name_no_origin_do_not_count_as_drained(stand_in):
+    # A Front Door error page carries no identity header: it cannot prove the primary is idle.
+    public = stand_in(lambda path: (502, {"Content-Type": "text/html"}, b"<h1>502</h1>"))
+    assert AZURE.in_flight({"public_url": public.url}, "primary") == DRAIN_SAMPLES
+    # A refusal from the clone (read-only) does name the clone.
+    refused = stand_in(lambda path: (503, {"X-ZDD-Instance": "clone", "Retry-After": "30"}, b""))
+    assert AZURE.in_flight({"public_url": refused.url}, "primary") == 0
+
+
+def test_drain_samples_use_new_connections_and_bypass_caches(stand_in):
+    public = stand_in(lambda path: site("clone"))
+    AZURE.in_flight({"public_url": public.url}, "primary")
+    assert len(public.seen) == DRAIN_SAMPLES
+    queries = {request["path"] for request in public.seen}
+    assert len(queries) == DRAIN_SAMPLES  # every sample has its own query string
+    assert all("zdd-drain" in parse_qs(urlparse(path).query) for path in queries)
+    assert all(request["cache_control"] == "no-cache" for request in public.seen)
+    assert len({request["client_port"] for request in public.seen}) == DRAIN_SAMPLES
+
+
+def test_an_unreachable_public_endpoint_fails_the_drain_check_clearly(stand_in):
+    gone = stand_in(lambda path: site("clone"))
+    url = gone.url
+    gone.stop()
+    with pytest.raises(GateFailed, match=r"public endpoint .* does not answer .*not touched"):
+        AZURE.in_flight({"public_url": url}, "primary")
+    with pytest.raises(GateFailed, match="no public_url output"):
+        AZURE.in_flight({}, "primary")
+
+
+def test_public_traffic_gate_waits_for_front_door_to_propagate(stand_in):
+    front_door = Propagation(old="primary", new="clone", after=0.4)
+    public = stand_in(front_door)
+    gates.wait_public_origin(public.url, "clone", timeout=10)
+    assert time.monotonic() >= front_door.switched_at
+
+
+# -- verification through the preview endpoint ---------------------------------------------
+
+
+def test_verification_fails_on_a_wrong_version(stand_in):
+    preview = stand_in(lambda path: site("primary", version="v1"))
+    with pytest.raises(GateFailed) as failure:
+        gates.wait_healthy(
+            preview.url,
+            gates.Identity("v2", "primary", "ReadWrite"),
+            what="the primary on v2",
+            timeout=0.3,
+        )
+    assert "the primary on v2 is not healthy" in str(failure.value)
+    assert "version 'v1' (expected 'v2')" in str(failure.value)
+    assert all(request["path"] == "/healthz" for request in preview.seen)
+
+
+def test_verification_fails_when_the_preview_does_not_reach_the_primary(stand_in):
+    preview = stand_in(lambda path: site("clone", version="v2", mode="ReadOnly"))
+    with pytest.raises(GateFailed, match="instance 'clone' \\(expected 'primary'\\)"):
+        gates.wait_healthy(
+            preview.url,
+            gates.Identity("v2", "primary", "ReadWrite"),
+            what="the primary on v2",
+            timeout=0.3,
+        )
+
+
+def test_verification_passes_once_the_new_version_answers(stand_in):
+    ready_at = time.monotonic() + 0.3
+    preview = stand_in(
+        lambda path: site("primary", version="v2" if time.monotonic() >= ready_at else "v1")
+    )
+    gates.wait_healthy(
+        preview.url,
+        gates.Identity("v2", "primary", "ReadWrite"),
+        what="the primary on v2",
+        timeout=10,
+    )
+    assert time.monotonic() >= ready_at
+
+
+# -- the rest of the driver's Azure knowledge ----------------------------------------------
+
+
+def test_ops_for_azure_and_its_timeouts():
+    assert ops_for("azure") is AZURE
+    # Front Door propagates in minutes: every gate waits far longer than on the local target.
+    for gate in ("healthy", "public_origin", "drained"):
+        assert getattr(AZURE.timeouts, gate) >= 10 * getattr(LOCAL.timeouts, gate)
+    assert LOCAL.timeouts.public_origin == 30.0  # the local target keeps the gates' defaults
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3-unhealthy", "v10.2.1", "v3-bad-migration"])
+def test_well_formed_versions_are_deployable(version):
+    check_version(version, AZURE)
+
+
+@pytest.mark.parametrize("version", ["latest", "v1;rm", "v" + "1" * 200])
+def test_other_versions_are_refused(version):
+    with pytest.raises(BadInput):
+        check_version(version, AZURE)
+
+
+def test_initial_config_needs_the_code_template(monkeypatch):
+    monkeypatch.delenv("ZDD_AZURE_CODE_PACKAGE_URL", raising=False)
+    monkeypatch.delenv("ZDD_AZURE_CONTAINER_IMAGE", raising=False)
+    with pytest.raises(BadInput, match="ZDD_AZURE_CODE_PACKAGE_URL"):
+        AZURE.initial_config(Environment(root=_ROOT), "web")
+    monkeypatch.setenv("ZDD_AZURE_CODE_PACKAGE_URL", "https://x.example.net/site.zip")
+    with pytest.raises(BadInput, match="placeholder"):
+        AZURE.initial_config(Environment(root=_ROOT), "web")
+
+
+def test_initial_config_is_what_the_program_needs(monkeypatch):
+    monkeypatch.setenv("ZDD_AZURE_CODE_PACKAGE_URL", "https://x.example.net/site-{version}.zip")
+    monkeypatch.delenv("ZDD_AZURE_CONTAINER_IMAGE", raising=False)
+    monkeypatch.setenv("ZDD_AZURE_LOCATION", "northeurope")
+    config = AZURE.initial_config(Environment(root=_ROOT), "Web Shop_1")
+    assert config["azureLocation"] == "northeurope"
+    assert _NAME_PREFIX_RE.match(config["namePrefix"])
+    assert re.fullmatch(r"zdd-web-shop-1-[0-9a-f]{6}", config["namePrefix"])
+    assert config["resourceGroupName"] == f"rg-{config['namePrefix']}"
+    assert int(config["backupRetentionDays"]) >= 7
+    # The generated password is stored encrypted by the driver's stack wrapper.
+    assert "sqlAdminPassword" in SECRET_KEYS
+    # Another stack gets other globally unique names and another password.
+    other = AZURE.initial_config(Environment(root=_ROOT), "Web Shop_1")
+    assert other["namePrefix"] != config["namePrefix"]
+    assert other["sqlAdminPassword"] != config["sqlAdminPassword"]
+    # The program accepts it as it is.
+    run = run_program(stack(Phase.IDLE), **config)
+    assert (
+        run.named("azure-sql").inputs["administratorLoginPassword"] == (config["sqlAdminPassword"])
+    )
+
+
+def test_generated_passwords_meet_azure_sql_rules():
+    for _ in range(50):
+        password = generate_password()
+        assert len(password) == 32
+        assert re.search(r"[a-z]", password) and re.search(r"[A-Z]", password)
+        assert re.search(r"[0-9]", password) and re.search(r"[-_.!#]", password)
+        assert "zddadmin" not in password.lower()
+        assert not set(password) & set(";='\"{}")  # nothing a connection string would split on

@@ -1,0 +1,198 @@
+"""What each driver action changes in the stack config, and when it is legal. Pure: no I/O.
+
+An action is a config change; the driver then takes the steps (`pulumi up` per phase, with
+gates) until the stack is idle again or waits for approval. Every refusal happens here, before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from zdd.phases import TRAFFIC_ON_CLONE, IllegalTransition, Mode, Phase, StackSettings
+
+ConfigChange = dict[str, str | None]
+
+# The config keys that decide what exists: the program exports their digest, so the driver
+# can tell whether the stack's last update applied the config it has now.
+DECIDING_KEYS = (
+    "phase", "currentVersion", "targetVersion", "mode", "acceptDataLoss", "restorePoint",
+    "databaseGeneration", "databaseVersion", "migrateTo", "restoredFrom",
+)  # fmt: skip
+
+
+class Action(StrEnum):
+    DEPLOY = "deploy"
+    ROLLFORWARD = "rollforward"
+    ROLLBACK_CODE = "rollback-code-only"
+    ROLLBACK_DATABASE = "rollback-with-database"
+    ABORT = "abort"
+    COMPLETE = "complete"
+
+
+RECOVERY_HINT = (
+    "traffic stays on the clone; recover with `zdd rollforward --version V`, "
+    "`zdd rollback --code-only` or `zdd rollback --with-database` (each takes --preview)"
+)
+
+
+def settings_digest(config: Mapping[str, str]) -> str:
+    deciding = {key: config[key] for key in DECIDING_KEYS if config.get(key)}
+    return hashlib.sha256(json.dumps(deciding, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def new_restore_point_id(now: datetime | None = None) -> str:
+    """An id that is also the point in time (UTC, ISO 8601) an Azure restore goes back to."""
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class StackState:
+    """What the driver knows: the config it set and the phase the last update reached."""
+
+    settings: StackSettings
+    applied: Phase
+    awaiting_approval: bool = False
+
+    @property
+    def in_progress(self) -> bool:
+        return self.settings.phase is not Phase.IDLE or self.applied is not Phase.IDLE
+
+    @property
+    def traffic_on_clone(self) -> bool:
+        return self.applied in TRAFFIC_ON_CLONE and self.settings.phase in TRAFFIC_ON_CLONE
+
+    @property
+    def primary_touched(self) -> bool:
+        return Phase.DEPLOY in (self.applied, self.settings.phase) or self.applied is Phase.RETURN
+
+
+class Refused(IllegalTransition):
+    """The action is not legal now; nothing was changed."""
+
+
+def plan(
+    action: Action,
+    state: StackState,
+    *,
+    version: str | None = None,
+    mode: Mode = Mode.READ_ONLY,
+    accept_data_loss: bool = False,
+    wait_for_approval: bool = False,
+) -> ConfigChange:
+    """The config change that starts `action`, or Refused with what to do instead."""
+    s = state.settings
+    approval = {"awaitApproval": "true" if wait_for_approval else None}
+    if action is Action.DEPLOY:
+        if state.in_progress:
+            raise Refused(
+                f"a deployment is already in progress (phase {s.phase}); "
+                "use `zdd resume`, `zdd complete` or a recovery"
+            )
+        assert version is not None
+        if version == s.current_version:
+            raise Refused(f"the stack already runs {version}")
+        return {
+            "phase": Phase.CLONE,
+            "targetVersion": version,
+            "mode": mode,
+            "acceptDataLoss": "true" if accept_data_loss else "false",
+            **approval,
+        }
+    if action is Action.ABORT:
+        if not state.in_progress:
+            raise Refused("no deployment in progress; nothing to abort")
+        if state.primary_touched:
+            raise Refused(
+                "the primary was already changed, so abort cannot give it the traffic back; "
+                "use `zdd rollback --code-only` or `zdd rollback --with-database`"
+            )
+        return {"phase": Phase.IDLE, **_deployment_cleared()}
+    if action is Action.COMPLETE:
+        if not state.awaiting_approval:
+            raise Refused("no deployment is awaiting approval")
+        return {"awaitApproval": None}
+
+    # The recoveries: legal only while the clone holds the traffic.
+    if not state.in_progress:
+        raise Refused(f"no deployment in progress; nothing to {action}")
+    if not state.traffic_on_clone:
+        raise Refused(
+            f"{action} needs the traffic on the clone (phases cutover or deploy); "
+            f"the stack is in phase {s.phase}"
+        )
+    restore_point = s.restore_point or new_restore_point_id()
+    assert s.target_version is not None
+    # The schema the primary database carries now.
+    schema_now = (s.migrate_to or s.target_version) if state.primary_touched else None
+    if action is Action.ROLLFORWARD:
+        assert version is not None
+        if version == s.target_version and state.primary_touched:
+            raise Refused(f"{version} is already deployed to the primary; pick another version")
+        return {
+            "phase": Phase.DEPLOY,
+            "targetVersion": version,
+            "restorePoint": restore_point,
+            "migrateTo": None,
+            **approval,
+        }
+    if not state.primary_touched:
+        raise Refused(f"nothing was deployed to the primary yet; use `zdd abort`, not {action}")
+    if action is Action.ROLLBACK_CODE:
+        return {
+            "phase": Phase.DEPLOY,
+            "targetVersion": s.current_version,
+            "migrateTo": schema_now,
+            **approval,
+        }
+    if action is Action.ROLLBACK_DATABASE:
+        if not s.restore_point:
+            raise Refused("no restore point was recorded; a rollback with database is impossible")
+        return {
+            "phase": Phase.DEPLOY,
+            "targetVersion": s.current_version,
+            "databaseGeneration": str(s.database_generation + 1),
+            "restoredFrom": s.restore_point,
+            # The restored database carries what it carried before the deployment.
+            "migrateTo": s.database_version or s.current_version,
+            **approval,
+        }
+    raise Refused(f"unknown action {action}")
+
+
+def _deployment_cleared() -> ConfigChange:
+    return {
+        "targetVersion": None,
+        "restorePoint": None,
+        "mode": None,
+        "acceptDataLoss": None,
+        "cutoverAt": None,
+        "migrateTo": None,
+        "awaitApproval": None,
+    }
+
+
+def next_step(state: StackState) -> ConfigChange:
+    """The config change that moves a completed phase on to the next one."""
+    s = state.settings
+    phase = s.phase
+    if phase is Phase.CUTOVER:
+        return {"phase": Phase.DEPLOY, "restorePoint": s.restore_point or new_restore_point_id()}
+    if phase is Phase.RETURN:
+        assert s.target_version is not None
+        schema = s.migrate_to or s.target_version
+        return {
+            "phase": Phase.IDLE,
+            "currentVersion": s.target_version,
+            "databaseVersion": schema if schema != s.target_version else None,
+            **_deployment_cleared(),
+        }
+    following = {Phase.CLONE: Phase.CUTOVER, Phase.DEPLOY: Phase.RETURN}
+    if phase not in following:
+        raise IllegalTransition(f"nothing follows phase {phase}")
+    return {"phase": following[phase]}
