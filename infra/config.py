@@ -54,7 +54,9 @@ def phase_guard(wanted: Phase) -> pulumi.Output[pulumi.Resource]:
     The stack reads its own last `phase` output; every component depends on the result, so an
     illegal move fails before the engine changes anything.
     """
-    me = pulumi.StackReference(f"organization/{pulumi.get_project()}/{pulumi.get_stack()}")
+    me = pulumi.StackReference(
+        f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    )
 
     def check(applied: object) -> pulumi.Resource:
         if applied is not None:

@@ -277,7 +277,7 @@ def test_initial_config_is_what_the_program_needs(monkeypatch):
     assert other["namePrefix"] != config["namePrefix"]
     assert other["sqlAdminPassword"] != config["sqlAdminPassword"]
     # The program accepts it as it is.
-    run = run_program(stack(Phase.IDLE), **config)
+    run = run_program(stack(Phase.IDLE), config=config)
     assert (
         run.named("azure-sql").inputs["administratorLoginPassword"] == (config["sqlAdminPassword"])
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -201,9 +201,17 @@ class Run:
         )
 
 
-def run_program(settings: StackSettings, *, guard: bool = False, **config: str) -> Run:
+def run_program(
+    settings: StackSettings,
+    *,
+    guard: bool = False,
+    config: Mapping[str, str] | None = None,
+    **keys: str,
+) -> Run:
     """Declare `settings` on the Azure target under fresh mocks; return what was registered.
-    With `guard`, every component depends on a stand-in for the program's phase guard."""
+    `config` and `keys` override `zdd:*` keys ("<unset>" removes one). With `guard`, every
+    component depends on a stand-in for the program's phase guard."""
+    config = {**(config or {}), **keys}
     mocks = AzureMocks()
     monitor = RecordingMonitor(mocks)
     runtime_settings.ROOT.set(None)  # a new root stack for every run: no state is shared
@@ -746,7 +754,7 @@ def test_entra_administrator_is_optional():
 )
 def test_wrong_config_is_refused_with_a_clear_message(config: dict[str, str], message: str):
     with pytest.raises(pulumi.RunError, match=message.replace("{", r"\{").replace("}", r"\}")):
-        run_program(stack(Phase.IDLE), **config)
+        run_program(stack(Phase.IDLE), config=config)
 
 
 def test_restore_point_is_handed_to_azure_as_an_iso_timestamp():
@@ -805,7 +813,7 @@ def test_example_stack_documents_every_key_and_runs():
     config = RecordingConfig()
     run_program(
         stack(Phase.IDLE),
-        **{key.removeprefix("zdd:"): str(value) for key, value in active.items()},
+        config={key.removeprefix("zdd:"): str(value) for key, value in active.items()},
     )
     pulumi.runtime.set_all_config(
         {**BASE_CONFIG, **{k: str(v) for k, v in active.items()}},

@@ -776,7 +776,7 @@ def noop_ups(stack: TimedStack) -> dict[str, Any]:
             stack.up()
     quiet = stack.ups[quiet_from:loaded_from]
     loaded = stack.ups[loaded_from:]
-    changed = [u.changes for u in (*quiet, *loaded) if set(u.changes) - {"same"}]
+    changed = [u.changes for u in (*quiet, *loaded) if set(u.changes) - {"same", "read"}]
     if changed:
         raise RuntimeError(f"a no-op up changed something: {changed}")
     return {
@@ -831,8 +831,10 @@ def machine() -> dict[str, Any]:
 def targets(db_copy: list[dict[str, Any]], windows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "copy_at_least_half_raw_throughput": {
-            "met": all(c["throughput_ratio"] <= 2.0 for c in db_copy),
-            "copy_time_over_raw_copy_time": {c["size_mb"]: c["throughput_ratio"] for c in db_copy},
+            "met": all(c["throughput_ratio"] >= 0.5 for c in db_copy),
+            "copy_throughput_over_raw_throughput": {
+                c["size_mb"]: c["throughput_ratio"] for c in db_copy
+            },
         },
         "read_only_window_at_most_1_5x_primary_needs": {
             "met": all(w["ratio"] is not None and w["ratio"] <= 1.5 for w in windows),

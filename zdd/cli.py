@@ -8,6 +8,7 @@ Exit codes: 0 goal reached, 1 unexpected error, 2 bad input, 3 refused transitio
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -58,9 +59,22 @@ ChartOpt = Annotated[
 ]
 
 
-def _env() -> Environment:
+def _env(stack: str | None = None, target: str | None = None) -> Environment:
+    """The engine environment; the default passphrase only ever applies to local stacks."""
     env = Environment(find_project_root())
-    env.apply()
+    target = target or (env.stack_target(stack) if stack else "local")
+    has_passphrase = any(
+        key in os.environ for key in ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")
+    )
+    if target != "local" and not has_passphrase:
+        _fail(
+            BadInput(
+                f"stack {stack or ''} on target {target} needs your own secrets passphrase: "
+                "set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE"
+            ),
+            "--json" in sys.argv,
+        )
+    env.apply(local=target == "local")
     return env
 
 
@@ -107,7 +121,7 @@ def init(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a stack and bring it to `idle`: the site running VERSION with sample content."""
-    driver = Driver(_env(), stack, _say)
+    driver = Driver(_env(stack, target), stack, _say)
     status = _run(as_json, lambda: driver.init(target, version))
     _emit(status.as_json(), as_json, lambda: _print_status(status.as_json()))
 
@@ -115,7 +129,7 @@ def init(
 @app.command()
 def status(stack: StackOpt, as_json: JsonOpt = False) -> None:
     """Show the phase, the versions, where public traffic goes and the read-only window so far."""
-    driver = Driver(_env(), stack, _say)
+    driver = Driver(_env(stack), stack, _say)
     current = _run(as_json, driver.status)
     _emit(current.as_json(), as_json, lambda: _print_status(current.as_json()))
 
@@ -137,7 +151,7 @@ def _act(
     chart: str | None = None,
 ) -> None:
     """Validate an action, then preview it or carry it out to its end."""
-    driver = Driver(_env(), stack, _say)
+    driver = Driver(_env(stack), stack, _say)
     options = {
         "version": version,
         "mode": mode,
@@ -296,9 +310,14 @@ def abort(stack: StackOpt, preview: PreviewOpt = False, as_json: JsonOpt = False
 
 
 @app.command()
-def complete(stack: StackOpt, as_json: JsonOpt = False) -> None:
+def complete(
+    stack: StackOpt,
+    probe: ProbeOpt = False,
+    probe_rate: RateOpt = 400.0,
+    as_json: JsonOpt = False,
+) -> None:
     """Approve a deployment that awaits approval: return the traffic and clean up."""
-    _act(stack, Action.COMPLETE, as_json=as_json)
+    _act(stack, Action.COMPLETE, as_json=as_json, probe=probe, probe_rate=probe_rate)
 
 
 @app.command()
@@ -309,7 +328,7 @@ def resume(
     as_json: JsonOpt = False,
 ) -> None:
     """Continue an interrupted deployment or recovery from the stack's config and outputs."""
-    driver = Driver(_env(), stack, _say)
+    driver = Driver(_env(stack), stack, _say)
     with _exclusive(driver, as_json):
         before = _run(as_json, driver.status)
         if not before.deployment_in_progress:
@@ -350,7 +369,7 @@ def preview(
     """Show what an action or a phase would create, update, replace and delete; change nothing."""
     from zdd.phases import Phase
 
-    driver = Driver(_env(), stack, _say)
+    driver = Driver(_env(stack), stack, _say)
     if action in {p.value for p in Phase}:
         shown = _run(as_json, lambda: driver.preview({"phase": action}))
     else:
@@ -368,7 +387,7 @@ def preview(
 @app.command()
 def history(stack: StackOpt, as_json: JsonOpt = False) -> None:
     """Past deployments and recoveries with outcome, versions and phase timings."""
-    driver = Driver(_env(), stack, _say)
+    driver = Driver(_env(stack), stack, _say)
     entries = _run(as_json, driver.history)
     _emit({"stack": stack, "deployments": entries}, as_json, lambda: _print_history(entries))
 
@@ -384,7 +403,7 @@ def destroy(
     """Remove every resource of the stack (processes, databases, front door) and the stack."""
     if not yes:
         _fail(BadInput("destroy deletes the site and its databases; confirm with --yes"), as_json)
-    driver = Driver(_env(), stack, _say)
+    driver = Driver(_env(stack), stack, _say)
     with _exclusive(driver, as_json):
         _run(as_json, driver.destroy)
     _emit(
@@ -401,7 +420,7 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """A full smooth deployment on this machine: a fresh stack on v1, then v2 under load."""
-    env = _env()
+    env = _env(stack, "local")
     if Stack.exists(env, stack):
         _say(f"removing the previous {stack} stack")
         _run(as_json, Driver(env, stack, _say).destroy)

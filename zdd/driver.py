@@ -88,6 +88,8 @@ class DeployResult:
     probe: dict[str, Any] | None = None
     window: tuple[float, float] | None = None  # epoch seconds: traffic on the clone
     error: str | None = None
+    # Every resource an update changed: {"phase", "resource", "op"}.
+    changed: list[dict[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -104,6 +106,7 @@ class DeployResult:
                 else None
             ),
             "traffic_on_clone": list(self.window) if self.window else None,
+            "changed": self.changed,
         }
         if self.error:
             result["error"] = self.error
@@ -365,6 +368,10 @@ class Driver:
         outcome = self.stack.up(message=HISTORY_PREFIX + json.dumps(record, sort_keys=True))
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")
+        if result is not None:
+            result.changed += [
+                {"phase": str(phase), "resource": name, "op": op} for name, op in outcome.changed
+            ]
         if phase is Phase.RETURN and result is not None:
             cutover_at = self.stack.config().get("cutoverAt")
             if cutover_at:
@@ -406,6 +413,11 @@ class Driver:
         """The check that must pass before the stack moves from `src` to `dst`."""
         target_version = settings.target_version or settings.current_version
         primary_rw = DatabaseMode.READ_WRITE
+        # How long an app may take to answer as expected: the target's defaults (a cloud
+        # front door needs minutes), or the stack's `zdd:gateTimeoutSeconds`.
+        override = self.stack.config().get("gateTimeoutSeconds")
+        patience = float(override) if override else ops.timeouts.healthy
+        moving = float(override) if override else ops.timeouts.public_origin
         if (src, dst) == (Phase.CLONE, Phase.CUTOVER):
             mode = (
                 DatabaseMode.READ_WRITE
@@ -417,12 +429,15 @@ class Driver:
                 outputs["clone_url"],
                 gates.Identity(settings.current_version, Instance.CLONE, mode),
                 what="the clone",
+                timeout=patience,
             )
         elif (src, dst) == (Phase.CUTOVER, Phase.DEPLOY):
             self.say("gate: public traffic on the clone, primary drained")
-            gates.wait_public_origin(outputs["public_url"], Instance.CLONE)
+            gates.wait_public_origin(outputs["public_url"], Instance.CLONE, timeout=moving)
             waited = gates.wait_drained(
-                lambda: ops.in_flight(outputs, Instance.PRIMARY), Instance.PRIMARY
+                lambda: ops.in_flight(outputs, Instance.PRIMARY),
+                Instance.PRIMARY,
+                timeout=ops.timeouts.drained,
             )
             self.say(f"gate: primary drained after {waited:.2f}s")
         elif (src, dst) == (Phase.DEPLOY, Phase.RETURN):
@@ -431,14 +446,16 @@ class Driver:
                 outputs["preview_url"],
                 gates.Identity(target_version, Instance.PRIMARY, primary_rw),
                 what=f"the primary on {target_version}",
+                timeout=patience,
             )
         elif (src, dst) == (Phase.RETURN, Phase.IDLE):
             self.say("gate: public traffic back on a healthy primary")
-            gates.wait_public_origin(outputs["public_url"], Instance.PRIMARY)
+            gates.wait_public_origin(outputs["public_url"], Instance.PRIMARY, timeout=moving)
             gates.wait_healthy(
                 outputs["primary_url"],
                 gates.Identity(target_version, Instance.PRIMARY, primary_rw),
                 what="the primary",
+                timeout=patience,
             )
         elif dst is Phase.IDLE and src in (Phase.CLONE, Phase.CUTOVER):
             self.say("gate: the untouched primary is healthy before it gets the traffic back")
@@ -446,6 +463,7 @@ class Driver:
                 outputs["primary_url"],
                 gates.Identity(settings.current_version, Instance.PRIMARY, primary_rw),
                 what="the primary",
+                timeout=patience,
             )
 
     # -- preview and history -------------------------------------------------------------
@@ -467,13 +485,14 @@ class Driver:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             yaml.safe_dump(document, handle)
         try:
-            result = self.stack.preview(config_file=handle.name)
+            result, changed = self.stack.preview(config_file=handle.name)
         finally:
             Path(handle.name).unlink()
         return {
             "stack": self.stack_name,
-            "config_change": {k: v for k, v in change.items()},
+            "config_change": dict(change),
             "changes": {str(k): v for k, v in result.change_summary.items()},
+            "would_change": [{"resource": name, "op": op} for name, op in changed],
             "diff": result.stdout,
         }
 

@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 # Applies to stacks of the `local` target only; an Azure stack needs the user's own passphrase.
 LOCAL_PASSPHRASE = "smooth-deploy-local"
 
@@ -32,6 +34,15 @@ class Environment:
     def state_root(self) -> Path:
         """Per-stack runtime files of the local target (databases, logs, archives)."""
         return self.root / ".zdd"
+
+    def stack_target(self, stack: str) -> str:
+        """The `zdd:target` in a stack's config file, read without the engine ("local" if none)."""
+        path = self.root / "stacks" / f"Pulumi.{stack}.yaml"
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return "local"
+        return str((document.get("config") or {}).get("zdd:target", "local"))
 
     def engine_env(self, *, local: bool = True) -> dict[str, str]:
         """Variables for the Pulumi CLI: no update check, no plugin downloads, local state.

@@ -12,6 +12,7 @@ import itertools
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,6 +30,7 @@ class Sample:
     outcome: Outcome
     origin: str | None
     title: str | None = None
+    version: str | None = None  # the site version that answered (X-ZDD-Version)
 
 
 @dataclass
@@ -44,6 +46,8 @@ class ProbeReport:
     failures: list[str] = field(default_factory=list)
     # Epoch seconds of the first and last refused write, if any.
     refused_between: tuple[float, float] | None = None
+    # How many answers each site version gave.
+    versions_served: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -56,6 +60,7 @@ class ProbeReport:
             "rate_per_second": round(self.rate_per_second, 1),
             "failures": self.failures[:10],
             "refused_between": list(self.refused_between) if self.refused_between else None,
+            "versions_served": self.versions_served,
         }
 
 
@@ -98,9 +103,10 @@ class LoadProbe:
             async with request as response:
                 await response.read()
                 status, origin = response.status, response.headers.get("X-ZDD-Origin")
+                version = response.headers.get("X-ZDD-Version")
                 refused = status == 503 and "Retry-After" in response.headers
         except (aiohttp.ClientError, TimeoutError):
-            status, origin, refused = 0, None, False
+            status, origin, version, refused = 0, None, None, False
         ok = status == (201 if is_write else 200)
         outcome: Outcome = "ok" if ok else ("refused" if is_write and refused else "failed")
         self.samples.append(
@@ -111,6 +117,7 @@ class LoadProbe:
                 outcome,
                 origin,
                 title,
+                version,
             )
         )
 
@@ -166,5 +173,6 @@ class LoadProbe:
             rate_per_second=len(self.samples) / duration if duration else 0.0,
             lost_titles=[t for t in lost if t],
             failures=[f"{s.at:.2f}s {s.kind} -> {s.status} via {s.origin}" for s in failed],
+            versions_served=dict(Counter(s.version for s in self.samples if s.version)),
             refused_between=((min(refused), max(refused)) if refused else None),
         )

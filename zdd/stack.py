@@ -35,6 +35,25 @@ def check_stack_name(name: str) -> None:
 class Outcome:
     changes: dict[str, int]
     seconds: float
+    # (resource name, operation) of every resource the engine changed or would change.
+    changed: list[tuple[str, str]]
+
+
+class _ChangeLog:
+    """Collects the engine's step events: which resource, which operation."""
+
+    _QUIET = frozenset({"same", "read", "refresh"})
+
+    def __init__(self) -> None:
+        self.changed: list[tuple[str, str]] = []
+
+    def __call__(self, event: auto.EngineEvent) -> None:
+        pre = event.resource_pre_event
+        if pre is None:
+            return
+        op = str(pre.metadata.op.value if hasattr(pre.metadata.op, "value") else pre.metadata.op)
+        if op not in self._QUIET and pre.metadata.type != "pulumi:pulumi:Stack":
+            self.changed.append((pre.metadata.urn.rsplit("::", 1)[-1], op))
 
 
 def _error_text(exc: Exception) -> str:
@@ -139,8 +158,9 @@ class Stack:
 
     def up(self, on_output: Callable[[str], None] | None = None, **kwargs: Any) -> Outcome:
         self._outputs = None
+        log = _ChangeLog()
         try:
-            result = self._stack.up(on_output=on_output, color="never", **kwargs)
+            result = self._stack.up(on_output=on_output, on_event=log, color="never", **kwargs)
         except auto.ConcurrentUpdateError as exc:
             raise EngineFailed(
                 f"another update holds stack {self.name!r}: {_error_text(exc)}"
@@ -157,11 +177,17 @@ class Stack:
             else 0.0
         )
         changes = {str(op): count for op, count in (summary.resource_changes or {}).items()}
-        return Outcome(changes=changes, seconds=seconds)
+        return Outcome(changes=changes, seconds=seconds, changed=log.changed)
 
-    def preview(self, config_file: str | None = None) -> auto.PreviewResult:
+    def preview(
+        self, config_file: str | None = None
+    ) -> tuple[auto.PreviewResult, list[tuple[str, str]]]:
+        log = _ChangeLog()
         try:
-            return self._stack.preview(color="never", diff=True, config_file=config_file)
+            result = self._stack.preview(
+                color="never", diff=True, config_file=config_file, on_event=log
+            )
+            return result, log.changed
         except auto.CommandError as exc:
             raise EngineFailed(
                 f"pulumi preview failed on stack {self.name!r}:\n{_error_text(exc)}"

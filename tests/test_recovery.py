@@ -1,0 +1,234 @@
+"""Recoveries on the local target, on the real engine, under the load probe: roll forward,
+roll back code only, roll back code and database, failed gates, previews, and a driver that
+is killed at each phase and resumed."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from infra.local.providers import content_digest
+from tests.conftest import ROOT, Result
+from zdd.probe import LoadProbe
+
+pytestmark = pytest.mark.engine
+
+Make = Callable[[str], dict[str, Any]]
+
+
+@pytest.fixture
+def site(local_stack: Make, pulumi: Callable[..., Result]) -> Callable[[str], dict[str, Any]]:
+    """A local stack at a version, with short gate timeouts (a failing app fails fast)."""
+
+    def make(version: str) -> dict[str, Any]:
+        stack = local_stack(version)
+        set_timeout = pulumi("config", "set", "-s", stack["stack"], "zdd:gateTimeoutSeconds", "6")
+        assert set_timeout.code == 0
+        return stack
+
+    return make
+
+
+def serving(url: str) -> dict[str, Any]:
+    found: dict[str, Any] = httpx.get(f"{url}/__identity", timeout=10).json()
+    return found
+
+
+def assert_clean_finish(report: dict[str, Any], stack: dict[str, Any], version: str) -> None:
+    assert report["outcome"] == "succeeded", report
+    probe = report["probe"]
+    assert probe["failed"] == 0, probe["failures"]
+    assert probe["writes_lost"] == 0
+    assert serving(stack["public_url"]) == {
+        "version": version,
+        "instance": "primary",
+        "database_mode": "ReadWrite",
+    }
+    state_dir = ROOT / ".zdd" / stack["stack"]
+    assert not list(state_dir.glob("clone*.sqlite")), "the clone's database is left"
+    assert not any(
+        "--instance clone"
+        in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        for pid in os.listdir("/proc")
+        if pid.isdigit()
+        and Path(f"/proc/{pid}/cmdline").exists()
+        and str(state_dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    ), "the clone's process is left"
+
+
+def test_roll_forward_after_an_unhealthy_release(site: Make, zdd: Callable[..., Result]) -> None:
+    stack = site("v1")
+    name = stack["stack"]
+    failed = zdd("deploy", "-s", name, "--version", "v3-unhealthy", "--probe", "--yes", "--json")
+    assert failed.code == 4, failed.stderr
+    report = failed.json()
+    assert "rollforward" in report["error"] and "--code-only" in report["error"]
+    # The unhealthy primary never got public traffic; the clone kept it, without failures.
+    assert "v3-unhealthy" not in report["probe"]["versions_served"]
+    assert report["probe"]["failed"] == 0
+    assert zdd("status", "-s", name, "--json").json()["traffic"] == "clone"
+
+    forward = zdd("rollforward", "-s", name, "--version", "v2", "--probe", "--json")
+    assert forward.code == 0, forward.stderr
+    assert "v3-unhealthy" not in forward.json()["probe"]["versions_served"]
+    assert_clean_finish(forward.json(), stack, "v2")
+
+
+def test_roll_back_code_only(site: Make, zdd: Callable[..., Result]) -> None:
+    stack = site("v2")
+    name = stack["stack"]
+    assert zdd("deploy", "-s", name, "--version", "v3-unhealthy", "--yes", "--json").code == 4
+    back = zdd("rollback", "-s", name, "--code-only", "--probe", "--json")
+    assert back.code == 0, back.stderr
+    assert_clean_finish(back.json(), stack, "v2")
+    # Code only: the database was not replaced.
+    assert not any(c["resource"] == "primary-db-file" for c in back.json()["changed"])
+
+
+def test_roll_back_code_and_database_to_the_restore_point(
+    site: Make, zdd: Callable[..., Result]
+) -> None:
+    stack = site("v1")
+    name = stack["stack"]
+    public = stack["public_url"]
+    before_cutover = httpx.post(f"{public}/api/articles", json={"title": "kept", "text": "x"})
+    assert before_cutover.status_code == 201
+    deployed = zdd(
+        "deploy", "-s", name, "--version", "v2", "--wait-for-approval", "--yes", "--json"
+    )
+    assert deployed.code == 0 and deployed.json()["outcome"] == "awaiting-approval"
+    status = zdd("status", "-s", name, "--json").json()
+    assert status["state"] == "awaiting-approval" and status["traffic"] == "clone"
+
+    back = zdd(
+        "rollback", "-s", name, "--with-database", "--wait-for-approval", "--probe", "--json"
+    )
+    assert back.code == 0, back.stderr
+    state_dir = ROOT / ".zdd" / name
+    (restore_point,) = glob.glob(str(state_dir / "restore-*.sqlite"))
+    # The new database generation holds exactly what the primary held at the restore point.
+    assert content_digest(state_dir / "primary-g2.sqlite") == content_digest(Path(restore_point))
+
+    done = zdd("complete", "-s", name, "--probe", "--json")
+    assert done.code == 0, done.stderr
+    assert_clean_finish(done.json(), stack, "v1")
+    titles = httpx.get(f"{public}/api/articles/titles").json()
+    assert "kept" in titles  # acknowledged before cutover, so in the restore point
+    history = zdd("history", "-s", name, "--json").json()["deployments"]
+    assert history[0]["actions"] == ["deploy", "rollback-with-database", "complete"]
+    assert history[0]["outcome"] == "succeeded"
+
+
+def test_a_failed_migration_leaves_the_stack_recoverable(
+    site: Make, zdd: Callable[..., Result]
+) -> None:
+    stack = site("v2")
+    name = stack["stack"]
+    failed = zdd("deploy", "-s", name, "--version", "v3-bad-migration", "--yes", "--json")
+    assert failed.code == 5
+    assert "no such column: headline" in failed.json()["error"]  # the migration's own output
+    assert serving(stack["public_url"])["instance"] == "clone"
+    back = zdd("rollback", "-s", name, "--with-database", "--probe", "--json")
+    assert back.code == 0, back.stderr
+    assert_clean_finish(back.json(), stack, "v2")
+
+
+def test_previews_change_nothing_and_name_what_the_action_changes(
+    site: Make, zdd: Callable[..., Result], pulumi: Callable[..., Result]
+) -> None:
+    stack = site("v1")
+    name = stack["stack"]
+    config_file = ROOT / "stacks" / f"Pulumi.{name}.yaml"
+
+    def snapshot() -> tuple[str, str]:
+        return pulumi("stack", "export", "-s", name).stdout, config_file.read_text()
+
+    before = snapshot()
+    shown = zdd("deploy", "-s", name, "--version", "v2", "--preview", "--json")
+    assert shown.code == 0, shown.stderr
+    assert snapshot() == before
+    would = {c["resource"] for c in shown.json()["would_change"]}
+    assert {"clone-db-file", "clone-process", "front-door-proxy"} <= would
+
+    assert zdd("deploy", "-s", name, "--version", "v2", "--wait-for-approval", "--yes").code == 0
+    for args in (["rollback", "--with-database"], ["rollback", "--code-only"], ["abort"]):
+        before = snapshot()
+        previewed = zdd(*args, "-s", name, "--preview", "--json")
+        assert snapshot() == before, args
+        if args == ["abort"]:
+            assert previewed.code == 3  # refused: the primary was already changed
+    before = snapshot()
+    shown = zdd("rollback", "-s", name, "--with-database", "--preview", "--json")
+    assert snapshot() == before
+    would = {c["resource"] for c in shown.json()["would_change"]}
+    done = zdd("rollback", "-s", name, "--with-database", "--wait-for-approval", "--json")
+    assert done.code == 0, done.stderr
+    really = {c["resource"] for c in done.json()["changed"] if c["phase"] == "deploy"}
+    assert really and really <= would
+    assert zdd("complete", "-s", name).code == 0
+
+
+@pytest.mark.parametrize("phase", ["clone", "cutover", "deploy", "return", "idle"])
+def test_killed_driver_resumes_without_a_failed_request(
+    site: Make, zdd: Callable[..., Result], engine_env: dict[str, str], phase: str
+) -> None:
+    stack = site("v1")
+    name = stack["stack"]
+    probe = LoadProbe(stack["public_url"], rate=200)
+    probe.start()
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "zdd.cli", "deploy", "-s", name, "--version", "v2", "--yes"],
+        cwd=ROOT,
+        env=engine_env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert driver.stderr is not None
+    for line in driver.stderr:
+        if f"{phase}: pulumi up" in line:
+            time.sleep(0.5)  # in the middle of the update
+            driver.send_signal(signal.SIGKILL)
+            break
+    driver.wait(timeout=60)
+    assert driver.returncode == -signal.SIGKILL
+    resumed = zdd("resume", "-s", name, "--json")
+    probe.stop()
+    assert resumed.code == 0, resumed.stderr
+    report = probe.report()
+    assert report.failed == 0, report.failures
+    assert report.writes_lost == 0
+    status = zdd("status", "-s", name, "--json").json()
+    assert status["state"] == "idle" and status["current_version"] == "v2"
+    assert serving(stack["public_url"])["version"] == "v2"
+
+
+def test_a_second_driver_is_refused(
+    site: Make, zdd: Callable[..., Result], engine_env: dict[str, str]
+) -> None:
+    name = site("v1")["stack"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "zdd.cli", "deploy", "-s", name, "--version", "v2", "--yes"],
+        cwd=ROOT,
+        env=engine_env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert first.stderr is not None
+    for line in first.stderr:
+        if "clone: pulumi up" in line:
+            break
+    second = zdd("deploy", "-s", name, "--version", "v2", "--yes", "--json")
+    assert second.code == 6
+    assert "another zdd driver" in second.json()["error"]
+    first.stderr.read()
+    assert first.wait(timeout=300) == 0
