@@ -39,6 +39,8 @@ class DatabaseArgs:
     copy_of: DatabaseLike | None = None
     # A primary database generation above 1 is restored from this restore point.
     restored_from: str | None = None
+    # A read-write clone's database keeps a baseline of the copy (what the clone started from).
+    keep_baseline: bool = False
 
 
 @dataclass(frozen=True)

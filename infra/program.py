@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 
 from infra.components import DatabaseArgs, DatabaseLike, FrontDoorArgs, SiteArgs, SiteLike
-from zdd.phases import Declaration, Instance
+from zdd.phases import DatabaseMode, Declaration, Instance
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,14 @@ def build(
     clone_database = clone = None
     if declaration.clone is not None:
         clone_database = target.database(
-            "clone-db", DatabaseArgs(role=Instance.CLONE, copy_of=primary_database), opts
+            "clone-db",
+            DatabaseArgs(
+                role=Instance.CLONE,
+                copy_of=primary_database,
+                # A clone that takes writes keeps its starting point, to report what it was given.
+                keep_baseline=declaration.clone.database_mode is DatabaseMode.READ_WRITE,
+            ),
+            opts,
         )
         clone = target.site("clone", SiteArgs(declaration.clone, clone_database), opts)
         origins[Instance.CLONE] = clone

@@ -95,8 +95,6 @@ def plan(
                 "use `zdd resume`, `zdd complete` or a recovery"
             )
         assert version is not None
-        if version == s.current_version:
-            raise Refused(f"the stack already runs {version}")
         return {
             "phase": Phase.CLONE,
             "targetVersion": version,
@@ -169,8 +167,6 @@ def _deployment_cleared() -> ConfigChange:
     return {
         "targetVersion": None,
         "restorePoint": None,
-        "mode": None,
-        "acceptDataLoss": None,
         "cutoverAt": None,
         "migrateTo": None,
         "awaitApproval": None,

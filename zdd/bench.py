@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pulumi import automation as auto
 
@@ -194,12 +194,39 @@ class UpRecord:
 _KEPT_OUTPUTS = ("copy_seconds", "size_bytes")
 
 
+EventTap = Callable[[auto.EngineEvent], None]
+
+
+class _TappedAutoStack(auto.Stack):
+    """An Automation API stack whose `up` also hands every engine event to `tap`.
+
+    `zdd.stack.Stack.up` passes its own `on_event`; this keeps it and adds ours.
+    """
+
+    tap: EventTap | None = None
+
+    def up(self, *args: Any, **kwargs: Any) -> auto.UpResult:
+        theirs: EventTap | None = kwargs.pop("on_event", None)
+        tap = self.tap
+
+        def both(event: auto.EngineEvent) -> None:
+            if theirs is not None:
+                theirs(event)
+            if tap is not None:
+                tap(event)
+
+        kwargs["on_event"] = both
+        return super().up(*args, **kwargs)
+
+
 class TimedStack(Stack):
     """A `Stack` that records every `up` (wall time, and each changed resource's step time
     from the engine's events, which arrive within about 0.1 s) and every config write."""
 
     def __init__(self, env: Environment, name: str, stack: auto.Stack) -> None:
+        stack.__class__ = _TappedAutoStack  # the same object, with the event tap
         super().__init__(env, name, stack)
+        self._tapped = cast(_TappedAutoStack, stack)
         self.ups: list[UpRecord] = []
         self.config_writes: list[tuple[float, float]] = []
 
@@ -230,7 +257,11 @@ class TimedStack(Stack):
                     steps.append(ResourceStep(meta.urn.split("::")[-1], op, now - started, kept))
 
         started = time.time()
-        outcome = super().up(on_output, on_event=on_event, **kwargs)
+        self._tapped.tap = on_event
+        try:
+            outcome = super().up(on_output, **kwargs)
+        finally:
+            self._tapped.tap = None
         self.ups.append(
             UpRecord(label, started, time.time(), outcome.seconds, outcome.changes, steps)
         )

@@ -90,6 +90,8 @@ class DeployResult:
     error: str | None = None
     # Every resource an update changed: {"phase", "resource", "op"}.
     changed: list[dict[str, str]] = field(default_factory=list)
+    # Read-write mode: what the clone was given and where its database is archived.
+    lost_writes: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -108,6 +110,8 @@ class DeployResult:
             "traffic_on_clone": list(self.window) if self.window else None,
             "changed": self.changed,
         }
+        if self.lost_writes is not None:
+            result["lost_writes"] = self.lost_writes
         if self.error:
             result["error"] = self.error
         if self.probe is not None:
@@ -249,6 +253,8 @@ class Driver:
         _config, state, _outputs, ops = self._read()
         if version is not None:
             check_version(version, ops)
+            if action is Action.DEPLOY and version == state.settings.current_version:
+                raise BadInput(f"stack {self.stack_name!r} already runs {version}")
         if mode is Mode.READ_WRITE and not accept_data_loss:
             raise BadInput(
                 "read-write mode needs --accept-data-loss: writes to the clone are not kept "
@@ -327,6 +333,8 @@ class Driver:
             # of that move, the update, and the check the next move needs, timed as one phase.
             started, wall = time.monotonic(), time.time()
             self._gate_once(state.applied, settings.phase, settings, outputs, ops)
+            if settings.phase is Phase.IDLE:
+                self._archive_read_write_clone(config, outputs, ops, result)
             self._up(settings.phase, str(settings.phase), result, self._message(config, result))
             if settings.phase is not Phase.IDLE:
                 config, state, outputs, ops = self._read()
@@ -342,6 +350,23 @@ class Driver:
         self._gate_once(settings.phase, following, settings, outputs, ops)
         self.stack.set_config(next_step(state))
         return True
+
+    def _archive_read_write_clone(
+        self,
+        config: dict[str, str],
+        outputs: dict[str, Any],
+        ops: TargetOps,
+        result: DeployResult,
+    ) -> None:
+        """Rule 4: a clone that took writes is archived, and what it took reported, first."""
+        if outputs.get("mode") != Mode.READ_WRITE or not outputs.get("clone_database"):
+            return
+        if ops.archive_clone is None:
+            self.say(f"{ops.name}: the clone's database is kept by the cloud's own backups")
+            return
+        report = ops.archive_clone(self.env, self.stack_name, config, outputs)
+        result.lost_writes = report.as_json()
+        self.say(report.in_words())
 
     @staticmethod
     def _following(state: StackState) -> Phase:

@@ -130,9 +130,16 @@ class Stack:
         """The `zdd:*` config, keys without the namespace."""
         if self._config is None:
             prefix = f"{NAMESPACE}:"
+            try:
+                everything = self._stack.get_all_config()
+            except auto.CommandError as exc:
+                raise BadInput(
+                    f"cannot read the config of stack {self.name!r} "
+                    f"(stacks/Pulumi.{self.name}.yaml): {_error_text(exc).splitlines()[-1]}"
+                ) from None
             self._config = {
                 key.removeprefix(prefix): item.value
-                for key, item in self._stack.get_all_config().items()
+                for key, item in everything.items()
                 if key.startswith(prefix)
             }
         return dict(self._config)

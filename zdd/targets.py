@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from zdd.environment import Environment
+
+if TYPE_CHECKING:
+    from zdd.archive import LostWrites
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import is_valid_version
 
@@ -34,6 +39,10 @@ class TargetOps:
     # In-flight public requests to an origin ("primary" or "clone"), for the drain check.
     in_flight: Callable[[Mapping[str, Any], str], int]
     timeouts: GateTimeouts = field(default_factory=GateTimeouts)
+    # Archives a read-write clone's database and reports what it was given, before it goes.
+    archive_clone: (
+        Callable[[Environment, str, Mapping[str, str], Mapping[str, Any]], LostWrites] | None
+    ) = None
 
 
 def check_version(version: str, ops: TargetOps) -> None:
@@ -94,7 +103,27 @@ def _local_in_flight(outputs: Mapping[str, Any], origin: str) -> int:
     return int(state["inflight"].get(origin, 0))
 
 
-LOCAL = TargetOps("local", _local_resolve, _local_initial_config, _local_in_flight)
+def _local_archive_clone(
+    env: Environment, stack: str, config: Mapping[str, str], outputs: Mapping[str, Any]
+) -> LostWrites:
+    from zdd.archive import archive_clone
+
+    name = f"clone-{config.get('deploymentId') or int(time.time())}"
+    return archive_clone(
+        Path(config["stateDir"]) / outputs["clone_database"],
+        env.state_root / "archive" / stack,
+        name,
+        keep=int(config.get("archiveRetention", "5")),
+    )
+
+
+LOCAL = TargetOps(
+    "local",
+    _local_resolve,
+    _local_initial_config,
+    _local_in_flight,
+    archive_clone=_local_archive_clone,
+)
 
 
 def ops_for(name: str) -> TargetOps:

@@ -70,7 +70,7 @@ class LocalDatabase(pulumi.ComponentResource):
         self.file = _Dynamic(
             providers.SqliteDatabaseProvider(),
             f"{name}-file",
-            {"path": str(path), "source": source},
+            {"path": str(path), "source": source, "keep_baseline": args.keep_baseline},
             # A primary database file is never deleted by an update: a new generation (a
             # rollback with database) leaves the old one on disk as an archive.
             pulumi.ResourceOptions(parent=self, retain_on_delete=args.role is Instance.PRIMARY),

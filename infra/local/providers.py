@@ -54,6 +54,11 @@ def online_backup(source: Path, destination: Path) -> None:
     partial.replace(destination)
 
 
+def baseline_path(path: Path) -> Path:
+    """Where a read-write clone's database keeps the copy it started from."""
+    return path.with_name(f"{path.stem}.baseline.sqlite")
+
+
 def remove_database(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -77,7 +82,9 @@ def content_digest(path: Path) -> str:
 class SqliteDatabaseProvider(ResourceProvider):
     """A SQLite file; with `source`, a consistent copy of another database taken at create."""
 
-    _REPLACE_ON = ("path", "source")
+    # Not `source`: a copy is taken once, when it is created. A new generation of the primary
+    # (a rollback with database) must never replace the database under the live clone.
+    _REPLACE_ON = ("path", "keep_baseline")
 
     def create(self, props: Props) -> CreateResult:
         path = Path(props["path"])
@@ -85,6 +92,8 @@ class SqliteDatabaseProvider(ResourceProvider):
         started = time.monotonic()
         if source:
             online_backup(Path(source), path)
+            if props.get("keep_baseline"):
+                online_backup(path, baseline_path(path))
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             sqlite3.connect(path).close()
@@ -106,6 +115,7 @@ class SqliteDatabaseProvider(ResourceProvider):
 
     def delete(self, _id: str, props: Props) -> None:
         remove_database(Path(props["path"]))
+        remove_database(baseline_path(Path(props["path"])))
 
 
 class RestorePointProvider(ResourceProvider):

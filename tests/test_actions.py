@@ -1,0 +1,118 @@
+"""What each action writes to the stack config, and when it is refused (pure, no engine)."""
+
+from __future__ import annotations
+
+import pytest
+
+from zdd.actions import (
+    Action,
+    Refused,
+    StackState,
+    next_step,
+    plan,
+    settings_digest,
+)
+from zdd.phases import Mode, Phase, StackSettings
+
+
+def state(phase: Phase, applied: Phase | None = None, **overrides: object) -> StackState:
+    values: dict[str, object] = {
+        "phase": phase,
+        "current_version": "v1",
+        "target_version": None if phase is Phase.IDLE else "v2",
+        "restore_point": "2026-01-01T00:00:00Z" if phase in (Phase.DEPLOY, Phase.RETURN) else None,
+    }
+    awaiting = bool(overrides.pop("awaiting", False))
+    values.update(overrides)
+    return StackState(StackSettings(**values), applied or phase, awaiting)  # type: ignore[arg-type]
+
+
+def test_deploy_starts_with_a_clone_and_records_the_mode() -> None:
+    change = plan(Action.DEPLOY, state(Phase.IDLE), version="v2", mode=Mode.READ_ONLY)
+    assert change["phase"] == Phase.CLONE and change["targetVersion"] == "v2"
+    assert change["mode"] == Mode.READ_ONLY and change["acceptDataLoss"] == "false"
+
+
+@pytest.mark.parametrize("phase", [Phase.CLONE, Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN])
+def test_a_second_deployment_is_refused(phase: Phase) -> None:
+    with pytest.raises(Refused, match="already in progress"):
+        plan(Action.DEPLOY, state(phase), version="v3")
+
+
+def test_rollforward_migrates_to_the_new_version() -> None:
+    change = plan(
+        Action.ROLLFORWARD, state(Phase.DEPLOY, target_version="v3-unhealthy"), version="v2"
+    )
+    assert change == {
+        "phase": Phase.DEPLOY,
+        "targetVersion": "v2",
+        "restorePoint": "2026-01-01T00:00:00Z",
+        "migrateTo": None,
+        "awaitApproval": None,
+    }
+
+
+def test_rollback_code_only_keeps_the_schema_the_database_has() -> None:
+    change = plan(Action.ROLLBACK_CODE, state(Phase.DEPLOY))
+    assert change["targetVersion"] == "v1" and change["migrateTo"] == "v2"
+    assert "databaseGeneration" not in change
+
+
+def test_rollback_with_database_restores_a_new_generation_from_the_restore_point() -> None:
+    change = plan(Action.ROLLBACK_DATABASE, state(Phase.DEPLOY, database_generation=1))
+    assert change["databaseGeneration"] == "2"
+    assert change["restoredFrom"] == "2026-01-01T00:00:00Z"
+    assert change["targetVersion"] == "v1" and change["migrateTo"] == "v1"
+
+
+@pytest.mark.parametrize(
+    ("action", "current", "message"),
+    [
+        (Action.ROLLBACK_CODE, state(Phase.IDLE), "no deployment in progress"),
+        (Action.ROLLBACK_DATABASE, state(Phase.IDLE), "no deployment in progress"),
+        (Action.ROLLBACK_CODE, state(Phase.CLONE), "needs the traffic on the clone"),
+        (Action.ROLLBACK_DATABASE, state(Phase.RETURN), "needs the traffic on the clone"),
+        (Action.ROLLBACK_CODE, state(Phase.CUTOVER), "use `zdd abort`"),
+        (Action.ABORT, state(Phase.IDLE), "nothing to abort"),
+        (Action.ABORT, state(Phase.DEPLOY), "primary was already changed"),
+        (Action.ABORT, state(Phase.RETURN), "primary was already changed"),
+        (Action.COMPLETE, state(Phase.DEPLOY), "no deployment is awaiting approval"),
+    ],
+)
+def test_refusals(action: Action, current: StackState, message: str) -> None:
+    with pytest.raises(Refused, match=message):
+        plan(action, current, version="v3")
+
+
+def test_rollback_with_database_needs_a_restore_point() -> None:
+    # Traffic on the clone, the primary's update under way, but no restore point recorded.
+    broken = state(Phase.DEPLOY, Phase.CUTOVER, restore_point=None)
+    with pytest.raises(Refused, match="no restore point"):
+        plan(Action.ROLLBACK_DATABASE, broken)
+
+
+def test_abort_before_the_primary_is_touched_clears_the_deployment() -> None:
+    change = plan(Action.ABORT, state(Phase.CUTOVER))
+    assert change["phase"] == Phase.IDLE and change["targetVersion"] is None
+
+
+def test_complete_clears_the_approval_pause() -> None:
+    assert plan(Action.COMPLETE, state(Phase.DEPLOY, awaiting=True)) == {"awaitApproval": None}
+
+
+def test_next_steps_walk_the_deployment_and_finish_on_the_new_version() -> None:
+    assert next_step(state(Phase.CLONE)) == {"phase": Phase.CUTOVER}
+    assert next_step(state(Phase.CUTOVER))["phase"] == Phase.DEPLOY
+    assert next_step(state(Phase.CUTOVER))["restorePoint"]  # recorded before the first change
+    assert next_step(state(Phase.DEPLOY)) == {"phase": Phase.RETURN}
+    final = next_step(state(Phase.RETURN))
+    assert final["phase"] == Phase.IDLE and final["currentVersion"] == "v2"
+    assert final["databaseVersion"] is None and final["targetVersion"] is None
+    after_code_rollback = next_step(state(Phase.RETURN, target_version="v1", migrate_to="v2"))
+    assert after_code_rollback["databaseVersion"] == "v2"
+
+
+def test_digest_follows_only_the_keys_that_decide_what_exists() -> None:
+    base = {"phase": "idle", "currentVersion": "v1", "stateDir": "/a"}
+    assert settings_digest(base) == settings_digest({**base, "stateDir": "/b", "cutoverAt": "1"})
+    assert settings_digest(base) != settings_digest({**base, "phase": "clone"})

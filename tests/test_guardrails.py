@@ -1,0 +1,143 @@
+"""Data safety and guardrails on the real engine: read-write mode reports and archives what
+the clone was given, secrets never appear in plain text, and bad input is refused with a
+clear one-line error, a non-zero exit code and the stack unchanged."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, Result
+
+pytestmark = pytest.mark.engine
+
+
+def test_read_write_deployment_reports_and_archives_exactly_what_the_clone_took(
+    local_stack: Callable[[str], dict[str, Any]], zdd: Callable[..., Result]
+) -> None:
+    name = local_stack("v1")["stack"]
+    result = zdd(
+        "deploy", "-s", name, "--version", "v2", "--mode", "read-write", "--accept-data-loss",
+        "--probe", "--yes", "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    report = result.json()
+    probe, lost = report["probe"], report["lost_writes"]
+    assert probe["failed"] == 0 and probe["writes_refused"] == 0
+    added = lost["tables"]["articles"]["added"]
+    # Exactly the rows the probe wrote while the clone held the traffic: reported, archived,
+    # and the only writes missing from the primary.
+    assert probe["writes_lost"] == len(added) == lost["rows"] > 0
+    assert {row["title"] for row in added} == set(probe["lost_titles"])
+    with sqlite3.connect(lost["archive"]) as archive:
+        archived = {r[0] for r in archive.execute("SELECT title FROM articles")}
+    assert set(probe["lost_titles"]) <= archived
+    assert "NOT in the primary" in result.stderr and lost["archive"] in result.stderr
+
+
+def test_secrets_never_appear_in_plain_text(
+    local_stack: Callable[[str], dict[str, Any]],
+    zdd: Callable[..., Result],
+    pulumi: Callable[..., Result],
+    engine_env: dict[str, str],
+) -> None:
+    name = local_stack("v1")["stack"]
+    deployed = zdd("deploy", "-s", name, "--version", "v2", "--yes", "--json")
+    assert deployed.code == 0, deployed.stderr
+    secret = pulumi("stack", "output", "-s", name, "--show-secrets", "front_door_admin_token")
+    token = secret.stdout.strip()
+    assert len(token) > 20
+    places = {
+        "state": pulumi("stack", "export", "-s", name).stdout,
+        "outputs": pulumi("stack", "output", "-s", name, "--json").stdout,
+        "history": zdd("history", "-s", name, "--json").stdout
+        + pulumi("stack", "history", "-s", name, "--json").stdout,
+        "report": deployed.stdout + deployed.stderr,
+        "status": zdd("status", "-s", name, "--json").stdout,
+        "config": (ROOT / "stacks" / f"Pulumi.{name}.yaml").read_text(),
+    }
+    state_root = Path(engine_env["PULUMI_BACKEND_URL"].removeprefix("file://"))
+    places["backend files"] = "".join(
+        p.read_text(errors="replace") for p in state_root.rglob("*") if p.is_file()
+    )
+    places["logs"] = "".join(
+        p.read_text(errors="replace") for p in (ROOT / ".zdd" / name).glob("*.log")
+    )
+    leaks = [where for where, text in places.items() if token in text]
+    assert leaks == []
+
+
+def test_bad_input_is_refused_with_one_clear_line_and_changes_nothing(
+    local_stack: Callable[[str], dict[str, Any]],
+    zdd: Callable[..., Result],
+    pulumi: Callable[..., Result],
+) -> None:
+    name = local_stack("v1")["stack"]
+    config_file = ROOT / "stacks" / f"Pulumi.{name}.yaml"
+
+    def snapshot() -> tuple[str, str]:
+        return pulumi("stack", "export", "-s", name).stdout, config_file.read_text()
+
+    cases: list[tuple[list[str], int, str]] = [
+        (["deploy", "-s", name, "--version", "v2;rm", "--yes"], 2, "malformed"),
+        (["deploy", "-s", name, "--version", "v9", "--yes"], 2, "no version 'v9'"),
+        (["deploy", "-s", name, "--version", "v1", "--yes"], 2, "already runs v1"),
+        (
+            ["deploy", "-s", name, "--version", "v2", "--mode", "read-write", "--yes"],
+            2,
+            "--accept-data-loss",
+        ),
+        (
+            ["deploy", "-s", name, "--version", "v2", "--on-failure", "pray", "--yes"],
+            2,
+            "--on-failure must be one of",
+        ),
+        (["deploy", "-s", "no-such-stack", "--version", "v2", "--yes"], 2, "no stack named"),
+        (["status", "-s", "bad/name"], 2, "is not valid"),
+        (["init", "-s", name, "--version", "v1"], 2, "already exists"),
+        (["init", "-s", "fresh-one", "--version", "v1", "--target", "mars"], 2, "not one of"),
+        (["rollback", "-s", name, "--code-only"], 3, "no deployment in progress"),
+        (["rollback", "-s", name, "--with-database"], 3, "no deployment in progress"),
+        (["rollback", "-s", name], 2, "say which rollback"),
+        (["rollback", "-s", name, "--code-only", "--with-database"], 2, "say which rollback"),
+        (["rollforward", "-s", name, "--version", "v2"], 3, "no deployment in progress"),
+        (["abort", "-s", name], 3, "nothing to abort"),
+        (["complete", "-s", name], 3, "no deployment is awaiting approval"),
+        (["resume", "-s", name], 2, "no deployment in progress"),
+        (["preview", "-s", name, "teleport"], 2, "unknown action or phase"),
+        (["preview", "-s", name, "deploy"], 2, "needs --version"),
+        (["destroy", "-s", name], 2, "confirm with --yes"),
+    ]
+    before = snapshot()
+    for args, code, message in cases:
+        result = zdd(*args, "--json")
+        assert result.code == code, (args, result.stdout, result.stderr)
+        error = result.json()["error"]
+        assert message in error, (args, error)
+        assert "Traceback" not in result.stderr, args
+        assert snapshot() == before, args
+
+    # Config that the program refuses: an unknown phase, a missing key, a broken file.
+    for key, value, message in [
+        ("zdd:phase", "sideways", "zdd:phase 'sideways' is not one of"),
+        ("zdd:databaseGeneration", "two", "whole number"),
+    ]:
+        assert pulumi("config", "set", "-s", name, key, value).code == 0
+        result = zdd("deploy", "-s", name, "--version", "v2", "--yes", "--json")
+        assert result.code == 2 and message in result.json()["error"], result.stdout
+    assert pulumi("config", "set", "-s", name, "zdd:phase", "idle").code == 0
+    assert pulumi("config", "set", "-s", name, "zdd:databaseGeneration", "1").code == 0
+    assert pulumi("config", "rm", "-s", name, "zdd:currentVersion").code == 0
+    missing = zdd("status", "-s", name, "--json")
+    assert missing.code == 2 and "currentVersion is not set" in missing.json()["error"]
+    assert pulumi("config", "set", "-s", name, "zdd:currentVersion", "v1").code == 0
+    good = config_file.read_text()
+    config_file.write_text(good + "\n  zdd:broken: [unclosed\n")
+    broken = zdd("status", "-s", name, "--json")
+    config_file.write_text(good)
+    assert broken.code == 2 and "cannot read the config" in broken.json()["error"]
+    assert snapshot()[0] == before[0]

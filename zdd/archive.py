@@ -1,0 +1,102 @@
+"""What a read-write clone was given, and its archive, before the clone is destroyed.
+
+In read-write mode the clone's database takes writes that the primary never sees. Before the
+clone goes, its database is archived and compared, table by table and row by row, with the copy
+it started from (its baseline): every row added, changed or deleted is reported.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infra.local.providers import baseline_path, online_backup
+
+Row = dict[str, Any]
+
+
+@dataclass
+class TableChanges:
+    added: list[Row] = field(default_factory=list)
+    changed: list[Row] = field(default_factory=list)
+    deleted: list[Row] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.added) + len(self.changed) + len(self.deleted)
+
+
+@dataclass
+class LostWrites:
+    archive: str
+    tables: dict[str, TableChanges]
+
+    @property
+    def rows(self) -> int:
+        return sum(t.count for t in self.tables.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "archive": self.archive,
+            "rows": self.rows,
+            "tables": {
+                name: {"added": t.added, "changed": t.changed, "deleted": t.deleted}
+                for name, t in self.tables.items()
+                if t.count
+            },
+        }
+
+    def in_words(self) -> str:
+        if not self.rows:
+            return f"the clone took no writes; its database is archived at {self.archive}"
+        parts = [
+            f"{name}: {len(t.added)} added, {len(t.changed)} changed, {len(t.deleted)} deleted"
+            for name, t in self.tables.items()
+            if t.count
+        ]
+        return (
+            f"{self.rows} row(s) were written to the clone and are NOT in the primary "
+            f"({'; '.join(parts)}); the clone's database is archived at {self.archive}"
+        )
+
+
+def _rows(conn: sqlite3.Connection, table: str) -> dict[int, Row]:
+    cursor = conn.execute(f'SELECT rowid AS __rowid, * FROM "{table}"')
+    names = [d[0] for d in cursor.description]
+    return {row[0]: dict(zip(names[1:], row[1:], strict=True)) for row in cursor}
+
+
+def _tables(conn: sqlite3.Connection) -> list[str]:
+    query = "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+    return sorted(r[0] for r in conn.execute(query))
+
+
+def compare(baseline: Path, current: Path) -> dict[str, TableChanges]:
+    """Row by row, what `current` has that `baseline` had not (by rowid, every table)."""
+    with (
+        sqlite3.connect(f"file:{baseline}?mode=ro", uri=True) as before,
+        sqlite3.connect(f"file:{current}?mode=ro", uri=True) as after,
+    ):
+        result: dict[str, TableChanges] = {}
+        had, has = set(_tables(before)), set(_tables(after))
+        for table in sorted(had | has):
+            old = _rows(before, table) if table in had else {}
+            new = _rows(after, table) if table in has else {}
+            result[table] = TableChanges(
+                added=[new[k] for k in sorted(new.keys() - old.keys())],
+                changed=[new[k] for k in sorted(new.keys() & old.keys()) if new[k] != old[k]],
+                deleted=[old[k] for k in sorted(old.keys() - new.keys())],
+            )
+        return result
+
+
+def archive_clone(clone_database: Path, archive_dir: Path, name: str, keep: int) -> LostWrites:
+    """Archive the clone's database as `name`, keep the newest `keep` archives, and report."""
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    archive = archive_dir / f"{name}.sqlite"
+    online_backup(clone_database, archive)
+    for old in sorted(archive_dir.glob("*.sqlite"), key=lambda p: p.stat().st_mtime)[:-keep]:
+        old.unlink()
+    return LostWrites(str(archive), compare(baseline_path(clone_database), archive))
