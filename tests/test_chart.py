@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 
 from zdd.bench import (
+    ResourceStep,
+    UpRecord,
     downtime_seconds,
     grow_database,
     parse_sizes,
     rows_needed,
+    span_of,
+    split_update,
     write_unavailable_seconds,
 )
 from zdd.chart import TimelineRun, rates, spans_from_durations, write_timeline
@@ -62,6 +66,12 @@ def test_failed_write_makes_writes_unavailable_too() -> None:
     ]
     assert downtime_seconds(samples) == pytest.approx(0.1)
     assert write_unavailable_seconds(samples) == pytest.approx(0.2)
+
+
+def test_span_of_matching_answers() -> None:
+    samples = synthetic_samples()
+    assert span_of(samples, lambda s: s.origin == "clone") == pytest.approx(0.9)
+    assert span_of(samples, lambda s: s.status == 418) == 0.0
 
 
 def test_rows_needed() -> None:
@@ -142,3 +152,22 @@ def test_timeline_png_is_written(tmp_path: Path) -> None:
 def test_timeline_needs_a_run(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_timeline(tmp_path / "x.png", [])
+
+
+def test_split_update_cuts_an_update_into_its_resource_steps() -> None:
+    steps = [
+        ResourceStep("primary-process", "update", 2.0, started=106.0),
+        ResourceStep("primary-db-migration", "update", 3.0, started=102.0),
+        ResourceStep("primary-db", "update", 9.0, leaf=False, started=101.0),
+    ]
+    up = UpRecord("idle", 100.0, 110.0, 9.0, {"update": 2}, steps)
+    labels = {"primary-db-migration": "migrate", "primary-process": "restart"}
+    assert split_update(("up", 100.0, 110.0), up, labels) == [
+        ("up: engine", 100.0, 102.0),
+        ("migrate", 102.0, 105.0),
+        ("up: engine", 105.0, 106.0),
+        ("restart", 106.0, 108.0),
+        ("up: engine", 108.0, 110.0),
+    ]
+    assert up.work_seconds == 5.0  # the component is not counted
+    assert split_update(("up", 100.0, 110.0), None, labels) == [("up", 100.0, 110.0)]

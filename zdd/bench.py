@@ -23,9 +23,13 @@ answers that hold a failed request, times 0.1 s; `downtime_seconds_1s` counts 1 
 Scaling, for each size of `BENCH_SIZES_MB` (default "10,100"; MiB): a fresh stack's primary
 database is grown to the size with rows of random bytes in a table of the bench's own (so the
 migration does the same work at every size, and what grows is the copying), then the project's
-`online_backup` is timed against `shutil.copyfile` of the same file, the time the primary really
-needs (migrate a copy, start v2 on it, verify it) is measured under the same probe, and a smooth
-deployment is timed under the probe for its read-only window, with a profile of that window.
+`online_backup` is timed against `shutil.copyfile` of the same file (and, to show where the time
+goes, variants of the same backup: see `time_copies`), the time the primary really needs
+(migrate a copy, start v2 on it, verify it) is measured under the same probe, and a smooth
+deployment is timed under the probe for its read-only window, with a profile of that window
+(each update's resources from the engine's events, config writes, gates). A clone phase that
+is still running after `CLONE_STALL_SECONDS` gets the probe's writes paused until it ends (see
+`_watch_clone`); the results say when that happened.
 
 Engine overhead: the wall time of each phase's `pulumi up` (through the Automation API) against
 the wall time of a no-op `up` of the same stack, both under the probe.
@@ -37,6 +41,7 @@ every process it started is stopped at the end, also on failure.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -80,7 +85,7 @@ BUCKET_SECONDS = 0.1
 FILLER_TABLE = "bench_filler"
 FILLER_ROW_BYTES = 2000
 FILLER_BATCH_BYTES = 16 * MIB
-COPY_REPEATS = 3
+COPY_REPEATS = 5
 NOOP_REPEATS = 3
 # A clone phase that takes this long is stuck; see `_watch_clone`.
 CLONE_STALL_SECONDS = 30.0
@@ -115,6 +120,12 @@ def write_unavailable_seconds(samples: Iterable[Sample], bucket: float = BUCKET_
     )
 
 
+def span_of(samples: Iterable[Sample], matches: Callable[[Sample], bool]) -> float:
+    """Seconds from the first to the last matching answer (0 if fewer than two)."""
+    times = [s.at for s in samples if matches(s)]
+    return max(times) - min(times) if times else 0.0
+
+
 def rows_needed(target_bytes: float, current_bytes: float, bytes_per_row: float) -> int:
     """Filler rows of `bytes_per_row` (on disk) that bring a database from current to target."""
     if bytes_per_row <= 0:
@@ -145,6 +156,7 @@ def probe_figures(samples: Sequence[Sample], report: ProbeReport) -> dict[str, A
         "writes_acknowledged": report.writes_acknowledged,
         "writes_refused": report.writes_refused,
         "writes_lost": report.writes_lost,
+        "versions_served": report.versions_served,
         "probe_rate_achieved": round(report.rate_per_second, 1),
         "failures_first": report.failures[:5],
     }
@@ -163,6 +175,19 @@ class ResourceStep:
     op: str
     seconds: float
     outputs: dict[str, float] = field(default_factory=dict)
+    # A resource a provider works on; components and providers only group or serve them.
+    leaf: bool = True
+    started: float = 0.0  # epoch seconds
+
+    @property
+    def ended(self) -> float:
+        return self.started + self.seconds
+
+
+def _is_leaf(resource_type: str) -> bool:
+    return resource_type.startswith("pulumi-python:dynamic") or not (
+        resource_type.startswith(("zdd:", "pulumi:"))
+    )
 
 
 @dataclass
@@ -173,25 +198,58 @@ class UpRecord:
     engine_seconds: float  # what the engine reports for the update itself
     changes: dict[str, int]
     steps: list[ResourceStep]
+    # Epoch seconds of engine events: "prelude" (the CLI has loaded the stack), "program" (the
+    # program registered its first resource), "resources_done" (the last resource's outputs),
+    # "summary" (the update is over); the Automation API then reads outputs and history.
+    marks: dict[str, float] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
         return self.ended - self.started
+
+    def stages(self) -> dict[str, float]:
+        """Where the update's wall time went, from the event marks (about 0.1 s resolution)."""
+        points = [("started", self.started)]
+        points += [(k, self.marks[k]) for k in _MARKS if k in self.marks]
+        points.append(("ended", self.ended))
+        names = {
+            "prelude": "cli_start_and_stack_load",
+            "program": "language_host_and_program_start",
+            "resources_done": "program_and_resources",
+            "summary": "finish_and_state_write",
+            "ended": "automation_api_outputs_and_history",
+        }
+        return {
+            names[name]: _r(max(0.0, at - before))
+            for (_, before), (name, at) in itertools.pairwise(points)
+        }
+
+    @property
+    def work_seconds(self) -> float:
+        """Time the providers spent on resources (they run one after the other here)."""
+        return sum(s.seconds for s in self.steps if s.leaf)
+
+    def resources_json(self) -> list[dict[str, Any]]:
+        return [
+            {"name": s.name, "op": s.op, "seconds": _r(s.seconds), **s.outputs}
+            for s in self.steps
+            if s.leaf
+        ]
 
     def as_json(self) -> dict[str, Any]:
         return {
             "phase": self.label,
             "seconds": _r(self.seconds),
             "engine_seconds": _r(self.engine_seconds),
+            "resources_seconds": _r(self.work_seconds),
+            "stages": self.stages(),
             "changes": self.changes,
-            "resources": [
-                {"name": s.name, "op": s.op, "seconds": _r(s.seconds), **s.outputs}
-                for s in self.steps
-            ],
+            "resources": self.resources_json(),
         }
 
 
 _KEPT_OUTPUTS = ("copy_seconds", "size_bytes")
+_MARKS = ("prelude", "program", "resources_done", "summary")
 
 
 EventTap = Callable[[auto.EngineEvent], None]
@@ -231,14 +289,23 @@ class TimedStack(Stack):
         self.config_writes: list[tuple[float, float]] = []
 
     def up(self, on_output: Callable[[str], None] | None = None, **kwargs: Any) -> Outcome:
-        label = self.config().get("phase", "?")
+        label = str(self.config().get("phase", "?"))
         begun: dict[str, tuple[float, str]] = {}
         steps: list[ResourceStep] = []
+        marks: dict[str, float] = {}
         lock = threading.Lock()
 
         def on_event(event: auto.EngineEvent) -> None:
             now = time.time()
             pre, done = event.resource_pre_event, event.res_outputs_event
+            if event.prelude_event is not None:
+                marks.setdefault("prelude", now)
+            elif pre is not None:
+                marks.setdefault("program", now)
+            elif done is not None:
+                marks["resources_done"] = now
+            elif event.summary_event is not None:
+                marks["summary"] = now
             found = pre or done
             meta = found.metadata if found is not None else None
             if meta is None or meta.op in (auto.OpType.SAME, auto.OpType.READ):
@@ -254,7 +321,9 @@ class TimedStack(Stack):
                         for k in _KEPT_OUTPUTS
                         if isinstance(outputs.get(k), int | float)
                     }
-                    steps.append(ResourceStep(meta.urn.split("::")[-1], op, now - started, kept))
+                    name = meta.urn.split("::")[-1]
+                    leaf = _is_leaf(meta.type)
+                    steps.append(ResourceStep(name, op, now - started, kept, leaf, started))
 
         started = time.time()
         self._tapped.tap = on_event
@@ -263,7 +332,7 @@ class TimedStack(Stack):
         finally:
             self._tapped.tap = None
         self.ups.append(
-            UpRecord(label, started, time.time(), outcome.seconds, outcome.changes, steps)
+            UpRecord(label, started, time.time(), outcome.seconds, outcome.changes, steps, marks)
         )
         return outcome
 
@@ -394,16 +463,36 @@ def grow_database(path: Path, size_mb: float) -> int:
         conn.close()
 
 
-def _backup(source: Path, destination: Path, *, synchronous: str) -> None:
-    """The same online backup, with the destination's `PRAGMA synchronous` set (for the profile)."""
+def _backup(
+    source: Path,
+    destination: Path,
+    *,
+    pages: int = 4096,
+    synchronous: str = "FULL",
+    journal: str = "DELETE",
+    mmap: bool = False,
+    fsync: bool = False,
+) -> None:
+    """An online backup like `online_backup`, with the knobs the profile turns: the step size,
+    the destination's `synchronous` and `journal_mode`, reading the source through mmap, one
+    fsync of the finished file."""
     remove_database(destination)
     src, dst = sqlite3.connect(source, timeout=30), sqlite3.connect(destination)
     try:
+        if mmap:
+            src.execute(f"PRAGMA mmap_size={1 << 40}")
+        dst.execute(f"PRAGMA journal_mode={journal}")
         dst.execute(f"PRAGMA synchronous={synchronous}")
-        src.backup(dst, pages=4096)
+        src.backup(dst, pages=pages)
     finally:
         src.close()
         dst.close()
+    if fsync:
+        fd = os.open(destination, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _fsynced_copy(source: Path, destination: Path) -> None:
@@ -416,12 +505,20 @@ def _fsynced_copy(source: Path, destination: Path) -> None:
 
 
 def time_copies(path: Path, scratch: Path, repeats: int = COPY_REPEATS) -> dict[str, Any]:
-    """Median seconds of `online_backup` and of plain file copies of the same file (quiet DB)."""
+    """Median seconds (interleaved repeats, on a quiet database) of the project's
+    `online_backup` (`copy`), `shutil.copyfile` (`raw`: page cache, no fsync), copyfile plus one
+    fsync, and two variants of the backup that show where its time goes. `throughput_ratio` is
+    the copy's throughput over the plain copy's (the issue's target: at least 0.5)."""
     candidates: dict[str, Callable[[], object]] = {
         "copy": lambda: online_backup(path, scratch),
         "raw": lambda: shutil.copyfile(path, scratch),
         "raw_fsync": lambda: _fsynced_copy(path, scratch),
         "backup_sync_off": lambda: _backup(path, scratch, synchronous="OFF"),
+        # One step (a single read transaction: never restarted by a writer), the source read
+        # through mmap, no journal and no syncs on the fresh destination, one fsync at the end.
+        "backup_one_step": lambda: _backup(
+            path, scratch, pages=-1, synchronous="OFF", journal="OFF", mmap=True, fsync=True
+        ),
     }
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):  # interleaved, so that noise from other work hits all alike
@@ -442,6 +539,8 @@ def time_copies(path: Path, scratch: Path, repeats: int = COPY_REPEATS) -> dict[
         "copy_mb_per_s": throughput_mb_s(size, median["copy"]),
         "raw_copy_mb_per_s": throughput_mb_s(size, median["raw"]),
         "throughput_ratio": _r(median["raw"] / median["copy"]),
+        "copy_one_step_seconds": _r(median["backup_one_step"]),
+        "one_step_throughput_ratio": _r(median["raw"] / median["backup_one_step"]),
         "runs": {name: [_r(v) for v in values] for name, values in times.items()},
     }
 
@@ -535,6 +634,30 @@ def _stop_primary(stack: Stack) -> None:
 # -- the three strategies -----------------------------------------------------------------------
 
 
+def split_update(
+    span: PhaseSpan, up: UpRecord | None, labels: Mapping[str, str]
+) -> list[PhaseSpan]:
+    """A `pulumi up` span cut into the resource steps named in `labels` (resource name ->
+    label) and the engine's time around them, for the chart."""
+    name, start, end = span
+    steps = sorted(
+        (s for s in (up.steps if up else []) if s.name in labels), key=lambda s: s.started
+    )
+    if not steps:
+        return [span]
+    spans: list[PhaseSpan] = []
+    at = start
+    for item in steps:
+        begin, finish = max(at, item.started), min(end, item.ended)
+        if begin > at:
+            spans.append((f"{name}: engine", at, begin))
+        spans.append((labels[item.name], begin, finish))
+        at = finish
+    if at < end:
+        spans.append((f"{name}: engine", at, end))
+    return spans
+
+
 def summarise(measured: Measured, **extra: Any) -> dict[str, Any]:
     return {
         **probe_figures(measured.samples, measured.report),
@@ -568,7 +691,10 @@ def run_maintenance(env: Environment, size_mb: float) -> tuple[dict[str, Any], T
         method="primary process stopped (SIGTERM), `python -m sampleapp migrate`, then "
         "`pulumi up` with zdd:currentVersion=v2 starts v2; the front door answers 502 meanwhile",
     )
-    return figures, _timeline("maintenance page (stop, migrate, start v2)", measured, figures)
+    labels = {"primary-db-migration": "migration check", "primary-process": "v2 starts"}
+    spans = _chart_spans(measured, stack, labels)
+    title = "maintenance page (stop, migrate, start v2)"
+    return figures, _timeline(title, measured, figures, spans)
 
 
 def run_in_place(env: Environment, size_mb: float) -> tuple[dict[str, Any], TimelineRun]:
@@ -591,7 +717,9 @@ def run_in_place(env: Environment, size_mb: float) -> tuple[dict[str, Any], Time
         method="zdd:currentVersion=v2 on the idle stack and `pulumi up`: the migration runs "
         "under v1, then the primary restarts on v2",
     )
-    return figures, _timeline("in place (pulumi up to v2)", measured, figures)
+    labels = {"primary-db-migration": "migrate under v1", "primary-process": "restart on v2"}
+    spans = _chart_spans(measured, stack, labels)
+    return figures, _timeline("in place (pulumi up to v2)", measured, figures, spans)
 
 
 def _watch_clone(probe: LoadProbe, stalled: dict[str, float]) -> threading.Timer:
@@ -703,15 +831,12 @@ def window_profile(
         if seconds <= 0:
             continue
         accounted += seconds
-        work = sum(s.seconds for s in up.steps)
         profile.append(
             {
                 "what": f"pulumi up ({up.label})",
                 "seconds": _r(seconds),
-                "resources": [
-                    {"name": s.name, "op": s.op, "seconds": _r(s.seconds)} for s in up.steps
-                ],
-                "engine_and_automation_api_seconds": _r(max(0.0, seconds - work)),
+                "resources": up.resources_json(),
+                "engine_and_automation_api_seconds": _r(max(0.0, seconds - up.work_seconds)),
             }
         )
     config = sum(inside(s, e) for s, e in stack.config_writes if s >= since)
@@ -769,6 +894,8 @@ def run_size(
         "read_only_window_seconds": _r(window),
         "primary_needs_seconds": needs,
         "ratio": _r(window / needs["total"]) if needs["total"] else None,
+        # What visitors saw: from the first to the last answer that came from the clone.
+        "observed_on_clone_seconds": _r(span_of(measured.samples, lambda s: s.origin == "clone")),
         "phases": [{"name": p.name, "seconds": _r(p.seconds)} for p in result.phases],
         "window_profile": profile,
         "probe": probe_figures(measured.samples, measured.report),
@@ -781,11 +908,13 @@ def run_size(
     if with_engine:
         engine["phase_up_seconds"] = {u.label: _r(u.seconds) for u in phase_ups}
         engine["phase_up_engine_seconds"] = {u.label: _r(u.engine_seconds) for u in phase_ups}
-        engine["phase_up_resources_seconds"] = {
-            u.label: _r(sum(s.seconds for s in u.steps)) for u in phase_ups
-        }
+        engine["phase_up_resources_seconds"] = {u.label: _r(u.work_seconds) for u in phase_ups}
         total_up = sum(u.seconds for u in phase_ups)
-        engine["orchestration_share"] = (
+        total_work = sum(u.work_seconds for u in phase_ups)
+        # Share of the phases' update time not spent by providers on resources.
+        engine["orchestration_share"] = _r(1 - total_work / total_up) if total_up else None
+        # The same estimated from the no-op update: (phases x no-op) / phases' update time.
+        engine["orchestration_share_from_noop"] = (
             _r(min(1.0, len(phase_ups) * engine["noop_up_seconds"] / total_up))
             if total_up
             else None
@@ -821,14 +950,32 @@ def noop_ups(stack: TimedStack) -> dict[str, Any]:
 # -- report -----------------------------------------------------------------------------------
 
 
-def _timeline(title: str, measured: Measured, figures: Mapping[str, Any]) -> TimelineRun:
+def _timeline(
+    title: str,
+    measured: Measured,
+    figures: Mapping[str, Any],
+    spans: Sequence[PhaseSpan] | None = None,
+) -> TimelineRun:
     note = (
         f"{figures['requests']} requests, {figures['failed']} failed, "
         f"downtime {figures['downtime_seconds']:.1f}s, "
         f"writes unavailable {figures['write_unavailable_seconds']:.1f}s, "
         f"total {figures['total_seconds']:.1f}s"
     )
-    return TimelineRun(title, measured.samples, measured.started_at, measured.spans, note=note)
+    phases = measured.spans if spans is None else spans
+    return TimelineRun(title, measured.samples, measured.started_at, phases, note=note)
+
+
+def _chart_spans(
+    measured: Measured, stack: TimedStack, labels: Mapping[str, str]
+) -> list[PhaseSpan]:
+    """The steps, with the one `pulumi up` among them cut into its resource steps."""
+    up = stack.ups[-1] if stack.ups else None
+    spans: list[PhaseSpan] = []
+    for span in measured.spans:
+        inside = up is not None and up.started >= span[1] - 0.01 and up.ended <= span[2] + 0.01
+        spans += split_update(span, up, labels) if inside else [span]
+    return spans
 
 
 def machine() -> dict[str, Any]:
@@ -908,6 +1055,11 @@ def main() -> None:
         )
         run = _timeline(f"smooth ({size_mb:g} MiB)", measured, figures)
         run.window = result.window
+        paused = window["clone_writes_paused"]
+        if paused:
+            start = measured.started_at + paused["writes_paused_at"]
+            end = measured.started_at + paused.get("writes_resumed_at", paused["writes_paused_at"])
+            run.brackets = [("writes paused (clone copy stuck)", start, end)]
         scaling_panels.append(run)
         if index == 0:
             engine = size_engine
@@ -952,7 +1104,13 @@ def main() -> None:
             "sizes are MiB of filler rows in a table of the bench's own; the v2 migration only "
             "touches articles, so what grows with the size is the copying",
             "copy timings run on a quiet database; raw_copy_seconds is shutil.copyfile (page "
-            "cache, no fsync), raw_copy_fsync_seconds adds one fsync",
+            "cache, no fsync), raw_copy_fsync_seconds adds one fsync; throughput_ratio is the "
+            "copy's throughput over raw_copy's; copy_one_step_seconds is the same online backup "
+            "in one step (pages=-1), the source read through mmap, no journal and no syncs on "
+            "the new file, then one fsync",
+            "read_only_window_seconds is the driver's (from before the cutover update to after "
+            "the return update); observed_on_clone_seconds is what the probe saw: first to last "
+            "answer served by the clone",
             "other work may share the 2 cores (see the load averages): figures are noisy",
         ],
     }

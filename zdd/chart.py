@@ -64,8 +64,9 @@ class TimelineRun:
 
     `samples` are a `LoadProbe`'s samples (`at` in seconds since `started_at`), `started_at` the
     probe's `started_at` (epoch seconds), `phases` a list of (name, start epoch, end epoch).
-    `window`, if given, is drawn as a bracket over the panel (e.g. the read-only window), and
-    `note` is printed after the title (e.g. the run's figures).
+    `window`, if given, is drawn as a bracket over the panel (e.g. the read-only window),
+    `brackets` are more (label, start epoch, end epoch) drawn lower down, and `note` is printed
+    after the title (e.g. the run's figures).
     """
 
     title: str
@@ -75,6 +76,7 @@ class TimelineRun:
     note: str = ""
     window: tuple[float, float] | None = None
     window_label: str = "read-only window"
+    brackets: Sequence[PhaseSpan] = ()
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,22 @@ class Rates:
 
 
 def rates(samples: Iterable[Sample], bin_seconds: float, until: float | None = None) -> Rates:
-    """Bin samples by completion time: served (any non-failed answer), failed, refused writes."""
+    """Bin samples by answer time: served (any other answer), failed, refused writes.
+
+    Bins cover the samples (a last bin the probe covered less than 80 % of is left out) and at
+    least `until` seconds.
+    """
     items = list(samples)
-    last = max([s.at for s in items] + [until or 0.0, 0.0])
+    last = max((s.at for s in items), default=0.0)
     count = max(1, math.ceil(last / bin_seconds + 1e-9))
+    if count > 1 and last - (count - 1) * bin_seconds < 0.8 * bin_seconds:
+        count -= 1  # the probe stopped early in the last bin: its rate would dip for nothing
+    count = max(count, math.ceil((until or 0.0) / bin_seconds - 1e-9))
     served, failed, refused = [0.0] * count, [0.0] * count, [0.0] * count
     for sample in items:
-        index = min(count - 1, max(0, math.floor(sample.at / bin_seconds + 1e-9)))
+        index = max(0, math.floor(sample.at / bin_seconds + 1e-9))
+        if index >= count:
+            continue
         if sample.outcome == "failed":
             failed[index] += 1
         elif sample.outcome == "refused":
@@ -135,7 +146,10 @@ def spans_from_durations(
 
 def _colour(name: str, assigned: dict[str, str]) -> str:
     if name not in assigned:
-        assigned[name] = _PHASE_COLOURS.get(name) or _SPARE[len(assigned) % len(_SPARE)]
+        if name.endswith(": engine"):  # the engine's own time inside an update
+            assigned[name] = "#e6e6e6"
+        else:
+            assigned[name] = _PHASE_COLOURS.get(name) or _SPARE[len(assigned) % len(_SPARE)]
     return assigned[name]
 
 
@@ -164,15 +178,18 @@ def _draw_phases(
         ax.axvline(run.phases[-1][2] - run.started_at, color="#777777", lw=0.6, zorder=1)
 
 
-def _draw_window(ax: Axes, run: TimelineRun) -> None:
-    if run.window is None:
-        return
+def _draw_brackets(ax: Axes, run: TimelineRun) -> None:
+    spans = [(f"{run.window_label}", *run.window)] if run.window else []
+    for index, (label, start, end) in enumerate([*spans, *run.brackets]):
+        _draw_bracket(ax, label, start - run.started_at, end - run.started_at, 0.72 - 0.1 * index)
+
+
+def _draw_bracket(ax: Axes, label: str, x0: float, x1: float, y: float) -> None:
     blend = transforms.blended_transform_factory(ax.transData, ax.transAxes)
-    x0, x1 = (t - run.started_at for t in run.window)
     ax.annotate(
         "",
-        xy=(x0, 0.72),
-        xytext=(x1, 0.72),
+        xy=(x0, y),
+        xytext=(x1, y),
         xycoords=blend,
         textcoords=blend,
         arrowprops={"arrowstyle": "<->", "color": "#444444", "lw": 1.0},
@@ -180,8 +197,8 @@ def _draw_window(ax: Axes, run: TimelineRun) -> None:
     )
     ax.text(
         (x0 + x1) / 2,
-        0.74,
-        f"{run.window_label} {x1 - x0:.1f}s",
+        y + 0.02,
+        f"{label} {x1 - x0:.1f}s",
         transform=blend,
         ha="center",
         va="bottom",
@@ -260,7 +277,7 @@ def write_timeline(
             label="writes refused (503 + Retry-After) /s",
             zorder=3,
         )
-        _draw_window(ax, run)
+        _draw_brackets(ax, run)
         heading = run.title if not run.note else f"{run.title}  —  {run.note}"
         ax.set_title(heading, loc="left", fontsize=10, fontweight="bold")
         ax.set_ylabel("requests / s")

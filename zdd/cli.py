@@ -166,19 +166,33 @@ def _act(
     with _exclusive(driver, as_json):
         _run(as_json, lambda: driver.begin(action, dry_run=True, **options))  # type: ignore[arg-type]
         _confirm(yes, as_json, f"{action} on stack {stack}?")
-        before = _run(as_json, driver.status)
+        public_url = _run(as_json, driver.status).public_url
         result, _ = _run(as_json, lambda: driver.begin(action, **options))  # type: ignore[arg-type]
-        load = LoadProbe(before.public_url or "", rate=probe_rate) if probe else None
-        if load:
-            _say(f"probe: {probe_rate:.0f} requests/s on {before.public_url}")
-            load.start()
-        try:
-            driver.run(result, on_failure=on_failure)
-        except ZddError as exc:
-            _finish_probe(load, result, chart)
-            _fail(exc, as_json, result)
-        _finish_probe(load, result, chart)
+        _drive(driver, result, public_url, probe, probe_rate, chart, on_failure, as_json)
     _emit(result.as_json(), as_json, lambda: _print_result(result.as_json()))
+
+
+def _drive(
+    driver: Driver,
+    result: DeployResult,
+    public_url: str | None,
+    probe: bool,
+    probe_rate: float,
+    chart: str | None,
+    on_failure: Action | None,
+    as_json: bool,
+) -> None:
+    """Take the steps to the end, under the probe if asked; a failure still reports the probe."""
+    load = LoadProbe(public_url or "", rate=probe_rate) if probe else None
+    if load:
+        _say(f"probe: {probe_rate:.0f} requests/s on {public_url}")
+        load.start()
+    try:
+        driver.run(result, on_failure=on_failure)
+    except ZddError as exc:
+        _finish_probe(load, result, chart)
+        _fail(exc, as_json, result)
+    _finish_probe(load, result, chart)
 
 
 @contextmanager
@@ -341,15 +355,7 @@ def resume(
             to_version=before.target_version or before.current_version,
             mode=before.mode,
         )
-        load = LoadProbe(before.public_url or "", rate=probe_rate) if probe else None
-        if load:
-            load.start()
-        try:
-            driver.run(result)
-        except ZddError as exc:
-            _finish_probe(load, result, None)
-            _fail(exc, as_json, result)
-        _finish_probe(load, result, None)
+        _drive(driver, result, before.public_url, probe, probe_rate, None, None, as_json)
     _emit(result.as_json(), as_json, lambda: _print_result(result.as_json()))
 
 

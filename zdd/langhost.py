@@ -43,6 +43,8 @@ _GRPC_OPTIONS = [("grpc.max_receive_message_length", 400 * 1024 * 1024)]
 # program's own calls: room for several policy packs.
 _WORKERS = 16
 _CHUNK = 64 * 1024
+# The plugins this host runs, stopped with it.
+_running_plugins: set[subprocess.Popen[bytes]] = set()
 
 
 def _program_path(request: Any) -> Path:
@@ -101,6 +103,7 @@ class ProgramLanguageServer(LanguageServer):
         except OSError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot run plugin: {exc}")
         assert child.stdout is not None and child.stderr is not None
+        _running_plugins.add(child)
         # The engine cancels the call to stop the plugin (a policy pack serves until then).
         context.add_callback(lambda: _stop(child))
         chunks: queue.Queue[tuple[str, bytes]] = queue.Queue()
@@ -126,10 +129,12 @@ class ProgramLanguageServer(LanguageServer):
                 else:
                     yield language_pb2.RunPluginResponse(stderr=data)
             code = child.wait()
-            # A plugin killed by a signal exits with -1, as Go reports it.
-            yield language_pb2.RunPluginResponse(exitcode=code if code >= 0 else -1)
+            if context.is_active():  # nobody listens to a cancelled call
+                # A plugin killed by a signal exits with -1, as Go reports it.
+                yield language_pb2.RunPluginResponse(exitcode=code if code >= 0 else -1)
         finally:
             _stop(child)
+            _running_plugins.discard(child)
 
 
 def plugin_interpreter(root: Path, options: Mapping[str, Any]) -> tuple[str, Path | None]:
@@ -194,6 +199,14 @@ def main() -> None:
         server.wait_for_termination()
     except KeyboardInterrupt:  # the engine interrupts its plugins when it is done with them
         server.stop(grace=None)
+        for child in list(_running_plugins):
+            _stop(child)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # A program the engine stopped mid-run (a failed preview, a policy violation) leaves a
+        # worker thread waiting on an engine that is gone: exit now rather than make the
+        # engine wait for us and then kill us.
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -175,18 +175,36 @@ class MigrationProvider(ResourceProvider):
         """Migrations are not undone: a database goes back only through a restore point."""
 
 
-class WebAppProvider(ResourceProvider):
-    """One web app process of the sample site."""
-
-    _KEYS = ("version", "instance", "database_mode", "database_path", "port", "python")
+class _ProcessProvider(ResourceProvider):
+    """A long-running process known by its port: started detached, found again by its
+    command line (never by a pid alone, which the system may have given to another process)."""
 
     @staticmethod
     def _marker(props: Props) -> str:
         return f"--port {int(props['port'])}"
 
+    def _alive(self, props: Props) -> bool:
+        return processes.is_running(props.get("pid"), self._marker(props))
+
+    def _launch(self, props: Props, argv: list[str], env: dict[str, str] | None = None) -> int:
+        """Start `argv` (stopping any stray of ours on the port first) and wait until it listens."""
+        log = Path(props["log_path"])
+        processes.stop_matching(self._marker(props))
+        process = processes.start_detached(argv, log, env=env)
+        processes.wait_listening(process, int(props["port"]), log)
+        return process.pid
+
+    def delete(self, _id: str, props: Props) -> None:
+        processes.stop(props.get("pid"), self._marker(props))
+
+
+class WebAppProvider(_ProcessProvider):
+    """One web app process of the sample site."""
+
+    _KEYS = ("version", "instance", "database_mode", "database_path", "port", "python")
+
     def _start(self, props: Props) -> Props:
         props = _whole(props)
-        log = Path(props["log_path"])
         argv = [
             props["python"],
             "-m",
@@ -203,10 +221,8 @@ class WebAppProvider(ResourceProvider):
             "--port",
             str(props["port"]),
         ]
-        processes.stop_matching(self._marker(props))
-        process = processes.start_detached(argv, log)
-        processes.wait_listening(process, props["port"], log)
-        return {**props, "pid": process.pid, "url": f"http://127.0.0.1:{props['port']}"}
+        pid = self._launch(props, argv)
+        return {**props, "pid": pid, "url": f"http://127.0.0.1:{props['port']}"}
 
     def create(self, props: Props) -> CreateResult:
         outs = self._start(props)
@@ -214,23 +230,15 @@ class WebAppProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
         changed = _changed(olds, news, self._KEYS)
-        alive = processes.is_running(olds.get("pid"), self._marker(olds))
-        return DiffResult(changes=bool(changed) or not alive)
+        return DiffResult(changes=bool(changed) or not self._alive(olds))
 
     def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
-        processes.stop(olds.get("pid"), self._marker(olds))
+        self.delete(_id, olds)
         return UpdateResult(outs=self._start(news))
 
-    def delete(self, _id: str, props: Props) -> None:
-        processes.stop(props.get("pid"), self._marker(props))
 
-
-class FrontDoorProvider(ResourceProvider):
+class FrontDoorProvider(_ProcessProvider):
     """The local front door process; origin changes go through its admin API, not a restart."""
-
-    @staticmethod
-    def _marker(props: Props) -> str:
-        return f"--port {int(props['port'])}"
 
     def _admin(self, outs: Props, change: Props | None = None) -> Props:
         url = f"http://127.0.0.1:{int(outs['port'])}{ADMIN_PATH}"
@@ -246,7 +254,6 @@ class FrontDoorProvider(ResourceProvider):
 
     def _start(self, props: Props, token: str) -> Props:
         props = _whole(props)
-        log = Path(props["log_path"])
         argv = [
             props["python"],
             "-m",
@@ -259,12 +266,10 @@ class FrontDoorProvider(ResourceProvider):
             props["active"],
         ]
         argv += [f"--origin={name}={url}" for name, url in sorted(props["origins"].items())]
-        processes.stop_matching(self._marker(props))
-        process = processes.start_detached(argv, log, env={ADMIN_TOKEN_ENV: token})
-        processes.wait_listening(process, props["port"], log)
+        pid = self._launch(props, argv, env={ADMIN_TOKEN_ENV: token})
         outs = {
             **props,
-            "pid": process.pid,
+            "pid": pid,
             "admin_token": token,
             "public_url": f"http://127.0.0.1:{props['port']}",
         }
@@ -280,21 +285,20 @@ class FrontDoorProvider(ResourceProvider):
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
         replaces = _changed(olds, news, ("port", "state_path"))
         changed = _changed(olds, news, ("origins", "active", "python"))
-        alive = processes.is_running(olds.get("pid"), self._marker(olds))
         return DiffResult(
-            changes=bool(replaces or changed) or not alive,
+            changes=bool(replaces or changed) or not self._alive(olds),
             replaces=replaces,
             delete_before_replace=True,
         )
 
     def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
         token = olds["admin_token"]
-        if not processes.is_running(olds.get("pid"), self._marker(olds)):
+        if not self._alive(olds):
             return UpdateResult(outs=self._start(news, token))
         outs = {**news, "pid": olds["pid"], "admin_token": token, "public_url": olds["public_url"]}
         self._admin(outs, {"origins": news["origins"], "active": news["active"]})
         return UpdateResult(outs=outs)
 
     def delete(self, _id: str, props: Props) -> None:
-        processes.stop(props.get("pid"), self._marker(props))
+        super().delete(_id, props)
         Path(props["state_path"]).unlink(missing_ok=True)
