@@ -89,6 +89,8 @@ COPY_REPEATS = 5
 NOOP_REPEATS = 3
 # A clone phase that takes this long is stuck; see `_watch_clone`.
 CLONE_STALL_SECONDS = 30.0
+# Engine time between two resource steps shorter than this is not drawn on its own.
+MIN_ENGINE_SPAN = 0.25
 FROM_VERSION, TO_VERSION = "v1", "v2"
 
 
@@ -649,12 +651,16 @@ def split_update(
     at = start
     for item in steps:
         begin, finish = max(at, item.started), min(end, item.ended)
-        if begin > at:
+        if begin - at >= MIN_ENGINE_SPAN:
             spans.append((f"{name}: engine", at, begin))
+        else:  # too short to draw: the step takes it
+            begin = at
         spans.append((labels[item.name], begin, finish))
         at = finish
-    if at < end:
+    if end - at >= MIN_ENGINE_SPAN:
         spans.append((f"{name}: engine", at, end))
+    elif spans:
+        spans[-1] = (spans[-1][0], spans[-1][1], end)
     return spans
 
 

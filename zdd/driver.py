@@ -383,10 +383,6 @@ class Driver:
     def _up(
         self, phase: Phase, label: str, result: DeployResult | None, message: dict[str, Any]
     ) -> None:
-        if phase is Phase.CUTOVER and "cutoverAt" not in self.stack.config():
-            # The read-only window is measured from before the update that moves the traffic
-            # to after the one that moves it back: an upper bound, never an underestimate.
-            self.stack.set_config({"cutoverAt": f"{time.time():.3f}"})
         self.say(f"{label}: pulumi up")
         self._gate_passed = None
         record = {**message, "phase": str(phase)}
@@ -397,12 +393,17 @@ class Driver:
             result.changed += [
                 {"phase": str(phase), "resource": name, "op": op} for name, op in outcome.changed
             ]
+        # The read-only window runs from the front door's switch to the clone to its switch
+        # back, as the engine reported them (an update that moved no traffic leaves it alone).
+        switched = outcome.front_door_changed_at
+        if phase is Phase.CUTOVER and switched and "cutoverAt" not in self.stack.config():
+            self.stack.set_config({"cutoverAt": f"{switched:.3f}"})
         if phase is Phase.RETURN and result is not None:
             cutover_at = self.stack.config().get("cutoverAt")
             if cutover_at:
-                now = time.time()
-                result.window = (float(cutover_at), now)
-                result.read_only_window_seconds = now - float(cutover_at)
+                back = switched or time.time()
+                result.window = (float(cutover_at), back)
+                result.read_only_window_seconds = back - float(cutover_at)
 
     def clear_interrupted_update(self) -> None:
         """Make an update possible after a driver or CLI died in the middle of one: wait for a

@@ -37,6 +37,7 @@ class Outcome:
     seconds: float
     # (resource name, operation) of every resource the engine changed or would change.
     changed: list[tuple[str, str]]
+    front_door_changed_at: float | None = None
 
 
 class _ChangeLog:
@@ -46,14 +47,26 @@ class _ChangeLog:
 
     def __init__(self) -> None:
         self.changed: list[tuple[str, str]] = []
+        # When the engine finished changing a front door resource (epoch seconds): the
+        # moment public traffic moved, whatever the target.
+        self.front_door_changed_at: float | None = None
+
+    @staticmethod
+    def _op(metadata: Any) -> str:
+        return str(metadata.op.value if hasattr(metadata.op, "value") else metadata.op)
 
     def __call__(self, event: auto.EngineEvent) -> None:
-        pre = event.resource_pre_event
-        if pre is None:
-            return
-        op = str(pre.metadata.op.value if hasattr(pre.metadata.op, "value") else pre.metadata.op)
-        if op not in self._QUIET and pre.metadata.type != "pulumi:pulumi:Stack":
-            self.changed.append((pre.metadata.urn.rsplit("::", 1)[-1], op))
+        pre, done = event.resource_pre_event, event.res_outputs_event
+        if pre is not None:
+            op = self._op(pre.metadata)
+            if op not in self._QUIET and pre.metadata.type != "pulumi:pulumi:Stack":
+                self.changed.append((pre.metadata.urn.rsplit("::", 1)[-1], op))
+        elif (
+            done is not None
+            and "FrontDoor$" in done.metadata.urn
+            and self._op(done.metadata) not in self._QUIET
+        ):
+            self.front_door_changed_at = time.time()
 
 
 def _error_text(exc: Exception) -> str:
@@ -184,7 +197,7 @@ class Stack:
             else 0.0
         )
         changes = {str(op): count for op, count in (summary.resource_changes or {}).items()}
-        return Outcome(changes=changes, seconds=seconds, changed=log.changed)
+        return Outcome(changes, seconds, log.changed, log.front_door_changed_at)
 
     def preview(
         self, config_file: str | None = None
