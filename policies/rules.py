@@ -280,6 +280,11 @@ def _check_local_primary_database(resource: Resource, config: StackConfig) -> li
             f"{resource.name}: {path} is outside zdd:stateDir {config.state_dir}: that would "
             "replace the primary database with a new one"
         )
+    if resource.prop("keep_baseline"):
+        problems.append(
+            f"{resource.name}: keep_baseline is for a ReadWrite clone's copy; on the primary "
+            "database it would replace it"
+        )
     source = resource.prop("source")
     if generation == 1 and source:
         problems.append(

@@ -170,4 +170,9 @@ def test_split_update_cuts_an_update_into_its_resource_steps() -> None:
         ("up: engine", 108.0, 110.0),
     ]
     assert up.work_seconds == 5.0  # the component is not counted
+    # Engine time too short to draw goes to the next step (or the last one).
+    close = [ResourceStep("primary-process", "update", 2.0, started=105.1)]
+    assert split_update(
+        ("up", 105.0, 107.2), UpRecord("idle", 105.0, 107.2, 2.0, {}, close), labels
+    ) == [("restart", 105.0, 107.2)]
     assert split_update(("up", 100.0, 110.0), None, labels) == [("up", 100.0, 110.0)]

@@ -310,6 +310,8 @@ def test_primary_database_local(local_runs: dict[str, list[Resource]]):
     )
     other = changed(database, "path", f"{STATE_DIR}/site.sqlite")
     assert check("primary-database-protected", other, local_config())
+    baseline = changed(database, "keep_baseline", True)
+    assert "would replace it" in check("primary-database-protected", baseline, local_config())[0]
 
 
 def test_primary_database_local_rollback_with_database(local_runs: dict[str, list[Resource]]):
