@@ -5,13 +5,14 @@ clear one-line error, a non-zero exit code and the stack unchanged."""
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Result
+from tests.conftest import ROOT, Result, run
 
 pytestmark = pytest.mark.engine
 
@@ -141,3 +142,57 @@ def test_bad_input_is_refused_with_one_clear_line_and_changes_nothing(
     config_file.write_text(good)
     assert broken.code == 2 and "cannot read the config" in broken.json()["error"]
     assert snapshot()[0] == before[0]
+
+
+REFUSING_PACK = """
+from pulumi_policy import EnforcementLevel, PolicyPack, ResourceValidationPolicy
+
+
+def no_clone(args, report_violation):
+    if args.name == "clone-process":
+        report_violation("clones are not allowed by this test pack")
+
+
+PolicyPack(
+    name="test-refusals",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    policies=[ResourceValidationPolicy(name="no-clone-test", description="t", validate=no_clone)],
+)
+"""
+
+
+def test_a_policy_violation_stops_the_deployment_before_any_change(
+    local_stack: Callable[[str], dict[str, Any]],
+    pulumi: Callable[..., Result],
+    engine_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    name = local_stack("v1")["stack"]
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "__main__.py").write_text(REFUSING_PACK)
+    venv = Path(sys.executable).parent.parent
+    (pack / "PulumiPolicy.yaml").write_text(
+        f"runtime:\n  name: python\n  options:\n    virtualenv: {venv}\n"
+    )
+    config_file = ROOT / "stacks" / f"Pulumi.{name}.yaml"
+    before = pulumi("stack", "export", "-s", name).stdout, config_file.read_text()
+    refused = run(
+        [
+            sys.executable,
+            "-m",
+            "zdd.cli",
+            "deploy",
+            "-s",
+            name,
+            "--version",
+            "v2",
+            "--yes",
+            "--json",
+        ],
+        {**engine_env, "ZDD_POLICY_PACK": str(pack)},
+    )
+    assert refused.code == 7, refused.stderr
+    assert "no-clone-test (clone-process)" in refused.json()["error"]
+    # Neither the state nor the config changed: the deployment never started.
+    assert (pulumi("stack", "export", "-s", name).stdout, config_file.read_text()) == before

@@ -285,6 +285,10 @@ class Driver:
             mode=str(change.get("mode") or settings.mode),
         )
         if not dry_run:
+            # The policy pack judges the first update of the action before anything is written.
+            if self.env.policy_packs():
+                self.say("policy check: pulumi preview with the policy pack")
+                self.preview(change)
             self.stack.set_config(change)
         return result, change
 
@@ -386,7 +390,10 @@ class Driver:
         self.say(f"{label}: pulumi up")
         self._gate_passed = None
         record = {**message, "phase": str(phase)}
-        outcome = self.stack.up(message=HISTORY_PREFIX + json.dumps(record, sort_keys=True))
+        outcome = self.stack.up(
+            policy_packs=self.env.policy_packs(),
+            message=HISTORY_PREFIX + json.dumps(record, sort_keys=True),
+        )
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")
         if result is not None:
@@ -511,7 +518,11 @@ class Driver:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             yaml.safe_dump(document, handle)
         try:
-            result, changed = self.stack.preview(config_file=handle.name)
+            # With the policy pack: a violation stops here, before any change (during an
+            # update a policy only stops the resource it refuses, not those already changed).
+            result, changed = self.stack.preview(
+                config_file=handle.name, policy_packs=self.env.policy_packs()
+            )
         finally:
             Path(handle.name).unlink()
         return {

@@ -35,6 +35,15 @@ class Environment:
         """Per-stack runtime files of the local target (databases, logs, archives)."""
         return self.root / ".zdd"
 
+    def policy_packs(self) -> list[str]:
+        """The policy pack every update runs: `policies/`, another one named by
+        ZDD_POLICY_PACK, or none with ZDD_POLICY_PACK=none."""
+        chosen = os.environ.get("ZDD_POLICY_PACK")
+        if chosen == "none":
+            return []
+        pack = Path(chosen) if chosen else self.root / "policies"
+        return [str(pack.resolve())] if (pack / "PulumiPolicy.yaml").exists() else []
+
     def stack_target(self, stack: str) -> str:
         """The `zdd:target` in a stack's config file, read without the engine ("local" if none)."""
         path = self.root / "stacks" / f"Pulumi.{stack}.yaml"

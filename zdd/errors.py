@@ -37,3 +37,9 @@ class StackBusy(ZddError):
     """Another driver holds the stack."""
 
     exit_code = 6
+
+
+class PolicyViolation(ZddError):
+    """A mandatory policy of the policy pack refused the change; nothing was changed."""
+
+    exit_code = 7

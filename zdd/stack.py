@@ -15,7 +15,7 @@ from typing import Any
 from pulumi import automation as auto
 
 from zdd.environment import Environment
-from zdd.errors import BadInput, EngineFailed
+from zdd.errors import BadInput, EngineFailed, PolicyViolation
 
 NAMESPACE = "zdd"
 # Config keys stored encrypted (an Azure stack's generated SQL administrator password).
@@ -50,12 +50,19 @@ class _ChangeLog:
         # When the engine finished changing a front door resource (epoch seconds): the
         # moment public traffic moved, whatever the target.
         self.front_door_changed_at: float | None = None
+        # "policy: message" of every mandatory policy that refused something.
+        self.violations: list[str] = []
 
     @staticmethod
     def _op(metadata: Any) -> str:
         return str(metadata.op.value if hasattr(metadata.op, "value") else metadata.op)
 
     def __call__(self, event: auto.EngineEvent) -> None:
+        policy = event.policy_event
+        if policy is not None and policy.enforcement_level == "mandatory":
+            where = (policy.resource_urn or "").rsplit("::", 1)[-1] or "the stack"
+            first_line = policy.message.strip().splitlines()[0] if policy.message.strip() else ""
+            self.violations.append(f"{policy.policy_name} ({where}): {first_line}")
         pre, done = event.resource_pre_event, event.res_outputs_event
         if pre is not None:
             op = self._op(pre.metadata)
@@ -67,6 +74,14 @@ class _ChangeLog:
             and self._op(done.metadata) not in self._QUIET
         ):
             self.front_door_changed_at = time.time()
+
+
+def _raise_for_policies(stack: str, log: _ChangeLog) -> None:
+    if log.violations:
+        raise PolicyViolation(
+            f"the policy pack refused the change to stack {stack!r}; nothing was changed:\n"
+            + "\n".join(f"  {v}" for v in log.violations)
+        )
 
 
 def _error_text(exc: Exception) -> str:
@@ -176,16 +191,28 @@ class Stack:
 
     # -- engine --------------------------------------------------------------------------
 
-    def up(self, on_output: Callable[[str], None] | None = None, **kwargs: Any) -> Outcome:
+    def up(
+        self,
+        on_output: Callable[[str], None] | None = None,
+        policy_packs: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Outcome:
         self._outputs = None
         log = _ChangeLog()
         try:
-            result = self._stack.up(on_output=on_output, on_event=log, color="never", **kwargs)
+            result = self._stack.up(
+                on_output=on_output,
+                on_event=log,
+                color="never",
+                policy_packs=policy_packs,
+                **kwargs,
+            )
         except auto.ConcurrentUpdateError as exc:
             raise EngineFailed(
                 f"another update holds stack {self.name!r}: {_error_text(exc)}"
             ) from None
         except auto.CommandError as exc:
+            _raise_for_policies(self.name, log)
             raise EngineFailed(
                 f"pulumi up failed on stack {self.name!r}:\n{_error_text(exc)}"
             ) from None
@@ -200,15 +227,20 @@ class Stack:
         return Outcome(changes, seconds, log.changed, log.front_door_changed_at)
 
     def preview(
-        self, config_file: str | None = None
+        self, config_file: str | None = None, policy_packs: list[str] | None = None
     ) -> tuple[auto.PreviewResult, list[tuple[str, str]]]:
         log = _ChangeLog()
         try:
             result = self._stack.preview(
-                color="never", diff=True, config_file=config_file, on_event=log
+                color="never",
+                diff=True,
+                config_file=config_file,
+                on_event=log,
+                policy_packs=policy_packs,
             )
             return result, log.changed
         except auto.CommandError as exc:
+            _raise_for_policies(self.name, log)
             raise EngineFailed(
                 f"pulumi preview failed on stack {self.name!r}:\n{_error_text(exc)}"
             ) from None
