@@ -17,7 +17,7 @@ typecheck: setup
 	$(BIN)/mypy zdd infra sampleapp policies tests
 
 test: lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --durations=15
 
 unit: setup
 	$(BIN)/pytest -q -m "not engine"

@@ -376,17 +376,18 @@ def preview(
     from zdd.phases import Phase
 
     driver = Driver(_env(stack), stack, _say)
-    if action in {p.value for p in Phase}:
-        shown = _run(as_json, lambda: driver.preview({"phase": action}))
-    else:
-        try:
-            chosen = Action(action)
-        except ValueError:
-            _fail(BadInput(f"unknown action or phase {action!r}"), as_json)
+    # An action's name wins where a phase has the same one (deploy).
+    if action in {a.value for a in Action}:
+        chosen = Action(action)
         if chosen in (Action.DEPLOY, Action.ROLLFORWARD) and version is None:
             _fail(BadInput(f"{chosen} needs --version"), as_json)
         _, change = _run(as_json, lambda: driver.begin(chosen, version=version, dry_run=True))
-        shown = _run(as_json, lambda: driver.preview(change))
+    elif action in {p.value for p in Phase}:
+        change = {"phase": action}
+        _run(as_json, lambda: driver.check_move(Phase(action)))
+    else:
+        _fail(BadInput(f"unknown action or phase {action!r}"), as_json)
+    shown = _run(as_json, lambda: driver.preview(change))
     _emit(shown, as_json, lambda: _print_preview(shown))
 
 

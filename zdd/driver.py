@@ -38,7 +38,15 @@ from zdd.actions import (
 )
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, StackBusy
-from zdd.phases import DatabaseMode, Instance, Mode, Phase, StackSettings
+from zdd.phases import (
+    DatabaseMode,
+    IllegalTransition,
+    Instance,
+    Mode,
+    Phase,
+    StackSettings,
+    check_transition,
+)
 from zdd.stack import Stack
 from zdd.targets import TargetOps, check_version, ops_for
 
@@ -500,6 +508,14 @@ class Driver:
             )
 
     # -- preview and history -------------------------------------------------------------
+
+    def check_move(self, phase: Phase) -> None:
+        """Refuse a phase the stack cannot move to from the phase it last reached."""
+        _config, state, _outputs, _ops = self._read()
+        try:
+            check_transition(state.applied, phase)
+        except IllegalTransition as exc:
+            raise RefusedTransition(str(exc)) from None
 
     def preview(self, change: ConfigChange) -> dict[str, Any]:
         """`pulumi preview --diff` of the stack as `change` would configure it; changes nothing.

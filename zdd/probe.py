@@ -61,6 +61,7 @@ class ProbeReport:
             "failures": self.failures[:10],
             "refused_between": list(self.refused_between) if self.refused_between else None,
             "versions_served": self.versions_served,
+            "lost_titles": self.lost_titles,
         }
 
 

@@ -48,9 +48,10 @@ def online_backup(source: Path, destination: Path) -> None:
     partial = destination.with_suffix(destination.suffix + ".partial")
     partial.unlink(missing_ok=True)
     with sqlite3.connect(source, timeout=30) as src, sqlite3.connect(partial) as dst:
-        # Large steps keep the copy near file-copy speed; SQLite restarts the step if a
-        # writer changes the source meanwhile, so the result is a consistent snapshot.
-        src.backup(dst, pages=4096)
+        # One step: a backup taken in several steps starts over whenever the live primary
+        # writes between two of them, and under steady writes it may never finish. In WAL
+        # mode the single read transaction does not block the primary's writers.
+        src.backup(dst)
     partial.replace(destination)
 
 
