@@ -506,9 +506,15 @@ def test_app_settings_carry_version_instance_and_database_mode(runs: dict[str, R
 
 def test_clone_is_read_write_only_when_data_loss_is_acknowledged():
     settings = stack(Phase.CLONE, mode=Mode.READ_WRITE, accept_data_loss=True)
-    clone = run_program(settings).named("clone-app")
+    run = run_program(settings, deploymentId="d42")
+    clone = run.named("clone-app")
     assert clone.setting("ZDD_DATABASE_MODE") == "ReadWrite"
     assert clone.setting("EpiServer__Cms__DataAccess__DatabaseMode") == "ReadWrite"
+    # Its database takes writes the primary never sees: kept as their archive when deleted.
+    copy = run.named("clone-db-copy")
+    assert copy.inputs["databaseName"] == "site-clone-d42" and copy.retain_on_delete
+    read_only = run_program(stack(Phase.CLONE), deploymentId="d42").named("clone-db-copy")
+    assert read_only.inputs["databaseName"] == "site-clone" and not read_only.retain_on_delete
 
 
 @pytest.mark.parametrize("scenario", ["idle", "cutover", "deploy"])

@@ -374,7 +374,13 @@ class Driver:
         if outputs.get("mode") != Mode.READ_WRITE or not outputs.get("clone_database"):
             return
         if ops.archive_clone is None:
-            self.say(f"{ops.name}: the clone's database is kept by the cloud's own backups")
+            # Azure: the program retains a read-write clone's database when it is deleted.
+            name = outputs["clone_database"]
+            result.lost_writes = {"archive": name, "rows": None}
+            self.say(
+                f"the read-write clone's writes are NOT in the primary; its database {name} "
+                "is kept as their archive (rows are not compared on this target)"
+            )
             return
         report = ops.archive_clone(self.env, self.stack_name, config, outputs)
         result.lost_writes = report.as_json()

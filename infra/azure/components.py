@@ -57,6 +57,8 @@ class AzureSettings:
     # directly, for the driver's health checks and the migration hook.
     operator_ip_addresses: tuple[str, ...] = ()
     connection_string_name: str = "EPiServerDB"
+    # The deployment in progress (`zdd:deploymentId`): names a read-write clone's archive.
+    deployment_id: str | None = None
 
     def code_for(self, version: str) -> str:
         template = self.code_package_url or self.container_image
@@ -223,9 +225,17 @@ class AzureDatabase(pulumi.ComponentResource):
             source = args.copy_of
             if not isinstance(source, AzureDatabase):
                 raise pulumi.RunError("an Azure clone database must copy an Azure database")
+            # A read-write clone's database takes writes the primary never sees: it is kept
+            # (retained on delete, under its deployment's name) as the archive of those writes.
+            archived = args.keep_baseline
+            clone_name = (
+                f"{settings.database_name}-clone-{settings.deployment_id}"
+                if archived and settings.deployment_id
+                else f"{settings.database_name}-clone"
+            )
             self.database = sql.Database(
                 f"{name}-copy",
-                database_name=f"{settings.database_name}-clone",
+                database_name=clone_name,
                 server_name=foundation.sql_server.name,
                 resource_group_name=foundation.resource_group_name,
                 location=settings.location,
@@ -235,7 +245,9 @@ class AzureDatabase(pulumi.ComponentResource):
                 tags={"zdd-role": str(Instance.CLONE)},
                 # Copied once, when the clone is created: a later change of the primary's
                 # database (a rollback with database) never replaces the copy under the clone.
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["sourceDatabaseId"]),
+                opts=pulumi.ResourceOptions(
+                    parent=self, ignore_changes=["sourceDatabaseId"], retain_on_delete=archived
+                ),
             )
         self.database_name: pulumi.Output[str] = self.database.name
         self.database_id: pulumi.Output[str] = self.database.id

@@ -117,6 +117,7 @@ def read_azure_settings(config: pulumi.Config) -> AzureSettings:
         smoke_command=config.get("smokeCommand") or None,
         operator_ip_addresses=_addresses(config.get("operatorIpAddresses")),
         connection_string_name=config.get("connectionStringName") or "EPiServerDB",
+        deployment_id=config.get("deploymentId") or None,
     )
 
 
