@@ -232,3 +232,39 @@ def test_a_second_driver_is_refused(
     assert "another zdd driver" in second.json()["error"]
     first.stderr.read()
     assert first.wait(timeout=300) == 0
+
+
+@pytest.mark.parametrize("phase", ["clone", "cutover"])
+def test_resume_after_the_whole_update_was_killed(
+    site: Make, zdd: Callable[..., Result], engine_env: dict[str, str], phase: str
+) -> None:
+    """The driver and its Pulumi CLI die together: the update's lock and pending operations
+    are left behind, and `zdd resume` clears them and finishes the deployment."""
+    stack = site("v1")
+    name = stack["stack"]
+    probe = LoadProbe(stack["public_url"], rate=200)
+    probe.start()
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "zdd.cli", "deploy", "-s", name, "--version", "v2", "--yes"],
+        cwd=ROOT,
+        env=engine_env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the CLI and plugins die with it
+    )
+    assert driver.stderr is not None
+    for line in driver.stderr:
+        if f"{phase}: pulumi up" in line:
+            time.sleep(1.5)
+            os.killpg(driver.pid, signal.SIGKILL)
+            break
+    driver.wait(timeout=60)
+    resumed = zdd("resume", "-s", name, "--json")
+    probe.stop()
+    assert resumed.code == 0, resumed.stderr
+    assert "clearing the lock of an update whose process is gone" in resumed.stderr
+    report = probe.report()
+    assert report.failed == 0, report.failures
+    assert report.writes_lost == 0
+    assert zdd("status", "-s", name, "--json").json()["current_version"] == "v2"
+    assert serving(stack["public_url"])["version"] == "v2"
