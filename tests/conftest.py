@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from infra.local.processes import find_matching
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,21 +75,6 @@ def pulumi(engine_env: dict[str, str]) -> Callable[..., Result]:
     return call
 
 
-def project_processes(marker: str) -> list[int]:
-    """Pids of sample-site and front-door processes whose command line holds `marker`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in cmdline and ("sampleapp" in cmdline or "frontdoor" in cmdline):
-            pids.append(int(entry.name))
-    return pids
-
-
 @pytest.fixture
 def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[[str], dict[str, Any]]]:
     """`make(version)` creates a local stack at `version`; all are destroyed afterwards and
@@ -108,4 +95,4 @@ def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[[str], dict[str
         assert destroyed.code == 0, destroyed.stderr
         state_dir = ROOT / ".zdd" / name
         assert not state_dir.exists()
-        assert project_processes(str(state_dir)) == [], f"processes left running for {name}"
+        assert find_matching(str(state_dir)) == [], f"processes left running for {name}"

@@ -356,23 +356,8 @@ def _timed(driver: Driver) -> TimedStack:
 # -- stacks and processes --------------------------------------------------------------------
 
 
-def _our_processes(marker: str) -> list[int]:
-    """Pids of sample-site and front-door processes whose command line holds `marker`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in cmdline and ("sampleapp" in cmdline or "frontdoor" in cmdline):
-            found.append(int(entry.name))
-    return found
-
-
 def _stop_leftovers(state_dir: Path) -> list[int]:
-    left = _our_processes(str(state_dir))
+    left = processes.find_matching(str(state_dir))
     for pid in left:
         processes.stop(pid, str(state_dir), timeout=5)
     return left
@@ -625,7 +610,7 @@ def _stop_primary(stack: Stack) -> None:
     database = str(_primary_database(stack))
     pids = [
         pid
-        for pid in _our_processes(f"--port {port}")
+        for pid in processes.find_matching(f"--port {port}")
         if processes.is_running(pid, database) and processes.is_running(pid, "serve")
     ]
     if not pids:

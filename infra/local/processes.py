@@ -63,12 +63,22 @@ def stop(pid: float | None, marker: str, timeout: float = 15.0) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+def find_matching(marker: str) -> list[int]:
+    """Pids of the running processes (other than this one) whose command line holds `marker`."""
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and int(entry.name) != os.getpid()
+        and is_running(int(entry.name), marker)
+    ]
+
+
 def stop_matching(marker: str) -> None:
     """Stop every process whose command line holds `marker`: one started by an update that was
     killed before the engine could record it would otherwise hold the port forever."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            stop(int(entry.name), marker)
+    for pid in find_matching(marker):
+        stop(pid, marker)
 
 
 def wait_listening(
