@@ -134,7 +134,6 @@ class Driver:
         self.say = say
         self._stack: Stack | None = None
         self._gate_passed: tuple[Phase, Phase] | None = None
-        self._lock_file: Any = None
 
     @property
     def stack(self) -> Stack:
@@ -332,8 +331,13 @@ class Driver:
                     return self.run(result)
                 raise type(exc)(f"{exc}\n{RECOVERY_HINT}") from None
             raise
-        _config, state, _outputs, _ops = self._read()
+        _config, state, outputs, _ops = self._read()
         result.outcome = "awaiting-approval" if state.awaiting_approval else "succeeded"
+        if state.awaiting_approval:
+            self.say(
+                f"awaiting approval: the new primary answers at {outputs.get('preview_url')} "
+                "while the clone holds the traffic; `zdd complete` returns it, or recover"
+            )
         return result
 
     def advance(self, result: DeployResult) -> bool:
