@@ -253,9 +253,15 @@ def test_resume_after_the_whole_update_was_killed(
         start_new_session=True,  # its own process group: the CLI and plugins die with it
     )
     assert driver.stderr is not None
+    backend = Path(engine_env["PULUMI_BACKEND_URL"].removeprefix("file://"))
     for line in driver.stderr:
         if f"{phase}: pulumi up" in line:
-            time.sleep(1.5)
+            # Kill once the CLI holds the stack's lock, i.e. in the middle of the update.
+            deadline = time.monotonic() + 60
+            while not list(backend.glob(f".pulumi/locks/*/*/{name}/*.json")):
+                assert time.monotonic() < deadline, "the update never took the stack's lock"
+                time.sleep(0.05)
+            time.sleep(0.3)
             os.killpg(driver.pid, signal.SIGKILL)
             break
     driver.wait(timeout=60)
