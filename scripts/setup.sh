@@ -23,8 +23,12 @@ stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   step "creating .venv and installing the project (pyproject.toml changed or first run)"
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  log="$venv/pip-install.log"
+  if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+         "$venv/bin/python" -m pip install --disable-pip-version-check -e '.[dev]'; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    die "installing the project failed (whole log: $log)"
+  fi
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi
