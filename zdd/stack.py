@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -94,6 +95,40 @@ def _error_text(exc: Exception) -> str:
         diagnostics = re.split(r"\n(?:Outputs|Resources):", stdout.split("Diagnostics:", 1)[1])[0]
     lines = [line for line in f"{diagnostics}\n{stderr}".splitlines() if line.strip()]
     return "\n".join(lines[-40:]) or text.strip()
+
+
+# The plugins the engine starts run in process groups of their own, so they outlive a CLI that
+# was killed; one that goes on with an operation would race the update that resumes it. Each
+# plugin (by what its command line runs) and the parent it has while its update lives.
+_PLUGIN_PARENTS = {"-m pulumi.dynamic": "pulumi", "-m zdd.langhost": "pulumi"}
+
+
+def _parent_command(status: str) -> str:
+    parent = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "")
+    try:
+        return Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _stop_orphaned_plugins(say: Callable[[str], None]) -> None:
+    """Stop this project's engine plugins whose update is gone (their parent is not the CLI)."""
+    from infra.local.processes import find_matching, stop
+
+    interpreter = str(Path(sys.prefix) / "bin")
+    for pid in find_matching(interpreter):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        for marker, parent in _PLUGIN_PARENTS.items():
+            if marker not in cmdline:
+                continue
+            if Path(_parent_command(status).split(" ")[0]).name != parent:
+                say(f"stopping plugin process {pid} of the update that died")
+                stop(pid, interpreter, timeout=2)
+            break
 
 
 def _lock_holder(lock: Path) -> bool:
@@ -276,6 +311,7 @@ class Stack:
             holders = [_lock_holder(lock) for lock in locks]
             if not any(alive for alive in holders):
                 say("clearing the lock of an update whose process is gone")
+                _stop_orphaned_plugins(say)
                 self._stack.cancel()
                 return
             if time.monotonic() > deadline:
