@@ -98,37 +98,42 @@ def _error_text(exc: Exception) -> str:
 
 
 # The plugins the engine starts run in process groups of their own, so they outlive a CLI that
-# was killed; one that goes on with an operation would race the update that resumes it. Each
-# plugin (by what its command line runs) and the parent it has while its update lives.
-_PLUGIN_PARENTS = {"-m pulumi.dynamic": "pulumi", "-m zdd.langhost": "pulumi"}
+# was killed; one that goes on with an operation would race the update that resumes it.
+_PLUGIN_MODULES = ("-m pulumi.dynamic", "-m zdd.langhost")
 
 
-def _parent_command(status: str) -> str:
-    parent = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "")
-    try:
-        return Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+def _under_a_pulumi_cli(pid: int) -> bool:
+    """Whether a `pulumi` process is among the first few ancestors of `pid` (a plugin may be
+    started through a shell script, so its CLI is its grandparent)."""
+    for _ in range(4):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            pid = int(
+                next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+            )
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, StopIteration, ValueError):
+            return False
+        if Path(argv0.decode(errors="replace")).name == "pulumi":
+            return True
+        if pid <= 1:
+            return False
+    return False
 
 
 def _stop_orphaned_plugins(say: Callable[[str], None]) -> None:
-    """Stop this project's engine plugins whose update is gone (their parent is not the CLI)."""
+    """Stop this project's engine plugins whose update is gone (no CLI above them any more)."""
     from infra.local.processes import find_matching, stop
 
     interpreter = str(Path(sys.prefix) / "bin")
     for pid in find_matching(interpreter):
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        for marker, parent in _PLUGIN_PARENTS.items():
-            if marker not in cmdline:
-                continue
-            if Path(_parent_command(status).split(" ")[0]).name != parent:
-                say(f"stopping plugin process {pid} of the update that died")
-                stop(pid, interpreter, timeout=2)
-            break
+        if any(m in cmdline for m in _PLUGIN_MODULES) and not _under_a_pulumi_cli(pid):
+            say(f"stopping plugin process {pid} of the update that died")
+            stop(pid, interpreter, timeout=2)
 
 
 def _lock_holder(lock: Path) -> bool:
