@@ -17,18 +17,6 @@ from zdd.phases import (
     declare,
 )
 
-# The keys that decide what exists; target-specific keys are read by the target.
-PHASE_KEYS = (
-    "phase",
-    "currentVersion",
-    "targetVersion",
-    "mode",
-    "acceptDataLoss",
-    "restorePoint",
-    "databaseGeneration",
-    "databaseVersion",
-)
-
 
 @dataclass(frozen=True)
 class ProgramSettings:
