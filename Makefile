@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 
-.PHONY: setup test lint typecheck unit demo bench clean
+.PHONY: setup test lint typecheck unit demo bench chaos clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,7 +14,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy zdd infra sampleapp policies tests
+	$(BIN)/mypy zdd infra sampleapp policies tests apps
 
 test: lint typecheck
 	$(BIN)/pytest -q -n 2 --durations=15
@@ -28,5 +28,9 @@ demo: setup
 bench: setup
 	$(BIN)/python -m zdd.bench
 
+# Not part of `make test`: CHAOS_RUNS deployments (default 20), each with a process SIGKILLed.
+chaos: setup
+	$(BIN)/python -m zdd.chaos
+
 clean:
-	rm -rf .pulumi-state .zdd bench/results.json bench/timeline.png
+	rm -rf .pulumi-state .zdd bench/results.json bench/timeline.png bench/chaos.json

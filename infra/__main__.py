@@ -23,15 +23,22 @@ pulumi.export("current_version", settings.stack.current_version)
 pulumi.export("target_version", settings.stack.target_version)
 pulumi.export("primary_version", settings.declaration.primary.version)
 pulumi.export("mode", str(settings.stack.mode))
-pulumi.export("restore_point", settings.declaration.restore_point)
+# The restore point as its resource recorded it when taken, not as the config names it.
+pulumi.export("restore_point", built.primary_database.restore_point_taken)
 pulumi.export("primary_url", built.primary.url)
 pulumi.export("clone_url", built.clone.url if built.clone else None)
 pulumi.export("primary_database", built.primary_database.database_name)
 pulumi.export(
     "clone_database", built.clone_database.database_name if built.clone_database else None
 )
+pulumi.export("clone_archive", built.clone_database.archive if built.clone_database else None)
+# A read-only clone's database must still hold this when it is destroyed (DESIGN rule 9).
+pulumi.export(
+    "clone_database_digest", built.clone_database.copy_digest if built.clone_database else None
+)
 pulumi.export("public_url", built.front_door.public_url)
 pulumi.export("preview_url", built.front_door.preview_url)
-# Locally the driver reads the front door's in-flight counts through its admin API.
-admin_token = getattr(built.front_door, "admin_token", None)
-pulumi.export("front_door_admin_token", pulumi.Output.secret(admin_token) if admin_token else None)
+# Locally the driver reads the drain from HAProxy's counters, over its admin socket.
+pulumi.export("front_door_socket", getattr(built.front_door, "admin_socket", None))
+# On Azure the driver's switch and drain gates poll these (zdd/azure.py).
+pulumi.export("front_door", getattr(built.front_door, "driver_outputs", None))

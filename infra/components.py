@@ -7,11 +7,11 @@ these args; `infra.program` assembles a phase from them without knowing the clou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import pulumi
 
-from zdd.phases import AppSpec, Instance
+from zdd.phases import Instance, SiteDeclaration
 
 
 class DatabaseLike(Protocol):
@@ -21,6 +21,13 @@ class DatabaseLike(Protocol):
     connection: pulumi.Output[str]
     # The database's name in the target (for reports and tests).
     database_name: pulumi.Output[str]
+    # What the restore point resource recorded when it was taken ({"restore_point", "taken_at",
+    # "digest"}), None without one: the only proof a recovery may restore from.
+    restore_point_taken: pulumi.Output[dict[str, Any]] | None
+    # Where a read-write clone's database is kept when it is destroyed (None: not kept).
+    archive: pulumi.Output[str] | None
+    # A copy's content digest when it was taken (None: not a copy, or the target cannot tell).
+    copy_digest: pulumi.Output[str] | None
 
 
 class SiteLike(Protocol):
@@ -45,7 +52,7 @@ class DatabaseArgs:
 
 @dataclass(frozen=True)
 class SiteArgs:
-    spec: AppSpec
+    spec: SiteDeclaration
     database: DatabaseLike
 
 
@@ -54,3 +61,5 @@ class FrontDoorArgs:
     origins: dict[Instance, SiteLike]
     # The origin that takes public traffic; exactly one at a time.
     traffic: Instance
+    # Writes are refused at the edge: a read-only clone may be serving (DESIGN rule 9).
+    refuse_writes: bool = False

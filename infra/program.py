@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 
 from infra.components import DatabaseArgs, DatabaseLike, FrontDoorArgs, SiteArgs, SiteLike
-from zdd.phases import DatabaseMode, Declaration, Instance
+from zdd.phases import DatabaseMode, Declaration, Instance, Phase
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,16 @@ def build(
         clone = target.site("clone", SiteArgs(declaration.clone, clone_database), opts)
         origins[Instance.CLONE] = clone
     front_door = target.front_door(
-        "front-door", FrontDoorArgs(origins=origins, traffic=declaration.traffic), opts
+        "front-door",
+        FrontDoorArgs(
+            origins=origins,
+            traffic=declaration.traffic,
+            # From the switch to the clone until the clone is gone (some Front Door edges still
+            # send visitors to it while `return` propagates).
+            refuse_writes=declaration.clone is not None
+            and declaration.clone.database_mode is DatabaseMode.READ_ONLY
+            and declaration.phase in (Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN),
+        ),
+        opts,
     )
     return Built(primary_database, primary, clone_database, clone, front_door)

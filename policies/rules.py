@@ -45,6 +45,8 @@ READ_WRITE = "ReadWrite"
 DATABASE_MODE_SETTINGS = ("EpiServer__Cms__DataAccess__DatabaseMode", "ZDD_DATABASE_MODE")
 MIN_TLS = (1, 2)
 MIN_BACKUP_RETENTION_DAYS = 7
+# Azure's "allow Azure services and resources to access this server" rule.
+AZURE_SERVICES_RULE = ("0.0.0.0", "0.0.0.0")
 # A firewall rule wider than this (a /8) is as good as open to everyone.
 MAX_FIREWALL_ADDRESSES = 2**24
 # Kept on a previous primary generation during a rollback with database, so that it is never
@@ -522,10 +524,20 @@ def check_ftps_disabled(resource: Resource, _config: StackConfig) -> list[str]:
 # -- the SQL server is not open to every address (Azure) ---------------------------------------
 
 
-def check_sql_firewall(resource: Resource, _config: StackConfig) -> list[str]:
+def check_sql_firewall(resource: Resource, config: StackConfig) -> list[str]:
     if resource.type not in (FIREWALL_RULE, IPV6_FIREWALL_RULE):
         return []
     start, end = resource.prop("startIpAddress"), resource.prop("endIpAddress")
+    if (start, end) == AZURE_SERVICES_RULE:
+        # Not one address: every Azure customer's resources may try to connect through it.
+        opted_in = (config.get("allowAzureServices") or "").lower() == "true"
+        if opted_in and not config.is_secret("allowAzureServices"):
+            return []
+        return [
+            f"{resource.name}: 0.0.0.0-0.0.0.0 lets every Azure service of any customer reach "
+            "the SQL server; the web apps use their subnet. Set zdd:allowAzureServices true "
+            "(plain config) only if you accept that"
+        ]
     try:
         first = ipaddress.ip_address(str(start))
         last = ipaddress.ip_address(str(end))

@@ -1,15 +1,40 @@
-"""`python -m sampleapp serve|migrate`: what a web app process and a migration hook run."""
+"""`python -m sampleapp serve|migrate|releases`: what the sample's app spec runs, and its build.
+
+`releases DIR` makes one release folder per version under DIR, as a site's build would; each
+holds `bin/sampleapp`, which runs this code as that version (`apps/sample/app.yaml` starts it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import uvicorn
 
 from sampleapp import db
 from sampleapp.app import Settings, create_app
-from sampleapp.versions import resolve
+from sampleapp.versions import VERSIONS, resolve
+
+LAUNCHER = """#!{python}
+# Release {version} of the sample site, made by `python -m sampleapp releases`.
+import sys
+
+from sampleapp.__main__ import main
+
+main([*sys.argv[1:], "--version", "{version}"])
+"""
+
+
+def make_releases(folder: Path) -> None:
+    """One release per version: `folder/<version>/bin/sampleapp` (rewritten only if it differs)."""
+    for version in VERSIONS:
+        launcher = folder / version / "bin" / "sampleapp"
+        content = LAUNCHER.format(python=sys.executable, version=version)
+        if not launcher.exists() or launcher.read_text() != content:
+            launcher.parent.mkdir(parents=True, exist_ok=True)
+            launcher.write_text(content)
+            launcher.chmod(0o755)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,8 +49,13 @@ def main(argv: list[str] | None = None) -> None:
     migrate = sub.add_parser("migrate", help="migrate a database to what a version needs")
     migrate.add_argument("--version", required=True)
     migrate.add_argument("--database", type=Path, required=True)
+    releases = sub.add_parser("releases", help="make a release folder per version")
+    releases.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
 
+    if args.command == "releases":
+        make_releases(args.folder)
+        return
     version = resolve(args.version)
     if args.command == "migrate":
         db.migrate(args.database, version.schema_revision)

@@ -73,4 +73,28 @@ ln -sfn "$cli" "$venv/bin/pulumi"
 for helper in pulumi-resource-pulumi-python pulumi-language-python-exec; do
   if [ -x "$tools/$helper" ]; then ln -sfn "$tools/$helper" "$venv/bin/$helper"; fi
 done
-step "ready: pulumi $(version_of "$cli"), $("$venv/bin/python" --version)"
+# 3. The sample site's releases (apps/sample/app.yaml): one folder per version, as a build makes.
+"$venv/bin/python" -m sampleapp releases apps/sample/releases
+# 4. HAProxy, the local target's front door (2.4 or newer), and wrk for the benchmark's front
+# door figures: the ones installed, else the Debian packages when we are root with apt-get.
+apt_install() {
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "$1" >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$1" >/dev/null 2>&1; }
+}
+# Debian installs it in /usr/sbin, which a user's PATH may lack (infra/local/haproxy.py looks there too).
+haproxy_version() {
+  PATH="$PATH:/usr/local/sbin:/usr/sbin" haproxy -v 2>/dev/null |
+    sed -n 's/^HAProxy version \([0-9][0-9.]*\).*/\1/p'
+}
+if ! newer_or_equal "$(haproxy_version)" 2.4; then
+  step "installing HAProxy (Debian package haproxy) for the local front door"
+  apt_install haproxy && newer_or_equal "$(haproxy_version)" 2.4 ||
+    die "the local front door needs HAProxy 2.4 or newer: install it (Debian/Ubuntu: sudo apt-get install haproxy)"
+fi
+if ! command -v wrk >/dev/null; then
+  if apt_install wrk; then step "installed wrk (Debian package) for make bench"
+  else step "no wrk: make bench skips its front door figures (Debian/Ubuntu: sudo apt-get install wrk)"; fi
+fi
+step "ready: pulumi $(version_of "$cli"), HAProxy $(haproxy_version), $("$venv/bin/python" --version)"

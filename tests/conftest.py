@@ -15,9 +15,16 @@ from typing import Any
 
 import pytest
 
-from infra.local.processes import find_matching
+from infra.local.processes import find_owned_under
+from zdd.environment import STATE_ROOT
+from zdd.environment import stack_dir as stack_dir_under
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def stack_dir(name: str) -> Path:
+    """Where a local stack's own files live."""
+    return stack_dir_under(ROOT / STATE_ROOT, name)
 
 
 @pytest.fixture(scope="session")
@@ -76,15 +83,16 @@ def pulumi(engine_env: dict[str, str]) -> Callable[..., Result]:
 
 
 @pytest.fixture
-def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[[str], dict[str, Any]]]:
+def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[..., dict[str, Any]]]:
     """`make(version)` creates a local stack at `version`; all are destroyed afterwards and
     the test fails if any of their processes is left running."""
     made: list[str] = []
 
-    def make(version: str = "v1") -> dict[str, Any]:
+    def make(version: str = "v1", app: Path | None = None) -> dict[str, Any]:
         name = f"test-{uuid.uuid4().hex[:8]}"
         made.append(name)
-        result = zdd("init", "--stack", name, "--version", version, "--json")
+        spec = ["--app", str(app)] if app else []
+        result = zdd("init", "--stack", name, "--version", version, *spec, "--json")
         assert result.code == 0, result.stderr
         status: dict[str, Any] = result.json()
         return status
@@ -93,6 +101,6 @@ def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[[str], dict[str
     for name in made:
         destroyed = zdd("destroy", "--stack", name, "--yes")
         assert destroyed.code == 0, destroyed.stderr
-        state_dir = ROOT / ".zdd" / name
+        state_dir = stack_dir(name)
         assert not state_dir.exists()
-        assert find_matching(str(state_dir)) == [], f"processes left running for {name}"
+        assert find_owned_under(state_dir) == [], f"processes left running for {name}"

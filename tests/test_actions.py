@@ -7,6 +7,7 @@ import pytest
 from zdd.actions import (
     Action,
     Refused,
+    RestorePointTaken,
     StackState,
     next_step,
     plan,
@@ -14,17 +15,27 @@ from zdd.actions import (
 )
 from zdd.phases import Mode, Phase, StackSettings
 
+POINT = "2026-01-01T00:00:00Z"
+
 
 def state(phase: Phase, applied: Phase | None = None, **overrides: object) -> StackState:
+    """A stack whose updates applied `applied` (default: `phase`); a restore point counts as
+    taken when an update reached deploy, unless `taken` says otherwise."""
     values: dict[str, object] = {
         "phase": phase,
         "current_version": "v1",
         "target_version": None if phase is Phase.IDLE else "v2",
-        "restore_point": "2026-01-01T00:00:00Z" if phase in (Phase.DEPLOY, Phase.RETURN) else None,
+        "restore_point": POINT if phase in (Phase.DEPLOY, Phase.RETURN) else None,
     }
     awaiting = bool(overrides.pop("awaiting", False))
+    applied = applied or phase
+    reached_deploy = applied in (Phase.DEPLOY, Phase.RETURN)
+    taken = overrides.pop("taken", reached_deploy)
+    changed = bool(overrides.pop("changed", False))
     values.update(overrides)
-    return StackState(StackSettings(**values), applied or phase, awaiting)  # type: ignore[arg-type]
+    settings = StackSettings(**values)  # type: ignore[arg-type]
+    proof = RestorePointTaken(POINT, 1.7e9, "ab12") if taken else None
+    return StackState(settings, applied, awaiting, proof, changed)
 
 
 def test_deploy_starts_with_a_clone_and_records_the_mode() -> None:
@@ -89,6 +100,54 @@ def test_rollback_with_database_needs_a_restore_point() -> None:
     broken = state(Phase.DEPLOY, Phase.CUTOVER, restore_point=None)
     with pytest.raises(Refused, match="no restore point"):
         plan(Action.ROLLBACK_DATABASE, broken)
+
+
+def test_a_restore_point_named_in_config_but_never_taken_cannot_be_restored() -> None:
+    # The driver set `deploy` and a restore point id, then died before the deploy update: the
+    # config names a restore point, the state has none.
+    never_taken = state(Phase.DEPLOY, Phase.CUTOVER, taken=False)
+    with pytest.raises(Refused, match=r"no restore point was proven taken.*zdd abort"):
+        plan(Action.ROLLBACK_DATABASE, never_taken)
+    # ...and since no update changed the primary, abort gives it the traffic back.
+    assert plan(Action.ABORT, never_taken)["phase"] == Phase.IDLE
+
+
+def test_a_proof_of_another_restore_point_does_not_count() -> None:
+    other = StackState(
+        state(Phase.DEPLOY).settings,
+        Phase.DEPLOY,
+        restore_point_taken=RestorePointTaken("rp-from-another-deployment", 1.7e9, "ab12"),
+    )
+    with pytest.raises(Refused, match=r"no restore point was proven taken.*--code-only"):
+        plan(Action.ROLLBACK_DATABASE, other)
+
+
+def test_a_deploy_update_that_got_past_the_restore_point_counts_as_touching_the_primary() -> None:
+    failed_midway = state(Phase.DEPLOY, Phase.CUTOVER, taken=True, changed=True)
+    with pytest.raises(Refused, match="primary was already changed"):
+        plan(Action.ABORT, failed_midway)
+    change = plan(Action.ROLLBACK_DATABASE, failed_midway)
+    assert change["restoredFrom"] == POINT
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        None,
+        "2026-01-01T00:00:00Z",
+        {"restore_point": POINT},
+        {"restore_point": POINT, "taken_at": 0, "digest": "ab"},
+        {"restore_point": POINT, "taken_at": 1.7e9, "digest": ""},
+        {"restore_point": "", "taken_at": 1.7e9, "digest": "ab"},
+    ],
+)
+def test_an_incomplete_record_is_no_proof(record: object) -> None:
+    assert RestorePointTaken.from_record(record) is None
+
+
+def test_a_complete_record_is_a_proof() -> None:
+    record = {"restore_point": POINT, "taken_at": 1.7e9, "digest": "ab12", "backup_path": "/x"}
+    assert RestorePointTaken.from_record(record) == RestorePointTaken(POINT, 1.7e9, "ab12")
 
 
 def test_abort_before_the_primary_is_touched_clears_the_deployment() -> None:

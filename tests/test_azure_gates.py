@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import pytest
 
 from infra.azure.target import _NAME_PREFIX_RE
-from tests.test_azure_phases import run_program, stack
+from tests.test_azure_phases import app_spec, run_program, stack
 from zdd import gates
-from zdd.azure import AZURE, DRAIN_SAMPLES, generate_password
+from zdd.azure import AZURE, generate_password
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import Phase
@@ -120,63 +120,7 @@ class Propagation:
         return site(self.old if stale else self.new)
 
 
-# -- the drain check -----------------------------------------------------------------------
-
-
-def test_drain_check_waits_until_only_the_clone_answers(stand_in):
-    front_door = Propagation(old="primary", new="clone", after=0.6)
-    public = stand_in(front_door)
-    outputs = {"public_url": public.url}
-    # While the change propagates, part of the answers still come from the primary.
-    assert 0 < AZURE.in_flight(outputs, "primary") < DRAIN_SAMPLES
-    waited = gates.wait_drained(lambda: AZURE.in_flight(outputs, "primary"), "primary", timeout=10)
-    assert time.monotonic() >= front_door.switched_at
-    assert waited > 0
-    # The check that passed saw the clone only.
-    last = public.seen[-DRAIN_SAMPLES:]
-    assert all(request["path"].startswith("/__identity?") for request in last)
-    assert AZURE.in_flight(outputs, "primary") == 0
-
-
-def test_drain_check_times_out_with_a_clear_message(stand_in):
-    public = stand_in(lambda path: site("primary"))
-    outputs = {"public_url": public.url}
-    with pytest.raises(GateFailed) as failure:
-        gates.wait_drained(lambda: AZURE.in_flight(outputs, "primary"), "primary", timeout=1.0)
-    message = str(failure.value)
-    assert f"{DRAIN_SAMPLES} request(s) still in flight to the primary after 1s" in message
-    assert "the primary was not touched" in message
-    assert "zdd resume" in message and "zdd abort" in message
-
-
-def test_answers_that_name_no_origin_do_not_count_as_drained(stand_in):
-    # A Front Door error page carries no identity header: it cannot prove the primary is idle.
-    public = stand_in(lambda path: (502, {"Content-Type": "text/html"}, b"<h1>502</h1>"))
-    assert AZURE.in_flight({"public_url": public.url}, "primary") == DRAIN_SAMPLES
-    # A refusal from the clone (read-only) does name the clone.
-    refused = stand_in(lambda path: (503, {"X-ZDD-Instance": "clone", "Retry-After": "30"}, b""))
-    assert AZURE.in_flight({"public_url": refused.url}, "primary") == 0
-
-
-def test_drain_samples_use_new_connections_and_bypass_caches(stand_in):
-    public = stand_in(lambda path: site("clone"))
-    AZURE.in_flight({"public_url": public.url}, "primary")
-    assert len(public.seen) == DRAIN_SAMPLES
-    queries = {request["path"] for request in public.seen}
-    assert len(queries) == DRAIN_SAMPLES  # every sample has its own query string
-    assert all("zdd-drain" in parse_qs(urlparse(path).query) for path in queries)
-    assert all(request["cache_control"] == "no-cache" for request in public.seen)
-    assert len({request["client_port"] for request in public.seen}) == DRAIN_SAMPLES
-
-
-def test_an_unreachable_public_endpoint_fails_the_drain_check_clearly(stand_in):
-    gone = stand_in(lambda path: site("clone"))
-    url = gone.url
-    gone.stop()
-    with pytest.raises(GateFailed, match=r"public endpoint .* does not answer .*not touched"):
-        AZURE.in_flight({"public_url": url}, "primary")
-    with pytest.raises(GateFailed, match="no public_url output"):
-        AZURE.in_flight({}, "primary")
+# -- the public endpoint (the drain itself: tests/test_azure_frontdoor_gates.py) -----------
 
 
 def test_public_traffic_gate_waits_for_front_door_to_propagate(stand_in):
@@ -241,29 +185,30 @@ def test_ops_for_azure_and_its_timeouts():
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3-unhealthy", "v10.2.1", "v3-bad-migration"])
 def test_well_formed_versions_are_deployable(version):
-    check_version(version, AZURE)
+    check_version(version, AZURE, {"app": app_spec()})
 
 
-@pytest.mark.parametrize("version", ["latest", "v1;rm", "v" + "1" * 200])
+@pytest.mark.parametrize("version", ["-latest", "v1;rm", "v" + "1" * 200])
 def test_other_versions_are_refused(version):
     with pytest.raises(BadInput):
-        check_version(version, AZURE)
+        check_version(version, AZURE, {"app": app_spec()})
 
 
-def test_initial_config_needs_the_code_template(monkeypatch):
-    monkeypatch.delenv("ZDD_AZURE_CODE_PACKAGE_URL", raising=False)
-    monkeypatch.delenv("ZDD_AZURE_CONTAINER_IMAGE", raising=False)
-    with pytest.raises(BadInput, match="ZDD_AZURE_CODE_PACKAGE_URL"):
-        AZURE.initial_config(Environment(root=_ROOT), "web")
-    monkeypatch.setenv("ZDD_AZURE_CODE_PACKAGE_URL", "https://x.example.net/site.zip")
-    with pytest.raises(BadInput, match="placeholder"):
-        AZURE.initial_config(Environment(root=_ROOT), "web")
+def test_an_azure_stack_runs_the_site_its_app_spec_describes():
+    with pytest.raises(BadInput, match="the stack has no app spec"):
+        check_version("v1", AZURE, {})
+    folder = app_spec(releases="/srv/site/releases/{version}", start=["bin/site"])
+    with pytest.raises(BadInput, match="`releases` '/srv/site/releases/{version}' is a folder"):
+        check_version("v1", AZURE, {"app": folder})
+    check_version("v1", AZURE, {"app": app_spec(releases="https://r.example.net/{version}.zip")})
 
 
 def test_initial_config_is_what_the_program_needs(monkeypatch):
-    monkeypatch.setenv("ZDD_AZURE_CODE_PACKAGE_URL", "https://x.example.net/site-{version}.zip")
-    monkeypatch.delenv("ZDD_AZURE_CONTAINER_IMAGE", raising=False)
     monkeypatch.setenv("ZDD_AZURE_LOCATION", "northeurope")
+    monkeypatch.delenv("ZDD_AZURE_OPERATOR_IP_ADDRESSES", raising=False)
+    with pytest.raises(BadInput, match="ZDD_AZURE_OPERATOR_IP_ADDRESSES"):
+        AZURE.initial_config(Environment(root=_ROOT), "Web Shop_1")
+    monkeypatch.setenv("ZDD_AZURE_OPERATOR_IP_ADDRESSES", "203.0.113.7")
     config = AZURE.initial_config(Environment(root=_ROOT), "Web Shop_1")
     assert config["azureLocation"] == "northeurope"
     assert _NAME_PREFIX_RE.match(config["namePrefix"])

@@ -8,8 +8,11 @@ retainOnDelete, ignoreChanges, dependencies). No engine, no Azure.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import re
+import subprocess
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,29 +27,51 @@ from pulumi.runtime import rpc
 from pulumi.runtime import settings as runtime_settings
 from pulumi_command import local
 
-from infra.azure.components import restore_point_in_time
+from infra.azure.components import restore_point_in_time, retrying
 from infra.azure.target import azure_target
 from infra.program import build
 from zdd.actions import DECIDING_KEYS
-from zdd.phases import Mode, Phase, StackSettings, declare
+from zdd.phases import RESTORE_POINT_SUFFIX, Mode, Phase, StackSettings, declare
 
 SUBSCRIPTION = "/subscriptions/00000000-0000-0000-0000-000000000000"
 FRONT_DOOR_ID = "5b3c9e1a-7f7e-4c7a-9d55-0123456789ab"
 PASSWORD = "Gener4ted-Passw0rd!"
+MIGRATION_PASSWORD = "Migr4tion-Passw0rd!"
+REGISTRY_ID = (
+    f"{SUBSCRIPTION}/resourceGroups/rg-shared/providers/Microsoft.ContainerRegistry/registries/acme"
+)
+REGISTRY_HOST = "acme.azurecr.io"
 RESTORE_POINT = "2025-03-01T10:15:00Z"  # the driver records the point in time itself
 LATER_RESTORE_POINT = "2025-04-02T08:00:00Z"  # a later deployment's
+# The site, as its app spec describes it (the same shape as a local stack's).
+APP: dict[str, Any] = {
+    "releases": f"{REGISTRY_HOST}/site:{{version}}",
+    "migrate": ["python", "-m", "site_migrations", "upgrade"],
+    "digest": ["python", "-m", "site_migrations", "digest"],
+    "health": {"path": "/healthz"},
+}
+
+
+def app_spec(**changes: Any) -> str:
+    """A `zdd:app` value: APP with `changes` (None removes a field), not validated here."""
+    return json.dumps({k: v for k, v in {**APP, **changes}.items() if v is not None})
+
 
 BASE_CONFIG = {
     "zdd:target": "azure",
     "zdd:azureLocation": "westeurope",
     "zdd:resourceGroupName": "rg-zdd-test",
     "zdd:namePrefix": "zdd-test-a1b2c3",
-    "zdd:codePackageUrl": "https://releases.example.net/site-{version}.zip",
+    "zdd:app": app_spec(),
+    "zdd:containerRegistryId": REGISTRY_ID,
+    "zdd:operatorIpAddresses": "203.0.113.7",
     "zdd:sqlAdminLogin": "zddadmin",
     "zdd:sqlAdminPassword": PASSWORD,
-    "zdd:migrationCommand": "python -m site_migrations upgrade",
+    "zdd:migrationLogin": "migrator",
+    "zdd:migrationPassword": MIGRATION_PASSWORD,
     "zdd:backupRetentionDays": "14",
 }
+SECRET_KEYS = ["zdd:sqlAdminPassword", "zdd:migrationPassword"]
 
 DATABASE = "azure-native:sql:Database"
 RETENTION = "azure-native:sql:BackupShortTermRetentionPolicy"
@@ -54,7 +79,12 @@ WEB_APP = "azure-native:web:WebApp"
 PLAN = "azure-native:web:AppServicePlan"
 ORIGIN = "azure-native:cdn:AFDOrigin"
 ROUTE = "azure-native:cdn:Route"
+WAF = "azure-native:frontdoor:Policy"
 COMMAND = "command:local:Command"
+# The restore point's proof (infra/azure/restore_point.py), a dynamic resource.
+DYNAMIC = "pulumi-python:dynamic:Resource"
+DIGEST = "c0ffee-content-digest"
+TAKEN_AT = 1740824105.5
 
 
 # -- the recording mock monitor ------------------------------------------------------------
@@ -79,10 +109,20 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[
     if typ == "azure-native:resources:ResourceGroup":
         state["name"] = inputs["resourceGroupName"]
         return group, state
+    if typ == "azure-native:managedidentity:UserAssignedIdentity":
+        state["clientId"] = f"client-of-{inputs['resourceName']}"
+        state["principalId"] = f"principal-of-{inputs['resourceName']}"
+        return f"{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}", state
     if typ == PLAN:
         return f"{group}/providers/Microsoft.Web/serverfarms/{inputs['name']}", state
     if typ == WEB_APP:
         state["defaultHostName"] = f"{inputs['name']}.azurewebsites.net"
+        identity = inputs.get("identity")
+        if identity:  # Azure answers with a map from identity id to its principal
+            state["identity"] = {
+                **identity,
+                "userAssignedIdentities": {i: {} for i in identity["userAssignedIdentities"]},
+            }
         return f"{group}/providers/Microsoft.Web/sites/{inputs['name']}", state
     if typ == "azure-native:sql:Server":
         state["name"] = inputs["serverName"]
@@ -115,6 +155,10 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[
             f"{profile}/originGroups/{inputs['originGroupName']}/origins/{inputs['originName']}",
             state,
         )
+    if typ == DYNAMIC and name.endswith(RESTORE_POINT_SUFFIX):
+        # What the provider's create adds: when it read the digest, and what it read.
+        state.update(taken_at=TAKEN_AT, digest=DIGEST)
+        return inputs["restore_point"], state
     if typ == ROUTE:
         state["name"] = inputs["routeName"]
         return (
@@ -144,6 +188,7 @@ class Registration:
     retain_on_delete: bool
     ignore_changes: list[str]
     dependencies: list[str]
+    create_timeout: str = ""
 
     def setting(self, key: str) -> str:
         """One app setting of a web app."""
@@ -172,6 +217,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 retain_on_delete=bool(request.retainOnDelete),
                 ignore_changes=list(request.ignoreChanges),
                 dependencies=list(request.dependencies),
+                create_timeout=request.customTimeouts.create,
             )
         )
         return response
@@ -197,7 +243,7 @@ class Run:
         return Counter(
             r.type
             for r in self.registrations
-            if r.type.startswith("azure-native:") or r.type.startswith("command:")
+            if r.type.startswith(("azure-native:", "command:", "pulumi-python:dynamic:"))
         )
 
 
@@ -220,7 +266,7 @@ def run_program(
     )
     values = {**BASE_CONFIG, **{f"zdd:{key}": value for key, value in config.items()}}
     values = {key: value for key, value in values.items() if value != "<unset>"}
-    pulumi.runtime.set_all_config(values, secret_keys=["zdd:sqlAdminPassword"])
+    pulumi.runtime.set_all_config(values, secret_keys=SECRET_KEYS)
     outputs: dict[str, Any] = {}
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
@@ -238,6 +284,8 @@ def run_program(
             "primary_database": built.primary_database.database_name,
             "clone_database": built.clone_database.database_name if built.clone_database else None,
             "connection": built.primary_database.connection,
+            "restore_point": built.primary_database.restore_point_taken,
+            "front_door": built.front_door.driver_outputs,
             "connection_is_secret": pulumi.Output.from_input(
                 cast(Any, built.primary_database.connection.is_secret())
             ),
@@ -320,10 +368,16 @@ FOUNDATION = {
     "azure-native:resources:ResourceGroup": 1,
     PLAN: 1,
     "azure-native:sql:Server": 1,
-    "azure-native:sql:FirewallRule": 1,
+    "azure-native:sql:FirewallRule": 1,  # the operator's address; no 0.0.0.0 rule
+    "azure-native:network:VirtualNetwork": 1,
+    "azure-native:network:Subnet": 1,
+    "azure-native:sql:VirtualNetworkRule": 1,
+    "azure-native:managedidentity:UserAssignedIdentity": 1,
+    "azure-native:authorization:RoleAssignment": 1,
     "azure-native:cdn:Profile": 1,
     "azure-native:cdn:AFDEndpoint": 2,
-    "azure-native:cdn:AFDOriginGroup": 2,
+    WAF: 2,
+    "azure-native:cdn:SecurityPolicy": 2,
     ROUTE: 2,
 }
 
@@ -338,8 +392,12 @@ def test_each_phase_declares_exactly_its_resource_types(runs: dict[str, Run], sc
             DATABASE: 1 + has_clone + kept_generation,
             RETENTION: 1 + kept_generation,
             COMMAND: 1,  # the migration hook
+            # The restore point's proof, from deploy until the deployment ends.
+            DYNAMIC: int(declare(SCENARIOS[scenario]).restore_point is not None),
             WEB_APP: 1 + has_clone,
-            ORIGIN: 2 + has_clone,  # the site group's origins and the preview group's primary
+            # One single-origin group per site; the preview route shares the primary's.
+            "azure-native:cdn:AFDOriginGroup": 1 + has_clone,
+            ORIGIN: 1 + has_clone,
         }
     )
     assert runs[scenario].types() == expected
@@ -490,9 +548,10 @@ def test_app_settings_carry_version_instance_and_database_mode(runs: dict[str, R
     assert primary.setting("ZDD_INSTANCE") == "primary"
     assert primary.setting("ZDD_DATABASE_MODE") == "ReadWrite"
     assert primary.setting("EpiServer__Cms__DataAccess__DatabaseMode") == "ReadWrite"
-    assert primary.setting("WEBSITE_RUN_FROM_PACKAGE") == (
-        f"https://releases.example.net/site-{version}.zip"
+    assert (
+        primary.inputs["siteConfig"]["linuxFxVersion"] == f"DOCKER|{REGISTRY_HOST}/site:{version}"
     )
+    assert primary.setting("WEBSITES_PORT") == "8000"
     assert primary.inputs["tags"]["zdd-version"] == version
     if has_clone:
         clone = run.named("clone-app")
@@ -534,9 +593,10 @@ def test_web_apps_are_hardened_and_reachable_only_through_this_front_door(
         assert config["healthCheckPath"] == "/healthz"
         assert config["minTlsVersion"] == "1.2"
         assert config["ftpsState"] == "Disabled"
-        assert config["linuxFxVersion"] == "PYTHON|3.11"
+        assert config["linuxFxVersion"].startswith(f"DOCKER|{REGISTRY_HOST}/site:")
         assert config["ipSecurityRestrictionsDefaultAction"] == "Deny"
-        (rule,) = config["ipSecurityRestrictions"]
+        rule, operator = config["ipSecurityRestrictions"]
+        assert operator["ipAddress"] == "203.0.113.7/32"
         assert rule["action"] == "Allow"
         assert rule["tag"] == "ServiceTag"
         assert rule["ipAddress"] == "AzureFrontDoor.Backend"
@@ -557,7 +617,6 @@ def test_operator_addresses_may_reach_the_apps_and_the_sql_server():
         for r in run.of_type("azure-native:sql:FirewallRule")
     }
     assert ranges == {
-        ("0.0.0.0", "0.0.0.0"),
         ("203.0.113.7", "203.0.113.7"),
         ("198.51.100.0", "198.51.100.255"),
     }
@@ -575,54 +634,178 @@ def test_clone_can_run_on_its_own_plan():
     ]
 
 
-def test_container_image_instead_of_a_package():
-    run = run_program(
-        stack(Phase.DEPLOY),
-        codePackageUrl="<unset>",
-        containerImage="registry.example.net/site:{version}",
-    )
+def test_a_package_runs_only_on_a_runtime_that_can_run_from_one():
+    package = {"app": app_spec(releases="https://r.example.net/s-{version}.zip")}
+    # Defect 4: "Run from package is not supported for Python apps".
+    for runtime in ("<unset>", "PYTHON|3.11", "JAVA|17-java17"):
+        with pytest.raises(pulumi.RunError, match="use a container image"):
+            run_program(stack(Phase.IDLE), config={**package, "linuxRuntime": runtime})
+    run = run_program(stack(Phase.DEPLOY), config={**package, "linuxRuntime": "DOTNETCORE|8.0"})
     config = run.named("primary-app").inputs["siteConfig"]
-    assert config["linuxFxVersion"] == "DOCKER|registry.example.net/site:v2"
-    clone = run.named("clone-app").inputs["siteConfig"]
-    assert clone["linuxFxVersion"] == "DOCKER|registry.example.net/site:v1"
-    assert "WEBSITE_RUN_FROM_PACKAGE" not in {p["name"] for p in config["appSettings"]}
+    assert config["linuxFxVersion"] == "DOTNETCORE|8.0"
+    assert run.named("primary-app").setting("WEBSITE_RUN_FROM_PACKAGE") == (
+        "https://r.example.net/s-v2.zip"
+    )
+
+
+def test_images_are_pulled_from_a_private_registry_with_a_managed_identity(runs: dict[str, Run]):
+    run = runs["cutover"]
+    identity = run.named("azure-pull-identity")
+    grant = run.named("azure-acr-pull")
+    assert grant.inputs["scope"] == REGISTRY_ID
+    assert grant.inputs["roleDefinitionId"] == (
+        f"{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/"
+        "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+    )
+    assert grant.inputs["principalType"] == "ServicePrincipal"
+    assert grant.inputs["principalId"] == "principal-of-zdd-test-a1b2c3-pull"
+    for app in run.of_type(WEB_APP):
+        assert app.inputs["identity"] == {
+            "type": "UserAssigned",
+            "userAssignedIdentities": [identity.id],
+        }
+        config = app.inputs["siteConfig"]
+        assert config["acrUseManagedIdentityCreds"] is True
+        assert config["acrUserManagedIdentityID"] == "client-of-zdd-test-a1b2c3-pull"
+        # The identity holds AcrPull before the app's first pull.
+        assert grant.urn in app.dependencies
+
+
+def test_web_apps_reach_sql_from_their_subnet_not_through_every_azure_service(
+    runs: dict[str, Run],
+):
+    run = runs["cutover"]
+    rules = run.of_type("azure-native:sql:FirewallRule")
+    assert ("0.0.0.0", "0.0.0.0") not in {
+        (r.inputs["startIpAddress"], r.inputs["endIpAddress"]) for r in rules
+    }
+    subnet = run.named("azure-apps-subnet")
+    assert subnet.inputs["serviceEndpoints"] == [{"service": "Microsoft.Sql"}]
+    assert subnet.inputs["delegations"][0]["serviceName"] == "Microsoft.Web/serverFarms"
+    assert run.named("azure-apps-subnet-sql").inputs["virtualNetworkSubnetId"] == subnet.id
+    for app in run.of_type(WEB_APP):
+        assert app.inputs["virtualNetworkSubnetId"] == subnet.id
+        assert app.inputs["siteConfig"]["vnetRouteAllEnabled"] is True
+    # The "Azure services" rule only when the stack opts in (the policy then reports it).
+    opted = run_program(stack(Phase.IDLE), allowAzureServices="true")
+    assert opted.named("azure-sql-azure-services").inputs["startIpAddress"] == "0.0.0.0"
+
+
+def _create_timeout(run: Run, name: str) -> str:
+    return run.named(name).create_timeout
+
+
+def test_copy_and_restore_wait_as_long_as_azure_takes(runs: dict[str, Run]):
+    # Pulumi's default create timeout is 2 hours; a restore can take up to 12.
+    monitor_timeouts = {
+        name: _create_timeout(runs[scenario], name)
+        for scenario, name in (("clone", "clone-db-copy"), ("rollback-database", "primary-db-g2"))
+    }
+    assert monitor_timeouts == {"clone-db-copy": "12h", "primary-db-g2": "12h"}
 
 
 # -- Front Door ----------------------------------------------------------------------------
 
 
+def _site_groups(run: Run) -> dict[str, Registration]:
+    return {r.inputs["originGroupName"]: r for r in run.of_type("azure-native:cdn:AFDOriginGroup")}
+
+
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_origins_enabled_state_follows_the_traffic(runs: dict[str, Run], scenario: str):
+def test_public_traffic_moves_by_one_route_change(runs: dict[str, Run], scenario: str):
     run = runs[scenario]
     _, has_clone, traffic = EXPECTED[scenario]
-    site_group = run.named("front-door-site-origins")
-    preview_group = run.named("front-door-preview-origins")
-    site_origins = {
-        r.inputs["originName"]: r
-        for r in run.of_type(ORIGIN)
-        if r.inputs["originGroupName"] == "site"
-    }
-    assert set(site_origins) == ({"primary", "clone"} if has_clone else {"primary"})
-    states = {name: r.inputs["enabledState"] for name, r in site_origins.items()}
-    assert [name for name, state in states.items() if state == "Enabled"] == [traffic]
-    assert all(state == "Disabled" for name, state in states.items() if name != traffic)
-    # The disabled origin waits for the enabled one: never a moment without an origin.
-    for name, origin in site_origins.items():
-        if name != traffic:
-            assert site_origins[traffic].urn in origin.dependencies
-    # Each origin points at its own web app.
-    for name, origin in site_origins.items():
-        assert origin.inputs["hostName"] == f"zdd-test-a1b2c3-{name}.azurewebsites.net"
-        assert origin.inputs["originHostHeader"] == origin.inputs["hostName"]
-    # The preview endpoint reaches the primary only, always.
-    preview_origins = [r for r in run.of_type(ORIGIN) if r.inputs["originGroupName"] == "preview"]
-    assert [(r.inputs["originName"], r.inputs["enabledState"]) for r in preview_origins] == [
-        ("primary", "Enabled")
-    ]
-    assert preview_origins[0].inputs["hostName"] == "zdd-test-a1b2c3-primary.azurewebsites.net"
+    groups = _site_groups(run)
+    assert set(groups) == ({"primary", "clone"} if has_clone else {"primary"})
+    for role, group in groups.items():
+        # One origin per group, always enabled, no health probes (they would count as traffic).
+        (origin,) = [r for r in run.of_type(ORIGIN) if r.inputs["originGroupName"] == role]
+        assert origin.inputs["enabledState"] == "Enabled"
+        assert origin.inputs["hostName"] == f"zdd-test-a1b2c3-{role}.azurewebsites.net"
+        assert "healthProbeSettings" not in group.inputs
     routes = {r.name: r for r in run.of_type(ROUTE)}
-    assert routes["front-door-public-route"].inputs["originGroup"] == {"id": site_group.id}
-    assert routes["front-door-preview-route"].inputs["originGroup"] == {"id": preview_group.id}
+    # The switch: the public route names the group of the site with the traffic.
+    assert routes["front-door-public-route"].inputs["originGroup"] == {"id": groups[traffic].id}
+    # The preview route always reaches the primary.
+    assert routes["front-door-preview-route"].inputs["originGroup"] == {"id": groups["primary"].id}
+
+
+def test_cutover_changes_nothing_on_front_door_but_the_route_and_the_edge_refusal(
+    runs: dict[str, Run],
+):
+    before, after = runs["clone"], runs["cutover"]
+    front_door = ("azure-native:cdn:", WAF)
+    changed = {
+        r.name
+        for r in after.registrations
+        if r.type.startswith(front_door) and r.inputs != before.named(r.name).inputs
+    }
+    assert changed == {"front-door-public-route", "front-door-public-waf"}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_writes_are_refused_at_the_edge_while_a_read_only_clone_may_serve(
+    runs: dict[str, Run], scenario: str
+):
+    waf = runs[scenario].named("front-door-public-waf").inputs
+    (rule,) = waf["customRules"]["rules"]
+    assert rule["action"] == "Block"
+    (condition,) = rule["matchConditions"]
+    assert condition["matchVariable"] == "RequestMethod" and condition["negateCondition"] is True
+    assert condition["matchValue"] == ["GET", "HEAD", "OPTIONS"]
+    # Front Door's WAF can answer 200/403/405/406/429 only: 429 with a body that says why.
+    assert waf["policySettings"]["customBlockResponseStatusCode"] == 429
+    assert (
+        "read-only" in base64.b64decode(waf["policySettings"]["customBlockResponseBody"]).decode()
+    )
+    phase = SCENARIOS[scenario].phase
+    refusing = phase in (Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN)
+    assert rule["enabledState"] == ("Enabled" if refusing else "Disabled")
+    route = runs[scenario].named("front-door-public-route")
+    assert runs[scenario].named("front-door-public-waf").urn in route.dependencies
+
+
+def test_a_read_write_clone_takes_writes_through_the_edge():
+    settings = stack(Phase.CUTOVER, mode=Mode.READ_WRITE, accept_data_loss=True)
+    waf = run_program(settings).named("front-door-public-waf").inputs
+    assert waf["customRules"]["rules"][0]["enabledState"] == "Disabled"
+
+
+def test_the_preview_endpoint_answers_the_operator_only(runs: dict[str, Run]):
+    run = runs["deploy"]
+    waf = run.named("front-door-preview-waf").inputs
+    assert waf["sku"] == {"name": "Standard_AzureFrontDoor"}
+    assert waf["policySettings"]["mode"] == "Prevention"
+    (rule,) = waf["customRules"]["rules"]
+    assert (rule["action"], rule["enabledState"]) == ("Block", "Enabled")
+    (condition,) = rule["matchConditions"]
+    # The TCP peer (SocketAddr), not X-Forwarded-For (RemoteAddr), which a client can forge.
+    assert condition["matchVariable"] == "SocketAddr"
+    assert condition["operator"] == "IPMatch" and condition["negateCondition"] is True
+    assert condition["matchValue"] == ["203.0.113.7/32"]
+    association = run.named("front-door-preview-waf-association").inputs["parameters"]
+    endpoint = run.named("front-door-preview-endpoint")
+    assert association["wafPolicy"] == {"id": run.named("front-door-preview-waf").id}
+    assert association["associations"][0]["domains"] == [{"id": endpoint.id}]
+
+
+def test_host_header_is_the_visitors_with_a_custom_domain():
+    run = run_program(stack(Phase.CUTOVER), customDomain="www.example.com")
+    for origin in run.of_type(ORIGIN):
+        assert origin.inputs["originHostHeader"] == "www.example.com"
+    domain = run.named("front-door-custom-domain")
+    assert domain.inputs["hostName"] == "www.example.com"
+    assert domain.inputs["tlsSettings"]["certificateType"] == "ManagedCertificate"
+    route = run.named("front-door-public-route")
+    assert route.inputs["customDomains"] == [{"id": domain.id}]
+    bindings = run.of_type("azure-native:web:WebAppHostNameBinding")
+    assert {b.inputs["name"] for b in bindings} == {
+        "zdd-test-a1b2c3-primary",
+        "zdd-test-a1b2c3-clone",
+    }
+    # Without one, App Service needs its own name.
+    plain = run_program(stack(Phase.CUTOVER)).of_type(ORIGIN)
+    assert all(o.inputs["originHostHeader"] == o.inputs["hostName"] for o in plain)
 
 
 def test_front_door_standard_profile_endpoints_and_routes(runs: dict[str, Run]):
@@ -637,12 +820,18 @@ def test_front_door_standard_profile_endpoints_and_routes(runs: dict[str, Run]):
         assert route.inputs["forwardingProtocol"] == "HttpsOnly"
         assert route.inputs["linkToDefaultDomain"] == "Enabled"
         assert "cacheConfiguration" not in route.inputs  # identity answers are never cached
-    group = run.named("front-door-site-origins").inputs
-    assert group["healthProbeSettings"]["probePath"] == "/healthz"
-    assert group["healthProbeSettings"]["probeProtocol"] == "Https"
     assert run.outputs["public_url"] == "https://zdd-test-a1b2c3-public-h7c2d5e.z01.azurefd.net"
     assert run.outputs["preview_url"] == "https://zdd-test-a1b2c3-preview-h7c2d5e.z01.azurefd.net"
     assert run.outputs["primary_url"] == "https://zdd-test-a1b2c3-primary.azurewebsites.net"
+    # What the driver's switch and drain gates poll.
+    front_door = run.outputs["front_door"]
+    assert front_door["public_route_id"] == run.named("front-door-public-route").id
+    assert front_door["profile_id"] == profile.id
+    assert front_door["origin_hosts"] == {
+        "primary": "zdd-test-a1b2c3-primary.azurewebsites.net",
+        "clone": "zdd-test-a1b2c3-clone.azurewebsites.net",
+    }
+    assert (front_door["settle_seconds"], front_door["quiet_seconds"]) == (240, 300)
 
 
 # -- the migration hook --------------------------------------------------------------------
@@ -671,7 +860,8 @@ def test_migration_runs_on_the_primary_database_only(runs: dict[str, Run], scena
     run = runs[scenario]
     (migration,) = run.of_type(COMMAND)
     assert migration.name == "primary-db-migration"
-    assert migration.inputs["create"] == "python -m site_migrations upgrade"
+    # Retried while the firewall rule for this machine applies (up to five minutes).
+    assert migration.inputs["create"] == retrying("python -m site_migrations upgrade", 6, 60)
     version, generation = MIGRATION[scenario]
     assert migration.inputs["triggers"] == [version, generation]
     environment = migration.inputs["environment"]
@@ -679,12 +869,26 @@ def test_migration_runs_on_the_primary_database_only(runs: dict[str, Run], scena
     assert environment["ZDD_SCHEMA_VERSION"] == version
     assert environment["ZDD_DATABASE_GENERATION"] == str(generation)
     assert environment["ZDD_DATABASE_NAME"] == f"site-g{generation}"
-    assert f"Initial Catalog=site-g{generation};" in environment["ZDD_DATABASE_CONNECTION"]
+    connection = environment["ZDD_DATABASE_CONNECTION"]
+    assert f"Initial Catalog=site-g{generation};" in connection
+    # Its own login, never the SQL administrator's.
+    assert f"User ID=migrator;Password={MIGRATION_PASSWORD};" in connection
+    assert PASSWORD not in connection and "zddadmin" not in connection
     # Never the copy: no command anywhere sees the clone's database.
     for command in run.of_type(COMMAND):
         assert "site-clone" not in repr(command.inputs)
-    # It runs after its database exists.
+    # It runs after its database exists and this machine's firewall rule.
     assert run.named(f"primary-db-g{generation}").urn in migration.dependencies
+    assert run.named("azure-sql-operator-0").urn in migration.dependencies
+
+
+def test_retrying_runs_the_command_until_it_succeeds(tmp_path):
+    marker = tmp_path / "tries"
+    command = f"echo x >> {marker}; [ $(wc -l < {marker}) -ge 3 ]"
+    done = subprocess.run(["sh", "-c", retrying(command, 5, 0)], check=False)
+    assert done.returncode == 0 and marker.read_text().count("x") == 3
+    marker.unlink()
+    assert subprocess.run(["sh", "-c", retrying(command, 2, 0)], check=False).returncode == 1
 
 
 def test_migration_reruns_only_for_a_new_schema_version_or_generation(runs: dict[str, Run]):
@@ -699,8 +903,67 @@ def test_migration_reruns_only_for_a_new_schema_version_or_generation(runs: dict
 
 
 def test_no_migration_hook_without_a_migration_command():
-    run = run_program(stack(Phase.DEPLOY), migrationCommand="<unset>")
+    run = run_program(stack(Phase.DEPLOY), app=app_spec(migrate=None))
     assert not run.of_type(COMMAND)
+    # The restore point is still recorded before the new code reaches the primary.
+    point = run.named(f"primary-db{RESTORE_POINT_SUFFIX}")
+    assert point.urn in run.named("primary-app").dependencies
+
+
+# -- the site is its app spec, as on the local target (issue 12) ---------------------------
+
+
+def test_the_site_is_what_its_app_spec_says():
+    spec = app_spec(
+        releases=f"{REGISTRY_HOST}/shop:release-{{version}}",
+        start=["gunicorn", "--bind", "0.0.0.0:{port}", "shop.wsgi"],
+        env={"SHOP_MODE": "{database_mode}", "SHOP_DB": "{database}"},
+        health={"path": "/status", "timeoutSeconds": 900},
+    )
+    run = run_program(stack(Phase.CLONE), app=spec, containerPort="8080")
+    for name, mode, version in (
+        ("primary-app", "ReadWrite", "v1"),
+        ("clone-app", "ReadOnly", "v1"),
+    ):
+        app = run.named(name)
+        config = app.inputs["siteConfig"]
+        # App Service and the driver's gates probe the same path: the spec's.
+        assert config["healthCheckPath"] == "/status"
+        assert config["linuxFxVersion"] == f"DOCKER|{REGISTRY_HOST}/shop:release-{version}"
+        assert config["appCommandLine"] == "gunicorn --bind 0.0.0.0:8080 shop.wsgi"
+        assert app.setting("SHOP_MODE") == mode
+        assert app.setting("SHOP_DB") == ("site-g1" if name == "primary-app" else "site-clone")
+    # The migration runs the spec's argv (no shell word splitting of a value) with its env.
+    (migration,) = run_program(stack(Phase.DEPLOY), app=app_spec(
+        migrate=["/opt/shop/migrate", "--to", "{version}", "it's"], env={"SHOP_DB": "{database}"}
+    )).of_type(COMMAND)  # fmt: skip
+    assert migration.inputs["create"] == retrying("/opt/shop/migrate --to v2 'it'\"'\"'s'", 6, 60)
+    assert migration.inputs["environment"]["SHOP_DB"] == "site-g1"
+
+
+def test_without_a_start_the_image_starts_itself():
+    run = run_program(stack(Phase.IDLE))
+    assert "appCommandLine" not in run.named("primary-app").inputs["siteConfig"]
+
+
+@pytest.mark.parametrize(
+    ("app", "message"),
+    [
+        ("<unset>", "zdd:app is not set: an Azure stack runs the site its app spec describes"),
+        (
+            app_spec(releases="/srv/site/releases/{version}", start=["bin/site"]),
+            "is a folder on this machine",
+        ),
+        (app_spec(releases="http://r.example.net/s-{version}.zip"), "must be https://"),
+        (app_spec(start=["site", "--db", "{database_url}"]), "field `start`"),
+        (app_spec(migrate=["bin/migrate"]), "`migrate` program 'bin/migrate' must be an absolute"),
+        (app_spec(env={"ZDD_VERSION": "x"}), "ZDD_VERSION is set by the platform"),
+        ("not json", "zdd:app is not a JSON object"),
+    ],
+)
+def test_a_spec_azure_cannot_run_is_refused_naming_the_field(app: str, message: str):
+    with pytest.raises(pulumi.RunError, match=re.escape(message)):
+        run_program(stack(Phase.IDLE), app=app)
 
 
 def test_warmup_and_smoke_hooks_run_against_each_site():
@@ -749,9 +1012,11 @@ def test_entra_administrator_is_optional():
     ("config", "message"),
     [
         ({"sqlAdminPassword": "<unset>"}, "zdd:sqlAdminPassword is not set"),
-        ({"codePackageUrl": "https://x/site.zip"}, "has no {version} placeholder"),
-        ({"codePackageUrl": "<unset>"}, "exactly one of zdd:codePackageUrl"),
-        ({"containerImage": "img:{version}"}, "exactly one of zdd:codePackageUrl"),
+        ({"operatorIpAddresses": "<unset>"}, "zdd:operatorIpAddresses is not set"),
+        ({"containerRegistryId": "acme.azurecr.io"}, "not a container registry's id"),
+        ({"customDomain": "not a domain"}, "zdd:customDomain"),
+        ({"migrationLogin": "<unset>"}, "never run as the SQL administrator"),
+        ({"switchSettleSeconds": "0"}, "zdd:switchSettleSeconds 0 must be 1 or more"),
         ({"backupRetentionDays": "3"}, "must be 7 to 35"),
         ({"namePrefix": "Bad_Prefix"}, "zdd:namePrefix"),
         ({"operatorIpAddresses": "example.com"}, "not an IPv4 address"),
@@ -823,7 +1088,7 @@ def test_example_stack_documents_every_key_and_runs():
     )
     pulumi.runtime.set_all_config(
         {**BASE_CONFIG, **{k: str(v) for k, v in active.items()}},
-        secret_keys=["zdd:sqlAdminPassword"],
+        secret_keys=SECRET_KEYS,
     )
     azure_target(config)
     assert config.asked, "the target reads its keys through pulumi.Config"

@@ -7,17 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from zdd.bench import (
-    ResourceStep,
-    UpRecord,
-    downtime_seconds,
-    grow_database,
-    parse_sizes,
-    rows_needed,
-    span_of,
-    split_update,
-    write_unavailable_seconds,
-)
+from zdd.bench.database import grow_database, rows_needed
+from zdd.bench.engine import ResourceStep, UpRecord, split_update
+from zdd.bench.metrics import downtime_seconds, parse_sizes, span_of, write_unavailable_seconds
 from zdd.chart import TimelineRun, rates, spans_from_durations, write_timeline
 from zdd.probe import Sample
 

@@ -3,14 +3,21 @@ language host and the SDK's dynamic-provider plugin, on a throwaway local file b
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import pytest
 from pulumi import automation as auto
+
+from tests.conftest import ROOT
+from zdd.environment import Environment
+from zdd.stack import Stack
 
 pytestmark = pytest.mark.engine
 
@@ -65,3 +72,48 @@ def test_up_preview_destroy_round_trip(tmp_path: Path, engine_env: dict[str, str
     # No plugin was downloaded into the isolated Pulumi home.
     plugins = Path(engine_env["PULUMI_HOME"]) / "plugins"
     assert not plugins.exists() or not any(plugins.iterdir())
+
+
+def test_a_config_change_is_written_whole_or_not_at_all(
+    engine_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in engine_env.items():
+        monkeypatch.setenv(key, value)
+    stack = Stack.create(Environment(ROOT), f"test-config-{uuid.uuid4().hex[:8]}")
+    try:
+        deploying = {"phase": "deploy", "currentVersion": "v1", "targetVersion": "v2"}
+        stack.set_config({**deploying, "restorePoint": "rp-1", "migrateTo": "v2"})
+        finished: dict[str, str | None] = {
+            "phase": "idle",
+            "currentVersion": "v2",
+            "targetVersion": None,
+            "restorePoint": None,
+            "migrateTo": None,
+        }
+        before = stack.config_file.read_text()
+
+        def crash(*_: object) -> None:
+            raise KeyboardInterrupt  # the driver dies in the middle of writing
+
+        with monkeypatch.context() as during:
+            during.setattr(os, "replace", crash)
+            with pytest.raises(KeyboardInterrupt):
+                stack.set_config(finished)
+        assert stack.config_file.read_text() == before  # all of the old config, nothing new
+
+        stack.set_config(finished)
+        shown = subprocess.run(
+            ["pulumi", "config", "--json", "-s", stack.name],
+            cwd=ROOT,
+            env=engine_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert {k: v["value"] for k, v in json.loads(shown.stdout).items()} == {
+            "zdd:phase": "idle",
+            "zdd:currentVersion": "v2",
+        }
+    finally:
+        stack.remove()
+        stack.config_file.unlink(missing_ok=True)

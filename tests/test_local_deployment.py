@@ -139,7 +139,7 @@ def test_illegal_transitions_are_refused_and_change_nothing(
 
 BAD_DEPLOY_INPUT = [
     (["--version", "v2;rm"], "malformed"),
-    (["--version", "v9"], "no version 'v9'"),
+    (["--version", "v9"], "version 'v9' has no release folder"),
     (["--version", "v2", "--mode", "read-write"], "--accept-data-loss"),
     (["--version", "v1"], "already runs v1"),
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from zdd.phases import (
@@ -12,6 +14,7 @@ from zdd.phases import (
     Mode,
     Phase,
     StackSettings,
+    check_operational_config,
     check_transition,
     declare,
     is_valid_version,
@@ -146,12 +149,17 @@ def test_next_phase_walks_the_deployment_order() -> None:
     ]
 
 
-@pytest.mark.parametrize("version", ["v1", "v2", "v3-unhealthy", "v10.2", "v3-bad-migration"])
+@pytest.mark.parametrize(
+    "version", ["v1", "v3-unhealthy", "v10.2", "2.9.2", "V1", "latest", "1.0_rc1", "a" * 64]
+)
 def test_valid_versions(version: str) -> None:
     assert is_valid_version(version)
 
 
-@pytest.mark.parametrize("version", ["", "1", "v", "v1;rm", "V1", "v1 ", "latest", "v2_"])
+# A version names a release folder: nothing that could leave it or mean something to a shell.
+@pytest.mark.parametrize(
+    "version", ["", "v2;rm", "../x", "..", ".hidden", "-v1", "v1 ", "v1\n", "a/b", "a" * 65]
+)
 def test_malformed_versions(version: str) -> None:
     assert not is_valid_version(version)
 
@@ -167,3 +175,32 @@ def test_from_config_reads_and_validates() -> None:
         StackSettings.from_config({"phase": "idle"})
     with pytest.raises(InvalidStackConfig, match="whole number"):
         StackSettings.from_config({"currentVersion": "v1", "databaseGeneration": "x"})
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"gateTimeoutSeconds": "soon"}, "zdd:gateTimeoutSeconds 'soon' must be a number"),
+        ({"gateTimeoutSeconds": "0"}, "from 1 to 86400"),
+        ({"archiveRetention": "0"}, "zdd:archiveRetention '0' must be a whole number from 1"),
+        ({"archiveRetention": "2.5"}, "whole number"),
+        ({"basePort": "80"}, "zdd:basePort '80' must be a whole number from 1024"),
+        ({"basePort": "70000"}, "to 65533"),
+    ],
+)
+def test_malformed_tuning_keys_are_refused(values: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidStackConfig, match=re.escape(message)):
+        check_operational_config(values)
+
+
+def test_wellformed_tuning_keys_pass() -> None:
+    check_operational_config(
+        {"gateTimeoutSeconds": "6", "archiveRetention": "1", "basePort": "20000"}
+    )
+
+
+@pytest.mark.parametrize("point", ["../../etc/passwd", "rp/1", "", " rp", "x" * 65])
+def test_a_restore_point_id_that_could_leave_its_folder_is_refused(point: str) -> None:
+    config = {"phase": "deploy", "currentVersion": "v1", "targetVersion": "v2"}
+    with pytest.raises(InvalidStackConfig, match=r"restore point id|needs zdd:restorePoint"):
+        StackSettings.from_config({**config, "restorePoint": point})

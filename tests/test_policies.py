@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -34,10 +35,20 @@ from tests.test_azure_phases import (
     run_program,
 )
 from tests.test_azure_phases import stack as azure_stack
+from zdd.appspec import parse_file_text
+from zdd.environment import STATE_ROOT, Environment, stack_dir
 from zdd.phases import Mode, Phase, StackSettings, declare
 
-STATE_DIR = "/srv/zdd/site"
-LOCAL_CONFIG = {"zdd:target": "local", "zdd:stateDir": STATE_DIR, "zdd:basePort": "26100"}
+# The folder the program derives for the mocks' stack "test".
+ROOT = Path(__file__).resolve().parents[1]
+STATE_DIR = str(stack_dir(ROOT / STATE_ROOT, "test"))
+SAMPLE_APP = Environment(ROOT).sample_app
+LOCAL_CONFIG = {
+    "zdd:target": "local",
+    "zdd:stateDir": STATE_DIR,
+    "zdd:basePort": "26100",
+    "zdd:app": parse_file_text(SAMPLE_APP.read_text(), str(SAMPLE_APP.parent)).to_config(),
+}
 LOCAL_RESTORE_POINT = "rp-20250301T101500"
 
 
@@ -458,15 +469,29 @@ def test_web_app_ftp_publishing_credentials():
 def test_sql_firewall_from_the_program(azure_runs: dict[str, list[Resource]]):
     resources = azure_resources(AZURE_SCENARIOS["idle"], operatorIpAddresses="198.51.100.0/24")
     rules_ = [r for r in resources if r.type == rules.FIREWALL_RULE]
-    assert len(rules_) == 2  # Azure services (0.0.0.0-0.0.0.0) and the operator's range
+    assert len(rules_) == 1  # the operator's range; the web apps use their subnet
     for rule in rules_:
         assert check("sql-server-not-open-to-all", rule, azure_config()) == []
+
+
+def test_the_azure_services_rule_is_refused_unless_the_stack_opts_in():
+    opted = azure_resources(AZURE_SCENARIOS["idle"], allowAzureServices="true")
+    (everyone,) = [r for r in opted if r.name == "azure-sql-azure-services"]
+    [problem] = check("sql-server-not-open-to-all", everyone, azure_config())
+    assert "every Azure service of any customer" in problem
+    assert (
+        check("sql-server-not-open-to-all", everyone, azure_config(allowAzureServices="true")) == []
+    )
+    secret = dataclasses.replace(
+        azure_config(allowAzureServices="true"), secret_keys=frozenset({"zdd:allowAzureServices"})
+    )
+    assert check("sql-server-not-open-to-all", everyone, secret)
 
 
 @pytest.mark.parametrize(
     ("start", "end", "fails"),
     [
-        ("0.0.0.0", "0.0.0.0", False),
+        ("0.0.0.0", "0.0.0.0", True),
         ("203.0.113.7", "203.0.113.7", False),
         ("10.0.0.0", "10.255.255.255", False),
         ("0.0.0.0", "255.255.255.255", True),
@@ -526,18 +551,16 @@ def test_one_public_origin_azure(azure_runs: dict[str, list[Resource]], scenario
     resources = azure_runs[scenario]
     config = azure_config(scenario)
     assert stack_check("one-public-origin", resources, config) == []
-    public = [
-        r for r in resources if r.type == rules.AFD_ORIGIN and r.props["originGroupName"] == "site"
-    ]
-    assert len(public) == 2
-    both = [changed(r, "enabledState", "Enabled") for r in public]
+    # One single-origin group per site; the public route names the one with the traffic.
+    groups = [r for r in resources if r.type == rules.AFD_ORIGIN]
+    assert {r.props["originGroupName"] for r in groups} == {"primary", "clone"}
+    primary = next(r for r in groups if r.props["originGroupName"] == "primary")
+    second = dataclasses.replace(primary, name="front-door-second", urn="second")
+    [problem] = stack_check("one-public-origin", [*resources, second], config)
+    assert "origin group primary: 2 origins take traffic" in problem.message
+    none = [changed(primary, "enabledState", "Disabled")]
     [problem] = stack_check(
-        "one-public-origin", [*(r for r in resources if r not in public), *both], config
-    )
-    assert "origin group site: 2 origins take traffic" in problem.message
-    none = [changed(r, "enabledState", "Disabled") for r in public]
-    [problem] = stack_check(
-        "one-public-origin", [*(r for r in resources if r not in public), *none], config
+        "one-public-origin", [*(r for r in resources if r is not primary), *none], config
     )
     assert "0 origins take traffic (none)" in problem.message
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,12 +19,13 @@ import httpx
 import pytest
 
 from infra.local.providers import content_digest
-from tests.conftest import ROOT, Result
-from zdd.probe import LoadProbe
+from tests.conftest import ROOT, Result, stack_dir
+from zdd.probe import LoadProbe, ProbeTarget
 
 pytestmark = pytest.mark.engine
 
 Make = Callable[[str], dict[str, Any]]
+SAMPLE_PROBE = ProbeTarget.of_file(ROOT / "apps/sample/app.yaml")
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def assert_clean_finish(report: dict[str, Any], stack: dict[str, Any], version: 
         "instance": "primary",
         "database_mode": "ReadWrite",
     }
-    state_dir = ROOT / ".zdd" / stack["stack"]
+    state_dir = stack_dir(stack["stack"])
     assert not list(state_dir.glob("clone*.sqlite")), "the clone's database is left"
     assert not any(
         "--instance clone"
@@ -96,7 +98,7 @@ def test_roll_back_code_only(site: Make, zdd: Callable[..., Result]) -> None:
 
 
 def test_roll_back_code_and_database_to_the_restore_point(
-    site: Make, zdd: Callable[..., Result]
+    site: Make, zdd: Callable[..., Result], pulumi: Callable[..., Result]
 ) -> None:
     stack = site("v1")
     name = stack["stack"]
@@ -109,15 +111,20 @@ def test_roll_back_code_and_database_to_the_restore_point(
     assert deployed.code == 0 and deployed.json()["outcome"] == "awaiting-approval"
     status = zdd("status", "-s", name, "--json").json()
     assert status["state"] == "awaiting-approval" and status["traffic"] == "clone"
+    # What the deploy update recorded when it took the restore point, before any migration.
+    taken = pulumi("stack", "output", "-s", name, "restore_point", "--json").json()
 
     back = zdd(
         "rollback", "-s", name, "--with-database", "--wait-for-approval", "--probe", "--json"
     )
     assert back.code == 0, back.stderr
-    state_dir = ROOT / ".zdd" / name
+    state_dir = stack_dir(name)
     (restore_point,) = glob.glob(str(state_dir / "restore-*.sqlite"))
-    # The new database generation holds exactly what the primary held at the restore point.
-    assert content_digest(state_dir / "primary-g2.sqlite") == content_digest(Path(restore_point))
+    with sqlite3.connect(f"file:{restore_point}?mode=ro", uri=True) as point:
+        assert "kept" in {row[0] for row in point.execute("SELECT title FROM articles")}
+    # The new database generation holds exactly what the primary held when the restore point
+    # was taken, as that update recorded it (not merely what the backup file holds now).
+    assert content_digest(state_dir / "primary-g2.sqlite") == taken["digest"]
 
     done = zdd("complete", "-s", name, "--probe", "--json")
     assert done.code == 0, done.stderr
@@ -184,7 +191,7 @@ def test_killed_driver_resumes_without_a_failed_request(
 ) -> None:
     stack = site("v1")
     name = stack["stack"]
-    probe = LoadProbe(stack["public_url"], rate=200)
+    probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=200)
     probe.start()
     driver = subprocess.Popen(
         [sys.executable, "-m", "zdd.cli", "deploy", "-s", name, "--version", "v2", "--yes"],
@@ -234,15 +241,20 @@ def test_a_second_driver_is_refused(
     assert first.wait(timeout=300) == 0
 
 
-@pytest.mark.parametrize("phase", ["clone", "cutover"])
+# A file that appears once the update has started changing resources in that phase.
+STARTED_IN = {"clone": "clone-g*.sqlite*", "deploy": "restore-*.sqlite*"}
+
+
+@pytest.mark.parametrize("phase", sorted(STARTED_IN))
 def test_resume_after_the_whole_update_was_killed(
     site: Make, zdd: Callable[..., Result], engine_env: dict[str, str], phase: str
 ) -> None:
-    """The driver and its Pulumi CLI die together: the update's lock and pending operations
-    are left behind, and `zdd resume` clears them and finishes the deployment."""
+    """The driver and its Pulumi CLI die together, in the middle of a resource operation: the
+    update's lock and pending operations are left behind, and `zdd resume` clears them and
+    finishes the deployment."""
     stack = site("v1")
     name = stack["stack"]
-    probe = LoadProbe(stack["public_url"], rate=200)
+    probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=200)
     probe.start()
     driver = subprocess.Popen(
         [sys.executable, "-m", "zdd.cli", "deploy", "-s", name, "--version", "v2", "--yes"],
@@ -256,12 +268,14 @@ def test_resume_after_the_whole_update_was_killed(
     backend = Path(engine_env["PULUMI_BACKEND_URL"].removeprefix("file://"))
     for line in driver.stderr:
         if f"{phase}: pulumi up" in line:
-            # Kill once the CLI holds the stack's lock, i.e. in the middle of the update.
+            # Kill once the CLI holds the stack's lock and a resource operation has begun.
             deadline = time.monotonic() + 60
-            while not list(backend.glob(f".pulumi/locks/*/*/{name}/*.json")):
-                assert time.monotonic() < deadline, "the update never took the stack's lock"
-                time.sleep(0.05)
-            time.sleep(0.3)
+            while not (
+                list(backend.glob(f".pulumi/locks/*/*/{name}/*.json"))
+                and list(stack_dir(name).glob(STARTED_IN[phase]))
+            ):
+                assert time.monotonic() < deadline, "the update never got to its resources"
+                time.sleep(0.01)
             os.killpg(driver.pid, signal.SIGKILL)
             break
     driver.wait(timeout=60)

@@ -22,7 +22,7 @@ ConfigChange = dict[str, str | None]
 # can tell whether the stack's last update applied the config it has now.
 DECIDING_KEYS = (
     "phase", "currentVersion", "targetVersion", "mode", "acceptDataLoss", "restorePoint",
-    "databaseGeneration", "databaseVersion", "migrateTo", "restoredFrom",
+    "databaseGeneration", "databaseVersion", "migrateTo", "restoredFrom", "app",
 )  # fmt: skip
 
 
@@ -52,12 +52,37 @@ def new_restore_point_id(now: datetime | None = None) -> str:
 
 
 @dataclass(frozen=True)
+class RestorePointTaken:
+    """A restore point as the update that took it recorded it in the stack's state."""
+
+    id: str
+    taken_at: float  # epoch seconds
+    digest: str  # of the database's content at that moment
+
+    @classmethod
+    def from_record(cls, record: object) -> RestorePointTaken | None:
+        """The proof in a stack output or resource state, or None when it is not complete."""
+        if not isinstance(record, Mapping):
+            return None
+        point, taken_at, digest = (record.get(k) for k in ("restore_point", "taken_at", "digest"))
+        if not (isinstance(point, str) and point and isinstance(digest, str) and digest):
+            return None
+        if not isinstance(taken_at, int | float) or taken_at <= 0:
+            return None
+        return cls(point, float(taken_at), digest)
+
+
+@dataclass(frozen=True)
 class StackState:
-    """What the driver knows: the config it set and the phase the last update reached."""
+    """What the driver knows: the config it set and what the stack's updates applied."""
 
     settings: StackSettings
     applied: Phase
     awaiting_approval: bool = False
+    # Read from the state, never from config: the restore point an update really took, and
+    # whether an update may have changed the primary (it got past the restore point).
+    restore_point_taken: RestorePointTaken | None = None
+    primary_changed: bool = False
 
     @property
     def in_progress(self) -> bool:
@@ -69,7 +94,13 @@ class StackState:
 
     @property
     def primary_touched(self) -> bool:
-        return Phase.DEPLOY in (self.applied, self.settings.phase) or self.applied is Phase.RETURN
+        return self.primary_changed or self.applied in (Phase.DEPLOY, Phase.RETURN)
+
+    @property
+    def proven_restore_point(self) -> RestorePointTaken | None:
+        """The restore point a rollback with database may use: taken, and the one configured."""
+        taken = self.restore_point_taken
+        return taken if taken is not None and taken.id == self.settings.restore_point else None
 
 
 class Refused(IllegalTransition):
@@ -139,6 +170,16 @@ def plan(
             "migrateTo": None,
             **approval,
         }
+    if action is Action.ROLLBACK_DATABASE and state.proven_restore_point is None:
+        instead = (
+            "`zdd rollback --code-only` keeps the database as it is"
+            if state.primary_touched
+            else "the primary is untouched: `zdd abort` gives it the traffic back"
+        )
+        raise Refused(
+            "no restore point was proven taken (no update of this stack recorded one with its "
+            f"time and digest), so there is nothing to restore from; {instead}"
+        )
     if not state.primary_touched:
         raise Refused(f"nothing was deployed to the primary yet; use `zdd abort`, not {action}")
     if action is Action.ROLLBACK_CODE:
@@ -149,8 +190,6 @@ def plan(
             **approval,
         }
     if action is Action.ROLLBACK_DATABASE:
-        if not s.restore_point:
-            raise Refused("no restore point was recorded; a rollback with database is impossible")
         return {
             "phase": Phase.DEPLOY,
             "targetVersion": s.current_version,

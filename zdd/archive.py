@@ -1,8 +1,9 @@
-"""What a read-write clone was given, and its archive, before the clone is destroyed.
+"""What a read-write clone was given, read from the archive its database was kept as.
 
-In read-write mode the clone's database takes writes that the primary never sees. Before the
-clone goes, its database is archived and compared, table by table and row by row, with the copy
-it started from (its baseline): every row added, changed or deleted is reported.
+In read-write mode the clone's database takes writes that the primary never sees. When the clone
+goes, its database and the copy it started from (its baseline) are archived; the archive is
+compared with the baseline, table by table and row by row: every row added, changed or deleted
+is reported.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.local.providers import baseline_path, online_backup
+from infra.local.providers import baseline_path
 
 Row = dict[str, Any]
 
@@ -92,11 +93,6 @@ def compare(baseline: Path, current: Path) -> dict[str, TableChanges]:
         return result
 
 
-def archive_clone(clone_database: Path, archive_dir: Path, name: str, keep: int) -> LostWrites:
-    """Archive the clone's database as `name`, keep the newest `keep` archives, and report."""
-    archive_dir.mkdir(parents=True, exist_ok=True)
-    archive = archive_dir / f"{name}.sqlite"
-    online_backup(clone_database, archive)
-    for old in sorted(archive_dir.glob("*.sqlite"), key=lambda p: p.stat().st_mtime)[:-keep]:
-        old.unlink()
-    return LostWrites(str(archive), compare(baseline_path(clone_database), archive))
+def clone_writes(archive: Path) -> LostWrites:
+    """What a read-write clone was given: its archive compared with the copy it started from."""
+    return LostWrites(str(archive), compare(baseline_path(archive), archive))

@@ -13,18 +13,20 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from zdd import appspec
 from zdd.actions import Action
 from zdd.driver import DeployResult, Driver
 from zdd.environment import Environment, find_project_root
 from zdd.errors import BadInput, ZddError
 from zdd.phases import Mode
-from zdd.probe import LoadProbe
+from zdd.probe import LoadProbe, ProbeTarget
 from zdd.stack import Stack
 
 app = typer.Typer(
@@ -34,6 +36,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, highlight=False)
+# Marks a stack `zdd demo` made, which a later demo may replace without asking.
+MADE_BY_KEY = "madeBy"
 T = TypeVar("T")
 
 StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name.")]
@@ -118,11 +122,19 @@ def init(
     stack: StackOpt,
     version: Annotated[str, typer.Option(help="Version the site starts on, e.g. v1.")],
     target: Annotated[str, typer.Option(help="local (this machine) or azure.")] = "local",
+    app_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--app",
+            help="The site's app spec (YAML); default on the local target: the sample site's, "
+            "apps/sample/app.yaml.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a stack and bring it to `idle`: the site running VERSION with sample content."""
+    """Create a stack for the site its app spec describes and bring it to `idle` on VERSION."""
     driver = Driver(_env(stack, target), stack, _say)
-    status = _run(as_json, lambda: driver.init(target, version))
+    status = _run(as_json, lambda: driver.init(target, version, app_file))
     _emit(status.as_json(), as_json, lambda: _print_status(status.as_json()))
 
 
@@ -167,25 +179,32 @@ def _act(
         _run(as_json, lambda: driver.begin(action, dry_run=True, **options))  # type: ignore[arg-type]
         _confirm(yes, as_json, f"{action} on stack {stack}?")
         public_url = _run(as_json, driver.status).public_url
+        load = _run(as_json, lambda: _load_probe(driver, public_url, probe_rate)) if probe else None
         result, _ = _run(as_json, lambda: driver.begin(action, **options))  # type: ignore[arg-type]
-        _drive(driver, result, public_url, probe, probe_rate, chart, on_failure, as_json)
+        _drive(driver, result, load, chart, on_failure, as_json)
     _emit(result.as_json(), as_json, lambda: _print_result(result.as_json()))
+
+
+def _load_probe(driver: Driver, public_url: str | None, rate: float) -> LoadProbe:
+    """A load probe asking of the stack's site what its app spec's `probe` section says."""
+    try:
+        target = ProbeTarget.of(appspec.from_config(driver.stack.config()))
+    except appspec.InvalidAppSpec as exc:
+        raise BadInput(str(exc)) from None
+    return LoadProbe(public_url or "", target, rate=rate)
 
 
 def _drive(
     driver: Driver,
     result: DeployResult,
-    public_url: str | None,
-    probe: bool,
-    probe_rate: float,
+    load: LoadProbe | None,
     chart: str | None,
     on_failure: Action | None,
     as_json: bool,
 ) -> None:
-    """Take the steps to the end, under the probe if asked; a failure still reports the probe."""
-    load = LoadProbe(public_url or "", rate=probe_rate) if probe else None
+    """Take the steps to the end, under the probe if given; a failure still reports the probe."""
     if load:
-        _say(f"probe: {probe_rate:.0f} requests/s on {public_url}")
+        _say(f"probe: {load.rate:.0f} requests/s on {load.public_url}")
         load.start()
     try:
         driver.run(result, on_failure=on_failure)
@@ -341,11 +360,13 @@ def resume(
     probe_rate: RateOpt = 400.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Continue an interrupted deployment or recovery from the stack's config and outputs."""
+    """Continue an interrupted deployment or recovery from the stack's config and outputs; a
+    component that died (front door, primary, clone) is brought back first, in any phase."""
     driver = Driver(_env(stack), stack, _say)
     with _exclusive(driver, as_json):
         before = _run(as_json, driver.status)
-        if not before.deployment_in_progress:
+        all_up = all(c["answering"] for c in before.components.values())
+        if not before.deployment_in_progress and all_up:
             _fail(BadInput(f"no deployment in progress on stack {stack!r}"), as_json)
         result = DeployResult(
             outcome="running",
@@ -355,7 +376,9 @@ def resume(
             to_version=before.target_version or before.current_version,
             mode=before.mode,
         )
-        _drive(driver, result, before.public_url, probe, probe_rate, None, None, as_json)
+        public_url = before.public_url
+        load = _run(as_json, lambda: _load_probe(driver, public_url, probe_rate)) if probe else None
+        _drive(driver, result, load, None, None, as_json)
     _emit(result.as_json(), as_json, lambda: _print_result(result.as_json()))
 
 
@@ -429,11 +452,24 @@ def demo(
     """A full smooth deployment on this machine: a fresh stack on v1, then v2 under load."""
     env = _env(stack, "local")
     if Stack.exists(env, stack):
+        previous = Driver(env, stack, _say)
+        if _run(as_json, previous.stack.config).get(MADE_BY_KEY) != "demo":
+            question = f"stack {stack} exists and was not made by `zdd demo`: destroy it?"
+            if as_json or not sys.stdin.isatty():
+                _fail(
+                    BadInput(
+                        f"stack {stack!r} exists and was not made by `zdd demo`; run the demo "
+                        "with another --stack, or `zdd destroy` that stack yourself first"
+                    ),
+                    as_json,
+                )
+            typer.confirm(question, abort=True)
         _say(f"removing the previous {stack} stack")
-        _run(as_json, Driver(env, stack, _say).destroy)
+        _run(as_json, previous.destroy)
     driver = Driver(env, stack, _say)
     try:
         _run(as_json, lambda: driver.init("local", "v1"))
+        driver.stack.set_config({MADE_BY_KEY: "demo"})
         _act(stack, Action.DEPLOY, as_json=as_json, version="v2", probe=True,
              probe_rate=probe_rate, chart=chart)  # fmt: skip
     finally:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -20,24 +19,28 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from zdd import gates
+from zdd import appspec, gates
 from zdd.actions import (
     RECOVERY_HINT,
     Action,
     ConfigChange,
     Refused,
+    RestorePointTaken,
     StackState,
     next_step,
     plan,
     settings_digest,
 )
+from zdd.appspec import AppSpec
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, StackBusy
+from zdd.gates import components
 from zdd.phases import (
     DatabaseMode,
     IllegalTransition,
@@ -45,6 +48,7 @@ from zdd.phases import (
     Mode,
     Phase,
     StackSettings,
+    check_operational_config,
     check_transition,
 )
 from zdd.stack import Stack
@@ -78,6 +82,8 @@ class Status:
     preview_url: str | None
     restore_point: str | None
     database_generation: int
+    # Each component of the last update: {"url", "listening", "answering"}.
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -100,6 +106,8 @@ class DeployResult:
     changed: list[dict[str, str]] = field(default_factory=list)
     # Read-write mode: what the clone was given and where its database is archived.
     lost_writes: dict[str, Any] | None = None
+    # Read-only mode: the clone's database changed although it was read-only (DESIGN rule 9).
+    read_only_violation: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -120,6 +128,8 @@ class DeployResult:
         }
         if self.lost_writes is not None:
             result["lost_writes"] = self.lost_writes
+        if self.read_only_violation is not None:
+            result["read_only_violation"] = self.read_only_violation
         if self.error:
             result["error"] = self.error
         if self.probe is not None:
@@ -128,11 +138,19 @@ class DeployResult:
 
 
 class Driver:
-    def __init__(self, env: Environment, stack_name: str, say: Say = lambda _: None) -> None:
+    def __init__(
+        self,
+        env: Environment,
+        stack_name: str,
+        say: Say = lambda _: None,
+        stack: Stack | None = None,
+    ) -> None:
+        """`stack`: the stack to drive, e.g. one that times its calls (the benchmark's);
+        without it the stack named `stack_name` is selected when first needed."""
         self.env = env
         self.stack_name = stack_name
         self.say = say
-        self._stack: Stack | None = None
+        self._stack = stack
         self._gate_passed: tuple[Phase, Phase] | None = None
 
     @property
@@ -171,10 +189,15 @@ class Driver:
 
     # -- reading the stack ---------------------------------------------------------------
 
-    def _read(self) -> tuple[dict[str, str], StackState, dict[str, Any], TargetOps]:
+    def _read(
+        self, *, evidence: bool = False
+    ) -> tuple[dict[str, str], StackState, dict[str, Any], TargetOps]:
+        """The stack as the driver sees it. With `evidence`, also what the updates really did
+        to the primary (a recovery or an abort decides on that, never on the config)."""
         config = self.stack.config()
         try:
             settings = StackSettings.from_config(config)
+            check_operational_config(config)
         except ValueError as exc:
             raise BadInput(f"stack {self.stack_name!r}: {exc}") from None
         outputs = self.stack.outputs()
@@ -182,7 +205,20 @@ class Driver:
         awaiting = (
             config.get("awaitApproval") == "true" and applied is settings.phase is Phase.DEPLOY
         )
-        state = StackState(settings, applied, awaiting_approval=awaiting)
+        taken = RestorePointTaken.from_record(outputs.get("restore_point"))
+        changed = False
+        if evidence and settings.phase is Phase.DEPLOY and applied is not Phase.DEPLOY:
+            # A deploy update that did not finish: it may have got past the restore point, after
+            # which the primary can have been changed (its migration and code wait for it).
+            taken = self.stack.restore_point_in_state(settings.restore_point)
+            changed = taken is not None
+        state = StackState(
+            settings,
+            applied,
+            awaiting_approval=awaiting,
+            restore_point_taken=taken,
+            primary_changed=changed,
+        )
         return config, state, outputs, ops_for(config.get("target", "local"))
 
     def status(self) -> Status:
@@ -215,13 +251,21 @@ class Driver:
             preview_url=outputs.get("preview_url"),
             restore_point=settings.restore_point,
             database_generation=settings.database_generation,
+            components={name: vars(h) for name, h in components(outputs).items()},
         )
 
     # -- init / destroy ------------------------------------------------------------------
 
-    def init(self, target: str, version: str) -> Status:
+    def init(self, target: str, version: str, app_file: Path | None = None) -> Status:
+        """Create the stack for the site its app spec describes (kept in its config) on
+        `version`; a local stack given no spec runs the bundled sample site."""
         ops = ops_for(target)
-        check_version(version, ops)
+        if app_file is None and target == "local":
+            app_file = self.env.sample_app
+        app = _read_app(app_file) if app_file is not None else None
+        described = {appspec.CONFIG_KEY: app.to_config()} if app is not None else {}
+        check_version(version, ops, described)
+        ops.check_ready()
         if Stack.exists(self.env, self.stack_name):
             raise BadInput(f"stack {self.stack_name!r} already exists; use it, or destroy it first")
         self._stack = Stack.create(self.env, self.stack_name)
@@ -230,6 +274,7 @@ class Driver:
                 "target": target,
                 "phase": Phase.IDLE,
                 "currentVersion": version,
+                **described,
                 **ops.initial_config(self.env, self.stack_name),
             }
         )
@@ -238,11 +283,10 @@ class Driver:
 
     def destroy(self) -> None:
         self.say(f"destroying every resource of stack {self.stack_name}")
-        state_dir = self.stack.config().get("stateDir")
+        ops = ops_for(self.stack.config().get("target", "local"))
         self.stack.destroy()
         self.stack.remove()
-        if state_dir:  # logs, archives and retired database generations of a local stack
-            shutil.rmtree(state_dir, ignore_errors=True)
+        ops.forget(self.env, self.stack_name)
 
     # -- actions -------------------------------------------------------------------------
 
@@ -257,9 +301,10 @@ class Driver:
         dry_run: bool = False,
     ) -> tuple[DeployResult, ConfigChange]:
         """Validate `action` and (unless `dry_run`) record it in the stack config."""
-        _config, state, _outputs, ops = self._read()
+        config, state, _outputs, ops = self._read(evidence=action is not Action.DEPLOY)
+        ops.check_ready()
         if version is not None:
-            check_version(version, ops)
+            check_version(version, ops, config)
             if action is Action.DEPLOY and version == state.settings.current_version:
                 raise BadInput(f"stack {self.stack_name!r} already runs {version}")
         if mode is Mode.READ_WRITE and not accept_data_loss:
@@ -307,12 +352,13 @@ class Driver:
         `on_failure` that recovery runs by itself, otherwise the driver stops and says which
         recoveries there are.
         """
+        self._read()[3].check_ready()
         self.clear_interrupted_update()
         try:
             while self.advance(result):
                 pass
         except (GateFailed, EngineFailed) as exc:
-            _config, state, _outputs, _ops = self._read()
+            _config, state, _outputs, _ops = self._read(evidence=True)
             if state.applied is Phase.CLONE and not state.primary_touched:
                 self.say(f"clone check failed: {exc}; aborting, the primary was not touched")
                 self.stack.set_config(plan(Action.ABORT, state))
@@ -349,9 +395,18 @@ class Driver:
             # of that move, the update, and the check the next move needs, timed as one phase.
             started, wall = time.monotonic(), time.time()
             self._gate_once(state.applied, settings.phase, settings, outputs, ops)
-            if settings.phase is Phase.IDLE:
-                self._archive_read_write_clone(config, outputs, ops, result)
+            # The idle update archives a read-write clone's database as it deletes it; the
+            # address of that archive is only in the outputs from before.
+            archive = outputs.get("clone_archive") if settings.phase is Phase.IDLE else None
+            if settings.phase is Phase.IDLE and ops.read_only_violation is not None:
+                result.read_only_violation = ops.read_only_violation(
+                    self.env, self.stack_name, outputs
+                )
+                if result.read_only_violation:
+                    self.say(result.read_only_violation)
             self._up(settings.phase, str(settings.phase), result, self._message(config, result))
+            if archive:
+                self._report_clone_writes(archive, ops, result)
             if settings.phase is not Phase.IDLE:
                 config, state, outputs, ops = self._read()
                 following = self._following(state)
@@ -360,33 +415,40 @@ class Driver:
                 PhaseTiming(str(settings.phase), time.monotonic() - started, started_at=wall)
             )
             return True
+        self._repair(settings.phase, config, outputs, result)
         if settings.phase is Phase.IDLE or state.awaiting_approval:
             return False
         following = self._following(state)
         self._gate_once(settings.phase, following, settings, outputs, ops)
-        self.stack.set_config(next_step(state))
+        change = next_step(state)
+        if ops.take_restore_point and "restorePoint" in change and not settings.restore_point:
+            # After the drain gate above, on the target's own clock (issue 10).
+            change["restorePoint"] = ops.take_restore_point()
+        self.stack.set_config(change)
         return True
 
-    def _archive_read_write_clone(
-        self,
-        config: dict[str, str],
-        outputs: dict[str, Any],
-        ops: TargetOps,
-        result: DeployResult,
+    def _repair(
+        self, phase: Phase, config: dict[str, str], outputs: dict[str, Any], result: DeployResult
     ) -> None:
-        """Rule 4: a clone that took writes is archived, and what it took reported, first."""
-        if outputs.get("mode") != Mode.READ_WRITE or not outputs.get("clone_database"):
-            return
-        if ops.archive_clone is None:
-            # Azure: the program retains a read-write clone's database when it is deleted.
-            name = outputs["clone_database"]
-            result.lost_writes = {"archive": name, "rows": None}
+        """A component that died since the last update (a front door, an app) is brought back by
+        applying the same phase again before the next gate, which would otherwise wait for it
+        forever."""
+        down = [name for name, health in components(outputs).items() if not health.answering]
+        if down:
+            self.say(f"{', '.join(down)} not answering: applying phase {phase} again")
+            message = {**self._message(config, result), "action": "repair"}
+            self._up(phase, f"{phase} (repair)", result, message)
+
+    def _report_clone_writes(self, archive: str, ops: TargetOps, result: DeployResult) -> None:
+        """Rule 4: what a read-write clone took is reported from its archive, in plain words."""
+        if ops.clone_writes is None:
+            result.lost_writes = {"archive": archive, "rows": None}
             self.say(
-                f"the read-write clone's writes are NOT in the primary; its database {name} "
+                f"the read-write clone's writes are NOT in the primary; its database {archive} "
                 "is kept as their archive (rows are not compared on this target)"
             )
             return
-        report = ops.archive_clone(self.env, self.stack_name, config, outputs)
+        report = ops.clone_writes(Path(archive))
         result.lost_writes = report.as_json()
         self.say(report.in_words())
 
@@ -400,6 +462,7 @@ class Driver:
             "deployment": config.get("deploymentId"),
             "from": result.from_version,
             "to": result.to_version,
+            **({"read_only_violation": v} if (v := result.read_only_violation) else {}),
         }
 
     def _up(
@@ -453,6 +516,32 @@ class Driver:
             self._gate(src, dst, settings, outputs, ops)
             self._gate_passed = (src, dst)
 
+    def _wait_switched(
+        self, ops: TargetOps, outputs: dict[str, Any], origin: Instance
+    ) -> datetime | None:
+        """A cloud front door: the switch to `origin` deployed everywhere, and when."""
+        return ops.wait_switched(outputs, origin, self.say) if ops.wait_switched else None
+
+    def _wait_drained(
+        self,
+        ops: TargetOps,
+        outputs: dict[str, Any],
+        origin: Instance,
+        switched: datetime | None,
+        hint: str,
+    ) -> None:
+        """Rules 2 and 5: no public request reaches `origin` any more, judged by the target."""
+        if ops.wait_drained is not None and switched is not None:
+            ops.wait_drained(outputs, origin, self.say, switched)
+            return
+        waited = gates.wait_drained(
+            lambda: ops.in_flight(outputs, origin),
+            origin,
+            timeout=ops.timeouts.drained,
+            hint=hint,
+        )
+        self.say(f"gate: {origin} drained after {waited:.2f}s")
+
     def _gate(
         self,
         src: Phase,
@@ -466,8 +555,15 @@ class Driver:
         primary_rw = DatabaseMode.READ_WRITE
         # How long an app may take to answer as expected: the target's defaults (a cloud
         # front door needs minutes), or the stack's `zdd:gateTimeoutSeconds`.
-        override = self.stack.config().get("gateTimeoutSeconds")
-        patience = float(override) if override else ops.timeouts.healthy
+        config = self.stack.config()
+        override = config.get("gateTimeoutSeconds")
+        # The site's health path and how long it may take to answer there: its app spec's.
+        # A stack without one (Azure): the path its probes use too, `zdd:healthCheckPath`.
+        health = appspec.health_of(config) or appspec.Health(
+            path=config.get("healthCheckPath") or appspec.DEFAULT_HEALTH_PATH,
+            timeout_seconds=ops.timeouts.healthy,
+        )
+        patience = float(override) if override else health.timeout_seconds
         moving = float(override) if override else ops.timeouts.public_origin
         if (src, dst) == (Phase.CLONE, Phase.CUTOVER):
             mode = (
@@ -481,16 +577,19 @@ class Driver:
                 gates.Identity(settings.current_version, Instance.CLONE, mode),
                 what="the clone",
                 timeout=patience,
+                health_path=health.path,
             )
         elif (src, dst) == (Phase.CUTOVER, Phase.DEPLOY):
             self.say("gate: public traffic on the clone, primary drained")
-            gates.wait_public_origin(outputs["public_url"], Instance.CLONE, timeout=moving)
-            waited = gates.wait_drained(
-                lambda: ops.in_flight(outputs, Instance.PRIMARY),
-                Instance.PRIMARY,
-                timeout=ops.timeouts.drained,
+            switched = self._wait_switched(ops, outputs, Instance.CLONE)
+            gates.wait_public_origin(
+                outputs["public_url"],
+                Instance.CLONE,
+                header=ops.served_by_header,
+                path=health.path,
+                timeout=moving,
             )
-            self.say(f"gate: primary drained after {waited:.2f}s")
+            self._wait_drained(ops, outputs, Instance.PRIMARY, switched, gates.DRAIN_HINT)
         elif (src, dst) == (Phase.DEPLOY, Phase.RETURN):
             self.say(f"gate: verify the new primary ({target_version}) at {outputs['preview_url']}")
             gates.wait_healthy(
@@ -498,15 +597,32 @@ class Driver:
                 gates.Identity(target_version, Instance.PRIMARY, primary_rw),
                 what=f"the primary on {target_version}",
                 timeout=patience,
+                health_path=health.path,
             )
         elif (src, dst) == (Phase.RETURN, Phase.IDLE):
-            self.say("gate: public traffic back on a healthy primary")
-            gates.wait_public_origin(outputs["public_url"], Instance.PRIMARY, timeout=moving)
+            self.say("gate: public traffic back on a healthy primary, clone drained")
+            switched = self._wait_switched(ops, outputs, Instance.PRIMARY)
+            gates.wait_public_origin(
+                outputs["public_url"],
+                Instance.PRIMARY,
+                header=ops.served_by_header,
+                path=health.path,
+                timeout=moving,
+            )
+            # Rule 5: the clone goes only once no request is still on its way to it.
+            self._wait_drained(
+                ops,
+                outputs,
+                Instance.CLONE,
+                switched,
+                "The primary holds the traffic; retry with `zdd resume`.",
+            )
             gates.wait_healthy(
                 outputs["primary_url"],
                 gates.Identity(target_version, Instance.PRIMARY, primary_rw),
                 what="the primary",
                 timeout=patience,
+                health_path=health.path,
             )
         elif dst is Phase.IDLE and src in (Phase.CLONE, Phase.CUTOVER):
             self.say("gate: the untouched primary is healthy before it gets the traffic back")
@@ -515,6 +631,7 @@ class Driver:
                 gates.Identity(settings.current_version, Instance.PRIMARY, primary_rw),
                 what="the primary",
                 timeout=patience,
+                health_path=health.path,
             )
 
     # -- preview and history -------------------------------------------------------------
@@ -583,6 +700,17 @@ class Driver:
         return group_history(entries)
 
 
+def _read_app(path: Path) -> AppSpec:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInput(f"cannot read the app spec {path}: {exc.strerror}") from None
+    try:
+        return appspec.parse_file_text(text, str(path.resolve().parent))
+    except appspec.InvalidAppSpec as exc:
+        raise BadInput(f"{path}: {exc}") from None
+
+
 def group_history(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Group per-phase updates (newest first, as Pulumi lists them) into deployments."""
     deployments: dict[str, dict[str, Any]] = {}
@@ -604,6 +732,8 @@ def group_history(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry["actions"].append(update["action"])
         entry["to_version"] = update.get("to")
         entry["phases"].append({"name": update["phase"], "seconds": update["seconds"]})
+        if update.get("read_only_violation"):
+            entry["read_only_violation"] = update["read_only_violation"]
         if update["result"] != "succeeded":
             entry["outcome"] = "failed"
         elif update["phase"] == Phase.IDLE:

@@ -11,6 +11,25 @@ import yaml
 
 # Applies to stacks of the `local` target only; an Azure stack needs the user's own passphrase.
 LOCAL_PASSPHRASE = "smooth-deploy-local"
+# The state root, relative to the project; each stack's own files are in `stacks/<stack>`, apart
+# from the folders shared by all stacks (`archive/`, `locks/`, `ports/`), so no stack name can
+# reach another stack's files or the shared ones.
+STATE_ROOT = ".zdd"
+
+
+def stack_dir(state_root: Path, stack: str) -> Path:
+    """The one folder a stack's processes, databases and logs live in (derived, never chosen)."""
+    return state_root / "stacks" / stack
+
+
+def ports_dir(state_root: Path) -> Path:
+    """The registry of the local ports each stack holds (one file per port)."""
+    return state_root / "ports"
+
+
+def archive_dir(state_root: Path, stack: str) -> Path:
+    """Where a stack's read-write clone archives are kept; it survives `zdd destroy`."""
+    return state_root / "archive" / stack
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -32,8 +51,16 @@ class Environment:
 
     @property
     def state_root(self) -> Path:
-        """Per-stack runtime files of the local target (databases, logs, archives)."""
-        return self.root / ".zdd"
+        """Runtime files of the local target (databases, logs, archives, driver locks)."""
+        return self.root / STATE_ROOT
+
+    def stack_dir(self, stack: str) -> Path:
+        return stack_dir(self.state_root, stack)
+
+    @property
+    def sample_app(self) -> Path:
+        """The bundled sample site's app spec: what a local stack runs when given no other."""
+        return self.root / "apps" / "sample" / "app.yaml"
 
     def policy_packs(self) -> list[str]:
         """The policy pack every update runs: `policies/`, another one named by

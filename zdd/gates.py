@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import functools
+import socket
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
+from zdd.appspec import DEFAULT_HEALTH_PATH
 from zdd.errors import GateFailed
 
 POLL_SECONDS = 0.1
+# The header the sites set on every answer naming their instance; a front door of the
+# platform's own may name the origin itself instead (see `TargetOps.served_by_header`).
+APP_IDENTITY_HEADER = "X-ZDD-Instance"
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """Made once: `httpx.get` would load the CA bundle again at every call (about 30 ms)."""
+    return ssl.create_default_context()
+
+
+def _get(url: str, timeout: float) -> httpx.Response:
+    return httpx.get(url, timeout=timeout, verify=_tls())
 
 
 @dataclass(frozen=True)
@@ -30,7 +48,9 @@ def _until(deadline: float, check: Callable[[], str | None]) -> str | None:
         time.sleep(POLL_SECONDS)
 
 
-def _identity_complaint(seen: dict[str, str], expected: Identity) -> str | None:
+def _identity_complaint(seen: Mapping[str, Any] | None, expected: Identity) -> str | None:
+    if seen is None:
+        return None
     wanted = {"version": expected.version, "instance": expected.instance}
     if expected.database_mode:
         wanted["database_mode"] = expected.database_mode
@@ -38,35 +58,64 @@ def _identity_complaint(seen: dict[str, str], expected: Identity) -> str | None:
     return "; ".join(wrong) or None
 
 
-def wait_healthy(url: str, expected: Identity, *, what: str, timeout: float = 30.0) -> None:
-    """Rule 1: an app gets traffic only if its health check answers with the expected version."""
+def _reported_identity(response: httpx.Response) -> Mapping[str, Any] | None:
+    """The identity a site reports on its health path, if it reports one (a JSON object that
+    names its `instance`); a site the platform did not write needs not."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, Mapping) and "instance" in body else None
+
+
+def wait_healthy(
+    url: str,
+    expected: Identity,
+    *,
+    what: str,
+    timeout: float = 30.0,
+    health_path: str = DEFAULT_HEALTH_PATH,
+) -> None:
+    """Rule 1: an app gets traffic only once its health path answers 2xx. It runs the version the
+    platform started; a site that reports its identity must report the expected one."""
+    address = f"{url}{health_path}"
 
     def check() -> str | None:
         try:
-            response = httpx.get(f"{url}/healthz", timeout=5)
+            response = _get(address, timeout=5)
         except httpx.HTTPError as exc:
-            return f"no answer from {url}/healthz ({exc.__class__.__name__})"
-        if response.status_code != 200:
-            return f"{url}/healthz answered {response.status_code}: {response.text[:200]}"
-        return _identity_complaint(response.json(), expected)
+            return f"no answer from {address} ({exc.__class__.__name__})"
+        if not response.is_success:
+            return f"{address} answered {response.status_code}: {response.text[:200]}"
+        return _identity_complaint(_reported_identity(response), expected)
 
     complaint = _until(time.monotonic() + timeout, check)
     if complaint:
-        raise GateFailed(f"{what} is not healthy after {timeout:.0f}s: {complaint}")
+        raise GateFailed(
+            f"{what} is not healthy after {timeout:.0f}s: {complaint}; the app spec's `health` "
+            f"path is {health_path}: fix `health` or see why the site does not answer there"
+        )
 
 
 def wait_public_origin(
-    public_url: str, origin: str, *, timeout: float = 30.0, samples: int = 5
+    public_url: str,
+    origin: str,
+    *,
+    header: str = APP_IDENTITY_HEADER,
+    path: str = DEFAULT_HEALTH_PATH,
+    timeout: float = 30.0,
+    samples: int = 5,
 ) -> None:
-    """The public endpoint answers from `origin` only, `samples` times in a row."""
+    """The public endpoint answers `path` from `origin` only, `samples` times in a row; `header`
+    of each answer names the origin that gave it."""
 
     def check() -> str | None:
         for _ in range(samples):
             try:
-                response = httpx.get(f"{public_url}/__identity", timeout=5)
+                response = _get(f"{public_url}{path}", timeout=5)
             except httpx.HTTPError as exc:
                 return f"no answer from the public endpoint ({exc.__class__.__name__})"
-            served_by = response.headers.get("X-ZDD-Instance")
+            served_by = response.headers.get(header)
             if response.status_code != 200 or served_by != origin:
                 return f"public endpoint answered {response.status_code} from {served_by!r}"
         return None
@@ -78,7 +127,16 @@ def wait_public_origin(
         )
 
 
-def wait_drained(in_flight: Callable[[], int], origin: str, *, timeout: float = 60.0) -> float:
+DRAIN_HINT = "Retry with `zdd resume`, or `zdd abort` to give traffic back to the primary."
+
+
+def wait_drained(
+    in_flight: Callable[[], int],
+    origin: str,
+    *,
+    timeout: float = 60.0,
+    hint: str = DRAIN_HINT,
+) -> float:
     """Rule 2: nothing touches `origin` until no public request reaches it; returns the wait."""
     started = time.monotonic()
 
@@ -89,7 +147,43 @@ def wait_drained(in_flight: Callable[[], int], origin: str, *, timeout: float = 
     complaint = _until(started + timeout, check)
     if complaint:
         raise GateFailed(
-            f"drain check: {complaint} after {timeout:.0f}s; the {origin} was not touched. "
-            "Retry with `zdd resume`, or `zdd abort` to give traffic back to the primary."
+            f"drain check: {complaint} after {timeout:.0f}s; the {origin} was not touched. {hint}"
         )
     return time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether a component takes connections and answers HTTP (any status: the gates judge
+    what it answers, this only tells a dead process from a live one)."""
+
+    url: str
+    listening: bool
+    answering: bool
+
+
+def health_of(url: str, timeout: float = 2.0) -> Health:
+    parsed = httpx.URL(url)
+    try:
+        with socket.create_connection((parsed.host, parsed.port or 80), timeout=timeout):
+            pass
+    except OSError:
+        return Health(url, listening=False, answering=False)
+    try:
+        _get(url, timeout=timeout)
+    except httpx.HTTPError:
+        return Health(url, listening=True, answering=False)
+    return Health(url, listening=True, answering=True)
+
+
+# The stack outputs that name a component's address, and the component's name for the operator.
+COMPONENT_URLS = {"front door": "public_url", "primary": "primary_url", "clone": "clone_url"}
+
+
+def components(outputs: Mapping[str, Any]) -> dict[str, Health]:
+    """The health of every component the stack's last update left in place."""
+    return {
+        name: health_of(str(outputs[key]))
+        for name, key in COMPONENT_URLS.items()
+        if outputs.get(key)
+    }

@@ -30,6 +30,11 @@ class Instance(StrEnum):
     CLONE = "clone"
 
 
+# The response header a front door of the platform's own (HAProxy locally) sets on every answer
+# from a site: the `Instance` that gave it. An answer without it came from the front door itself.
+SERVED_BY_HEADER = "X-ZDD-Server"
+
+
 class DatabaseMode(StrEnum):
     """The site's own words for it (`EpiServer__Cms__DataAccess__DatabaseMode`)."""
 
@@ -47,10 +52,18 @@ DEPLOYMENT_ORDER: tuple[Phase, ...] = (
     Phase.IDLE,
 )
 
+# Every target names its restore point resource `<database>-restore-point`, with outputs
+# `restore_point`, `taken_at` and `digest`: the driver looks for it in the stack's state.
+RESTORE_POINT_SUFFIX = "-restore-point"
+
 # Phases in which public traffic is on the clone, so the primary may be changed or recovered.
 TRAFFIC_ON_CLONE: frozenset[Phase] = frozenset({Phase.CUTOVER, Phase.DEPLOY})
 
-_VERSION_RE = re.compile(r"^v\d+(\.\d+)*(-[a-z0-9][a-z0-9-]*)?$")
+# A version labels a release (a folder locally, a tag on Azure): real apps use `2.9.2` as well as
+# `v2`. No '/', and a letter or digit first, so it never leaves the releases folder.
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Restore point ids become file names locally and points in time on Azure (ISO 8601).
+_RESTORE_POINT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$")
 
 
 class InvalidStackConfig(ValueError):
@@ -62,7 +75,7 @@ class IllegalTransition(ValueError):
 
 
 def is_valid_version(version: str) -> bool:
-    return bool(_VERSION_RE.match(version))
+    return bool(_VERSION_RE.fullmatch(version))
 
 
 @dataclass(frozen=True)
@@ -145,14 +158,48 @@ class StackSettings:
             raise InvalidStackConfig(
                 "zdd:databaseGeneration above 1 needs zdd:restoredFrom (the restore point)"
             )
+        points = (("restorePoint", self.restore_point), ("restoredFrom", self.restored_from))
+        for key, value in points:
+            if value is not None and not _RESTORE_POINT_RE.match(value):
+                raise InvalidStackConfig(
+                    f"zdd:{key} {value!r} is not a restore point id: use up to 64 letters, "
+                    "digits, ':', '.', '_' or '-', starting with a letter or digit"
+                )
         schemas = (("databaseVersion", self.database_version), ("migrateTo", self.migrate_to))
         for key, value in schemas:
             if value is not None and not is_valid_version(value):
                 raise InvalidStackConfig(f"zdd:{key} {value!r} is not a version")
 
 
+# The `zdd:*` keys that tune a stack without deciding what exists: (kind, smallest, largest).
+OPERATIONAL_KEYS: dict[str, tuple[type[int] | type[float], float, float]] = {
+    "gateTimeoutSeconds": (float, 1, 86_400),
+    "archiveRetention": (int, 1, 1_000),
+    "basePort": (int, 1_024, 65_533),
+}
+
+
+def check_operational_config(values: Mapping[str, str]) -> None:
+    """Refuse a malformed tuning key before it reaches a timeout, a file count or a port."""
+    for key, (kind, smallest, largest) in OPERATIONAL_KEYS.items():
+        raw = values.get(key)
+        if raw is None:
+            continue
+        try:
+            number = kind(raw)
+        except ValueError:
+            number = None
+        if number is None or not smallest <= number <= largest:
+            noun = "a whole number" if kind is int else "a number"
+            raise InvalidStackConfig(
+                f"zdd:{key} {raw!r} must be {noun} from {smallest:g} to {largest:g}"
+            )
+
+
 @dataclass(frozen=True)
-class AppSpec:
+class SiteDeclaration:
+    """One web app as a phase declares it: which instance, on which version and database."""
+
     instance: Instance
     version: str
     database: Instance
@@ -164,8 +211,8 @@ class Declaration:
     """Everything that exists in one phase, in the user's words."""
 
     phase: Phase
-    primary: AppSpec
-    clone: AppSpec | None
+    primary: SiteDeclaration
+    clone: SiteDeclaration | None
     traffic: Instance
     # The version whose schema the primary database must carry.
     primary_database_version: str
@@ -189,7 +236,7 @@ def declare(settings: StackSettings) -> Declaration:
         if primary_on_target and settings.target_version
         else settings.current_version
     )
-    primary = AppSpec(
+    primary = SiteDeclaration(
         instance=Instance.PRIMARY,
         version=primary_version,
         database=Instance.PRIMARY,
@@ -197,7 +244,7 @@ def declare(settings: StackSettings) -> Declaration:
     )
     clone = None
     if phase is not Phase.IDLE:
-        clone = AppSpec(
+        clone = SiteDeclaration(
             instance=Instance.CLONE,
             version=settings.current_version,
             database=Instance.CLONE,

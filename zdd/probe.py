@@ -1,8 +1,18 @@
 """The load probe: steady reads and writes against the public endpoint for a whole deployment.
 
-Every response is recorded. A write is acknowledged (201), refused (503 with Retry-After: the
-read-only window) or failed (anything else, including no answer). Afterwards each acknowledged
-write is looked up through the public endpoint; one that is missing is lost.
+Every response is recorded. A write is acknowledged (its expected status), refused (503 with
+Retry-After: the read-only window) or failed (anything else, including no answer). Afterwards
+each acknowledged write is looked up through the public endpoint; one that is missing is lost.
+What it reads and writes is the app spec's `probe` section (`ProbeTarget`)::
+
+    probe:
+      reads: ["/", "/api/articles?limit=5"] # GET paths, taken in turn; 200 expected
+      write:                                # every 10th request; none without this
+        method: POST
+        path: /api/articles
+        json: {title: "{title}", text: probe}   # "{title}" becomes the write's unique name
+        status: 201                         # the answer of an acknowledged write
+        lookup: "/api/articles?title={title}"   # kept: 2xx with the title in its body
 """
 
 from __future__ import annotations
@@ -13,13 +23,101 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import aiohttp
 import httpx
 
+from zdd.appspec import AppSpec, InvalidAppSpec, parse_file_text
+from zdd.phases import SERVED_BY_HEADER
+
 Outcome = Literal["ok", "refused", "failed"]
+TITLE = "{title}"
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    method: str
+    path: str
+    body: Any  # JSON; TITLE in any of its strings becomes the write's unique title
+    status: int
+    lookup: str  # a GET path holding TITLE
+
+    def body_for(self, title: str) -> Any:
+        return _with_title(self.body, title)
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """What the probe asks of a site: an app spec's `probe` section (default: reads of `/`)."""
+
+    reads: tuple[str, ...] = ("/",)
+    write: WriteRequest | None = None
+
+    @classmethod
+    def of(cls, spec: AppSpec | None) -> ProbeTarget:
+        return cls.from_section(spec.probe) if spec is not None else cls()
+
+    @classmethod
+    def of_file(cls, path: Path) -> ProbeTarget:
+        """The target of the app spec file at `path`."""
+        return cls.of(parse_file_text(path.read_text(), str(path.parent)))
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> ProbeTarget:
+        unknown = sorted(set(section) - {"reads", "write"})
+        if unknown:
+            raise InvalidAppSpec(
+                f"app spec field `probe.{unknown[0]}` is unknown; use `reads`, `write`"
+            )
+        reads = section.get("reads", list(cls.reads))
+        if not isinstance(reads, list) or not reads or not all(_is_path(r) for r in reads):
+            raise InvalidAppSpec(
+                "app spec field `probe.reads` must be a non-empty list of paths starting with '/'"
+            )
+        write = section.get("write")
+        return cls(tuple(reads), _write_request(write) if write is not None else None)
+
+
+def _is_path(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("/")
+
+
+def _write_request(value: object) -> WriteRequest:
+    fields = ("method", "path", "json", "status", "lookup")
+    if not isinstance(value, Mapping) or set(value) - set(fields):
+        raise InvalidAppSpec(
+            f"app spec field `probe.write` must be a mapping of {', '.join(fields)}"
+        )
+    method, path, status = value.get("method", "POST"), value.get("path"), value.get("status", 201)
+    lookup = value.get("lookup")
+    if not isinstance(method, str) or not method.isalpha():
+        raise InvalidAppSpec(
+            "app spec field `probe.write.method` must be an HTTP method, e.g. POST"
+        )
+    if not _is_path(path):
+        raise InvalidAppSpec("app spec field `probe.write.path` must be a path starting with '/'")
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status < 300:
+        raise InvalidAppSpec("app spec field `probe.write.status` must be a 2xx status, e.g. 201")
+    if not _is_path(lookup) or TITLE not in str(lookup):
+        raise InvalidAppSpec(
+            f"app spec field `probe.write.lookup` must be a path holding {TITLE}, e.g. "
+            f"/api/items?name={TITLE}"
+        )
+    return WriteRequest(method.upper(), str(path), value.get("json"), status, str(lookup))
+
+
+def _with_title(body: Any, title: str) -> Any:
+    if isinstance(body, str):
+        return body.replace(TITLE, title)
+    if isinstance(body, list):
+        return [_with_title(item, title) for item in body]
+    if isinstance(body, Mapping):
+        return {key: _with_title(item, title) for key, item in body.items()}
+    return body
 
 
 @dataclass(frozen=True)
@@ -69,12 +167,14 @@ class LoadProbe:
     def __init__(
         self,
         public_url: str,
+        target: ProbeTarget | None = None,
         *,
         rate: float = 400.0,
         write_every: int = 10,
         concurrency: int = 48,
     ) -> None:
         self.public_url = public_url
+        self.target = target or ProbeTarget()
         self.rate = rate
         self.write_every = write_every
         self.concurrency = concurrency
@@ -94,21 +194,23 @@ class LoadProbe:
             self._thread.join()
 
     async def _one(self, session: aiohttp.ClientSession, n: int, t0: float) -> None:
-        is_write = n % self.write_every == 0
-        title = f"probe-{self._run_id}-{n}" if is_write else None
+        write = self.target.write if n % self.write_every == 0 else None
+        is_write = write is not None
+        title = f"probe-{self._run_id}-{n}" if write else None
         try:
-            if is_write:
-                request = session.post("/api/articles", json={"title": title, "text": "probe"})
+            if write and title:
+                request = session.request(write.method, write.path, json=write.body_for(title))
             else:
-                request = session.get("/" if n % 2 else "/api/articles?limit=5")
+                reads = self.target.reads
+                request = session.get(reads[n % len(reads)])
             async with request as response:
                 await response.read()
-                status, origin = response.status, response.headers.get("X-ZDD-Origin")
+                status, origin = response.status, response.headers.get(SERVED_BY_HEADER)
                 version = response.headers.get("X-ZDD-Version")
                 refused = status == 503 and "Retry-After" in response.headers
         except (aiohttp.ClientError, TimeoutError):
             status, origin, version, refused = 0, None, None, False
-        ok = status == (201 if is_write else 200)
+        ok = status == (write.status if write else 200)
         outcome: Outcome = "ok" if ok else ("refused" if is_write and refused else "failed")
         self.samples.append(
             Sample(
@@ -154,13 +256,16 @@ class LoadProbe:
                 task.add_done_callback(tasks.discard)
             await asyncio.gather(*tasks)
 
+    def _kept(self, client: httpx.Client, title: str) -> bool:
+        assert self.target.write is not None  # only writes have titles
+        response = client.get(self.target.write.lookup.replace(TITLE, title))
+        return response.is_success and title in response.text
+
     def report(self, verify_url: str | None = None) -> ProbeReport:
         """Summarise, looking up each acknowledged write through `verify_url` (default: public)."""
         acknowledged = [s.title for s in self.samples if s.kind == "write" and s.outcome == "ok"]
-        response = httpx.get(f"{verify_url or self.public_url}/api/articles/titles", timeout=30)
-        response.raise_for_status()
-        present = set(response.json())
-        lost = [t for t in acknowledged if t not in present]
+        with httpx.Client(base_url=verify_url or self.public_url, timeout=30) as client:
+            lost = [t for t in acknowledged if t and not self._kept(client, t)]
         failed = [s for s in self.samples if s.outcome == "failed"]
         duration = max((s.at for s in self.samples), default=0.0)
         refused = [self.started_at + s.at for s in self.samples if s.outcome == "refused"]
@@ -172,7 +277,7 @@ class LoadProbe:
             writes_lost=len(lost),
             duration_seconds=duration,
             rate_per_second=len(self.samples) / duration if duration else 0.0,
-            lost_titles=[t for t in lost if t],
+            lost_titles=lost,
             failures=[f"{s.at:.2f}s {s.kind} -> {s.status} via {s.origin}" for s in failed],
             versions_served=dict(Counter(s.version for s in self.samples if s.version)),
             refused_between=((min(refused), max(refused)) if refused else None),

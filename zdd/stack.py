@@ -10,18 +10,29 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+import yaml
 from pulumi import automation as auto
 
+# Not re-exported by `pulumi.automation`; `_EventedStack` is built with it, as `Stack.select` does.
+from pulumi.automation._stack import StackInitMode
+
+from zdd.actions import RestorePointTaken
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, PolicyViolation
+from zdd.phases import RESTORE_POINT_SUFFIX
 
 NAMESPACE = "zdd"
 # Config keys stored encrypted (an Azure stack's generated SQL administrator password).
 SECRET_KEYS = frozenset({"sqlAdminPassword"})
+# How the engine's events show a secret value.
+SECRET_MASK = "[secret]"
 _STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# This process's workspaces, by project folder and engine environment (see `Stack._workspace`).
+_WORKSPACES: dict[tuple[str, tuple[tuple[str, str], ...]], auto.LocalWorkspace] = {}
 
 
 def check_stack_name(name: str) -> None:
@@ -53,6 +64,9 @@ class _ChangeLog:
         self.front_door_changed_at: float | None = None
         # "policy: message" of every mandatory policy that refused something.
         self.violations: list[str] = []
+        # The stack's outputs and the update's summary, as the engine reported them.
+        self.outputs: dict[str, Any] | None = None
+        self.summary: auto.events.SummaryEvent | None = None
 
     @staticmethod
     def _op(metadata: Any) -> str:
@@ -64,7 +78,12 @@ class _ChangeLog:
             where = (policy.resource_urn or "").rsplit("::", 1)[-1] or "the stack"
             first_line = policy.message.strip().splitlines()[0] if policy.message.strip() else ""
             self.violations.append(f"{policy.policy_name} ({where}): {first_line}")
+        if event.summary_event is not None:
+            self.summary = event.summary_event
         pre, done = event.resource_pre_event, event.res_outputs_event
+        if done is not None and done.metadata.type == "pulumi:pulumi:Stack":
+            state = done.metadata.new
+            self.outputs = dict(state.outputs or {}) if state is not None else {}
         if pre is not None:
             op = self._op(pre.metadata)
             if op not in self._QUIET and pre.metadata.type != "pulumi:pulumi:Stack":
@@ -77,12 +96,45 @@ class _ChangeLog:
             self.front_door_changed_at = time.time()
 
 
+class _EventedStack(auto.Stack):
+    """An Automation API stack whose `up` does not read the outputs and the summary again with
+    three more CLI runs (`stack output` with and without `--show-secrets`, `stack history`)
+    once the update is over: the wrapper takes both from the update's own engine events.
+
+    `auto.Stack.select` and `create` build a plain `auto.Stack` whatever class they are called
+    on, so this one is built with its constructor."""
+
+    reads_after_up = True
+
+    def outputs(self) -> auto.OutputMap:
+        return super().outputs() if self.reads_after_up else {}
+
+    def info(self, show_secrets: bool = True) -> auto.UpdateSummary | None:
+        if self.reads_after_up:
+            return super().info(show_secrets)
+        return auto.UpdateSummary("update", datetime.now(UTC), "", {}, {}, "succeeded")
+
+
 def _raise_for_policies(stack: str, log: _ChangeLog) -> None:
     if log.violations:
         raise PolicyViolation(
             f"the policy pack refused the change to stack {stack!r}; nothing was changed:\n"
             + "\n".join(f"  {v}" for v in log.violations)
         )
+
+
+def _is_secure(value: object) -> bool:
+    return isinstance(value, dict) and set(value) == {"secure"}
+
+
+def _config_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
 
 
 def _error_text(exc: Exception) -> str:
@@ -123,17 +175,17 @@ def _under_a_pulumi_cli(pid: int) -> bool:
 
 def _stop_orphaned_plugins(say: Callable[[str], None]) -> None:
     """Stop this project's engine plugins whose update is gone (no CLI above them any more)."""
-    from infra.local.processes import find_matching, stop
+    from infra.local.processes import find_by_command_line, terminate
 
     interpreter = str(Path(sys.prefix) / "bin")
-    for pid in find_matching(interpreter):
+    for pid in find_by_command_line(interpreter):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
         if any(m in cmdline for m in _PLUGIN_MODULES) and not _under_a_pulumi_cli(pid):
             say(f"stopping plugin process {pid} of the update that died")
-            stop(pid, interpreter, timeout=2)
+            terminate(pid, timeout=2)
 
 
 def _lock_holder(lock: Path) -> bool:
@@ -156,10 +208,12 @@ def _lock_holder(lock: Path) -> bool:
 class Stack:
     """One stack of the project on the configured backend."""
 
-    def __init__(self, env: Environment, name: str, stack: auto.Stack) -> None:
+    def __init__(self, env: Environment, name: str, stack: _EventedStack) -> None:
         self.env = env
         self.name = name
         self._stack = stack
+        # Also told every engine event of this stack's updates (a benchmark's instruments).
+        self.event_hooks: list[Callable[[auto.EngineEvent], None]] = []
         # Each CLI call costs the better part of a second; what this wrapper wrote or the last
         # update returned is known without asking again.
         self._config: dict[str, str] | None = None
@@ -170,64 +224,94 @@ class Stack:
         return auto.LocalWorkspaceOptions(work_dir=str(env.root), env_vars=env.engine_env())
 
     @classmethod
-    def exists(cls, env: Environment, name: str) -> bool:
-        workspace = auto.LocalWorkspace(**vars(cls._options(env)))
-        return any(s.name == name for s in workspace.list_stacks())
+    def _workspace(cls, env: Environment) -> auto.LocalWorkspace:
+        """One workspace per project and engine environment in a process: making one runs
+        `pulumi version`."""
+        options = cls._options(env)
+        key = (str(env.root), tuple(sorted((options.env_vars or {}).items())))
+        if key not in _WORKSPACES:
+            _WORKSPACES[key] = auto.LocalWorkspace(**vars(options))
+        return _WORKSPACES[key]
 
     @classmethod
-    def create(cls, env: Environment, name: str) -> Stack:
+    def exists(cls, env: Environment, name: str) -> bool:
+        return any(s.name == name for s in cls._workspace(env).list_stacks())
+
+    @classmethod
+    def create(cls, env: Environment, name: str) -> Self:
         check_stack_name(name)
         try:
-            stack = auto.create_stack(name, work_dir=str(env.root), opts=cls._options(env))
+            stack = _EventedStack(name, cls._workspace(env), StackInitMode.CREATE)
         except auto.StackAlreadyExistsError:
             raise BadInput(f"stack {name!r} already exists; use it, or destroy it first") from None
         return cls(env, name, stack)
 
     @classmethod
-    def select(cls, env: Environment, name: str) -> Stack:
+    def select(cls, env: Environment, name: str) -> Self:
         check_stack_name(name)
         try:
-            stack = auto.select_stack(name, work_dir=str(env.root), opts=cls._options(env))
+            stack = _EventedStack(name, cls._workspace(env), StackInitMode.SELECT)
         except auto.StackNotFoundError:
             raise BadInput(f"no stack named {name!r}; create it with `zdd init`") from None
         return cls(env, name, stack)
 
     # -- config --------------------------------------------------------------------------
 
+    @property
+    def config_file(self) -> Path:
+        return self.env.root / "stacks" / f"Pulumi.{self.name}.yaml"
+
+    def _config_document(self) -> dict[str, Any]:
+        try:
+            document = yaml.safe_load(self.config_file.read_text()) or {}
+        except FileNotFoundError:
+            return {}
+        except (OSError, yaml.YAMLError) as exc:
+            problem = str(exc).splitlines()[0]
+            raise BadInput(
+                f"cannot read the config of stack {self.name!r} ({self.config_file}): {problem}"
+            ) from None
+        if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
+            raise BadInput(f"the config of stack {self.name!r} ({self.config_file}) is not a map")
+        return document
+
     def config(self) -> dict[str, str]:
-        """The `zdd:*` config, keys without the namespace."""
+        """The plain `zdd:*` config, keys without the namespace, read from the stack's config
+        file (no CLI process). Secrets stay encrypted and are left out: the driver never needs
+        them; structured values come back as JSON, as the CLI gives them."""
         if self._config is None:
             prefix = f"{NAMESPACE}:"
-            try:
-                everything = self._stack.get_all_config()
-            except auto.CommandError as exc:
-                raise BadInput(
-                    f"cannot read the config of stack {self.name!r} "
-                    f"(stacks/Pulumi.{self.name}.yaml): {_error_text(exc).splitlines()[-1]}"
-                ) from None
+            values = self._config_document().get("config") or {}
             self._config = {
-                key.removeprefix(prefix): item.value
-                for key, item in everything.items()
-                if key.startswith(prefix)
+                key.removeprefix(prefix): _config_text(value)
+                for key, value in values.items()
+                if key.startswith(prefix) and not _is_secure(value)
             }
         return dict(self._config)
 
     def set_config(self, values: Mapping[str, str | None]) -> None:
-        """Set (or, with None, remove) `zdd:*` keys in one step."""
-        to_set = {
-            f"{NAMESPACE}:{key}": auto.ConfigValue(value, secret=key in SECRET_KEYS)
-            for key, value in values.items()
-            if value is not None
-        }
-        to_remove = [f"{NAMESPACE}:{key}" for key, value in values.items() if value is None]
-        if to_set:
-            self._stack.set_all_config(to_set)
-        if to_remove:
-            self._stack.remove_all_config(to_remove)
-        if self._config is not None:
-            self._config.update({k: v for k, v in values.items() if v is not None})
-            for key in (k for k, v in values.items() if v is None):
-                self._config.pop(key, None)
+        """Set (or, with None, remove) `zdd:*` keys in one atomic write of the config file, so a
+        crash leaves either the old config or the new one, never a mix."""
+        secrets = {k: v for k, v in values.items() if k in SECRET_KEYS and v is not None}
+        if secrets:
+            # Encrypting needs the stack's secrets provider: the CLI does it (only `init` sets one).
+            self._stack.set_all_config(
+                {f"{NAMESPACE}:{k}": auto.ConfigValue(v, secret=True) for k, v in secrets.items()}
+            )
+        document = self._config_document()
+        config = document.setdefault("config", {}) or {}
+        document["config"] = config
+        for key, value in values.items():
+            if key in secrets:
+                continue
+            if value is None:
+                config.pop(f"{NAMESPACE}:{key}", None)
+            else:
+                config[f"{NAMESPACE}:{key}"] = str(value)
+        partial = self.config_file.with_name(f".{self.config_file.name}.partial")
+        partial.write_text(yaml.safe_dump(document, sort_keys=True))
+        os.replace(partial, self.config_file)
+        self._config = None
 
     # -- engine --------------------------------------------------------------------------
 
@@ -239,10 +323,11 @@ class Stack:
     ) -> Outcome:
         self._outputs = None
         log = _ChangeLog()
+        self._stack.reads_after_up = False
         try:
-            result = self._stack.up(
+            self._stack.up(
                 on_output=on_output,
-                on_event=log,
+                on_event=self._told(log),
                 color="never",
                 policy_packs=policy_packs,
                 **kwargs,
@@ -256,15 +341,23 @@ class Stack:
             raise EngineFailed(
                 f"pulumi up failed on stack {self.name!r}:\n{_error_text(exc)}"
             ) from None
-        self._outputs = {key: item.value for key, item in result.outputs.items()}
-        summary = result.summary
-        seconds = (
-            (summary.end_time - summary.start_time).total_seconds()
-            if summary.end_time and summary.start_time
-            else 0.0
-        )
-        changes = {str(op): count for op, count in (summary.resource_changes or {}).items()}
+        finally:
+            self._stack.reads_after_up = True
+        # Secret outputs reach the events masked: those (and only those) are read from the CLI.
+        masked = log.outputs is None or SECRET_MASK in log.outputs.values()
+        self._outputs = None if masked else log.outputs
+        summary = log.summary
+        seconds = float(summary.duration_seconds) if summary else 0.0
+        changes = {str(op): n for op, n in (summary.resource_changes if summary else {}).items()}
         return Outcome(changes, seconds, log.changed, log.front_door_changed_at)
+
+    def _told(self, log: _ChangeLog) -> Callable[[auto.EngineEvent], None]:
+        def tell(event: auto.EngineEvent) -> None:
+            log(event)
+            for hook in self.event_hooks:
+                hook(event)
+
+        return tell
 
     def preview(
         self, config_file: str | None = None, policy_packs: list[str] | None = None
@@ -287,8 +380,36 @@ class Stack:
 
     def outputs(self) -> dict[str, Any]:
         if self._outputs is None:
-            self._outputs = {key: item.value for key, item in self._stack.outputs().items()}
+            self._outputs = self._read_outputs()
         return dict(self._outputs)
+
+    def _read_outputs(self) -> dict[str, Any]:
+        """The outputs in one CLI run; a second run, which derives the passphrase key, only
+        when a value is secret (the Automation API always runs both)."""
+        values: dict[str, Any] = json.loads(self._cli("stack", "output", "--json"))
+        if SECRET_MASK in values.values():
+            values = json.loads(self._cli("stack", "output", "--json", "--show-secrets"))
+        return values
+
+    def _cli(self, *args: str) -> str:
+        workspace = self._stack.workspace
+        done = workspace.pulumi_command.run(
+            [*args, "--stack", self.name], self.env.root.as_posix(), workspace.env_vars
+        )
+        return done.stdout
+
+    def restore_point_in_state(self, restore_point: str | None) -> RestorePointTaken | None:
+        """The restore point `restore_point` as a resource in the stack's state recorded it when
+        taken (by an update that may have failed afterwards), or None if none was."""
+        if restore_point is None:
+            return None
+        resources = (self._stack.export_stack().deployment or {}).get("resources") or []
+        for resource in resources:
+            if str(resource.get("urn", "")).endswith(RESTORE_POINT_SUFFIX):
+                taken = RestorePointTaken.from_record(resource.get("outputs"))
+                if taken is not None and taken.id == restore_point:
+                    return taken
+        return None
 
     def destroy(self, on_output: Callable[[str], None] | None = None) -> None:
         self._outputs = None

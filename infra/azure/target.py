@@ -1,8 +1,11 @@
 """Read the Azure keys of the `zdd` namespace and bind the Azure components to them.
 
-Every key is documented in `stacks/Pulumi.azure-example.yaml`; `zdd.azure.initial_config`
-writes the ones a new stack needs. A wrong value fails the program with one clear line
-(`pulumi.RunError`) before anything is declared.
+The site is the stack's app spec (`zdd:app`, as on the local target): its `releases` is a
+container image or package URL template, and its health path, start, migrate and digest
+commands are used as they are. Every other key is documented in
+`stacks/Pulumi.azure-example.yaml`; `zdd.azure.initial_config` writes the ones a new stack
+needs. A wrong value fails the program with one clear line (`pulumi.RunError`) before anything
+is declared.
 """
 
 from __future__ import annotations
@@ -20,28 +23,49 @@ from infra.azure.components import (
 )
 from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs
 from infra.program import Target
+from zdd import appspec
+from zdd.appspec import AppSpec, ReleaseKind
 
-VERSION_PLACEHOLDER = "{version}"
 # Short enough that "<prefix>-preview" fits a Front Door endpoint name (46 characters at most)
 # and "<prefix>-primary" a web app name; Azure wants lower case letters, digits and hyphens.
 _NAME_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$")
 _SKU_RE = re.compile(r"^[A-Za-z0-9_]+$")
 MIN_BACKUP_RETENTION_DAYS = 7
 MAX_BACKUP_RETENTION_DAYS = 35
+# "Run from package isn't supported for Python apps" nor Java (App Service docs): a package
+# URL is accepted only for runtime stacks that can run from one.
+PACKAGE_RUNTIMES = ("DOTNETCORE", "NODE", "PHP")
+_REGISTRY_ID_RE = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+    r"Microsoft\.ContainerRegistry/registries/[^/]+$",
+    re.IGNORECASE,
+)
+_DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_TIMEOUT_RE = re.compile(r"^\d+[hm]$")
 
 
 def _fail(message: str) -> pulumi.RunError:
     return pulumi.RunError(message)
 
 
-def _template(config: pulumi.Config, key: str) -> str | None:
-    value = config.get(key) or None
-    if value is not None and VERSION_PLACEHOLDER not in value:
+def _app(config: pulumi.Config) -> AppSpec:
+    """The site the stack runs: its app spec, whose releases a web app fetches itself."""
+    try:
+        spec = appspec.from_config({appspec.CONFIG_KEY: config.get(appspec.CONFIG_KEY) or ""})
+    except appspec.InvalidAppSpec as exc:
+        raise _fail(str(exc)) from None
+    if spec is None:
         raise _fail(
-            f"zdd:{key} {value!r} has no {VERSION_PLACEHOLDER} placeholder: every version "
-            "would run the same code"
+            f"zdd:{appspec.CONFIG_KEY} is not set: an Azure stack runs the site its app spec "
+            "describes; create it with `zdd init --target azure --app FILE`"
         )
-    return value
+    if spec.release_kind is ReleaseKind.FOLDER:
+        raise _fail(
+            f"zdd:{appspec.CONFIG_KEY} `releases` {spec.releases!r} is a folder on this machine: "
+            "an Azure web app runs a container image (registry/site:{version}) or an https "
+            "package URL"
+        )
+    return spec
 
 
 def _addresses(raw: str | None) -> tuple[str, ...]:
@@ -64,13 +88,34 @@ def read_azure_settings(config: pulumi.Config) -> AzureSettings:
             "hyphens, starting with a letter (it names the web apps, the SQL server and the "
             "Front Door endpoints, which are globally unique)"
         )
-    package = _template(config, "codePackageUrl")
-    image = _template(config, "containerImage")
-    if (package is None) == (image is None):
+    app = _app(config)
+    runtime = config.get("linuxRuntime") or None
+    if app.release_kind is ReleaseKind.PACKAGE and (
+        runtime is None or runtime.split("|")[0].upper() not in PACKAGE_RUNTIMES
+    ):
         raise _fail(
-            "set exactly one of zdd:codePackageUrl (a run-from-package URL) or "
-            f"zdd:containerImage (an image reference), each with {VERSION_PLACEHOLDER}"
+            f"a package URL in zdd:{appspec.CONFIG_KEY} `releases` needs zdd:linuxRuntime of a "
+            f"stack that can run from a package ({', '.join(PACKAGE_RUNTIMES)}), not "
+            f"{runtime!r}: App Service does not run Python or Java from a package; use a "
+            "container image"
         )
+    registry = config.get("containerRegistryId") or None
+    if registry is not None and not _REGISTRY_ID_RE.match(registry):
+        raise _fail(f"zdd:containerRegistryId {registry!r} is not a container registry's id")
+    domain = (config.get("customDomain") or "").lower() or None
+    if domain is not None and not _DOMAIN_RE.match(domain):
+        raise _fail(f"zdd:customDomain {domain!r} is not a host name such as www.example.com")
+    create_timeout = config.get("databaseCreateTimeout") or "12h"
+    if not _TIMEOUT_RE.match(create_timeout):
+        raise _fail(f"zdd:databaseCreateTimeout {create_timeout!r}: use hours or minutes (12h)")
+    operators = _addresses(config.get("operatorIpAddresses"))
+    if not operators:
+        raise _fail(
+            "zdd:operatorIpAddresses is not set: the preview endpoint and the apps' own "
+            "addresses answer the operator only (the driver's gates run from there)"
+        )
+    migration_login = config.get("migrationLogin") or None
+    migration_password = config.get_secret("migrationPassword")
     retention = config.get_int("backupRetentionDays") or MIN_BACKUP_RETENTION_DAYS
     if not MIN_BACKUP_RETENTION_DAYS <= retention <= MAX_BACKUP_RETENTION_DAYS:
         raise _fail(
@@ -91,20 +136,14 @@ def read_azure_settings(config: pulumi.Config) -> AzureSettings:
             "zdd:sqlAdminPassword is not set: `zdd init` generates one, or run "
             "`pulumi config set --secret zdd:sqlAdminPassword <password>`"
         )
-    health_check_path = config.get("healthCheckPath") or "/healthz"
-    if not health_check_path.startswith("/"):
-        raise _fail(f"zdd:healthCheckPath {health_check_path!r} must start with /")
     return AzureSettings(
         location=config.get("azureLocation") or "westeurope",
         resource_group_name=config.get("resourceGroupName") or f"rg-{name_prefix}",
         name_prefix=name_prefix,
-        code_package_url=package,
-        container_image=image,
-        linux_runtime=config.get("linuxRuntime") or "PYTHON|3.11",
-        startup_command=config.get("startupCommand") or None,
+        app=app,
+        linux_runtime=runtime,
         app_service_sku=config.get("appServiceSku") or "P0v3",
         clone_own_plan=config.get_bool("cloneOwnPlan") or False,
-        health_check_path=health_check_path,
         sql_admin_login=config.get("sqlAdminLogin") or "zddadmin",
         sql_admin_password=password,
         sql_entra_admin_login=entra_login,
@@ -112,13 +151,33 @@ def read_azure_settings(config: pulumi.Config) -> AzureSettings:
         database_name=config.get("databaseName") or "site",
         database_sku=config.get("databaseSku") or "S0",
         backup_retention_days=retention,
-        migration_command=config.get("migrationCommand") or None,
         warmup_command=config.get("warmupCommand") or None,
         smoke_command=config.get("smokeCommand") or None,
-        operator_ip_addresses=_addresses(config.get("operatorIpAddresses")),
+        operator_ip_addresses=operators,
         connection_string_name=config.get("connectionStringName") or "EPiServerDB",
         deployment_id=config.get("deploymentId") or None,
+        container_port=_positive(config, "containerPort", 8000),
+        container_registry_id=registry,
+        custom_domain=domain,
+        allow_azure_services=config.get_bool("allowAzureServices") or False,
+        migration_login=migration_login,
+        migration_password=migration_password,
+        migration_attempts=_positive(config, "migrationAttempts", 6),
+        migration_retry_seconds=_positive(config, "migrationRetrySeconds", 60),
+        database_create_timeout=create_timeout,
+        switch_settle_seconds=_positive(config, "switchSettleSeconds", 240),
+        drain_quiet_seconds=_positive(config, "drainQuietSeconds", 300),
+        switch_timeout_seconds=_positive(config, "switchTimeoutSeconds", 2700),
     )
+
+
+def _positive(config: pulumi.Config, key: str, default: int) -> int:
+    value = config.get_int(key)
+    if value is None:
+        return default
+    if value < 1:
+        raise _fail(f"zdd:{key} {value} must be 1 or more")
+    return value
 
 
 class _Foundation:

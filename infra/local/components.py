@@ -12,14 +12,21 @@ from pulumi.dynamic import Resource
 
 from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs
 from infra.local import providers
-from sampleapp.versions import resolve
-from zdd.phases import Instance
+from zdd.appspec import AppSpec, Placement
+from zdd.phases import RESTORE_POINT_SUFFIX, DatabaseMode, Instance
 
 
 @dataclass(frozen=True)
 class LocalSettings:
     state_dir: Path
     base_port: int
+    # The site: what runs in each web app process and migrates the primary database.
+    app: AppSpec
+    # Read-write clone archives: where they go and how many are kept.
+    archive_dir: Path
+    # The registry of the ports every local stack holds.
+    ports_dir: Path
+    archive_keep: int = 5
     # The interpreter that runs the site and the front door: the project's virtual environment,
     # named the same way however the program was started (so it never shows up as a change).
     python: str = str(Path(sys.prefix) / "bin" / "python")
@@ -51,6 +58,26 @@ class _Dynamic(Resource):
         return value
 
 
+def _placement(
+    settings: LocalSettings,
+    version: str,
+    instance: Instance,
+    mode: DatabaseMode,
+    database: pulumi.Output[str],
+) -> pulumi.Output[Placement]:
+    """The values an app spec's placeholders take for one instance (once its database exists)."""
+    return database.apply(
+        lambda path: Placement(
+            version=version,
+            release=settings.app.release(version),
+            instance=str(instance),
+            database_mode=mode,
+            database=path,
+            port=settings.port(str(instance)),
+        )
+    )
+
+
 class LocalDatabase(pulumi.ComponentResource):
     def __init__(
         self,
@@ -70,18 +97,31 @@ class LocalDatabase(pulumi.ComponentResource):
         self.file = _Dynamic(
             providers.SqliteDatabaseProvider(),
             f"{name}-file",
-            {"path": str(path), "source": source, "keep_baseline": args.keep_baseline},
+            {
+                "path": str(path),
+                "source": source,
+                "keep_baseline": args.keep_baseline,
+                "archive_dir": str(settings.archive_dir) if args.keep_baseline else None,
+                "archive_keep": settings.archive_keep,
+            },
             # A primary database file is never deleted by an update: a new generation (a
             # rollback with database) leaves the old one on disk as an archive.
             pulumi.ResourceOptions(parent=self, retain_on_delete=args.role is Instance.PRIMARY),
-            outputs=("size_bytes", "copy_seconds"),
+            outputs=("size_bytes", "copy_seconds", "archive_path", "digest"),
+        )
+        self.copy_digest: pulumi.Output[str] | None = (
+            self.file.out("digest") if args.copy_of is not None else None
+        )
+        self.archive: pulumi.Output[str] | None = (
+            self.file.out("archive_path") if args.keep_baseline else None
         )
         ready: pulumi.Output[Any] = self.file.id
         self.restore_point: _Dynamic | None = None
+        self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
         if args.restore_point:
             self.restore_point = _Dynamic(
                 providers.RestorePointProvider(),
-                f"{name}-restore-point",
+                f"{name}{RESTORE_POINT_SUFFIX}",
                 {
                     "restore_point": args.restore_point,
                     "database_path": self.file.id.apply(lambda _: str(path)),
@@ -90,19 +130,33 @@ class LocalDatabase(pulumi.ComponentResource):
                 child,
                 outputs=("taken_at", "digest"),
             )
+            point = self.restore_point
+            self.restore_point_taken = pulumi.Output.all(
+                restore_point=point.out("restore_point"),
+                taken_at=point.out("taken_at"),
+                digest=point.out("digest"),
+            )
         if args.schema_version:
             # The migration waits for the restore point: no change before it is recorded.
             after = [self.restore_point] if self.restore_point else []
+            version = args.schema_version
+            placement = _placement(
+                settings,
+                version,
+                Instance.PRIMARY,
+                DatabaseMode.READ_WRITE,
+                self.file.id.apply(lambda _: str(path)),
+            )
             migration = _Dynamic(
                 providers.MigrationProvider(),
                 f"{name}-migration",
                 {
                     "database_path": self.file.id.apply(lambda _: str(path)),
-                    "version": args.schema_version,
-                    # Versions that share a schema share a revision: no migration between them.
-                    "revision": resolve(args.schema_version).schema_revision,
+                    "version": version,
                     "generation": args.generation,
-                    "python": settings.python,
+                    "release": settings.app.release(version),
+                    "argv": placement.apply(settings.app.migrate_command),
+                    "env": placement.apply(settings.app.environment),
                 },
                 pulumi.ResourceOptions(parent=self, depends_on=after),
             )
@@ -121,18 +175,24 @@ class LocalSite(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("zdd:local:Site", name, None, opts)
-        spec = args.spec
+        site, app = args.spec, settings.app
+        placement = _placement(
+            settings, site.version, site.instance, site.database_mode, args.database.connection
+        )
         self.process = _Dynamic(
             providers.WebAppProvider(),
             f"{name}-process",
             {
-                "instance": str(spec.instance),
-                "version": spec.version,
-                "database_mode": str(spec.database_mode),
-                "database_path": args.database.connection,
-                "port": settings.port(str(spec.instance)),
-                "python": settings.python,
-                "log_path": str(settings.state_dir / f"{spec.instance}.log"),
+                "instance": str(site.instance),
+                "version": site.version,
+                "database_mode": str(site.database_mode),
+                "release": app.release(site.version),
+                "argv": placement.apply(app.start_command),
+                "env": placement.apply(app.environment),
+                "port": settings.port(str(site.instance)),
+                "start_timeout": app.health.timeout_seconds,
+                "log_path": str(settings.state_dir / f"{site.instance}.log"),
+                "ports_dir": str(settings.ports_dir),
             },
             pulumi.ResourceOptions(parent=self),
             outputs=("pid", "url"),
@@ -150,23 +210,32 @@ class LocalFrontDoor(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("zdd:local:FrontDoor", name, None, opts)
+        # HAProxy has a server for every site the stack may have, each at its fixed port; the
+        # sites that exist now are the `origins` (known once they are up, so a switch waits).
+        servers = {str(role): f"127.0.0.1:{settings.port(str(role))}" for role in Instance}
         origins = pulumi.Output.all(**{str(role): site.url for role, site in args.origins.items()})
         self.proxy = _Dynamic(
             providers.FrontDoorProvider(),
             f"{name}-proxy",
             {
                 "port": settings.port("frontdoor"),
+                "servers": servers,
                 "origins": origins,
                 "active": str(args.traffic),
-                "python": settings.python,
-                "state_path": str(settings.state_dir / "frontdoor.json"),
+                # HAProxy knows where each request goes: only those bound for the clone are
+                # refused, so writes pass again the moment the primary has the traffic back.
+                "refuse_writes": args.refuse_writes and args.traffic is Instance.CLONE,
+                "health_path": settings.app.health.path,
+                "folder": str(settings.state_dir),
                 "log_path": str(settings.state_dir / "frontdoor.log"),
+                "ports_dir": str(settings.ports_dir),
             },
-            pulumi.ResourceOptions(parent=self, additional_secret_outputs=["admin_token"]),
-            outputs=("pid", "public_url", "admin_token"),
+            pulumi.ResourceOptions(parent=self),
+            outputs=("pid", "public_url", "socket_path"),
         )
         self.public_url: pulumi.Output[str] = self.proxy.out("public_url")
         # Locally the primary's own address is its preview address.
         self.preview_url: pulumi.Output[str] = args.origins[Instance.PRIMARY].url
-        self.admin_token: pulumi.Output[str] = self.proxy.out("admin_token")
+        # HAProxy's runtime API: the driver reads the drain from its counters.
+        self.admin_socket: pulumi.Output[str] = self.proxy.out("socket_path")
         self.register_outputs({"public_url": self.public_url})

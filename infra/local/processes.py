@@ -1,23 +1,48 @@
-"""Long-running processes that outlive the Pulumi update that started them."""
+"""Long-running processes that outlive the Pulumi update that started them, and how they are
+found again: by an owner id in their environment, unique to the stack and the resource.
+
+A command-line pattern or a port says nothing about who started a process; the owner id is
+inherited by a process's children and cannot match another stack's processes or another user's
+(their environment is not ours to read), so only our own processes are ever signalled.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+# The environment variable that carries a process's owner id.
+OWNER_VARIABLE = "ZDD_PROCESS_OWNER"
 
 
 class ProcessFailed(RuntimeError):
     pass
 
 
+def owner_id(stack_dir: Path, resource: str) -> str:
+    """The id of the processes of one resource of one stack (a stack's folder is unique)."""
+    return f"{stack_dir.resolve()}#{resource}"
+
+
+def _environ_entry(owner: str) -> bytes:
+    return f"{OWNER_VARIABLE}={owner}".encode()
+
+
 def start_detached(
-    argv: list[str], log_path: Path, env: dict[str, str] | None = None
+    argv: list[str],
+    log_path: Path,
+    owner: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` in its own session with output to `log_path`.
+    """Start `argv` in its own session with output to `log_path`, marked as `owner`'s.
 
     The command provider of an update waits for its children's output streams to close;
     a process with no pipe to us and its own session lets the update finish while it runs on.
@@ -30,55 +55,195 @@ def start_detached(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {}), OWNER_VARIABLE: owner},
+            cwd=cwd,
             close_fds=True,
         )
     return process
 
 
-def is_running(pid: float | None, marker: str) -> bool:
-    """True when `pid` is alive and is still our process (its command line holds `marker`)."""
-    if not pid:
-        return False
-    pid = int(pid)  # the engine hands numbers back as floats
+def _owner_of(pid: int) -> str | None:
+    """The owner id in a live process's environment, if it is one of ours."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        if Path(f"/proc/{pid}").stat().st_uid != os.getuid():
+            return None
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z" and marker in cmdline
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (OSError, IndexError):
+        return None
+    if state == "Z":
+        return None
+    prefix = f"{OWNER_VARIABLE}=".encode()
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry.removeprefix(prefix).decode(errors="replace")
+    return None
 
 
-def stop(pid: float | None, marker: str, timeout: float = 15.0) -> None:
+def is_running(pid: float | None, owner: str) -> bool:
+    """True when `pid` is alive and is still `owner`'s (not a reused pid)."""
+    return bool(pid) and _owner_of(int(pid or 0)) == owner  # the engine hands back floats
+
+
+def _all_pids() -> Iterator[int]:
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != me:
+            yield int(entry.name)
+
+
+def find_owned(owner: str) -> list[int]:
+    """Pids of the running processes of `owner` (its children included)."""
+    return [pid for pid in _all_pids() if _owner_of(pid) == owner]
+
+
+def find_owned_under(stack_dir: Path) -> list[int]:
+    """Pids of every running process of the stack whose folder is `stack_dir`."""
+    prefix = f"{stack_dir.resolve()}#"
+    return [pid for pid in _all_pids() if (_owner_of(pid) or "").startswith(prefix)]
+
+
+def find_by_command_line(text: str) -> list[int]:
+    """Pids of our user's running processes whose command line holds `text` (for processes we
+    did not start ourselves, such as the engine's plugins)."""
+    found = []
+    for pid in _all_pids():
+        try:
+            if Path(f"/proc/{pid}").stat().st_uid != os.getuid():
+                continue
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(pid)
+    return found
+
+
+def stop(pid: float | None, owner: str, timeout: float = 15.0) -> None:
     """SIGTERM (the servers finish in-flight requests), then SIGKILL after `timeout`."""
-    if not pid or not is_running(pid, marker):
+    if not pid or not is_running(pid, owner):
         return
-    pid = int(pid)
-    os.kill(pid, signal.SIGTERM)
+    terminate(int(pid), lambda: is_running(pid, owner), timeout)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def terminate(pid: int, alive: Callable[[], bool] | None = None, timeout: float = 15.0) -> None:
+    """SIGTERM `pid`, then SIGKILL once `timeout` passed while `alive()` (by default: the pid
+    exists) still says so."""
+    alive = alive or (lambda: _exists(pid))
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not is_running(pid, marker):
+        if not alive():
             return
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
-def find_matching(marker: str) -> list[int]:
-    """Pids of the running processes (other than this one) whose command line holds `marker`."""
-    return [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit()
-        and int(entry.name) != os.getpid()
-        and is_running(int(entry.name), marker)
-    ]
+def stop_owned(owner: str, timeout: float = 15.0) -> None:
+    """Stop every process of `owner`: one started by an update that was killed before the
+    engine could record it would otherwise hold its port, or its database, forever."""
+    for pid in find_owned(owner):
+        stop(pid, owner, timeout)
 
 
-def stop_matching(marker: str) -> None:
-    """Stop every process whose command line holds `marker`: one started by an update that was
-    killed before the engine could record it would otherwise hold the port forever."""
-    for pid in find_matching(marker):
-        stop(pid, marker)
+def run_exclusive(
+    argv: list[str],
+    owner: str,
+    lock_path: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` to its end in a process group of its own, marked as `owner`'s, holding the
+    lock at `lock_path` for as long as it (or anything it started) runs.
+
+    The lock is inherited by the child, so a migration whose update was killed keeps it: a
+    resumed update first stops the leftover (`stop_owned`) and never runs a second one at the
+    same time on the same database.
+    """
+    stop_owned(owner, timeout=5)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ProcessFailed(
+                        f"{lock_path} is held by another process after 30s"
+                    ) from None
+                time.sleep(0.1)
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, **(env or {}), OWNER_VARIABLE: owner},
+            cwd=cwd,
+            pass_fds=(lock.fileno(),),
+        )
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            raise ProcessFailed(
+                f"{argv[0]} did not finish within {timeout:.0f}s:\n{output}"
+            ) from None
+        return subprocess.CompletedProcess(argv, process.returncode, output, "")
+
+
+def claim_port(registry: Path, port: int, holder: Path) -> None:
+    """Record that `port` belongs to the stack whose folder is `holder`; refuse a port another
+    stack holds, even while that stack's processes are down (its folder still exists)."""
+    registry.mkdir(parents=True, exist_ok=True)
+    entry = registry / str(port)
+    try:
+        owner = Path(entry.read_text().strip())
+    except FileNotFoundError:
+        owner = None
+    if owner is not None and owner != holder.resolve() and owner.exists():
+        raise ProcessFailed(
+            f"port {port} belongs to the stack in {owner}; give this stack other ports "
+            "(zdd:basePort), or destroy that stack"
+        )
+    partial = registry / f".{port}.{os.getpid()}"
+    partial.write_text(str(holder.resolve()))
+    os.replace(partial, entry)
+
+
+def release_port(registry: Path, port: int, holder: Path) -> None:
+    entry = registry / str(port)
+    with contextlib.suppress(FileNotFoundError):
+        if Path(entry.read_text().strip()) == holder.resolve():
+            entry.unlink()
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something listens on `port` (connections of a server that just stopped, still
+    in TIME_WAIT, do not count: servers bind with SO_REUSEADDR, and so does this check)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def wait_listening(

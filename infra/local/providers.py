@@ -9,14 +9,13 @@ and the update brings it back.
 from __future__ import annotations
 
 import hashlib
-import secrets
 import sqlite3
-import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pulumi.dynamic import (
     CreateResult,
     DiffResult,
@@ -24,8 +23,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from infra.local import processes
-from infra.local.frontdoor_server import ADMIN_PATH, ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER
+from infra.local import haproxy, processes
 
 Props = dict[str, Any]
 
@@ -47,7 +45,11 @@ def online_backup(source: Path, destination: Path) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_suffix(destination.suffix + ".partial")
     partial.unlink(missing_ok=True)
-    with sqlite3.connect(source, timeout=30) as src, sqlite3.connect(partial) as dst:
+    # Read-only: a missing or misnamed source is an error here, never a new empty database.
+    with (
+        sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30) as src,
+        sqlite3.connect(partial) as dst,
+    ):
         # One step: a backup taken in several steps starts over whenever the live primary
         # writes between two of them, and under steady writes it may never finish. In WAL
         # mode the single read transaction does not block the primary's writers.
@@ -80,8 +82,25 @@ def content_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def archive_database(path: Path, archive: Path, keep: int) -> None:
+    """Keep `path` and its baseline as `archive` (and `<archive>.baseline`), and only the newest
+    `keep` archives in that folder."""
+    online_backup(path, archive)
+    online_backup(baseline_path(path), baseline_path(archive))
+    archives = [a for a in archive.parent.glob("*.sqlite") if not a.stem.endswith(".baseline")]
+    for old in sorted(archives, key=lambda a: a.stat().st_mtime)[:-keep]:
+        remove_database(old)
+        remove_database(baseline_path(old))
+
+
 class SqliteDatabaseProvider(ResourceProvider):
-    """A SQLite file; with `source`, a consistent copy of another database taken at create."""
+    """A SQLite file; with `source`, a consistent copy of another database taken at create.
+
+    A read-write clone's database (`keep_baseline`) also keeps the copy it started from, and is
+    archived when it is deleted: deletes come last in an update, after the front door moved the
+    traffic away and the clone's process (which depends on it) stopped, so the archive holds
+    every write the clone acknowledged.
+    """
 
     # Not `source`: a copy is taken once, when it is created. A new generation of the primary
     # (a rollback with database) must never replace the database under the live clone.
@@ -91,10 +110,13 @@ class SqliteDatabaseProvider(ResourceProvider):
         path = Path(props["path"])
         source = props.get("source")
         started = time.monotonic()
+        archive = None
         if source:
             online_backup(Path(source), path)
             if props.get("keep_baseline"):
                 online_backup(path, baseline_path(path))
+                stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+                archive = str(Path(props["archive_dir"]) / f"{path.stem}-{stamp}.sqlite")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             sqlite3.connect(path).close()
@@ -102,6 +124,9 @@ class SqliteDatabaseProvider(ResourceProvider):
             **props,
             "size_bytes": path.stat().st_size,
             "copy_seconds": round(time.monotonic() - started, 3) if source else 0.0,
+            # What a copy held when it was taken: a read-only clone must still hold exactly that.
+            "digest": content_digest(path) if source else None,
+            "archive_path": archive,
         }
         return CreateResult(id_=str(path), outs=outs)
 
@@ -115,8 +140,11 @@ class SqliteDatabaseProvider(ResourceProvider):
         )
 
     def delete(self, _id: str, props: Props) -> None:
-        remove_database(Path(props["path"]))
-        remove_database(baseline_path(Path(props["path"])))
+        path = Path(props["path"])
+        if props.get("archive_path") and path.exists():
+            archive_database(path, Path(props["archive_path"]), int(props["archive_keep"]))
+        remove_database(path)
+        remove_database(baseline_path(path))
 
 
 class RestorePointProvider(ResourceProvider):
@@ -138,27 +166,39 @@ class RestorePointProvider(ResourceProvider):
 
 
 class MigrationProvider(ResourceProvider):
-    """Runs the site's migrations for `version` against the primary database."""
+    """Runs the app spec's `migrate` argv of `version`, from its release, on the primary database.
 
-    _KEYS = ("database_path", "revision", "generation")
+    Keyed by version, database and generation: the same migration is never run twice on one
+    database generation (an empty `migrate` records the version and runs nothing).
+    """
+
+    _KEYS = ("database_path", "version", "generation")
 
     def _migrate(self, props: Props) -> Props:
-        argv = [
-            props["python"],
-            "-m",
-            "sampleapp",
-            "migrate",
-            "--version",
-            props["version"],
-            "--database",
-            props["database_path"],
-        ]
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"migration to {props['version']} failed (exit {result.returncode}):\n"
-                f"{result.stdout}{result.stderr}".rstrip()
-            )
+        argv = list(props["argv"])
+        database = Path(props["database_path"])
+        if argv:
+            try:
+                # Its own process group, one at a time per database: a migration left by a
+                # killed update is stopped before another one may start (SQLite migrations are
+                # not transactional).
+                result = processes.run_exclusive(
+                    argv,
+                    processes.owner_id(database.parent, "migration"),
+                    database.with_name(f"{database.name}.migrate.lock"),
+                    cwd=Path(props["release"]),
+                    env=dict(props["env"]),
+                )
+            except (OSError, processes.ProcessFailed) as exc:
+                raise RuntimeError(
+                    f"{exc}\napp spec `migrate` of {props['version']} cannot run; fix `migrate` "
+                    f"or the release {props['release']}"
+                ) from None
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"{result.stdout.rstrip()}\napp spec `migrate` of {props['version']} failed "
+                    f"(exit {result.returncode}); fix the migration or `migrate`"
+                )
         return {**_whole(props), "migrated_at": time.time()}
 
     def create(self, props: Props) -> CreateResult:
@@ -177,52 +217,83 @@ class MigrationProvider(ResourceProvider):
 
 
 class _ProcessProvider(ResourceProvider):
-    """A long-running process known by its port: started detached, found again by its
-    command line (never by a pid alone, which the system may have given to another process)."""
+    """A long-running process, started detached and found again by its owner id (the stack's
+    folder and the resource's log name), never by a pid alone or a command line."""
 
     @staticmethod
-    def _marker(props: Props) -> str:
-        return f"--port {int(props['port'])}"
+    def _owner(props: Props) -> str:
+        log = Path(props["log_path"])
+        return processes.owner_id(log.parent, log.stem)
 
     def _alive(self, props: Props) -> bool:
-        return processes.is_running(props.get("pid"), self._marker(props))
+        return processes.is_running(props.get("pid"), self._owner(props))
 
-    def _launch(self, props: Props, argv: list[str], env: dict[str, str] | None = None) -> int:
-        """Start `argv` (stopping any stray of ours on the port first) and wait until it listens."""
-        log = Path(props["log_path"])
-        processes.stop_matching(self._marker(props))
-        process = processes.start_detached(argv, log, env=env)
-        processes.wait_listening(process, int(props["port"]), log)
+    def _launch(
+        self,
+        props: Props,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float = 30.0,
+    ) -> int:
+        """Start `argv` (stopping any stray of its own first) and wait until it listens."""
+        log, port = Path(props["log_path"]), int(props["port"])
+        owner = self._owner(props)
+        processes.stop_owned(owner)
+        if props.get("ports_dir"):
+            processes.claim_port(Path(props["ports_dir"]), port, log.parent)
+        if processes.port_in_use(port):
+            raise processes.ProcessFailed(
+                f"port {port} is taken by a process that is not this stack's {log.stem} "
+                "(another stack or program); give this stack other ports (zdd:basePort)"
+            )
+        process = processes.start_detached(
+            argv, log, owner, env=env, cwd=Path(cwd) if cwd else None
+        )
+        with self._stopped_on_failure(props):
+            processes.wait_listening(process, port, log, timeout=timeout)
         return process.pid
 
+    @contextmanager
+    def _stopped_on_failure(self, props: Props) -> Iterator[None]:
+        """A create that fails leaves no resource in the state, so nothing would ever stop a
+        process it had started: it is stopped here, before the failure is reported."""
+        try:
+            yield
+        except BaseException:
+            processes.stop_owned(self._owner(props), timeout=5)
+            raise
+
     def delete(self, _id: str, props: Props) -> None:
-        processes.stop(props.get("pid"), self._marker(props))
+        # Its children too: a start command may run the server as one (`mlflow server` runs
+        # gunicorn), which would otherwise hold the port after the command is gone.
+        processes.stop_owned(self._owner(props))
+        if props.get("ports_dir"):
+            log = Path(props["log_path"])
+            processes.release_port(Path(props["ports_dir"]), int(props["port"]), log.parent)
 
 
 class WebAppProvider(_ProcessProvider):
-    """One web app process of the sample site."""
+    """One web app process, started with its app spec's `start` argv from its release folder."""
 
-    _KEYS = ("version", "instance", "database_mode", "database_path", "port", "python")
+    _KEYS = ("argv", "env", "release", "port")
 
     def _start(self, props: Props) -> Props:
         props = _whole(props)
-        argv = [
-            props["python"],
-            "-m",
-            "sampleapp",
-            "serve",
-            "--version",
-            props["version"],
-            "--instance",
-            props["instance"],
-            "--database-mode",
-            props["database_mode"],
-            "--database",
-            props["database_path"],
-            "--port",
-            str(props["port"]),
-        ]
-        pid = self._launch(props, argv)
+        try:
+            pid = self._launch(
+                props,
+                list(props["argv"]),
+                env=dict(props["env"]),
+                cwd=props["release"],
+                timeout=float(props["start_timeout"]),
+            )
+        except (processes.ProcessFailed, OSError) as exc:
+            # The summary comes last: the driver shows the end of long diagnostics.
+            raise RuntimeError(
+                f"{exc}\napp spec `start` of {props['version']} ({props['instance']}) failed; "
+                f"fix `start` or the release {props['release']}"
+            ) from None
         return {**props, "pid": pid, "url": f"http://127.0.0.1:{props['port']}"}
 
     def create(self, props: Props) -> CreateResult:
@@ -239,53 +310,58 @@ class WebAppProvider(_ProcessProvider):
 
 
 class FrontDoorProvider(_ProcessProvider):
-    """The local front door process; origin changes go through its admin API, not a restart."""
+    """HAProxy, one per stack: traffic moves through its admin socket, never by a restart or
+    a reload; a front door that died comes back from a config that starts with the current
+    traffic."""
 
-    def _admin(self, outs: Props, change: Props | None = None) -> Props:
-        url = f"http://127.0.0.1:{int(outs['port'])}{ADMIN_PATH}"
-        headers = {ADMIN_TOKEN_HEADER: outs["admin_token"]}
-        response = (
-            httpx.put(url, json=change, headers=headers, timeout=10)
-            if change is not None
-            else httpx.get(url, headers=headers, timeout=10)
+    # What the config is built from: a change starts a new HAProxy (ports, folder or health
+    # path changed; never a traffic switch).
+    _REPLACE_ON = ("port", "servers", "health_path", "folder")
+    _SWITCH_ON = ("origins", "active", "refuse_writes")
+    # How long a server that is to take the traffic may take to pass a health check.
+    _HEALTHY_WITHIN = 30.0
+
+    @staticmethod
+    def _write_config(props: Props) -> haproxy.FrontDoorConfig:
+        config = haproxy.FrontDoorConfig(
+            port=int(props["port"]),
+            servers=props["servers"],
+            active=props["active"],
+            refuse_writes=bool(props["refuse_writes"]),
+            health_path=props["health_path"],
         )
-        response.raise_for_status()
-        result: Props = response.json()
-        return result
+        folder = Path(props["folder"])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / haproxy.MAP_FILE).write_text(haproxy.map_text(config.refuse_writes))
+        (folder / haproxy.CONFIG_FILE).write_text(haproxy.render(config))
+        return config
 
-    def _start(self, props: Props, token: str) -> Props:
+    def _route(self, props: Props, config: haproxy.FrontDoorConfig) -> None:
+        admin = haproxy.AdminSocket(Path(props["folder"]) / haproxy.SOCKET_FILE)
+        admin.wait_ready(timeout=10)
+        admin.route(config, props["origins"], timeout=self._HEALTHY_WITHIN)
+
+    def _start(self, props: Props) -> Props:
         props = _whole(props)
-        argv = [
-            props["python"],
-            "-m",
-            "infra.local.frontdoor_server",
-            "--port",
-            str(props["port"]),
-            "--state",
-            props["state_path"],
-            "--active",
-            props["active"],
-        ]
-        argv += [f"--origin={name}={url}" for name, url in sorted(props["origins"].items())]
-        pid = self._launch(props, argv, env={ADMIN_TOKEN_ENV: token})
-        outs = {
+        config = self._write_config(props)
+        argv = [haproxy.find_binary(), "-db", "-f", haproxy.CONFIG_FILE]
+        pid = self._launch(props, argv, cwd=props["folder"])
+        with self._stopped_on_failure(props):
+            self._route(props, config)
+        return {
             **props,
             "pid": pid,
-            "admin_token": token,
             "public_url": f"http://127.0.0.1:{props['port']}",
+            "socket_path": str(Path(props["folder"]) / haproxy.SOCKET_FILE),
         }
-        # A restarted front door resumes from its state file; make it match the stack.
-        self._admin(outs, {"origins": props["origins"], "active": props["active"]})
-        return outs
 
     def create(self, props: Props) -> CreateResult:
-        Path(props["state_path"]).unlink(missing_ok=True)
-        outs = self._start(props, secrets.token_urlsafe(24))
+        outs = self._start(props)
         return CreateResult(id_=f"frontdoor:{outs['port']}", outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        replaces = _changed(olds, news, ("port", "state_path"))
-        changed = _changed(olds, news, ("origins", "active", "python"))
+        replaces = _changed(olds, news, self._REPLACE_ON)
+        changed = _changed(olds, news, self._SWITCH_ON)
         return DiffResult(
             changes=bool(replaces or changed) or not self._alive(olds),
             replaces=replaces,
@@ -293,13 +369,14 @@ class FrontDoorProvider(_ProcessProvider):
         )
 
     def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
-        token = olds["admin_token"]
         if not self._alive(olds):
-            return UpdateResult(outs=self._start(news, token))
-        outs = {**news, "pid": olds["pid"], "admin_token": token, "public_url": olds["public_url"]}
-        self._admin(outs, {"origins": news["origins"], "active": news["active"]})
-        return UpdateResult(outs=outs)
+            return UpdateResult(outs=self._start(news))
+        news = _whole(news)
+        self._route(news, self._write_config(news))
+        kept = {key: olds[key] for key in ("pid", "public_url", "socket_path")}
+        return UpdateResult(outs={**news, **kept})
 
     def delete(self, _id: str, props: Props) -> None:
         super().delete(_id, props)
-        Path(props["state_path"]).unlink(missing_ok=True)
+        for name in (haproxy.CONFIG_FILE, haproxy.MAP_FILE, haproxy.SOCKET_FILE):
+            (Path(props["folder"]) / name).unlink(missing_ok=True)

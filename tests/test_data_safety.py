@@ -1,0 +1,278 @@
+"""Faults that used to lose data or strand the site while reporting success, on the real engine:
+each test sets up the fault the way a crash, a user or another stack would, then checks what a
+user would check (the rows they wrote are still served, the other stack still answers)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Result, stack_dir
+
+pytestmark = pytest.mark.engine
+
+Make = Callable[[str], dict[str, Any]]
+
+
+def titles(url: str, patience: float = 15.0) -> list[str]:
+    """The article titles the site serves (a front door whose origin just restarted may take a
+    health check or two before it sends requests there again)."""
+    deadline = time.monotonic() + patience
+    while True:
+        response = httpx.get(f"{url}/api/articles/titles", timeout=10)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            response.raise_for_status()
+            found: list[str] = response.json()
+            return found
+        time.sleep(0.2)
+
+
+def write(url: str, title: str) -> int:
+    response = httpx.post(f"{url}/api/articles", json={"title": title, "text": "x"}, timeout=10)
+    return response.status_code
+
+
+def resource_outputs(pulumi: Callable[..., Result], name: str, resource: str) -> dict[str, Any]:
+    exported = pulumi("stack", "export", "-s", name).json()
+    for entry in exported["deployment"]["resources"]:
+        if entry["urn"].endswith(f"::{resource}"):
+            outputs: dict[str, Any] = entry.get("outputs") or {}
+            return outputs
+    raise AssertionError(f"no resource {resource} in stack {name}")
+
+
+def up_to(pulumi: Callable[..., Result], name: str, **config: str) -> None:
+    """Set `zdd:*` keys and run `pulumi up` by hand, as an operator would."""
+    for key, value in config.items():
+        assert pulumi("config", "set", "-s", name, f"zdd:{key}", value).code == 0
+    done = pulumi("up", "--yes", "--skip-preview", "-s", name)
+    assert done.code == 0, done.stdout + done.stderr
+
+
+def test_a_restore_point_that_was_never_taken_is_never_restored_and_abort_still_works(
+    local_stack: Make, zdd: Callable[..., Result], pulumi: Callable[..., Result]
+) -> None:
+    stack = local_stack("v1")
+    name, public = stack["stack"], stack["public_url"]
+    real = [f"real-{i}" for i in range(3)]
+    assert [write(public, title) for title in real] == [201, 201, 201]
+    up_to(pulumi, name, targetVersion="v2", phase="clone")
+    up_to(pulumi, name, phase="cutover")
+    # Exactly what the driver writes before its deploy update; the update never ran (a driver
+    # killed in between, or a deploy update that failed while taking the restore point).
+    for key, value in (("phase", "deploy"), ("restorePoint", "rp-never-taken")):
+        assert pulumi("config", "set", "-s", name, f"zdd:{key}", value).code == 0
+    config = ROOT / "stacks" / f"Pulumi.{name}.yaml"
+    before = config.read_text()
+
+    refused = zdd("rollback", "-s", name, "--with-database", "--json")
+    assert refused.code == 3, refused.stderr
+    error = refused.json()["error"]
+    assert "no restore point was proven taken" in error and "zdd abort" in error
+    assert config.read_text() == before
+
+    aborted = zdd("abort", "-s", name, "--json")
+    assert aborted.code == 0, aborted.stderr
+    served = titles(public)
+    assert set(real) <= set(served)
+    status = zdd("status", "-s", name, "--json").json()
+    assert (status["phase"], status["current_version"], status["traffic"]) == (
+        "idle",
+        "v1",
+        "primary",
+    )
+
+
+def test_the_restore_point_records_what_the_primary_held_before_its_migration(
+    local_stack: Make, zdd: Callable[..., Result], pulumi: Callable[..., Result]
+) -> None:
+    stack = local_stack("v1")
+    name, public = stack["stack"], stack["public_url"]
+    assert write(public, "before-the-deployment") == 201
+    empty = zdd("deploy", "-s", name, "--version", "v2", "--wait-for-approval", "--yes", "--json")
+    assert empty.code == 0, empty.stderr
+    proof = pulumi("stack", "output", "-s", name, "restore_point", "--json").json()
+    backup = Path(resource_outputs(pulumi, name, "primary-db-restore-point")["backup_path"])
+    # The proof names the file it was taken as, with the digest of a database that held the
+    # row written before the deployment (never that of an empty or missing source).
+    with sqlite3.connect(f"file:{backup}?mode=ro", uri=True) as restored:
+        held = {row[0] for row in restored.execute("SELECT title FROM articles")}
+    assert "before-the-deployment" in held
+    assert proof["restore_point"] and proof["taken_at"] > 0 and len(proof["digest"]) == 64
+    back = zdd("rollback", "-s", name, "--with-database", "--json")
+    assert back.code == 0, back.stderr
+    assert "before-the-deployment" in titles(public)
+
+
+class Writer:
+    """Writes one article after another to `url` and keeps the titles acknowledged (201)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.acknowledged: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                title = f"w-{uuid.uuid4().hex[:10]}"
+                try:
+                    response = client.post(
+                        f"{self.url}/api/articles", json={"title": title, "text": "x"}
+                    )
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 201:
+                    self.acknowledged.append(title)
+                time.sleep(0.01)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def test_a_read_write_abort_archives_every_write_the_clone_acknowledged(
+    local_stack: Make, zdd: Callable[..., Result], pulumi: Callable[..., Result]
+) -> None:
+    stack = local_stack("v1")
+    name, public = stack["stack"], stack["public_url"]
+    up_to(pulumi, name, targetVersion="v2", mode="read-write", acceptDataLoss="true", phase="clone")
+    up_to(pulumi, name, phase="cutover")
+    with Writer(public) as writer:
+        time.sleep(1)
+        aborted = zdd("abort", "-s", name, "--json")
+        time.sleep(0.5)
+    assert aborted.code == 0, aborted.stderr
+    report = aborted.json()["lost_writes"]
+    with sqlite3.connect(f"file:{report['archive']}?mode=ro", uri=True) as archive:
+        archived = {row[0] for row in archive.execute("SELECT title FROM articles")}
+    on_primary = set(titles(public))
+    # Every acknowledged write is on the primary (after the switch back) or in the archive of
+    # the clone (before it): none is acknowledged and then dropped.
+    missing = [t for t in writer.acknowledged if t not in on_primary and t not in archived]
+    assert writer.acknowledged and missing == []
+    reported = {row["title"] for row in report["tables"]["articles"]["added"]}
+    assert reported == {t for t in writer.acknowledged if t in archived}
+
+
+def pid_of(pulumi: Callable[..., Result], name: str, resource: str) -> int:
+    return int(resource_outputs(pulumi, name, resource)["pid"])
+
+
+def test_processes_of_others_are_never_signalled_and_taken_ports_are_refused(
+    local_stack: Make, pulumi: Callable[..., Result]
+) -> None:
+    first = local_stack("v1")
+    name = first["stack"]
+    primary_url = pulumi("stack", "output", "-s", name, "primary_url").stdout.strip()
+    port = int(primary_url.rsplit(":", 1)[1])
+    # Someone else's process whose command line happens to hold the same `--port N`.
+    decoy = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)", "--port", str(port)]
+    )
+    try:
+        # The primary dies; the next update starts it again, and must not touch the decoy.
+        os.kill(pid_of(pulumi, name, "primary-process"), signal.SIGKILL)
+        up_to(pulumi, name)
+        assert decoy.poll() is None, "the update signalled a process that is not the stack's"
+        assert titles(first["public_url"])
+
+        # A second stack configured onto the first one's ports is refused; the first serves on,
+        # and keeps its ports even while its primary is down.
+        second = local_stack("v1")["stack"]
+        base = int(pulumi("config", "get", "-s", name, "zdd:basePort").stdout.strip())
+        assert pulumi("config", "set", "-s", second, "zdd:basePort", str(base)).code == 0
+        clash = pulumi("up", "--yes", "--skip-preview", "-s", second)
+        assert clash.code != 0 and "belongs to the stack in" in clash.stdout
+        assert titles(first["public_url"])
+        os.kill(pid_of(pulumi, name, "primary-process"), signal.SIGKILL)
+        held = pulumi("up", "--yes", "--skip-preview", "-s", second)
+        assert held.code != 0 and "belongs to the stack in" in held.stdout
+        up_to(pulumi, name)
+        assert titles(first["public_url"])
+        # A port another program listens on is refused too, and used once it is free.
+        with socket.socket() as other_program:
+            other_program.bind(("127.0.0.1", base + 11))
+            other_program.listen()
+            assert pulumi("config", "set", "-s", second, "zdd:basePort", str(base + 10)).code == 0
+            taken = pulumi("up", "--yes", "--skip-preview", "-s", second)
+            assert taken.code != 0
+            assert "is taken by a process that is not this stack's" in taken.stdout
+        up_to(pulumi, second)
+    finally:
+        decoy.kill()
+        decoy.wait()
+
+
+def test_stack_folders_follow_stack_names_and_destroy_keeps_to_its_own(
+    zdd: Callable[..., Result], pulumi: Callable[..., Result], tmp_path: Path
+) -> None:
+    state_root = ROOT / ".zdd"
+    others = [
+        state_root / "archive" / f"other-{uuid.uuid4().hex[:6]}" / "clone-1.sqlite",
+        state_root / "locks" / f"other-{uuid.uuid4().hex[:6]}.lock",
+    ]
+    for sentinel in others:
+        sentinel.parent.mkdir(parents=True, exist_ok=True)
+        sentinel.write_text("not the stack's")
+    # Names that used to be the shared folders themselves.
+    for name in ("archive", "locks"):
+        made = zdd("init", "-s", name, "--version", "v1", "--json")
+        assert made.code == 0, made.stderr
+        # A folder the config names instead of the stack's own is refused, never used.
+        elsewhere = tmp_path / name
+        (elsewhere / "keep").parent.mkdir(parents=True)
+        (elsewhere / "keep").write_text("keep")
+        assert pulumi("config", "set", "-s", name, "zdd:stateDir", str(elsewhere)).code == 0
+        refused = pulumi("up", "--yes", "--skip-preview", "-s", name)
+        assert refused.code != 0 and "is not this stack's folder" in refused.stdout
+        assert pulumi("config", "rm", "-s", name, "zdd:stateDir").code == 0
+        # `zdd demo` does not replace a stack it did not make.
+        demo = zdd("demo", "--stack", name, "--json")
+        assert demo.code == 2 and "was not made by `zdd demo`" in demo.json()["error"]
+        destroyed = zdd("destroy", "-s", name, "--yes")
+        assert destroyed.code == 0, destroyed.stderr
+        assert not stack_dir(name).exists()
+        assert (elsewhere / "keep").exists()
+    assert all(sentinel.exists() for sentinel in others)
+    for sentinel in others:
+        sentinel.unlink()
+
+
+def test_a_front_door_that_died_is_shown_and_brought_back(
+    local_stack: Make, zdd: Callable[..., Result], pulumi: Callable[..., Result]
+) -> None:
+    stack = local_stack("v1")
+    name, public = stack["stack"], stack["public_url"]
+    paused = zdd("deploy", "-s", name, "--version", "v2", "--wait-for-approval", "--yes", "--json")
+    assert paused.code == 0 and paused.json()["outcome"] == "awaiting-approval", paused.stderr
+    os.kill(pid_of(pulumi, name, "front-door-proxy"), signal.SIGKILL)
+
+    status = zdd("status", "-s", name, "--json").json()
+    assert status["components"]["front door"]["answering"] is False
+    assert status["components"]["clone"]["answering"] is True
+
+    done = zdd("complete", "-s", name, "--json")
+    assert done.code == 0, done.stderr
+    assert titles(public)
+    after = zdd("status", "-s", name, "--json").json()
+    assert after["phase"] == "idle" and after["current_version"] == "v2"
+    assert all(c["answering"] for c in after["components"].values())

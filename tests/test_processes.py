@@ -1,0 +1,94 @@
+"""Process identity and migrations: only a stack's own processes are found and signalled, and
+a migration left running by a killed update is stopped before another one may start."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.local import processes
+
+
+@pytest.fixture
+def owner() -> Iterator[str]:
+    name = f"test-{uuid.uuid4().hex[:8]}#resource"
+    yield name
+    processes.stop_owned(name, timeout=2)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def sleeper(owner: str, log: Path) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-c", "import time; time.sleep(300)", "--port", "8000"]
+    return processes.start_detached(argv, log, owner)
+
+
+def test_only_the_owners_processes_are_found_and_stopped(owner: str, tmp_path: Path) -> None:
+    other_owner = f"{owner}-other"
+    mine = sleeper(owner, tmp_path / "mine.log")
+    theirs = sleeper(other_owner, tmp_path / "theirs.log")
+    # Same command line, no owner: what a pattern on `--port 800` used to match.
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)", "--port", "8000"]
+    )
+    try:
+        assert processes.find_owned(owner) == [mine.pid]
+        assert processes.is_running(mine.pid, owner)
+        assert not processes.is_running(theirs.pid, owner)
+        assert not processes.is_running(stranger.pid, owner)
+        processes.stop_owned(owner, timeout=5)
+        mine.wait(timeout=10)
+        assert theirs.poll() is None and stranger.poll() is None
+    finally:
+        processes.stop_owned(other_owner, timeout=2)
+        stranger.kill()
+        for process in (mine, theirs, stranger):
+            process.wait(timeout=10)
+
+
+LEFT_RUNNING = """
+import sys
+from pathlib import Path
+from infra.local.processes import run_exclusive
+run_exclusive(["sleep", "300"], sys.argv[1], Path(sys.argv[2]))
+"""
+
+
+def test_a_migration_left_by_a_killed_update_is_stopped_before_the_next_one(
+    owner: str, tmp_path: Path
+) -> None:
+    lock = tmp_path / "site.sqlite.migrate.lock"
+    update = subprocess.Popen(
+        [sys.executable, "-c", LEFT_RUNNING, owner, str(lock)], cwd=Path(__file__).parents[1]
+    )
+    wait_for(lambda: processes.find_owned(owner))
+    (migration,) = processes.find_owned(owner)
+    os.kill(update.pid, signal.SIGKILL)  # the update dies; its migration runs on
+    update.wait(timeout=10)
+    assert processes.is_running(migration, owner)
+    with open(lock, "a") as handle, pytest.raises(BlockingIOError):
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and still holds the database
+
+    second = processes.run_exclusive([sys.executable, "-c", "print('migrated')"], owner, lock)
+    assert second.returncode == 0 and "migrated" in second.stdout
+    assert not processes.is_running(migration, owner)
+
+
+def test_a_migration_runs_in_a_process_group_of_its_own(owner: str, tmp_path: Path) -> None:
+    script = "import os; print(os.getpgid(0) == os.getpid())"
+    done = processes.run_exclusive([sys.executable, "-c", script], owner, tmp_path / "lock")
+    assert done.stdout.strip() == "True"

@@ -1,0 +1,162 @@
+"""A real application nobody here wrote, on the real engine: MLflow's tracking server from the
+package index (apps/mlflow), deployed from 2.16.2 to 2.17.2, whose migration neither release can
+run against the other's schema, under load; rolled back with its database; deployed again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Result, stack_dir
+
+pytestmark = pytest.mark.engine
+
+APP = ROOT / "apps" / "mlflow"
+OLDER, NEWER = "2.16.2", "2.17.2"
+API = "/api/2.0/mlflow"
+EXPERIMENT = "written-on-2.16.2"
+NOTE = "written before the deployment"
+
+
+@pytest.fixture(scope="session")
+def mlflow_releases() -> None:
+    """Both releases, built once and cached across sessions (see apps/mlflow/build_releases.py)."""
+    built = subprocess.run(
+        [sys.executable, str(APP / "build_releases.py"), OLDER, NEWER],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    print(built.stdout, end="")
+
+
+def call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    response = httpx.request(method, f"{url}{API}{path}", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def served_version(url: str) -> str:
+    response = httpx.get(f"{url}/version", timeout=30)
+    response.raise_for_status()
+    return response.text
+
+
+def assert_data_written_before(url: str, run_id: str) -> None:
+    found = call(url, "GET", f"/experiments/get-by-name?experiment_name={EXPERIMENT}")
+    run = call(url, "GET", f"/runs/get?run_id={run_id}")["run"]
+    assert run["info"]["experiment_id"] == found["experiment"]["experiment_id"]
+    assert {"key": "note", "value": NOTE} in run["data"]["tags"]
+
+
+def assert_no_failed_request(report: dict[str, Any]) -> dict[str, Any]:
+    probe: dict[str, Any] = report["probe"]
+    assert probe["requests"] > 0 and probe["failed"] == 0, probe["failures"]
+    return probe
+
+
+def assert_present(url: str, experiments: list[str]) -> None:
+    for name in experiments:
+        call(url, "GET", f"/experiments/get-by-name?experiment_name={name}")
+
+
+def older_release_refuses(database: Path, scratch: Path) -> str:
+    """What MLflow `OLDER` says when started on a copy of `database`; it must exit by itself."""
+    copy = scratch / "copy.sqlite"
+    with sqlite3.connect(database) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = [str(APP / "releases" / OLDER / "bin" / "mlflow"), "server"]
+    argv += ["--backend-store-uri", f"sqlite:///{copy}", "--port", str(port)]
+    argv += ["--artifacts-destination", str(scratch / "artifacts")]
+    with subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as server:
+        try:
+            _, stderr = server.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)  # the server and the gunicorn it started
+            raise AssertionError(f"MLflow {OLDER} runs on the schema of {NEWER}") from None
+    assert server.returncode != 0
+    return stderr
+
+
+def test_mlflow_deploys_smoothly_and_rolls_back_with_its_database(
+    mlflow_releases: None,
+    local_stack: Callable[..., dict[str, Any]],
+    zdd: Callable[..., Result],
+    tmp_path: Path,
+) -> None:
+    stack = local_stack(OLDER, APP / "app.yaml")
+    name, public = stack["stack"], stack["public_url"]
+    assert served_version(public) == OLDER
+    experiment_id = call(public, "POST", "/experiments/create", {"name": EXPERIMENT})[
+        "experiment_id"
+    ]
+    tags = [{"key": "note", "value": NOTE}]
+    run = call(public, "POST", "/runs/create", {"experiment_id": experiment_id, "tags": tags})
+    run_id = run["run"]["info"]["run_id"]
+
+    # A deployment paused for approval: the new primary runs NEWER on the migrated database,
+    # which OLDER refuses to start on, while the read-only clone serves the public.
+    deploy = [name, "--version", NEWER, "--probe", "--yes", "--json"]
+    paused = zdd("deploy", "-s", *deploy, "--wait-for-approval")
+    assert paused.code == 0, paused.stderr
+    assert paused.json()["outcome"] == "awaiting-approval"
+    paused_probe = assert_no_failed_request(paused.json())
+    assert paused_probe["writes_refused"] > 0
+    # Acknowledged by the primary after the clone's copy was taken: not on the clone, which
+    # the probe looked them up through, but in the restore point.
+    on_primary_only = paused_probe["lost_titles"]
+    status = zdd("status", "-s", name, "--json").json()
+    assert status["traffic"] == "clone" and served_version(public) == OLDER
+    assert served_version(status["preview_url"]) == NEWER
+    assert_data_written_before(status["preview_url"], run_id)
+    refusal = older_release_refuses(stack_dir(name) / "primary-g1.sqlite", tmp_path)
+    assert "Detected out-of-date database schema" in refusal
+
+    # Back to OLDER with the database of the restore point.
+    back = zdd("rollback", "-s", name, "--with-database", "--probe", "--json")
+    assert back.code == 0, back.stderr
+    assert back.json()["outcome"] == "succeeded" and "read_only_violation" not in back.json()
+    assert assert_no_failed_request(back.json())["writes_lost"] == 0
+    assert served_version(public) == OLDER
+    assert_data_written_before(public, run_id)
+    assert_present(public, on_primary_only)
+
+    # The same deployment to its end.
+    done = zdd("deploy", "-s", *deploy)
+    assert done.code == 0, done.stderr
+    report = done.json()
+    assert report["outcome"] == "succeeded" and "read_only_violation" not in report
+    probe = assert_no_failed_request(report)
+    assert probe["writes_lost"] == 0
+    assert probe["writes_acknowledged"] > 0 and probe["writes_refused"] > 0
+    first_refused, last_refused = probe["refused_between"]
+    on_clone_from, on_clone_until = report["traffic_on_clone"]
+    slack = 1.0  # the switches are timed when the engine reports them, a fraction late
+    assert on_clone_from - slack <= first_refused <= last_refused <= on_clone_until + slack
+    status = zdd("status", "-s", name, "--json").json()
+    assert status["phase"] == "idle" and status["current_version"] == NEWER
+    assert served_version(public) == NEWER
+    assert_data_written_before(public, run_id)
+    print(
+        f"\nmlflow {OLDER} -> {NEWER}: {probe['requests']} requests, {probe['failed']} failed, "
+        f"{probe['writes_acknowledged']} writes acknowledged, {probe['writes_refused']} refused, "
+        f"{probe['writes_lost']} lost; read-only window {report['read_only_window_seconds']} s; "
+        f"phases {[(p['name'], p['seconds']) for p in report['phases']]}"
+    )

@@ -1,0 +1,309 @@
+"""`make chaos`: smooth deployments under load, each with one of the stack's processes killed.
+
+Each run makes a fresh local stack on v1, starts the load probe on its public address, and
+deploys v2 with the `zdd` command in a process of its own. At a random moment one process of the
+stack is SIGKILLed: the front door, the primary, the clone, an engine plugin, the Pulumi CLI or
+the driver itself. Then `zdd resume` (and `zdd complete` where the deployment awaits approval)
+takes the stack to its end, as an operator would. Each run reports its outcome, the failed
+requests and the seconds they spanned (allowed only while the public front door itself is down),
+and the acknowledged writes that are no longer served (never allowed).
+
+`python -m zdd.chaos [--runs N] [--seed S]`; writes `bench/chaos.json` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from infra.local import processes
+from zdd.environment import Environment, find_project_root
+from zdd.probe import LoadProbe, ProbeTarget, Sample
+
+VICTIMS = ("front door", "primary", "clone", "provider plugin", "cli", "driver")
+FRONT_DOOR_LOG = "frontdoor"  # the front door's resource role in the stack's folder
+RESUMES = 3  # a resume may itself be interrupted by what the kill left behind
+say = Console(stderr=True, highlight=False).print
+
+
+@dataclass
+class ChaosRun:
+    run: int
+    victim: str
+    killed_pid: int | None = None
+    killed_in_phase: str | None = None
+    killed_after_seconds: float | None = None
+    outcome: str = "unknown"
+    final_version: str | None = None
+    requests: int = 0
+    failed: int = 0
+    failed_seconds: float = 0.0
+    failed_while_front_door_down: int = 0
+    writes_acknowledged: int = 0
+    writes_lost: int = 0
+    processes_left: int = 0
+    seconds: float = 0.0
+    steps: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        unexplained = self.failed - self.failed_while_front_door_down
+        return (
+            self.outcome == "idle"
+            and self.writes_lost == 0
+            and unexplained == 0
+            and self.processes_left == 0
+        )
+
+
+class Zdd:
+    """The `zdd` command, run as a user would, with the project's engine environment."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.variables = {**os.environ, **env.engine_env()}
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "zdd.cli", *args, "--json"]
+
+    def __call__(self, *args: str, timeout: float = 600) -> tuple[int, dict[str, Any]]:
+        done = subprocess.run(
+            self.argv(*args),
+            cwd=self.env.root,
+            env=self.variables,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        try:
+            document: dict[str, Any] = json.loads(done.stdout or "{}")
+        except json.JSONDecodeError:
+            document = {"error": done.stdout[-500:] + done.stderr[-500:]}
+        return done.returncode, document
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.argv(*args),
+            cwd=self.env.root,
+            env=self.variables,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(parent, []).append(int(entry.name))
+    return tree
+
+
+def _descendants(pid: int) -> Iterator[int]:
+    tree = _children()
+    stack = list(tree.get(pid, []))
+    while stack:
+        child = stack.pop()
+        yield child
+        stack.extend(tree.get(child, []))
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _victim_pid(victim: str, stack_dir: Path, driver: subprocess.Popen[str]) -> int | None:
+    """The one process to kill, if it runs now (the clone exists only mid-deployment, the CLI
+    and its plugins only during an update)."""
+    if victim == "driver":
+        return driver.pid
+    roles = {"front door": FRONT_DOOR_LOG, "primary": "primary", "clone": "clone"}
+    if victim in roles:
+        owned = set(processes.find_owned(processes.owner_id(stack_dir, roles[victim])))
+        tree = _children()
+        # The top of the resource's processes (a server's workers are its children).
+        tops = [pid for pid in owned if not any(pid in tree.get(p, []) for p in owned)]
+        return min(tops) if tops else None
+    wanted: Callable[[str], bool] = (
+        (lambda line: "pulumi.dynamic" in line)
+        if victim == "provider plugin"
+        else (lambda line: Path(line.split(" ", 1)[0]).name == "pulumi")
+    )
+    found = [pid for pid in _descendants(driver.pid) if wanted(_command_line(pid))]
+    return min(found) if found else None
+
+
+def _configured_phase(env: Environment, stack: str) -> str | None:
+    try:
+        document = yaml.safe_load((env.root / "stacks" / f"Pulumi.{stack}.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return str((document.get("config") or {}).get("zdd:phase"))
+
+
+def _failure_spans(samples: list[Sample], down: tuple[float, float] | None) -> tuple[int, float]:
+    """Failed requests while the front door was down (probe seconds), and the seconds all
+    failures spanned."""
+    failed = [s.at for s in samples if s.outcome == "failed"]
+    during = sum(1 for at in failed if down and down[0] <= at <= down[1])
+    return during, (max(failed) - min(failed)) if failed else 0.0
+
+
+def _front_door_down(samples: list[Sample], killed_at: float | None) -> tuple[float, float] | None:
+    """From the kill until the first request answered again through the front door."""
+    if killed_at is None:
+        return None
+    back = [s.at for s in samples if s.at >= killed_at and s.status != 0]
+    return (killed_at, min(back) if back else float("inf"))
+
+
+def run_one(number: int, rng: random.Random, zdd: Zdd, rate: float) -> ChaosRun:
+    env = zdd.env
+    stack = f"chaos-{uuid.uuid4().hex[:8]}"
+    run = ChaosRun(number, victim=rng.choice(VICTIMS))
+    started = time.monotonic()
+    code, status = zdd("init", "-s", stack, "--version", "v1")
+    if code != 0:
+        run.outcome = f"init failed: {status.get('error', '')[:80]}"
+        return run
+    stack_dir = env.stack_dir(stack)
+    target = ProbeTarget.of_file(env.root / "apps" / "sample" / "app.yaml")
+    probe = LoadProbe(status["public_url"], target, rate=rate)
+    probe.start()
+    killed_wall: float | None = None
+    try:
+        driver = zdd.start("deploy", "-s", stack, "--version", "v2", "--yes")
+        deadline = time.monotonic() + rng.uniform(0.5, 20.0)
+        while time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.05)
+        # Wait for the victim to exist (as long as the deployment runs), then kill it.
+        while run.killed_pid is None and driver.poll() is None:
+            pid = _victim_pid(run.victim, stack_dir, driver)
+            if pid is not None:
+                run.killed_in_phase = _configured_phase(env, stack)
+                os.kill(pid, signal.SIGKILL)
+                run.killed_pid = pid
+                run.killed_after_seconds = round(time.monotonic() - started, 2)
+                killed_wall = time.time()
+            time.sleep(0.05)
+        driver.wait(timeout=600)
+        run.steps.append(f"deploy exit {driver.returncode}")
+        run.outcome = _finish(zdd, stack, run)
+        time.sleep(1)  # a last second of traffic on the finished site
+    finally:
+        probe.stop()
+    report = probe.report()
+    # In the probe's own clock: seconds since its first request.
+    killed_at = (
+        killed_wall - probe.started_at if killed_wall and run.victim == "front door" else None
+    )
+    down = _front_door_down(probe.samples, killed_at)
+    run.failed_while_front_door_down, run.failed_seconds = _failure_spans(probe.samples, down)
+    run.requests, run.failed = report.requests, report.failed
+    run.writes_acknowledged, run.writes_lost = report.writes_acknowledged, report.writes_lost
+    code, _ = zdd("destroy", "-s", stack, "--yes")
+    run.steps.append(f"destroy exit {code}")
+    run.processes_left = len(processes.find_owned_under(stack_dir))
+    run.seconds = round(time.monotonic() - started, 1)
+    return run
+
+
+def _finish(zdd: Zdd, stack: str, run: ChaosRun) -> str:
+    """Resume (or approve) until the stack is idle, as an operator would."""
+    for _ in range(RESUMES):
+        code, status = zdd("status", "-s", stack)
+        if code != 0:
+            return f"status failed: {status.get('error', '')[:80]}"
+        if status["state"] == "awaiting-approval":
+            code, _ = zdd("complete", "-s", stack)
+            run.steps.append(f"complete exit {code}")
+        elif status["deployment_in_progress"] or not all(
+            c["answering"] for c in status["components"].values()
+        ):
+            code, _ = zdd("resume", "-s", stack)
+            run.steps.append(f"resume exit {code}")
+        else:
+            run.final_version = status["current_version"]
+            return "idle"
+    code, status = zdd("status", "-s", stack)
+    run.final_version = status.get("current_version")
+    return "idle" if code == 0 and not status.get("deployment_in_progress") else "stuck"
+
+
+def _table(runs: list[ChaosRun]) -> Table:
+    table = Table(
+        "#", "killed", "phase", "after s", "outcome", "version", "requests", "failed",
+        "failed span s", "while front door down", "writes lost", "left",
+    )  # fmt: skip
+    for r in runs:
+        table.add_row(
+            str(r.run), r.victim if r.killed_pid else f"({r.victim}: none)",
+            r.killed_in_phase or "-", f"{r.killed_after_seconds or 0:.1f}", r.outcome,
+            r.final_version or "-", str(r.requests), str(r.failed), f"{r.failed_seconds:.1f}",
+            str(r.failed_while_front_door_down), str(r.writes_lost), str(r.processes_left),
+        )  # fmt: skip
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zdd.chaos", description=__doc__)
+    parser.add_argument("--runs", type=int, default=int(os.environ.get("CHAOS_RUNS", "20")))
+    parser.add_argument("--seed", type=int, default=None, help="Repeat a sequence of kills.")
+    parser.add_argument("--rate", type=float, default=200.0, help="Probe requests per second.")
+    parser.add_argument("--output", type=Path, default=Path("bench/chaos.json"))
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    env = Environment(find_project_root())
+    env.apply()
+    zdd, rng, runs = Zdd(env), random.Random(seed), []
+    say(f"chaos: {args.runs} deployments v1 -> v2, one process killed in each (seed {seed})")
+    for number in range(1, args.runs + 1):
+        run = run_one(number, rng, zdd, args.rate)
+        runs.append(run)
+        verdict = "ok" if run.clean else "[bold red]NOT CLEAN[/bold red]"
+        say(
+            f"run {number}: killed {run.victim} in {run.killed_in_phase} -> {run.outcome}, "
+            f"{run.failed} failed, {run.writes_lost} lost, {run.seconds}s: {verdict}"
+        )
+    say(_table(runs))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "seed": seed,
+        "runs": [asdict(r) for r in runs],
+        "writes_lost": sum(r.writes_lost for r in runs),
+        "all_idle": all(r.outcome == "idle" for r in runs),
+        "clean": all(r.clean for r in runs),
+    }
+    args.output.write_text(json.dumps(summary, indent=2))
+    say(f"written {args.output}")
+    return 0 if summary["clean"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
