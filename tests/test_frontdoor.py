@@ -63,6 +63,8 @@ class Origin:
         # Path -> time.monotonic() when the origin had sent the whole response.
         self.finished: dict[str, float] = {}
         self.last_chunk = threading.Event()
+        # When set, `/vanish` drops the connection without an answer, as a process that died.
+        self.vanishing = False
         self._loop = asyncio.new_event_loop()
         self._runner = web.AppRunner(self._app(), handle_signals=False)
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -83,6 +85,7 @@ class Origin:
         app.router.add_get("/stream", self._stream)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/slow", self._slow)
+        app.router.add_route("*", "/vanish", self._vanish)
         app.router.add_route("*", "/{tail:.*}", self._echo)
         return app
 
@@ -136,6 +139,14 @@ class Origin:
         async for message in ws:
             await ws.send_str(f"echo: {message.data}")
         return ws
+
+    async def _vanish(self, request: web.Request) -> web.Response:
+        if not self.vanishing:
+            return await self._echo(request)
+        await asyncio.sleep(float(request.query.get("after", "0")))
+        assert request.transport is not None
+        request.transport.abort()
+        raise web.HTTPInternalServerError()  # never sent: the connection is gone
 
     async def _slow(self, request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(float(request.query["seconds"]))
@@ -401,6 +412,32 @@ def test_a_sixty_second_request_outlives_the_cutover_and_holds_the_drain(
     # The gate passed after the origin had answered, not before.
     assert primary.finished["/slow?seconds=60"] <= drained
     assert drained - started >= 60
+
+
+def test_a_read_cut_by_an_origin_that_died_is_answered_by_the_other_and_a_write_is_not(
+    front_door: FrontDoor,
+) -> None:
+    primary, clone = front_door.origins["primary"], front_door.origins["clone"]
+    primary.vanishing = True
+    answers: dict[str, httpx.Response] = {}
+
+    def send(method: str) -> None:
+        url = f"{front_door.public}/vanish?after=1.5"
+        body = b"x" if method == "POST" else None
+        answers[method] = httpx.request(method, url, content=body, timeout=30)
+
+    clients = [threading.Thread(target=send, args=(m,)) for m in ("GET", "POST")]
+    for client in clients:
+        client.start()
+    wait_for(lambda: front_door.admin.servers()["primary"].sessions == 2)
+    front_door.set(active="clone")  # the cutover, while the primary is about to die
+    for client in clients:
+        client.join()
+    # The read is sent again to the server that now takes the traffic...
+    assert answers["GET"].status_code == 200 and served_by(answers["GET"]) == "clone"
+    # ...the write is not: the origin that died might have applied it before dying.
+    assert answers["POST"].status_code >= 500
+    assert ("POST", "/vanish?after=1.5") not in clone.log
 
 
 def test_a_client_that_left_still_counts_until_its_origin_answers(front_door: FrontDoor) -> None:

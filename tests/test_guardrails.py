@@ -86,7 +86,7 @@ def test_bad_input_is_refused_with_one_clear_line_and_changes_nothing(
 
     cases: list[tuple[list[str], int, str]] = [
         (["deploy", "-s", name, "--version", "v2;rm", "--yes"], 2, "malformed"),
-        (["deploy", "-s", name, "--version", "v9", "--yes"], 2, "version 'v9' has no release folder"),
+        (["deploy", "-s", name, "--version", "v9", "--yes"], 2, "'v9' has no release folder"),
         (["deploy", "-s", name, "--version", "v1", "--yes"], 2, "already runs v1"),
         (
             ["deploy", "-s", name, "--version", "v2", "--mode", "read-write", "--yes"],

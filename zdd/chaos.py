@@ -59,6 +59,9 @@ class ChaosRun:
     processes_left: int = 0
     seconds: float = 0.0
     steps: list[str] = field(default_factory=list)
+    # The first failed requests, in seconds from the kill, and the driver's own output.
+    failures: list[str] = field(default_factory=list)
+    log: str | None = None
 
     @property
     def clean(self) -> bool:
@@ -97,15 +100,17 @@ class Zdd:
             document = {"error": done.stdout[-500:] + done.stderr[-500:]}
         return done.returncode, document
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.argv(*args),
-            cwd=self.env.root,
-            env=self.variables,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+    def start(self, *args: str, log: Path) -> subprocess.Popen[str]:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as output:
+            return subprocess.Popen(
+                self.argv(*args),
+                cwd=self.env.root,
+                env=self.variables,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
 
 
 def _children() -> dict[int, list[int]]:
@@ -183,10 +188,12 @@ def _front_door_down(samples: list[Sample], killed_at: float | None) -> tuple[fl
     return (killed_at, min(back) if back else float("inf"))
 
 
-def run_one(number: int, rng: random.Random, zdd: Zdd, rate: float) -> ChaosRun:
+def run_one(
+    number: int, rng: random.Random, zdd: Zdd, rate: float, victims: tuple[str, ...] = VICTIMS
+) -> ChaosRun:
     env = zdd.env
     stack = f"chaos-{uuid.uuid4().hex[:8]}"
-    run = ChaosRun(number, victim=rng.choice(VICTIMS))
+    run = ChaosRun(number, victim=rng.choice(victims))
     started = time.monotonic()
     code, status = zdd("init", "-s", stack, "--version", "v1")
     if code != 0:
@@ -198,8 +205,13 @@ def run_one(number: int, rng: random.Random, zdd: Zdd, rate: float) -> ChaosRun:
     probe.start()
     killed_wall: float | None = None
     try:
-        driver = zdd.start("deploy", "-s", stack, "--version", "v2", "--yes")
-        deadline = time.monotonic() + rng.uniform(0.5, 20.0)
+        run.log = str(env.state_root / "chaos" / f"run-{number}.log")
+        driver = zdd.start("deploy", "-s", stack, "--version", "v2", "--yes", log=Path(run.log))
+        # The kill falls in the deployment proper: after its action is recorded in the config
+        # (the policy check before it changes nothing), anywhere in its next 15 seconds.
+        while _configured_phase(env, stack) == "idle" and driver.poll() is None:
+            time.sleep(0.02)
+        deadline = time.monotonic() + rng.uniform(0.0, 15.0)
         while time.monotonic() < deadline and driver.poll() is None:
             time.sleep(0.05)
         # Wait for the victim to exist (as long as the deployment runs), then kill it.
@@ -225,6 +237,10 @@ def run_one(number: int, rng: random.Random, zdd: Zdd, rate: float) -> ChaosRun:
     )
     down = _front_door_down(probe.samples, killed_at)
     run.failed_while_front_door_down, run.failed_seconds = _failure_spans(probe.samples, down)
+    base = (killed_wall - probe.started_at) if killed_wall else 0.0
+    run.failures = [
+        f"{s.at - base:+.2f}s {s.kind} {s.status}" for s in probe.samples if s.outcome == "failed"
+    ][:12]
     run.requests, run.failed = report.requests, report.failed
     run.writes_acknowledged, run.writes_lost = report.writes_acknowledged, report.writes_lost
     code, _ = zdd("destroy", "-s", stack, "--yes")
@@ -277,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="Repeat a sequence of kills.")
     parser.add_argument("--rate", type=float, default=200.0, help="Probe requests per second.")
     parser.add_argument("--output", type=Path, default=Path("bench/chaos.json"))
+    parser.add_argument(
+        "--victim", choices=VICTIMS, action="append", help="Kill only these (repeatable)."
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     env = Environment(find_project_root())
@@ -284,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     zdd, rng, runs = Zdd(env), random.Random(seed), []
     say(f"chaos: {args.runs} deployments v1 -> v2, one process killed in each (seed {seed})")
     for number in range(1, args.runs + 1):
-        run = run_one(number, rng, zdd, args.rate)
+        run = run_one(number, rng, zdd, args.rate, tuple(args.victim or VICTIMS))
         runs.append(run)
         verdict = "ok" if run.clean else "[bold red]NOT CLEAN[/bold red]"
         say(

@@ -284,6 +284,8 @@ class Driver:
     def destroy(self) -> None:
         self.say(f"destroying every resource of stack {self.stack_name}")
         ops = ops_for(self.stack.config().get("target", "local"))
+        # A driver or CLI that died mid-update would otherwise keep the stack locked forever.
+        self.clear_interrupted_update()
         self.stack.destroy()
         self.stack.remove()
         ops.forget(self.env, self.stack_name)
@@ -358,6 +360,8 @@ class Driver:
             while self.advance(result):
                 pass
         except (GateFailed, EngineFailed) as exc:
+            # An update whose CLI died leaves its lock and pending operations behind.
+            self.clear_interrupted_update()
             _config, state, _outputs, _ops = self._read(evidence=True)
             if state.applied is Phase.CLONE and not state.primary_touched:
                 self.say(f"clone check failed: {exc}; aborting, the primary was not touched")
@@ -557,12 +561,9 @@ class Driver:
         # front door needs minutes), or the stack's `zdd:gateTimeoutSeconds`.
         config = self.stack.config()
         override = config.get("gateTimeoutSeconds")
-        # The site's health path and how long it may take to answer there: its app spec's.
-        # A stack without one (Azure): the path its probes use too, `zdd:healthCheckPath`.
-        health = appspec.health_of(config) or appspec.Health(
-            path=config.get("healthCheckPath") or appspec.DEFAULT_HEALTH_PATH,
-            timeout_seconds=ops.timeouts.healthy,
-        )
+        # The site's health path and how long it may take to answer there: its app spec's, on
+        # every target (Azure's own probes use the same path).
+        health = appspec.health_of(config) or appspec.Health(timeout_seconds=ops.timeouts.healthy)
         patience = float(override) if override else health.timeout_seconds
         moving = float(override) if override else ops.timeouts.public_origin
         if (src, dst) == (Phase.CLONE, Phase.CUTOVER):

@@ -98,7 +98,13 @@ def app_spec(config: Mapping[str, str]) -> AppSpec:
 
 def _local_resolve(version: str, config: Mapping[str, str]) -> None:
     """A version is deployable when its release folder exists."""
-    release = Path(app_spec(config).release(version))
+    spec = app_spec(config)
+    if spec.release_kind is not appspec.ReleaseKind.FOLDER:
+        raise BadInput(
+            f"app spec `releases` {spec.releases!r} is a {spec.release_kind} for a cloud web "
+            "app: the local target runs a release folder per version (releases/{version})"
+        )
+    release = Path(spec.release(version))
     if not release.is_dir():
         raise BadInput(
             f"app spec `releases`: version {version!r} has no release folder {release}; "

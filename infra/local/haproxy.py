@@ -110,6 +110,12 @@ def render(config: FrontDoorConfig) -> str:
             f"    default_backend {BACKEND}",
             "",
             f"backend {BACKEND}",
+            # A read cut by an origin that died (no answer at all) is sent again, to the server
+            # that takes the traffic; a write never is, since the dead one may have applied it.
+            "    retries 3",
+            "    option redispatch 1",
+            "    retry-on conn-failure empty-response",
+            f"    http-request disable-l7-retry if !{{ method {methods} }}",
             "    option httpchk",
             f"    http-check send meth GET uri {_quoted(config.health_path)}",
             "    http-check expect status 200",

@@ -369,12 +369,18 @@ class FrontDoorProvider(_ProcessProvider):
         )
 
     def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
-        if not self._alive(olds):
-            return UpdateResult(outs=self._start(news))
-        news = _whole(news)
-        self._route(news, self._write_config(news))
-        kept = {key: olds[key] for key in ("pid", "public_url", "socket_path")}
-        return UpdateResult(outs={**news, **kept})
+        if self._alive(olds):
+            try:
+                routed = _whole(news)
+                self._route(routed, self._write_config(routed))
+                kept = {key: olds[key] for key in ("pid", "public_url", "socket_path")}
+                return UpdateResult(outs={**routed, **kept})
+            except haproxy.FrontDoorError:
+                if self._alive(olds):
+                    raise
+        # Dead before or during the switch: it comes back from a config that already has the
+        # new traffic.
+        return UpdateResult(outs=self._start(news))
 
     def delete(self, _id: str, props: Props) -> None:
         super().delete(_id, props)
