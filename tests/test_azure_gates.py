@@ -21,7 +21,8 @@ import pytest
 
 from infra.azure.target import _NAME_PREFIX_RE
 from tests.test_azure_phases import app_spec, run_program, stack
-from zdd import gates
+from zdd import appspec, gates
+from zdd.appspec import ReleaseKind, release_kind
 from zdd.azure import AZURE, generate_password
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed
@@ -97,7 +98,7 @@ def site(instance: str, version: str = "v1", mode: str = "ReadWrite") -> Answer:
     body = json.dumps({"status": "ok", **identity}).encode()
     headers = {
         "Content-Type": "application/json",
-        "X-ZDD-Instance": instance,
+        gates.APP_IDENTITY_HEADER: instance,
         "X-ZDD-Version": version,
     }
     return 200, headers, body
@@ -198,7 +199,7 @@ def test_an_azure_stack_runs_the_site_its_app_spec_describes():
     with pytest.raises(BadInput, match="the stack has no app spec"):
         check_version("v1", AZURE, {})
     folder = app_spec(releases="/srv/site/releases/{version}", start=["bin/site"])
-    with pytest.raises(BadInput, match="`releases` '/srv/site/releases/{version}' is a folder"):
+    with pytest.raises(BadInput, match=re.escape("'/srv/site/releases/{version}' is a folder")):
         check_version("v1", AZURE, {"app": folder})
     check_version("v1", AZURE, {"app": app_spec(releases="https://r.example.net/{version}.zip")})
 
@@ -236,3 +237,37 @@ def test_generated_passwords_meet_azure_sql_rules():
         assert re.search(r"[0-9]", password) and re.search(r"[-_.!#]", password)
         assert "zddadmin" not in password.lower()
         assert not set(password) & set(";='\"{}")  # nothing a connection string would split on
+
+
+@pytest.mark.parametrize(
+    ("releases", "kind"),
+    [
+        ("acme.azurecr.io/site:{version}", ReleaseKind.IMAGE),
+        ("registry.example.net:5000/team/site:release-{version}", ReleaseKind.IMAGE),
+        ("site:{version}", ReleaseKind.IMAGE),
+        ("https://r.example.net/site-{version}.zip", ReleaseKind.PACKAGE),
+        ("/srv/site/releases/{version}", ReleaseKind.FOLDER),
+        ("releases/{version}", ReleaseKind.FOLDER),
+        ("acme.azurecr.io/{version}/site:latest", ReleaseKind.FOLDER),  # the version not a tag
+    ],
+)
+def test_releases_name_a_folder_an_image_or_a_package(releases: str, kind: ReleaseKind):
+    assert release_kind(releases) is kind
+
+
+def test_an_azure_spec_is_refused_by_the_local_target():
+    with pytest.raises(BadInput, match="the local target runs a release folder per version"):
+        check_version("v1", LOCAL, {"app": app_spec()})
+
+
+def test_an_azure_spec_reads_back_the_same_and_waits_minutes_by_default():
+    spec = appspec.parse_file_text(
+        "releases: acme.azurecr.io/site:{version}\n"
+        "migrate: [deploy/migrate.sh, '{database}']\ndigest: [sqlcmd-digest]\n",
+        "/srv/ops",
+    )
+    assert spec.start == () and spec.release("v2") == "acme.azurecr.io/site:v2"
+    # No release folder here: a relative program is the spec folder's.
+    assert spec.migrate == ("/srv/ops/deploy/migrate.sh", "{database}")
+    assert spec.health.timeout_seconds == appspec.DEFAULT_REMOTE_HEALTH_TIMEOUT_SECONDS
+    assert appspec.from_config({"app": spec.to_config()}) == spec
