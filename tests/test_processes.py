@@ -92,3 +92,31 @@ def test_a_migration_runs_in_a_process_group_of_its_own(owner: str, tmp_path: Pa
     script = "import os; print(os.getpgid(0) == os.getpid())"
     done = processes.run_exclusive([sys.executable, "-c", script], owner, tmp_path / "lock")
     assert done.stdout.strip() == "True"
+
+
+SERVER = "import time, sys; print('up', flush=True); time.sleep(300)"
+
+
+def test_a_supervised_process_that_dies_is_started_again(owner: str, tmp_path: Path) -> None:
+    log = tmp_path / "site.log"
+    argv = [sys.executable, "-c", SERVER]
+    supervisor = processes.start_detached(argv, log, owner, supervised=True)
+    try:
+        wait_for(lambda: len(processes.find_owned(owner)) == 2)
+        (server,) = set(processes.find_owned(owner)) - {supervisor.pid}
+        os.kill(server, signal.SIGKILL)  # the site crashes
+        wait_for(lambda: len(set(processes.find_owned(owner)) - {supervisor.pid, server}) == 1)
+        assert "starting it again" in log.read_text()
+    finally:
+        processes.stop_owned(owner, timeout=5)
+    assert supervisor.wait(timeout=10) is not None
+    assert processes.find_owned(owner) == []  # stopped, not started again
+
+
+def test_a_release_that_keeps_dying_is_given_up_with_its_exit_code(
+    owner: str, tmp_path: Path
+) -> None:
+    argv = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    supervisor = processes.start_detached(argv, tmp_path / "site.log", owner, supervised=True)
+    assert supervisor.wait(timeout=20) == 3
+    assert "just after starting" in (tmp_path / "site.log").read_text()

@@ -151,9 +151,11 @@ def _victim_pid(victim: str, stack_dir: Path, driver: subprocess.Popen[str]) -> 
     roles = {"front door": FRONT_DOOR_LOG, "primary": "primary", "clone": "clone"}
     if victim in roles:
         owned = set(processes.find_owned(processes.owner_id(stack_dir, roles[victim])))
+        # The server itself, not its supervisor (which would only leave it running) nor its
+        # workers (its children).
+        servers = {pid for pid in owned if "infra.local.supervise" not in _command_line(pid)}
         tree = _children()
-        # The top of the resource's processes (a server's workers are its children).
-        tops = [pid for pid in owned if not any(pid in tree.get(p, []) for p in owned)]
+        tops = [pid for pid in servers if not any(pid in tree.get(p, []) for p in servers)]
         return min(tops) if tops else None
     wanted: Callable[[str], bool] = (
         (lambda line: "pulumi.dynamic" in line)

@@ -33,7 +33,10 @@ _FORCED_MAINT, _FORCED_DRAIN = 0x01, 0x08
 # Longer than any request a site may take: a request HAProxy gave up on would leave the
 # server's session count while the origin still works on it, and the drain would pass early.
 _LONGEST_REQUEST = "24h"
-_CHECK = "check inter 500ms fall 2 rise 1"
+# A server is marked down after 2 s of failed checks, not sooner: a site process that crashed is
+# started again by its supervisor within about that, and connection retries (a second apart)
+# hold the requests that arrive meanwhile instead of failing them.
+_CHECK = "check inter 500ms fall 4 rise 1"
 # The front door's files, in its folder. HAProxy runs there and the config names them
 # relatively, so the folder's path (whatever characters it holds) never has to be quoted.
 CONFIG_FILE, MAP_FILE, SOCKET_FILE = "frontdoor.cfg", "frontdoor.map", "frontdoor.sock"
@@ -112,7 +115,7 @@ def render(config: FrontDoorConfig) -> str:
             f"backend {BACKEND}",
             # A read cut by an origin that died (no answer at all) is sent again, to the server
             # that takes the traffic; a write never is, since the dead one may have applied it.
-            "    retries 3",
+            "    retries 4",
             "    option redispatch 1",
             "    retry-on conn-failure empty-response",
             f"    http-request disable-l7-retry if !{{ method {methods} }}",

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,12 +42,16 @@ def start_detached(
     owner: str,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    supervised: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` in its own session with output to `log_path`, marked as `owner`'s.
+    """Start `argv` in its own session with output to `log_path`, marked as `owner`'s; with
+    `supervised`, under `infra.local.supervise`, which starts it again if it dies.
 
     The command provider of an update waits for its children's output streams to close;
     a process with no pipe to us and its own session lets the update finish while it runs on.
     """
+    if supervised:
+        argv = [sys.executable, "-m", "infra.local.supervise", "--", *argv]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -150,10 +155,18 @@ def terminate(pid: int, alive: Callable[[], bool] | None = None, timeout: float 
         os.kill(pid, signal.SIGKILL)
 
 
+def _started(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def stop_owned(owner: str, timeout: float = 15.0) -> None:
     """Stop every process of `owner`: one started by an update that was killed before the
-    engine could record it would otherwise hold its port, or its database, forever."""
-    for pid in find_owned(owner):
+    engine could record it would otherwise hold its port, or its database, forever. The oldest
+    goes first: a supervisor stops its process itself and must not restart it meanwhile."""
+    for pid in sorted(find_owned(owner), key=_started):
         stop(pid, owner, timeout)
 
 

@@ -248,7 +248,7 @@ class _ProcessProvider(ResourceProvider):
                 "(another stack or program); give this stack other ports (zdd:basePort)"
             )
         process = processes.start_detached(
-            argv, log, owner, env=env, cwd=Path(cwd) if cwd else None
+            argv, log, owner, env=env, cwd=Path(cwd) if cwd else None, supervised=True
         )
         with self._stopped_on_failure(props):
             processes.wait_listening(process, port, log, timeout=timeout)
