@@ -18,6 +18,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,8 @@ class ChaosRun:
     failed: int = 0
     failed_seconds: float = 0.0
     failed_while_front_door_down: int = 0
+    # From the kill of the front door until it took connections again.
+    front_door_down_seconds: float | None = None
     writes_acknowledged: int = 0
     writes_lost: int = 0
     processes_left: int = 0
@@ -174,20 +177,36 @@ def _configured_phase(env: Environment, stack: str) -> str | None:
     return str((document.get("config") or {}).get("zdd:phase"))
 
 
+# Clients still hold keep-alive connections to a front door that died; their next request on
+# one fails (no HTTP answer) in the moment after it is back.
+STALE_CONNECTION_SECONDS = 1.0
+
+
 def _failure_spans(samples: list[Sample], down: tuple[float, float] | None) -> tuple[int, float]:
-    """Failed requests while the front door was down (probe seconds), and the seconds all
-    failures spanned."""
-    failed = [s.at for s in samples if s.outcome == "failed"]
-    during = sum(1 for at in failed if down and down[0] <= at <= down[1])
-    return during, (max(failed) - min(failed)) if failed else 0.0
+    """Failed requests with no HTTP answer while the front door was down (probe seconds), and
+    the seconds all failures spanned. A failure with an HTTP status is never excused."""
+    failed = [s for s in samples if s.outcome == "failed"]
+    during = sum(
+        1
+        for s in failed
+        if down and s.status == 0 and down[0] <= s.at <= down[1] + STALE_CONNECTION_SECONDS
+    )
+    times = [s.at for s in failed]
+    return during, (max(times) - min(times)) if times else 0.0
 
 
-def _front_door_down(samples: list[Sample], killed_at: float | None) -> tuple[float, float] | None:
-    """From the kill until the first request answered again through the front door."""
-    if killed_at is None:
-        return None
-    back = [s.at for s in samples if s.at >= killed_at and s.status != 0]
-    return (killed_at, min(back) if back else float("inf"))
+def _answering_again(url: str, timeout: float = 120.0) -> float:
+    """Wait until the front door at `url` takes connections again; when it did (epoch)."""
+    address = url.removeprefix("http://")
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.2):
+                return time.time()
+        except OSError:
+            time.sleep(0.01)
+    return float("inf")
 
 
 def run_one(
@@ -206,14 +225,15 @@ def run_one(
     probe = LoadProbe(status["public_url"], target, rate=rate)
     probe.start()
     killed_wall: float | None = None
+    back_wall: float | None = None
     try:
         run.log = str(env.state_root / "chaos" / f"run-{number}.log")
         driver = zdd.start("deploy", "-s", stack, "--version", "v2", "--yes", log=Path(run.log))
         # The kill falls in the deployment proper: after its action is recorded in the config
-        # (the policy check before it changes nothing), anywhere in its next 15 seconds.
+        # (the policy check before it changes nothing), anywhere in its next 10 seconds.
         while _configured_phase(env, stack) == "idle" and driver.poll() is None:
             time.sleep(0.02)
-        deadline = time.monotonic() + rng.uniform(0.0, 15.0)
+        deadline = time.monotonic() + rng.uniform(0.0, 10.0)
         while time.monotonic() < deadline and driver.poll() is None:
             time.sleep(0.05)
         # Wait for the victim to exist (as long as the deployment runs), then kill it.
@@ -223,8 +243,10 @@ def run_one(
                 run.killed_in_phase = _configured_phase(env, stack)
                 os.kill(pid, signal.SIGKILL)
                 run.killed_pid = pid
-                run.killed_after_seconds = round(time.monotonic() - started, 2)
                 killed_wall = time.time()
+                run.killed_after_seconds = round(time.monotonic() - started, 2)
+                if run.victim == "front door":
+                    back_wall = _answering_again(status["public_url"])
             time.sleep(0.05)
         driver.wait(timeout=600)
         run.steps.append(f"deploy exit {driver.returncode}")
@@ -237,7 +259,12 @@ def run_one(
     killed_at = (
         killed_wall - probe.started_at if killed_wall and run.victim == "front door" else None
     )
-    down = _front_door_down(probe.samples, killed_at)
+    down = (
+        (killed_at, back_wall - probe.started_at)
+        if killed_at is not None and back_wall is not None
+        else None
+    )
+    run.front_door_down_seconds = round(down[1] - down[0], 2) if down else None
     run.failed_while_front_door_down, run.failed_seconds = _failure_spans(probe.samples, down)
     base = (killed_wall - probe.started_at) if killed_wall else 0.0
     run.failures = [
@@ -277,13 +304,14 @@ def _finish(zdd: Zdd, stack: str, run: ChaosRun) -> str:
 def _table(runs: list[ChaosRun]) -> Table:
     table = Table(
         "#", "killed", "phase", "after s", "outcome", "version", "requests", "failed",
-        "failed span s", "while front door down", "writes lost", "left",
+        "failed span s", "front door down s", "failed while down", "writes lost", "left",
     )  # fmt: skip
     for r in runs:
         table.add_row(
             str(r.run), r.victim if r.killed_pid else f"({r.victim}: none)",
             r.killed_in_phase or "-", f"{r.killed_after_seconds or 0:.1f}", r.outcome,
             r.final_version or "-", str(r.requests), str(r.failed), f"{r.failed_seconds:.1f}",
+            f"{r.front_door_down_seconds:.2f}" if r.front_door_down_seconds is not None else "-",
             str(r.failed_while_front_door_down), str(r.writes_lost), str(r.processes_left),
         )  # fmt: skip
     return table
