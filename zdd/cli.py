@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from zdd import appspec
@@ -83,7 +84,8 @@ def _env(stack: str | None = None, target: str | None = None) -> Environment:
 
 
 def _say(message: str) -> None:
-    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+    # What is said may hold engine output with brackets: text, never Rich markup.
+    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(message)}")
 
 
 def _fail(exc: ZddError, as_json: bool, partial: DeployResult | None = None) -> NoReturn:
@@ -94,7 +96,7 @@ def _fail(exc: ZddError, as_json: bool, partial: DeployResult | None = None) -> 
         if document["outcome"] == "running":
             document["outcome"] = "failed"
         print(json.dumps(document, indent=2))
-    err.print(f"[bold red]error:[/bold red] {exc}")
+    err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
     raise typer.Exit(exc.exit_code)
 
 
@@ -508,7 +510,7 @@ def _print_result(report: dict[str, Any]) -> None:
 
 
 def _print_preview(shown: dict[str, Any]) -> None:
-    err.print(shown["diff"])
+    err.print(shown["diff"], markup=False)
     err.print(f"changes: {shown['changes']} (nothing was changed)")
 
 
