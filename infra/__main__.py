@@ -32,7 +32,7 @@ pulumi.export(
     "clone_database", built.clone_database.database_name if built.clone_database else None
 )
 pulumi.export("clone_archive", built.clone_database.archive if built.clone_database else None)
-# A read-only clone's database must still hold this when it is destroyed (DESIGN rule 9).
+# A read-only clone's database must still hold this when it is destroyed (rule 9 of docs/design.md).
 pulumi.export(
     "clone_database_digest", built.clone_database.copy_digest if built.clone_database else None
 )

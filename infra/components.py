@@ -40,7 +40,7 @@ class DatabaseArgs:
     # The primary carries migrations to this version; a clone carries none.
     schema_version: str | None = None
     generation: int = 1
-    # Recorded before the first change to the primary database (DESIGN rule 3).
+    # Recorded before the first change to the primary database (rule 3 of docs/design.md).
     restore_point: str | None = None
     # A clone's database is a copy of this one.
     copy_of: DatabaseLike | None = None
@@ -61,5 +61,5 @@ class FrontDoorArgs:
     origins: dict[Instance, SiteLike]
     # The origin that takes public traffic; exactly one at a time.
     traffic: Instance
-    # Writes are refused at the edge: a read-only clone may be serving (DESIGN rule 9).
+    # Writes are refused at the edge: a read-only clone may be serving (rule 9 of docs/design.md).
     refuse_writes: bool = False

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pulumi
 
-from zdd.actions import DECIDING_KEYS, settings_digest
 from zdd.phases import (
+    DECIDING_KEYS,
     Declaration,
     IllegalTransition,
     InvalidStackConfig,
@@ -15,6 +15,7 @@ from zdd.phases import (
     StackSettings,
     check_transition,
     declare,
+    settings_digest,
 )
 
 
@@ -37,7 +38,7 @@ def read_settings(config: pulumi.Config) -> ProgramSettings:
 
 
 def phase_guard(wanted: Phase) -> pulumi.Output[pulumi.Resource]:
-    """Refuse an illegal move even when someone runs `pulumi up` by hand (DESIGN rule 7).
+    """Refuse an illegal move even when someone runs `pulumi up` by hand (rule 7 of docs/design.md).
 
     The stack reads its own last `phase` output; every component depends on the result, so an
     illegal move fails before the engine changes anything.

@@ -1,75 +1,20 @@
-"""Choose the target named by `zdd:target` and bind its components to its settings."""
+"""Build the target a stack names in `zdd:target`, as `zdd.registry` says where it lives."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pulumi
 
 from infra.program import Target
-from zdd import appspec
-from zdd.appspec import AppSpec
-from zdd.environment import STATE_ROOT, archive_dir, ports_dir, stack_dir
-from zdd.phases import OPERATIONAL_KEYS, InvalidStackConfig, check_operational_config
-
-TARGETS = ("local", "azure")
+from zdd import registry
 
 
 def target_for(config: pulumi.Config) -> Target:
-    name = config.get("target") or "local"
-    if name == "local":
-        return _local(config)
-    if name == "azure":
-        from infra.azure.target import azure_target
-
-        return azure_target(config)
-    raise pulumi.RunError(f"zdd:target {name!r} is not one of: {', '.join(TARGETS)}")
-
-
-def _local(config: pulumi.Config) -> Target:
-    from infra.local.components import LocalDatabase, LocalFrontDoor, LocalSettings, LocalSite
-
-    state_root = Path(__file__).resolve().parents[1] / STATE_ROOT
-    state_dir = stack_dir(state_root, pulumi.get_stack())
-    # The folder follows from the stack's name; a config copied from another stack (or edited)
-    # that names another folder is refused, never used.
+    name = config.get("target") or registry.DEFAULT_TARGET
     try:
-        check_operational_config(
-            {k: v for k in OPERATIONAL_KEYS if (v := config.get(k)) is not None}
-        )
-    except InvalidStackConfig as exc:
-        raise pulumi.RunError(str(exc)) from None
-    configured = config.get("stateDir")
-    if configured is not None and Path(configured).resolve() != state_dir.resolve():
-        raise pulumi.RunError(
-            f"zdd:stateDir {configured!r} is not this stack's folder {state_dir}: remove it "
-            "(`pulumi config rm zdd:stateDir`) or set it to that folder"
-        )
-    settings = LocalSettings(
-        state_dir=state_dir,
-        base_port=config.require_int("basePort"),
-        archive_dir=archive_dir(state_root, pulumi.get_stack()),
-        archive_keep=int(config.get("archiveRetention") or 5),
-        ports_dir=ports_dir(state_root),
-        app=_app(config),
-    )
-    return Target(
-        name="local",
-        database=lambda name, args, opts: LocalDatabase(name, args, settings, opts),
-        site=lambda name, args, opts: LocalSite(name, args, settings, opts),
-        front_door=lambda name, args, opts: LocalFrontDoor(name, args, settings, opts),
-    )
-
-
-def _app(config: pulumi.Config) -> AppSpec:
-    """The site the stack runs, from `zdd:app` (which `zdd init` sets from the spec file)."""
-    try:
-        spec = appspec.from_config({appspec.CONFIG_KEY: config.get(appspec.CONFIG_KEY) or ""})
-    except appspec.InvalidAppSpec as exc:
-        raise pulumi.RunError(str(exc)) from None
-    if spec is None:
-        raise pulumi.RunError(
-            f"zdd:{appspec.CONFIG_KEY} is not set: the stack does not say which site it runs; "
-            "create stacks with `zdd init --app FILE`"
-        )
-    return spec
+        program = registry.load(registry.entry(name).program)
+    except registry.UnknownTarget as exc:
+        raise pulumi.RunError(f"zdd:{exc}") from None
+    target = program(config) if callable(program) else None
+    if not isinstance(target, Target):
+        raise TypeError(f"the registry's program for target {name!r} does not build a Target")
+    return target

@@ -22,6 +22,16 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
 
+from zdd.phases import (
+    DATABASE_MODE_SETTINGS,
+    MIN_BACKUP_RETENTION_DAYS,
+    DatabaseMode,
+    InvalidStackConfig,
+    Mode,
+    accepts_data_loss,
+    database_generation,
+)
+
 # -- what the engine shows ---------------------------------------------------------------------
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
@@ -38,13 +48,7 @@ FIREWALL_RULE = "azure-native:sql:FirewallRule"
 IPV6_FIREWALL_RULE = "azure-native:sql:IPv6FirewallRule"
 AFD_ORIGIN = "azure-native:cdn:AFDOrigin"
 
-# The site's database mode, as its settings spell it.
-READ_ONLY = "ReadOnly"
-READ_WRITE = "ReadWrite"
-# Both app settings carry the mode on Azure (infra/azure/components.py DATABASE_MODE_SETTINGS).
-DATABASE_MODE_SETTINGS = ("EpiServer__Cms__DataAccess__DatabaseMode", "ZDD_DATABASE_MODE")
 MIN_TLS = (1, 2)
-MIN_BACKUP_RETENTION_DAYS = 7
 # Azure's "allow Azure services and resources to access this server" rule.
 AZURE_SERVICES_RULE = ("0.0.0.0", "0.0.0.0")
 # A firewall rule wider than this (a /8) is as good as open to everyone.
@@ -100,22 +104,32 @@ class StackConfig:
         return f"zdd:{key}" in self.secret_keys
 
     @property
+    def unprefixed(self) -> dict[str, str]:
+        """The set `zdd:*` values, keyed without the namespace as `zdd.phases` reads them."""
+        return {
+            key.removeprefix("zdd:"): value
+            for key, value in self.values.items()
+            if key.startswith("zdd:") and value
+        }
+
+    @property
     def data_loss_acknowledged(self) -> bool:
         """ReadWrite needs both, as the program and the driver require, in plain config: an
         acknowledgement nobody can read in the stack's config is no acknowledgement."""
-        mode = self.get("mode") or "read-only"
-        accepted = (self.get("acceptDataLoss") or "false").lower() == "true"
-        return mode == "read-write" and accepted and not self.is_secret("acceptDataLoss")
+        return (
+            self.get("mode") == Mode.READ_WRITE
+            and accepts_data_loss(self.unprefixed)
+            and not self.is_secret("acceptDataLoss")
+        )
 
     @property
     def generation(self) -> int | None:
         """The primary database's generation, when the config says which one."""
         if not self.known:
             return None
-        raw = self.get("databaseGeneration") or "1"
         try:
-            return int(raw)
-        except ValueError:
+            return database_generation(self.unprefixed)
+        except InvalidStackConfig:
             return None
 
     @property
@@ -231,11 +245,11 @@ def check_clone_read_only(resource: Resource, config: StackConfig) -> list[str]:
         return []
     problems = []
     for key, mode in modes.items():
-        if mode == READ_ONLY:
+        if mode == DatabaseMode.READ_ONLY:
             continue
-        if mode == READ_WRITE and config.data_loss_acknowledged:
+        if mode == DatabaseMode.READ_WRITE and config.data_loss_acknowledged:
             continue
-        if mode == READ_WRITE:
+        if mode == DatabaseMode.READ_WRITE:
             why = (
                 "zdd:acceptDataLoss is a secret; the acknowledgement must be plain config"
                 if config.is_secret("acceptDataLoss")
@@ -247,7 +261,7 @@ def check_clone_read_only(resource: Resource, config: StackConfig) -> list[str]:
                 "lost when it is destroyed"
             )
         else:
-            problems.append(f"{resource.name}: {key} is {mode!r}, not {READ_ONLY}")
+            problems.append(f"{resource.name}: {key} is {mode!r}, not {DatabaseMode.READ_ONLY}")
     return problems
 
 

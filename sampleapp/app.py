@@ -22,6 +22,8 @@ from sampleapp import db
 from sampleapp.versions import SiteVersion
 
 READ_ONLY = "ReadOnly"
+# Answers who answered (version, instance, database mode), for tests and people.
+IDENTITY_PATH = "/__identity"
 # How long a refused writer should wait: a deployment's read-only window is well under this.
 RETRY_AFTER_SECONDS = 30
 
@@ -182,7 +184,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/", home),
             Route("/healthz", healthz),
-            Route("/__identity", whoami),
+            Route(IDENTITY_PATH, whoami),
             Route("/api/articles", list_articles, methods=["GET"]),
             Route("/api/articles", create_article, methods=["POST"]),
             Route("/api/articles/titles", titles),

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from infra.local.processes import find_owned_under
 from zdd.environment import STATE_ROOT
 from zdd.environment import stack_dir as stack_dir_under
+from zdd.processes import find_owned_under
 
 ROOT = Path(__file__).resolve().parents[1]
 

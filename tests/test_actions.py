@@ -11,9 +11,8 @@ from zdd.actions import (
     StackState,
     next_step,
     plan,
-    settings_digest,
 )
-from zdd.phases import Mode, Phase, StackSettings
+from zdd.phases import Mode, Phase, StackSettings, settings_digest
 
 POINT = "2026-01-01T00:00:00Z"
 

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.local.providers import content_digest
 from sampleapp.__main__ import make_releases
 from tests.conftest import ROOT, Result
 from zdd.environment import Environment
-from zdd.targets import LOCAL
+from zdd.local import LOCAL
+from zdd.sqlite_files import content_digest
 
 SAMPLE = yaml.safe_load((ROOT / "apps" / "sample" / "app.yaml").read_text())
 # A release whose migration works (v2's) but whose site exits as soon as it starts.

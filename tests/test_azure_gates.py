@@ -26,9 +26,10 @@ from zdd.appspec import ReleaseKind, release_kind
 from zdd.azure import AZURE, generate_password
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed
+from zdd.local import LOCAL
 from zdd.phases import Phase
 from zdd.stack import SECRET_KEYS
-from zdd.targets import LOCAL, check_version, ops_for
+from zdd.targets import check_version, ops_for
 
 Answer = tuple[int, dict[str, str], bytes]
 _ROOT = Path(__file__).resolve().parents[1]

@@ -30,8 +30,7 @@ from pulumi_command import local
 from infra.azure.components import restore_point_in_time, retrying
 from infra.azure.target import azure_target
 from infra.program import build
-from zdd.actions import DECIDING_KEYS
-from zdd.phases import RESTORE_POINT_SUFFIX, Mode, Phase, StackSettings, declare
+from zdd.phases import DECIDING_KEYS, RESTORE_POINT_SUFFIX, Mode, Phase, StackSettings, declare
 
 SUBSCRIPTION = "/subscriptions/00000000-0000-0000-0000-000000000000"
 FRONT_DOOR_ID = "5b3c9e1a-7f7e-4c7a-9d55-0123456789ab"

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sampleapp.app import IDENTITY_PATH
 from tests.conftest import Result
 
 pytestmark = pytest.mark.engine
@@ -17,7 +18,7 @@ PHASES_BY_HAND = ["clone", "cutover", "deploy", "return", "idle"]
 
 
 def identity(url: str) -> dict[str, Any]:
-    response = httpx.get(f"{url}/__identity", timeout=10)
+    response = httpx.get(f"{url}{IDENTITY_PATH}", timeout=10)
     response.raise_for_status()
     found: dict[str, Any] = response.json()
     return found

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.local import processes
+from zdd import processes
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_only_the_owners_processes_are_found_and_stopped(owner: str, tmp_path: P
 LEFT_RUNNING = """
 import sys
 from pathlib import Path
-from infra.local.processes import run_exclusive
+from zdd.processes import run_exclusive
 run_exclusive(["sleep", "300"], sys.argv[1], Path(sys.argv[2]))
 """
 

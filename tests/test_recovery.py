@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from infra.local.providers import content_digest
+from sampleapp.app import IDENTITY_PATH
 from tests.conftest import ROOT, Result, stack_dir
 from zdd.probe import LoadProbe, ProbeTarget
+from zdd.sqlite_files import content_digest
 
 pytestmark = pytest.mark.engine
 
@@ -42,7 +43,7 @@ def site(local_stack: Make, pulumi: Callable[..., Result]) -> Callable[[str], di
 
 
 def serving(url: str) -> dict[str, Any]:
-    found: dict[str, Any] = httpx.get(f"{url}/__identity", timeout=10).json()
+    found: dict[str, Any] = httpx.get(f"{url}{IDENTITY_PATH}", timeout=10).json()
     return found
 
 

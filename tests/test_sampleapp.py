@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from sampleapp import db
-from sampleapp.app import Settings, create_app
+from sampleapp.app import IDENTITY_PATH, Settings, create_app
 from sampleapp.versions import UnknownVersion, resolve
 
 
@@ -47,7 +47,7 @@ def test_read_only_refuses_writes_with_retry_after_and_keeps_reading(v1_db: Path
         assert int(refused.headers["Retry-After"]) > 0
         assert site.put("/api/articles/1", json={"text": "nope"}).status_code == 503
         assert "read-only" in site.get("/").text
-        assert site.get("/__identity").json() == {
+        assert site.get(IDENTITY_PATH).json() == {
             "version": "v1",
             "instance": "clone",
             "database_mode": "ReadOnly",

@@ -7,8 +7,6 @@ anything is written.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,13 +15,6 @@ from enum import StrEnum
 from zdd.phases import TRAFFIC_ON_CLONE, IllegalTransition, Mode, Phase, StackSettings
 
 ConfigChange = dict[str, str | None]
-
-# The config keys that decide what exists: the program exports their digest, so the driver
-# can tell whether the stack's last update applied the config it has now.
-DECIDING_KEYS = (
-    "phase", "currentVersion", "targetVersion", "mode", "acceptDataLoss", "restorePoint",
-    "databaseGeneration", "databaseVersion", "migrateTo", "restoredFrom", "app",
-)  # fmt: skip
 
 
 class Action(StrEnum):
@@ -39,11 +30,6 @@ RECOVERY_HINT = (
     "traffic stays on the clone; recover with `zdd rollforward --version V`, "
     "`zdd rollback --code-only` or `zdd rollback --with-database` (each takes --preview)"
 )
-
-
-def settings_digest(config: Mapping[str, str]) -> str:
-    deciding = {key: config[key] for key in DECIDING_KEYS if config.get(key)}
-    return hashlib.sha256(json.dumps(deciding, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def new_restore_point_id(now: datetime | None = None) -> str:

@@ -58,6 +58,8 @@ CONFIG_KEY = "app"
 DEFAULT_HEALTH_PATH = "/healthz"
 DEFAULT_HEALTH_TIMEOUT_SECONDS = 30.0
 MAX_HEALTH_TIMEOUT_SECONDS = 3600.0
+# `releases` holds it once: where each version's code is.
+VERSION_PLACEHOLDER = "{version}"
 PLACEHOLDERS = frozenset(
     {"port", "database", "database_url", "database_mode", "instance", "version", "release"}
 )
@@ -92,7 +94,7 @@ def release_kind(template: str) -> ReleaseKind:
     if template.startswith("https://"):
         return ReleaseKind.PACKAGE
     name, colon, tag = template.rpartition(":")
-    if colon and "/" not in tag and "{version}" in tag and _IMAGE_NAME_RE.match(name):
+    if colon and "/" not in tag and VERSION_PLACEHOLDER in tag and _IMAGE_NAME_RE.match(name):
         return ReleaseKind.IMAGE
     return ReleaseKind.FOLDER
 
@@ -279,7 +281,7 @@ def _command(argv: tuple[str, ...], placement: Placement, what: str) -> list[str
 
 
 def _releases(value: object, folder: str | None) -> str:
-    if not isinstance(value, str) or "{version}" not in value:
+    if not isinstance(value, str) or VERSION_PLACEHOLDER not in value:
         raise InvalidAppSpec(
             "app spec field `releases` must be a folder template holding {version}, "
             "e.g. `releases/{version}`"

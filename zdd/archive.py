@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.local.providers import baseline_path
+from zdd.sqlite_files import baseline_path
 
 Row = dict[str, Any]
 

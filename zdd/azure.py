@@ -32,6 +32,7 @@ import httpx
 from zdd.appspec import ReleaseKind
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed
+from zdd.phases import MIN_BACKUP_RETENTION_DAYS
 from zdd.targets import GateTimeouts, TargetOps, app_spec
 
 Say = Callable[[str], None]
@@ -93,7 +94,8 @@ def initial_config(env: Environment, stack: str) -> dict[str, str]:
         "namePrefix": prefix,
         "appServiceSku": os.environ.get("ZDD_AZURE_APP_SERVICE_SKU") or "P0v3",
         "databaseSku": os.environ.get("ZDD_AZURE_DATABASE_SKU") or "S0",
-        "backupRetentionDays": os.environ.get("ZDD_AZURE_BACKUP_RETENTION_DAYS") or "7",
+        "backupRetentionDays": os.environ.get("ZDD_AZURE_BACKUP_RETENTION_DAYS")
+        or str(MIN_BACKUP_RETENTION_DAYS),
         "cloneOwnPlan": "false",
         "sqlAdminLogin": login,
         "sqlAdminPassword": generate_password(avoid=login),
@@ -232,9 +234,9 @@ def wait_origin_idle(
     timeout: float,
     clock: Clock = Clock(),
 ) -> None:
-    """Rule 2 and 5 on Azure: `origin` is drained once Front Door forwarded it no request, from
-    any edge, for `quiet` seconds after `since` (the switch confirmed everywhere). A minute with
-    requests starts the quiet period again after it."""
+    """Rules 2 and 5 of docs/design.md on Azure: `origin` is drained once Front Door forwarded
+    it no request, from any edge, for `quiet` seconds after `since` (the switch confirmed
+    everywhere). A minute with requests starts the quiet period again after it."""
     started = clock.monotonic()
     while True:
         count, last_busy, judged_until = origin_requests_since(api, profile_id, origin_host, since)

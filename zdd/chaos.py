@@ -32,7 +32,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from infra.local import processes
+from zdd import processes
 from zdd.environment import Environment, find_project_root
 from zdd.probe import LoadProbe, ProbeTarget, Sample
 
@@ -156,7 +156,7 @@ def _victim_pid(victim: str, stack_dir: Path, driver: subprocess.Popen[str]) -> 
         owned = set(processes.find_owned(processes.owner_id(stack_dir, roles[victim])))
         # The server itself, not its supervisor (which would only leave it running) nor its
         # workers (its children).
-        servers = {pid for pid in owned if "infra.local.supervise" not in _command_line(pid)}
+        servers = {pid for pid in owned if processes.SUPERVISOR_MODULE not in _command_line(pid)}
         tree = _children()
         tops = [pid for pid in servers if not any(pid in tree.get(p, []) for p in servers)]
         return min(tops) if tops else None

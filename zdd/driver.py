@@ -35,7 +35,6 @@ from zdd.actions import (
     StackState,
     next_step,
     plan,
-    settings_digest,
 )
 from zdd.appspec import AppSpec
 from zdd.environment import Environment
@@ -50,7 +49,9 @@ from zdd.phases import (
     StackSettings,
     check_operational_config,
     check_transition,
+    settings_digest,
 )
+from zdd.registry import DEFAULT_TARGET
 from zdd.stack import Stack
 from zdd.targets import TargetOps, check_version, ops_for
 
@@ -106,7 +107,8 @@ class DeployResult:
     changed: list[dict[str, str]] = field(default_factory=list)
     # Read-write mode: what the clone was given and where its database is archived.
     lost_writes: dict[str, Any] | None = None
-    # Read-only mode: the clone's database changed although it was read-only (DESIGN rule 9).
+    # Read-only mode: the clone's database changed although it was read-only (rule 9 of
+    # docs/design.md).
     read_only_violation: str | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -219,7 +221,7 @@ class Driver:
             restore_point_taken=taken,
             primary_changed=changed,
         )
-        return config, state, outputs, ops_for(config.get("target", "local"))
+        return config, state, outputs, ops_for(config.get("target", DEFAULT_TARGET))
 
     def status(self) -> Status:
         config, state, outputs, ops = self._read()
@@ -283,7 +285,7 @@ class Driver:
 
     def destroy(self) -> None:
         self.say(f"destroying every resource of stack {self.stack_name}")
-        ops = ops_for(self.stack.config().get("target", "local"))
+        ops = ops_for(self.stack.config().get("target", DEFAULT_TARGET))
         # A driver or CLI that died mid-update would otherwise keep the stack locked forever.
         self.clear_interrupted_update()
         self.stack.destroy()
@@ -444,7 +446,8 @@ class Driver:
             self._up(phase, f"{phase} (repair)", result, message)
 
     def _report_clone_writes(self, archive: str, ops: TargetOps, result: DeployResult) -> None:
-        """Rule 4: what a read-write clone took is reported from its archive, in plain words."""
+        """Rule 4 of docs/design.md: what a read-write clone took is reported from its archive,
+        in plain words."""
         if ops.clone_writes is None:
             result.lost_writes = {"archive": archive, "rows": None}
             self.say(
@@ -534,7 +537,8 @@ class Driver:
         switched: datetime | None,
         hint: str,
     ) -> None:
-        """Rules 2 and 5: no public request reaches `origin` any more, judged by the target."""
+        """Rules 2 and 5 of docs/design.md: no public request reaches `origin` any more, judged
+        by the target."""
         if ops.wait_drained is not None and switched is not None:
             ops.wait_drained(outputs, origin, self.say, switched)
             return
@@ -610,7 +614,7 @@ class Driver:
                 path=health.path,
                 timeout=moving,
             )
-            # Rule 5: the clone goes only once no request is still on its way to it.
+            # Rule 5 of docs/design.md: the clone goes only once no request is still on its way.
             self._wait_drained(
                 ops,
                 outputs,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from zdd.registry import DEFAULT_TARGET
+
 # Applies to stacks of the `local` target only; an Azure stack needs the user's own passphrase.
 LOCAL_PASSPHRASE = "smooth-deploy-local"
 # The state root, relative to the project; each stack's own files are in `stacks/<stack>`, apart
@@ -72,13 +74,14 @@ class Environment:
         return [str(pack.resolve())] if (pack / "PulumiPolicy.yaml").exists() else []
 
     def stack_target(self, stack: str) -> str:
-        """The `zdd:target` in a stack's config file, read without the engine ("local" if none)."""
+        """The `zdd:target` in a stack's config file, read without the engine (the default if
+        none)."""
         path = self.root / "stacks" / f"Pulumi.{stack}.yaml"
         try:
             document = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError):
-            return "local"
-        return str((document.get("config") or {}).get("zdd:target", "local"))
+            return DEFAULT_TARGET
+        return str((document.get("config") or {}).get("zdd:target", DEFAULT_TARGET))
 
     def engine_env(self, *, local: bool = True) -> dict[str, str]:
         """Variables for the Pulumi CLI: no update check, no plugin downloads, local state.

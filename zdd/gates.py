@@ -76,8 +76,9 @@ def wait_healthy(
     timeout: float = 30.0,
     health_path: str = DEFAULT_HEALTH_PATH,
 ) -> None:
-    """Rule 1: an app gets traffic only once its health path answers 2xx. It runs the version the
-    platform started; a site that reports its identity must report the expected one."""
+    """Rule 1 of docs/design.md: an app gets traffic only once its health path answers 2xx. It
+    runs the version the platform started; a site that reports its identity must report the
+    expected one."""
     address = f"{url}{health_path}"
 
     def check() -> str | None:
@@ -137,7 +138,8 @@ def wait_drained(
     timeout: float = 60.0,
     hint: str = DRAIN_HINT,
 ) -> float:
-    """Rule 2: nothing touches `origin` until no public request reaches it; returns the wait."""
+    """Rule 2 of docs/design.md: nothing touches `origin` until no public request reaches it;
+    returns the wait."""
     started = time.monotonic()
 
     def check() -> str | None:

@@ -6,6 +6,8 @@ uses `next_phase`/`check_transition` to decide what to do. Both targets share th
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +44,10 @@ class DatabaseMode(StrEnum):
     READ_ONLY = "ReadOnly"
 
 
+# A cloud site reads its `DatabaseMode` from both app settings: the CMS's own key and a generic one.
+DATABASE_MODE_SETTINGS = ("EpiServer__Cms__DataAccess__DatabaseMode", "ZDD_DATABASE_MODE")
+
+
 # The order of a smooth deployment; `idle` both starts and ends it.
 DEPLOYMENT_ORDER: tuple[Phase, ...] = (
     Phase.IDLE,
@@ -55,6 +61,9 @@ DEPLOYMENT_ORDER: tuple[Phase, ...] = (
 # Every target names its restore point resource `<database>-restore-point`, with outputs
 # `restore_point`, `taken_at` and `digest`: the driver looks for it in the stack's state.
 RESTORE_POINT_SUFFIX = "-restore-point"
+# A cloud restore point is a moment within the database's kept backups: a rollback with database
+# needs at least this many days of them (the program refuses less, the policies too).
+MIN_BACKUP_RETENTION_DAYS = 7
 
 # Phases in which public traffic is on the clone, so the primary may be changed or recovered.
 TRAFFIC_ON_CLONE: frozenset[Phase] = frozenset({Phase.CUTOVER, Phase.DEPLOY})
@@ -76,6 +85,19 @@ class IllegalTransition(ValueError):
 
 def is_valid_version(version: str) -> bool:
     return bool(_VERSION_RE.fullmatch(version))
+
+
+def accepts_data_loss(values: Mapping[str, str]) -> bool:
+    """`zdd:acceptDataLoss` (keys without the namespace), as the program and policies read it."""
+    return values.get("acceptDataLoss", "false").lower() == "true"
+
+
+def database_generation(values: Mapping[str, str]) -> int:
+    """`zdd:databaseGeneration` (1 when unset); raises InvalidStackConfig."""
+    try:
+        return int(values.get("databaseGeneration", "1"))
+    except ValueError:
+        raise InvalidStackConfig("zdd:databaseGeneration must be a whole number") from None
 
 
 @dataclass(frozen=True)
@@ -114,16 +136,13 @@ class StackSettings:
 
         if "currentVersion" not in values:
             raise InvalidStackConfig("zdd:currentVersion is not set")
-        try:
-            generation = int(values.get("databaseGeneration", "1"))
-        except ValueError:
-            raise InvalidStackConfig("zdd:databaseGeneration must be a whole number") from None
+        generation = database_generation(values)
         settings = cls(
             phase=Phase(enum_value(Phase, "phase", Phase.IDLE)),
             current_version=values["currentVersion"],
             target_version=values.get("targetVersion") or None,
             mode=Mode(enum_value(Mode, "mode", Mode.READ_ONLY)),
-            accept_data_loss=values.get("acceptDataLoss", "false").lower() == "true",
+            accept_data_loss=accepts_data_loss(values),
             restore_point=values.get("restorePoint") or None,
             database_generation=generation,
             database_version=values.get("databaseVersion") or None,
@@ -169,6 +188,19 @@ class StackSettings:
         for key, value in schemas:
             if value is not None and not is_valid_version(value):
                 raise InvalidStackConfig(f"zdd:{key} {value!r} is not a version")
+
+
+# The config keys that decide what exists: the program exports their digest, so the driver
+# can tell whether the stack's last update applied the config it has now.
+DECIDING_KEYS = (
+    "phase", "currentVersion", "targetVersion", "mode", "acceptDataLoss", "restorePoint",
+    "databaseGeneration", "databaseVersion", "migrateTo", "restoredFrom", "app",
+)  # fmt: skip
+
+
+def settings_digest(config: Mapping[str, str]) -> str:
+    deciding = {key: config[key] for key in DECIDING_KEYS if config.get(key)}
+    return hashlib.sha256(json.dumps(deciding, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # The `zdd:*` keys that tune a stack without deciding what exists: (kind, smallest, largest).
@@ -227,7 +259,7 @@ class Declaration:
 
 
 def declare(settings: StackSettings) -> Declaration:
-    """What exists in `settings.phase`: the table of DESIGN.md as a function."""
+    """What exists in `settings.phase`: the phase table of docs/design.md."""
     settings.validate()
     phase = settings.phase
     primary_on_target = phase in (Phase.DEPLOY, Phase.RETURN)

@@ -24,6 +24,7 @@ from zdd.actions import RestorePointTaken
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, PolicyViolation
 from zdd.phases import RESTORE_POINT_SUFFIX
+from zdd.processes import find_by_command_line, terminate
 
 NAMESPACE = "zdd"
 # Config keys stored encrypted (an Azure stack's generated SQL administrator password).
@@ -175,8 +176,6 @@ def _under_a_pulumi_cli(pid: int) -> bool:
 
 def _stop_orphaned_plugins(say: Callable[[str], None]) -> None:
     """Stop this project's engine plugins whose update is gone (no CLI above them any more)."""
-    from infra.local.processes import find_by_command_line, terminate
-
     interpreter = str(Path(sys.prefix) / "bin")
     for pid in find_by_command_line(interpreter):
         try:

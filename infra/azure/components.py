@@ -35,10 +35,8 @@ from pulumi_command import local
 from infra.azure.restore_point import RestorePoint
 from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs, SiteLike
 from zdd.appspec import AppSpec, ReleaseKind, fill
-from zdd.phases import RESTORE_POINT_SUFFIX, DatabaseMode, Instance
+from zdd.phases import DATABASE_MODE_SETTINGS, RESTORE_POINT_SUFFIX, DatabaseMode, Instance
 
-# The site reads its database mode from both: the CMS's own key and a generic one.
-DATABASE_MODE_SETTINGS = ("EpiServer__Cms__DataAccess__DatabaseMode", "ZDD_DATABASE_MODE")
 # Front Door sends this header with the profile's id; the web apps accept nothing else.
 FRONT_DOOR_ID_HEADER = "x-azure-fdid"
 FRONT_DOOR_SERVICE_TAG = "AzureFrontDoor.Backend"
@@ -547,8 +545,9 @@ class AzureDatabase(pulumi.ComponentResource):
         login: tuple[str, pulumi.Output[str]],
         after: list[pulumi.Resource],
     ) -> RestorePoint:
-        """The proof of the restore point (DESIGN rule 8): the point in time the driver took on
-        Azure's clock after the drain, and the content digest the spec's `digest` reads then."""
+        """The proof of the restore point (rule 8 of docs/design.md): the point in time the
+        driver took on Azure's clock after the drain, and the content digest the spec's `digest`
+        reads then."""
         settings = self._foundation.settings
         assert args.restore_point is not None
         restore_point_in_time(args.restore_point)  # a point in time, or one clear line

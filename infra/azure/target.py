@@ -25,12 +25,12 @@ from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs
 from infra.program import Target
 from zdd import appspec
 from zdd.appspec import AppSpec, ReleaseKind
+from zdd.phases import MIN_BACKUP_RETENTION_DAYS
 
 # Short enough that "<prefix>-preview" fits a Front Door endpoint name (46 characters at most)
 # and "<prefix>-primary" a web app name; Azure wants lower case letters, digits and hyphens.
 _NAME_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$")
 _SKU_RE = re.compile(r"^[A-Za-z0-9_]+$")
-MIN_BACKUP_RETENTION_DAYS = 7
 MAX_BACKUP_RETENTION_DAYS = 35
 # "Run from package isn't supported for Python apps" nor Java (App Service docs): a package
 # URL is accepted only for runtime stacks that can run from one.

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from infra.local.providers import online_backup, remove_database
 from zdd.bench.metrics import MIB, rounded, throughput_mb_s
+from zdd.sqlite_files import online_backup, remove_database
 
 FILLER_TABLE = "bench_filler"
 FILLER_ROW_BYTES = 2000

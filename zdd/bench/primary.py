@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.local import processes
-from infra.local.providers import remove_database
-from zdd import gates
+from zdd import gates, processes
 from zdd.appspec import AppSpec, Placement
 from zdd.bench.load import probing
 from zdd.bench.metrics import rounded
 from zdd.bench.stacks import BenchSite, free_port
 from zdd.phases import DatabaseMode, Instance
+from zdd.sqlite_files import remove_database
 
 REPEATS = 3
 

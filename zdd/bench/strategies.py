@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from infra.local import processes
+from zdd import processes
 from zdd.actions import Action
 from zdd.appspec import Placement
 from zdd.bench.load import Measured, measure, say, step

@@ -21,6 +21,8 @@ from pathlib import Path
 
 # The environment variable that carries a process's owner id.
 OWNER_VARIABLE = "ZDD_PROCESS_OWNER"
+# What runs a supervised process (`python -m zdd.supervise -- ARGV...`).
+SUPERVISOR_MODULE = "zdd.supervise"
 
 
 class ProcessFailed(RuntimeError):
@@ -45,13 +47,13 @@ def start_detached(
     supervised: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start `argv` in its own session with output to `log_path`, marked as `owner`'s; with
-    `supervised`, under `infra.local.supervise`, which starts it again if it dies.
+    `supervised`, under `SUPERVISOR_MODULE`, which starts it again if it dies.
 
     The command provider of an update waits for its children's output streams to close;
     a process with no pipe to us and its own session lets the update finish while it runs on.
     """
     if supervised:
-        argv = [sys.executable, "-m", "infra.local.supervise", "--", *argv]
+        argv = [sys.executable, "-m", SUPERVISOR_MODULE, "--", *argv]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""`python -m infra.local.supervise -- ARGV...`: run a process, and start it again if it dies.
+"""`python -m zdd.supervise -- ARGV...`: run a process, and start it again if it dies.
 
 A site process that crashes while it holds the public traffic (a clone during the read-only
 window has no other server to stand in for it) is back within about a second, as a service
@@ -60,7 +60,7 @@ def main() -> int:
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
-        print("usage: python -m infra.local.supervise -- PROGRAM [ARGS...]", file=sys.stderr)
+        print("usage: python -m zdd.supervise -- PROGRAM [ARGS...]", file=sys.stderr)
         return 2
     return supervise(argv)
 

@@ -1,0 +1,107 @@
+"""The local target's operations for the driver: releases, ports, drain and read-only checks."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from infra.local.haproxy import AdminSocket, FrontDoorError
+from zdd import appspec, processes
+from zdd.archive import clone_writes
+from zdd.environment import Environment, ports_dir
+from zdd.errors import BadInput, GateFailed
+from zdd.phases import SERVED_BY_HEADER, Mode
+from zdd.sqlite_files import content_digest
+from zdd.targets import TargetOps, app_spec
+
+
+def _resolve(version: str, config: Mapping[str, str]) -> None:
+    """A version is deployable when its release folder exists."""
+    spec = app_spec(config)
+    if spec.release_kind is not appspec.ReleaseKind.FOLDER:
+        raise BadInput(
+            f"app spec `releases` {spec.releases!r} is a {spec.release_kind} for a cloud web "
+            "app: the local target runs a release folder per version (releases/{version})"
+        )
+    release = Path(spec.release(version))
+    if not release.is_dir():
+        raise BadInput(
+            f"app spec `releases`: version {version!r} has no release folder {release}; "
+            "build that release there, or fix `releases`"
+        )
+
+
+def _free_port_block(registry: Path, size: int = 3, attempts: int = 200) -> int:
+    """A base port with `size` free ports after it (front door, primary, clone), none of them
+    held by another stack in the port registry (whose processes may be down just now)."""
+    rng = random.Random()
+    for _ in range(attempts):
+        base = rng.randrange(20000, 40000, 10)
+        if any((registry / str(base + offset)).exists() for offset in range(size)):
+            continue
+        try:
+            for offset in range(size):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise BadInput("found no block of free local ports; set zdd:basePort yourself")
+
+
+def _initial_config(env: Environment, stack: str) -> dict[str, str]:
+    return {
+        "stateDir": str(env.stack_dir(stack)),
+        "basePort": str(_free_port_block(ports_dir(env.state_root))),
+    }
+
+
+def _in_flight(outputs: Mapping[str, Any], origin: str) -> int:
+    """The origin's sessions and queue in HAProxy's own counters; a server still taking new
+    requests never drains."""
+    try:
+        server = AdminSocket(outputs["front_door_socket"]).servers()[origin]
+    except FrontDoorError as exc:
+        raise GateFailed(f"drain check: the front door does not answer ({exc})") from None
+    return server.in_flight if not server.takes_traffic else 1_000_000
+
+
+def _read_only_violation(env: Environment, stack: str, outputs: Mapping[str, Any]) -> str | None:
+    copied = outputs.get("clone_database_digest")
+    database = env.stack_dir(stack) / str(outputs.get("clone_database"))
+    if outputs.get("mode") != Mode.READ_ONLY or not copied or not database.exists():
+        return None
+    now = content_digest(database)
+    if now == copied:
+        return None
+    return (
+        f"read-only violation: the read-only clone's database {database.name} changed after it "
+        f"was copied (content digest {copied[:12]} then, {now[:12]} now): the site wrote to "
+        "it in ReadOnly mode; make its `start` open `{database_url}`, which is read-only there"
+    )
+
+
+def _forget(env: Environment, stack: str) -> None:
+    """Only the stack's own folder (logs, retired database generations), derived from its name,
+    never one its config names; archives and other stacks' folders stay. Only processes whose
+    owner id names that folder are stopped."""
+    folder = env.stack_dir(stack)
+    for pid in processes.find_owned_under(folder):
+        processes.terminate(pid, timeout=5)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+LOCAL = TargetOps(
+    "local",
+    _resolve,
+    _initial_config,
+    _in_flight,
+    clone_writes=clone_writes,
+    read_only_violation=_read_only_violation,
+    served_by_header=SERVED_BY_HEADER,
+    forget=_forget,
+)

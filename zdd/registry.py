@@ -1,0 +1,44 @@
+"""The targets a stack can name in `zdd:target`, and where each keeps its program and operations.
+
+Adding a target is one line here plus its own modules. Each reference is `module:attribute`,
+imported only when a stack names that target: so the program never loads the driver's side,
+the driver never loads the program's, and a cloud SDK loads only for its own stacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+DEFAULT_TARGET = "local"
+
+
+class UnknownTarget(ValueError):
+    """A `zdd:target` that names no registered target."""
+
+
+@dataclass(frozen=True)
+class TargetEntry:
+    # `(pulumi.Config) -> infra.program.Target`: the target's components, bound to its config.
+    program: str
+    # A `zdd.targets.TargetOps`: what the driver's gates and commands need from the target.
+    operations: str
+
+
+TARGETS: dict[str, TargetEntry] = {
+    "local": TargetEntry("infra.local.target:local_target", "zdd.local:LOCAL"),
+    "azure": TargetEntry("infra.azure.target:azure_target", "zdd.azure:AZURE"),
+}
+
+
+def entry(name: str) -> TargetEntry:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise UnknownTarget(f"target {name!r} is not one of: {', '.join(TARGETS)}") from None
+
+
+def load(reference: str) -> object:
+    """The attribute a `module:attribute` reference names, importing its module."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
