@@ -8,11 +8,9 @@ Exit codes: 0 goal reached, 1 unexpected error, 2 bad input, 3 refused transitio
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -21,13 +19,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from zdd import appspec
 from zdd.actions import Action
+from zdd.api import ActionRequest, Probe, SmoothStack, engine_environment, init_stack, open_stack
 from zdd.driver import DeployResult, Driver
-from zdd.environment import Environment, find_project_root
+from zdd.environment import Environment
 from zdd.errors import BadInput, ZddError
 from zdd.phases import Mode
-from zdd.probe import LoadProbe, ProbeTarget
 from zdd.stack import Stack
 
 app = typer.Typer(
@@ -64,23 +61,16 @@ ChartOpt = Annotated[
 ]
 
 
-def _env(stack: str | None = None, target: str | None = None) -> Environment:
+def _env(stack: str, target: str) -> Environment:
     """The engine environment; the default passphrase only ever applies to local stacks."""
-    env = Environment(find_project_root())
-    target = target or (env.stack_target(stack) if stack else "local")
-    has_passphrase = any(
-        key in os.environ for key in ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")
-    )
-    if target != "local" and not has_passphrase:
-        _fail(
-            BadInput(
-                f"stack {stack or ''} on target {target} needs your own secrets passphrase: "
-                "set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE"
-            ),
-            "--json" in sys.argv,
-        )
-    env.apply(local=target == "local")
-    return env
+    try:
+        return engine_environment(stack, target)
+    except ZddError as exc:
+        _fail(exc, "--json" in sys.argv)
+
+
+def _open(stack: str, as_json: bool) -> SmoothStack:
+    return _run(as_json, lambda: open_stack(stack, on_progress=_say))
 
 
 def _say(message: str) -> None:
@@ -135,16 +125,17 @@ def init(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a stack for the site its app spec describes and bring it to `idle` on VERSION."""
-    driver = Driver(_env(stack, target), stack, _say)
-    status = _run(as_json, lambda: driver.init(target, version, app_file))
+    made = _run(
+        as_json, lambda: init_stack(stack, version, target=target, app=app_file, on_progress=_say)
+    )
+    status = _run(as_json, made.status)
     _emit(status.as_json(), as_json, lambda: _print_status(status.as_json()))
 
 
 @app.command()
 def status(stack: StackOpt, as_json: JsonOpt = False) -> None:
     """Show the phase, the versions, where public traffic goes and the read-only window so far."""
-    driver = Driver(_env(stack), stack, _say)
-    current = _run(as_json, driver.status)
+    current = _run(as_json, _open(stack, as_json).status)
     _emit(current.as_json(), as_json, lambda: _print_status(current.as_json()))
 
 
@@ -165,88 +156,23 @@ def _act(
     chart: str | None = None,
 ) -> None:
     """Validate an action, then preview it or carry it out to its end."""
-    driver = Driver(_env(stack), stack, _say)
-    options = {
-        "version": version,
-        "mode": mode,
-        "accept_data_loss": accept_data_loss,
-        "wait_for_approval": wait_for_approval,
-    }
+    smooth = _open(stack, as_json)
+    request = ActionRequest(version, mode, accept_data_loss, wait_for_approval, on_failure)
     if preview:
-        _, change = _run(as_json, lambda: driver.begin(action, dry_run=True, **options))  # type: ignore[arg-type]
-        shown = _run(as_json, lambda: driver.preview(change))
+        shown = _run(as_json, lambda: smooth.preview(action, request))
         _emit(shown, as_json, lambda: _print_preview(shown))
         return
-    with _exclusive(driver, as_json):
-        _run(as_json, lambda: driver.begin(action, dry_run=True, **options))  # type: ignore[arg-type]
-        _confirm(yes, as_json, f"{action} on stack {stack}?")
-        public_url = _run(as_json, driver.status).public_url
-        load = _run(as_json, lambda: _load_probe(driver, public_url, probe_rate)) if probe else None
-        result, _ = _run(as_json, lambda: driver.begin(action, **options))  # type: ignore[arg-type]
-        _drive(driver, result, load, chart, on_failure, as_json)
-    _emit(result.as_json(), as_json, lambda: _print_result(result.as_json()))
-
-
-def _load_probe(driver: Driver, public_url: str | None, rate: float) -> LoadProbe:
-    """A load probe asking of the stack's site what its app spec's `probe` section says."""
+    load = Probe(probe_rate, Path(chart) if chart else None) if probe else None
     try:
-        target = ProbeTarget.of(appspec.from_config(driver.stack.config()))
-    except appspec.InvalidAppSpec as exc:
-        raise BadInput(str(exc)) from None
-    return LoadProbe(public_url or "", target, rate=rate)
-
-
-def _drive(
-    driver: Driver,
-    result: DeployResult,
-    load: LoadProbe | None,
-    chart: str | None,
-    on_failure: Action | None,
-    as_json: bool,
-) -> None:
-    """Take the steps to the end, under the probe if given; a failure still reports the probe."""
-    if load:
-        _say(f"probe: {load.rate:.0f} requests/s on {load.public_url}")
-        load.start()
-    try:
-        driver.run(result, on_failure=on_failure)
-    except ZddError as exc:
-        _finish_probe(load, result, chart)
-        _fail(exc, as_json, result)
-    _finish_probe(load, result, chart)
-
-
-@contextmanager
-def _exclusive(driver: Driver, as_json: bool) -> Iterator[None]:
-    lock = driver.exclusive()
-    try:
-        lock.__enter__()
-    except ZddError as exc:
-        _fail(exc, as_json)
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
-
-
-def _finish_probe(load: LoadProbe | None, result: DeployResult, chart: str | None) -> None:
-    if load is None:
-        return
-    load.stop()
-    result.probe = load.report().as_json()
-    if chart:
-        from zdd.chart import TimelineRun, write_timeline
-
-        spans = [(p.name, p.started_at, p.started_at + p.seconds) for p in result.phases]
-        run = TimelineRun(
-            title=f"{result.action} {result.from_version} -> {result.to_version}",
-            samples=load.samples,
-            started_at=load.started_at,
-            phases=spans,
-            window=result.window,
+        result = smooth.act(
+            action,
+            request,
+            probe=load,
+            confirm=lambda: _confirm(yes, as_json, f"{action} on stack {stack}?"),
         )
-        write_timeline(chart, [run])
-        _say(f"timeline written to {chart}")
+    except ZddError as exc:
+        _fail(exc, as_json, smooth.last_result)
+    _emit(result.as_json(), as_json, lambda: _print_result(result.as_json()))
 
 
 @app.command()
@@ -364,23 +290,11 @@ def resume(
 ) -> None:
     """Continue an interrupted deployment or recovery from the stack's config and outputs; a
     component that died (front door, primary, clone) is brought back first, in any phase."""
-    driver = Driver(_env(stack), stack, _say)
-    with _exclusive(driver, as_json):
-        before = _run(as_json, driver.status)
-        all_up = all(c["answering"] for c in before.components.values())
-        if not before.deployment_in_progress and all_up:
-            _fail(BadInput(f"no deployment in progress on stack {stack!r}"), as_json)
-        result = DeployResult(
-            outcome="running",
-            stack=stack,
-            action="resume",
-            from_version=before.current_version,
-            to_version=before.target_version or before.current_version,
-            mode=before.mode,
-        )
-        public_url = before.public_url
-        load = _run(as_json, lambda: _load_probe(driver, public_url, probe_rate)) if probe else None
-        _drive(driver, result, load, None, None, as_json)
+    smooth = _open(stack, as_json)
+    try:
+        result = smooth.resume(probe=Probe(probe_rate) if probe else None)
+    except ZddError as exc:
+        _fail(exc, as_json, smooth.last_result)
     _emit(result.as_json(), as_json, lambda: _print_result(result.as_json()))
 
 
@@ -398,29 +312,17 @@ def preview(
     as_json: JsonOpt = False,
 ) -> None:
     """Show what an action or a phase would create, update, replace and delete; change nothing."""
-    from zdd.phases import Phase
-
-    driver = Driver(_env(stack), stack, _say)
-    # An action's name wins where a phase has the same one (deploy).
-    if action in {a.value for a in Action}:
-        chosen = Action(action)
-        if chosen in (Action.DEPLOY, Action.ROLLFORWARD) and version is None:
-            _fail(BadInput(f"{chosen} needs --version"), as_json)
-        _, change = _run(as_json, lambda: driver.begin(chosen, version=version, dry_run=True))
-    elif action in {p.value for p in Phase}:
-        change = {"phase": action}
-        _run(as_json, lambda: driver.check_move(Phase(action)))
-    else:
-        _fail(BadInput(f"unknown action or phase {action!r}"), as_json)
-    shown = _run(as_json, lambda: driver.preview(change))
+    if action in (Action.DEPLOY, Action.ROLLFORWARD) and version is None:
+        _fail(BadInput(f"{action} needs --version"), as_json)
+    smooth = _open(stack, as_json)
+    shown = _run(as_json, lambda: smooth.preview(action, ActionRequest(version=version)))
     _emit(shown, as_json, lambda: _print_preview(shown))
 
 
 @app.command()
 def history(stack: StackOpt, as_json: JsonOpt = False) -> None:
     """Past deployments and recoveries with outcome, versions and phase timings."""
-    driver = Driver(_env(stack), stack, _say)
-    entries = _run(as_json, driver.history)
+    entries = _run(as_json, _open(stack, as_json).history)
     _emit({"stack": stack, "deployments": entries}, as_json, lambda: _print_history(entries))
 
 
@@ -435,9 +337,7 @@ def destroy(
     """Remove every resource of the stack (processes, databases, front door) and the stack."""
     if not yes:
         _fail(BadInput("destroy deletes the site and its databases; confirm with --yes"), as_json)
-    driver = Driver(_env(stack), stack, _say)
-    with _exclusive(driver, as_json):
-        _run(as_json, driver.destroy)
+    _run(as_json, _open(stack, as_json).destroy)
     _emit(
         {"outcome": "destroyed", "stack": stack}, as_json, lambda: _say(f"stack {stack} destroyed")
     )

@@ -1,0 +1,303 @@
+"""The Python API for pipeline scripts: one stack, its actions and its reports, as `zdd` runs them.
+
+`open_stack` and `init_stack` give a `SmoothStack`; each action holds the stack's driver lock,
+takes every step to its end and returns the `DeployResult`, or raises a `ZddError` whose
+`exit_code` is the one the `zdd` command would exit with. Refusals of malformed input happen
+before any engine call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zdd import appspec
+from zdd.actions import Action
+from zdd.driver import DeployResult, Driver, Say, Status
+from zdd.environment import Environment, find_project_root
+from zdd.errors import BadInput
+from zdd.phases import Mode, Phase
+from zdd.probe import LoadProbe, ProbeTarget
+from zdd.stack import check_stack_name
+from zdd.targets import check_version_format
+
+PASSPHRASE_VARIABLES = ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")
+# What a deployment whose new primary fails may do by itself.
+RECOVERIES_ON_FAILURE = (Action.ROLLBACK_CODE, Action.ROLLBACK_DATABASE)
+
+
+def engine_environment(
+    stack: str | None = None, target: str | None = None, *, project: Path | None = None
+) -> Environment:
+    """The project, with the engine's variables exported into this process (the Automation API
+    inherits them). Only a `local` stack may fall back to the project's own passphrase."""
+    env = Environment(project or find_project_root())
+    target = target or (env.stack_target(stack) if stack else "local")
+    if target != "local" and not any(name in os.environ for name in PASSPHRASE_VARIABLES):
+        raise BadInput(
+            f"stack {stack or ''} on target {target} needs your own secrets passphrase: "
+            "set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE"
+        )
+    env.apply(local=target == "local")
+    return env
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """What an action is asked to do, checked before the stack is read."""
+
+    version: str | None = None
+    mode: Mode = Mode.READ_ONLY
+    accept_data_loss: bool = False
+    wait_for_approval: bool = False
+    # If the new primary fails: the recovery to apply by itself (a rollback), else stop.
+    on_failure: Action | None = None
+
+    def check(self, action: Action) -> None:
+        """Refuse what no stack could accept (raises BadInput); the driver judges the rest."""
+        if action in (Action.DEPLOY, Action.ROLLFORWARD) and self.version is None:
+            raise BadInput(f"{action} needs a version")
+        if self.version is not None:
+            check_version_format(self.version)
+        recovery(self.on_failure)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A load probe on the public endpoint for a whole action; its figures go to the result's
+    `probe`, and with `chart` a timeline PNG is drawn."""
+
+    rate: float = 400.0
+    chart: Path | None = None
+
+
+def recovery(name: Action | str | None) -> Action | None:
+    """An `on_failure` given by name (`rollback-code-only`, `rollback-with-database`)."""
+    if name is None:
+        return None
+    if str(name) not in {str(a) for a in RECOVERIES_ON_FAILURE}:
+        allowed = ", ".join(str(a) for a in RECOVERIES_ON_FAILURE)
+        raise BadInput(f"on_failure must be one of: {allowed}")
+    return Action(str(name))
+
+
+class SmoothStack:
+    """One smooth-deploy stack. Every action runs to its end (or to approval) and returns its
+    report; a failure raises, and `last_result` then holds the report so far (phases, probe)."""
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+        self.last_result: DeployResult | None = None
+
+    @property
+    def name(self) -> str:
+        return self._driver.stack_name
+
+    # -- reading -------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        return self._driver.status()
+
+    def history(self) -> list[dict[str, Any]]:
+        """Past deployments and recoveries, newest first."""
+        return self._driver.history()
+
+    def preview(
+        self, action: Action | Phase | str, request: ActionRequest | None = None
+    ) -> dict[str, Any]:
+        """What an action (or a move to a phase) would change; changes nothing. An action's
+        name wins where a phase has the same one (deploy)."""
+        request = request or ActionRequest()
+        if str(action) in {str(a) for a in Action}:
+            chosen = Action(str(action))
+            request.check(chosen)
+            _, change = self._begin(chosen, request, dry_run=True)
+        elif str(action) in {str(p) for p in Phase}:
+            self._driver.check_move(Phase(str(action)))
+            change = {"phase": str(action)}
+        else:
+            raise BadInput(f"unknown action or phase {action!r}")
+        return self._driver.preview(change)
+
+    # -- actions -------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        version: str,
+        *,
+        mode: Mode = Mode.READ_ONLY,
+        accept_data_loss: bool = False,
+        wait_for_approval: bool = False,
+        on_failure: Action | str | None = None,
+        probe: Probe | None = None,
+    ) -> DeployResult:
+        """Ship `version` with no downtime: clone, cutover, deploy, verify, return, clean up."""
+        request = ActionRequest(
+            version, mode, accept_data_loss, wait_for_approval, recovery(on_failure)
+        )
+        return self.act(Action.DEPLOY, request, probe=probe)
+
+    def rollforward(
+        self, version: str, *, wait_for_approval: bool = False, probe: Probe | None = None
+    ) -> DeployResult:
+        """While the clone holds the traffic: deploy `version` to the primary instead."""
+        request = ActionRequest(version, wait_for_approval=wait_for_approval)
+        return self.act(Action.ROLLFORWARD, request, probe=probe)
+
+    def rollback(
+        self, *, with_database: bool, wait_for_approval: bool = False, probe: Probe | None = None
+    ) -> DeployResult:
+        """While the clone holds the traffic: the version before the deployment, and with
+        `with_database` the database from the proven restore point."""
+        action = Action.ROLLBACK_DATABASE if with_database else Action.ROLLBACK_CODE
+        return self.act(action, ActionRequest(wait_for_approval=wait_for_approval), probe=probe)
+
+    def abort(self) -> DeployResult:
+        """Before the primary was changed: traffic back to it, clone destroyed."""
+        return self.act(Action.ABORT, ActionRequest())
+
+    def complete(self, *, probe: Probe | None = None) -> DeployResult:
+        """Approve a deployment that awaits approval: return the traffic and clean up."""
+        return self.act(Action.COMPLETE, ActionRequest(), probe=probe)
+
+    def act(
+        self,
+        action: Action,
+        request: ActionRequest,
+        *,
+        probe: Probe | None = None,
+        confirm: Callable[[], None] = lambda: None,
+    ) -> DeployResult:
+        """Carry out `action` to its end. `confirm` is called once the action is known to be
+        legal and before anything is written (it may raise to stop)."""
+        request.check(action)
+        self.last_result = None
+        with self._driver.exclusive():
+            self._begin(action, request, dry_run=True)
+            confirm()
+            load = self._load_probe(probe)
+            result, _ = self._begin(action, request)
+            return self._drive(result, probe, load, request.on_failure)
+
+    def resume(self, *, probe: Probe | None = None) -> DeployResult:
+        """Continue an interrupted deployment or recovery from the stack alone; a component
+        that died (front door, primary, clone) is brought back first, in any phase."""
+        self.last_result = None
+        with self._driver.exclusive():
+            before = self._driver.status()
+            all_up = all(c["answering"] for c in before.components.values())
+            if not before.deployment_in_progress and all_up:
+                raise BadInput(f"no deployment in progress on stack {self.name!r}")
+            result = DeployResult(
+                outcome="running",
+                stack=self.name,
+                action="resume",
+                from_version=before.current_version,
+                to_version=before.target_version or before.current_version,
+                mode=before.mode,
+            )
+            load = self._load_probe(probe, before.public_url)
+            return self._drive(result, probe, load, None)
+
+    def destroy(self) -> None:
+        """Remove every resource of the stack and the stack itself."""
+        with self._driver.exclusive():
+            self._driver.destroy()
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _begin(
+        self, action: Action, request: ActionRequest, *, dry_run: bool = False
+    ) -> tuple[DeployResult, dict[str, str | None]]:
+        return self._driver.begin(
+            action,
+            version=request.version,
+            mode=request.mode,
+            accept_data_loss=request.accept_data_loss,
+            wait_for_approval=request.wait_for_approval,
+            dry_run=dry_run,
+        )
+
+    def _load_probe(self, probe: Probe | None, public_url: str | None = None) -> LoadProbe | None:
+        """A load probe asking of the site what its app spec's `probe` section says."""
+        if probe is None:
+            return None
+        try:
+            target = ProbeTarget.of(appspec.from_config(self._driver.stack.config()))
+        except appspec.InvalidAppSpec as exc:
+            raise BadInput(str(exc)) from None
+        url = public_url or self._driver.status().public_url
+        return LoadProbe(url or "", target, rate=probe.rate)
+
+    def _drive(
+        self,
+        result: DeployResult,
+        probe: Probe | None,
+        load: LoadProbe | None,
+        on_failure: Action | None,
+    ) -> DeployResult:
+        """Take the steps to the end under the probe; a failure still reports the probe."""
+        self.last_result = result
+        if load is not None:
+            self._driver.say(f"probe: {load.rate:.0f} requests/s on {load.public_url}")
+            load.start()
+        try:
+            self._driver.run(result, on_failure=on_failure)
+        finally:
+            if load is not None:
+                self._finish_probe(load, result, probe.chart if probe else None)
+        return result
+
+    def _finish_probe(self, load: LoadProbe, result: DeployResult, chart: Path | None) -> None:
+        load.stop()
+        result.probe = load.report().as_json()
+        if chart is None:
+            return
+        from zdd.chart import TimelineRun, write_timeline  # matplotlib: only when drawn
+
+        spans = [(p.name, p.started_at, p.started_at + p.seconds) for p in result.phases]
+        run = TimelineRun(
+            title=f"{result.action} {result.from_version} -> {result.to_version}",
+            samples=load.samples,
+            started_at=load.started_at,
+            phases=spans,
+            window=result.window,
+        )
+        write_timeline(str(chart), [run])
+        self._driver.say(f"timeline written to {chart}")
+
+
+def open_stack(
+    name: str, *, project: Path | None = None, on_progress: Say | None = None
+) -> SmoothStack:
+    """An existing stack of the project (found from the working folder unless `project`);
+    `on_progress` is told each step in words."""
+    check_stack_name(name)
+    env = engine_environment(name, project=project)
+    return SmoothStack(Driver(env, name, on_progress or _quiet))
+
+
+def init_stack(
+    name: str,
+    version: str,
+    *,
+    target: str = "local",
+    app: Path | None = None,
+    project: Path | None = None,
+    on_progress: Say | None = None,
+) -> SmoothStack:
+    """Create a stack for the site `app` describes (locally the sample site by default) and
+    bring it to `idle` on `version`."""
+    check_stack_name(name)
+    check_version_format(version)
+    env = engine_environment(name, target, project=project)
+    driver = Driver(env, name, on_progress or _quiet)
+    driver.init(target, version, app)
+    return SmoothStack(driver)
+
+
+def _quiet(_message: str) -> None:
+    """A pipeline that passes no `on_progress` reads the results, not the steps."""
