@@ -189,8 +189,9 @@ def test_processes_of_others_are_never_signalled_and_taken_ports_are_refused(
         [sys.executable, "-c", "import time; time.sleep(300)", "--port", str(port)]
     )
     try:
-        # The primary dies; the next update starts it again, and must not touch the decoy.
-        os.kill(pid_of(pulumi, name, "primary-process"), signal.SIGKILL)
+        # The primary dies with its supervisor; the next update starts it again, and must not
+        # touch the decoy.
+        os.killpg(pid_of(pulumi, name, "primary-process"), signal.SIGKILL)
         up_to(pulumi, name)
         assert decoy.poll() is None, "the update signalled a process that is not the stack's"
         assert titles(first["public_url"])
@@ -203,7 +204,7 @@ def test_processes_of_others_are_never_signalled_and_taken_ports_are_refused(
         clash = pulumi("up", "--yes", "--skip-preview", "-s", second)
         assert clash.code != 0 and "belongs to the stack in" in clash.stdout
         assert titles(first["public_url"])
-        os.kill(pid_of(pulumi, name, "primary-process"), signal.SIGKILL)
+        os.killpg(pid_of(pulumi, name, "primary-process"), signal.SIGKILL)
         held = pulumi("up", "--yes", "--skip-preview", "-s", second)
         assert held.code != 0 and "belongs to the stack in" in held.stdout
         up_to(pulumi, name)
@@ -264,7 +265,8 @@ def test_a_front_door_that_died_is_shown_and_brought_back(
     name, public = stack["stack"], stack["public_url"]
     paused = zdd("deploy", "-s", name, "--version", "v2", "--wait-for-approval", "--yes", "--json")
     assert paused.code == 0 and paused.json()["outcome"] == "awaiting-approval", paused.stderr
-    os.kill(pid_of(pulumi, name, "front-door-proxy"), signal.SIGKILL)
+    # HAProxy and the supervisor that would start it again die together (the process group).
+    os.killpg(pid_of(pulumi, name, "front-door-proxy"), signal.SIGKILL)
 
     status = zdd("status", "-s", name, "--json").json()
     assert status["components"]["front door"]["answering"] is False

@@ -488,7 +488,8 @@ def test_only_its_owner_can_use_the_admin_socket(front_door: FrontDoor) -> None:
 
 def test_a_dead_front_door_comes_back_with_the_current_traffic(front_door: FrontDoor) -> None:
     front_door.set(active="clone", refuse_writes=True)
-    os.kill(front_door.outs["pid"], signal.SIGKILL)
+    # HAProxy and the supervisor that would start it again die together (the process group).
+    os.killpg(front_door.outs["pid"], signal.SIGKILL)
     os.waitpid(front_door.outs["pid"], 0)  # started by this process: gone once reaped
     assert front_door.set()
     assert served_by(httpx.get(f"{front_door.public}/echo", timeout=10)) == "clone"

@@ -249,16 +249,24 @@ def release_port(registry: Path, port: int, holder: Path) -> None:
             entry.unlink()
 
 
-def port_in_use(port: int) -> bool:
+def port_in_use(port: int, grace: float = 0.0) -> bool:
     """Whether something listens on `port` (connections of a server that just stopped, still
-    in TIME_WAIT, do not count: servers bind with SO_REUSEADDR, and so does this check)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
+    in TIME_WAIT, do not count: servers bind with SO_REUSEADDR, and so does this check).
+
+    With `grace`, a port that frees itself within that many seconds is not in use: a
+    multi-threaded server shows as a zombie before its last thread has closed its sockets.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                return False
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return True
+        time.sleep(0.05)
 
 
 def wait_listening(

@@ -34,6 +34,9 @@ from zdd.sqlite_files import (
 
 Props = dict[str, Any]
 
+# How long a server of this stack that was just stopped may take to give its port back.
+PORT_RELEASE_SECONDS = 3.0
+
 
 def _whole(props: Props) -> Props:
     """Numbers come back from the engine as floats; ports and generations are whole."""
@@ -196,7 +199,7 @@ class _ProcessProvider(ResourceProvider):
         processes.stop_owned(owner)
         if props.get("ports_dir"):
             processes.claim_port(Path(props["ports_dir"]), port, log.parent)
-        if processes.port_in_use(port):
+        if processes.port_in_use(port, grace=PORT_RELEASE_SECONDS):
             raise processes.ProcessFailed(
                 f"port {port} is taken by a process that is not this stack's {log.stem} "
                 "(another stack or program); give this stack other ports (zdd:basePort)"
