@@ -27,7 +27,7 @@ from pulumi.runtime import rpc
 from pulumi.runtime import settings as runtime_settings
 from pulumi_command import local
 
-from infra.azure.components import restore_point_in_time, retrying
+from infra.azure.database import restore_point_in_time, retrying
 from infra.azure.target import azure_target
 from infra.program import build
 from zdd.phases import DECIDING_KEYS, RESTORE_POINT_SUFFIX, Mode, Phase, StackSettings, declare

@@ -14,13 +14,11 @@ import re
 
 import pulumi
 
-from infra.azure.components import (
-    AzureDatabase,
-    AzureFoundation,
-    AzureFrontDoor,
-    AzureSettings,
-    AzureSite,
-)
+from infra.azure.database import AzureDatabase
+from infra.azure.foundation import AzureFoundation
+from infra.azure.frontdoor import AzureFrontDoor
+from infra.azure.settings import AzureSettings
+from infra.azure.site import AzureSite
 from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs
 from infra.program import Target
 from zdd import appspec

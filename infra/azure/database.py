@@ -1,0 +1,334 @@
+"""The Azure database: the primary's Azure SQL database (one per generation) or the clone's copy.
+
+It also runs what the app spec asks of the primary database on the machine that runs the
+update: the restore point's proof (`infra.azure.restore_point`) and the migration, retried
+while a new firewall rule applies.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import pulumi
+from pulumi_azure_native import sql
+from pulumi_command import local
+
+from infra.azure.foundation import AzureFoundation
+from infra.azure.restore_point import RestorePoint
+from infra.azure.settings import AzureSettings
+from infra.components import DatabaseArgs
+from zdd.appspec import fill
+from zdd.phases import RESTORE_POINT_SUFFIX, DatabaseMode, Instance
+
+
+def restore_point_in_time(restore_point: str) -> str:
+    """The recorded restore point as the ISO-8601 UTC timestamp Azure SQL restores to."""
+    try:
+        moment = datetime.fromisoformat(restore_point)
+    except ValueError:
+        raise pulumi.RunError(
+            f"restore point {restore_point!r} is not a point in time: on Azure it is an "
+            "ISO-8601 timestamp such as 2025-01-31T12:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AzureDatabase(pulumi.ComponentResource):
+    """The primary database (one Azure SQL database per generation) or the clone's copy.
+
+    - generation 1: a new database, protected, with short-term backup retention;
+    - generation N > 1 (rollback with database): a point-in-time restore of generation N-1 at
+      `restored_from`, protected. Its inputs depend on nothing but N and `restored_from`, so it
+      is the same database in every later phase and deployment. While the deployment that
+      restored it goes on (its restore point is `restored_from`), generation N-1 stays declared,
+      unprotected but retained on delete: when the deployment ends Pulumi forgets it and never
+      drops it;
+    - clone: `createMode: Copy` of the primary, never migrated.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args: DatabaseArgs,
+        foundation: AzureFoundation,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("zdd:azure:Database", name, None, opts)
+        self._foundation = foundation
+        settings = foundation.settings
+        self.previous: sql.Database | None = None
+        self.migration: local.Command | None = None
+        if args.role is Instance.PRIMARY:
+            if args.generation > 1 and args.restored_from is None:
+                raise pulumi.RunError(
+                    f"database generation {args.generation} needs the restore point it was "
+                    "restored from (zdd:restoredFrom)"
+                )
+            restoring = args.generation > 1 and args.restore_point == args.restored_from
+            if restoring:
+                self.previous = self._generation(name, args.generation - 1, None, kept=True)
+            self.database = self._generation(
+                name, args.generation, args.restored_from, kept=False, after=self.previous
+            )
+        else:
+            if args.schema_version is not None:
+                raise pulumi.RunError("a clone's database is a copy: it is never migrated")
+            source = args.copy_of
+            if not isinstance(source, AzureDatabase):
+                raise pulumi.RunError("an Azure clone database must copy an Azure database")
+            # A read-write clone's database takes writes the primary never sees: it is kept
+            # (retained on delete, under its deployment's name) as the archive of those writes.
+            archived = args.keep_baseline
+            clone_name = (
+                f"{settings.database_name}-clone-{settings.deployment_id}"
+                if archived and settings.deployment_id
+                else f"{settings.database_name}-clone"
+            )
+            self.database = sql.Database(
+                f"{name}-copy",
+                database_name=clone_name,
+                server_name=foundation.sql_server.name,
+                resource_group_name=foundation.resource_group_name,
+                location=settings.location,
+                sku=sql.SkuArgs(name=settings.database_sku),
+                create_mode=sql.CreateMode.COPY,
+                source_database_id=source.database_id,
+                tags={"zdd-role": str(Instance.CLONE)},
+                # Copied once, when the clone is created: a later change of the primary's
+                # database (a rollback with database) never replaces the copy under the clone.
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    ignore_changes=["sourceDatabaseId"],
+                    retain_on_delete=archived,
+                    custom_timeouts=_copy_timeouts(settings),
+                ),
+            )
+        self.database_name: pulumi.Output[str] = self.database.name
+        self.database_id: pulumi.Output[str] = self.database.id
+        self.archive: pulumi.Output[str] | None = self.database.name if args.keep_baseline else None
+        self.copy_digest: pulumi.Output[str] | None = None
+        self.restore_point: RestorePoint | None = None
+        self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
+        # Nothing changes the primary database (its migration) nor the primary site (which
+        # connects through `connection`) before these.
+        before_changes: list[pulumi.Resource] = [self.database, *foundation.firewall_rules]
+        app = settings.app
+        schema = args.schema_version
+        if args.role is Instance.PRIMARY and schema and (app.migrate or app.digest):
+            login, password = settings.migration_login, settings.migration_password
+            if login is None or password is None:
+                raise pulumi.RunError(
+                    "the app spec's `migrate` and `digest` need zdd:migrationLogin and "
+                    "zdd:migrationPassword (secret): they never run as the SQL administrator "
+                    "(docs/azure.md)"
+                )
+            if args.restore_point and app.digest:
+                # The database the point was taken on: a restored generation is not it.
+                self.restore_point = self._restore_point(
+                    name,
+                    args,
+                    schema,
+                    self.previous or self.database,
+                    (login, password),
+                    before_changes,
+                )
+                before_changes.append(self.restore_point)
+                point = self.restore_point
+                self.restore_point_taken = pulumi.Output.all(
+                    restore_point=point.restore_point, taken_at=point.taken_at, digest=point.digest
+                )
+            if app.migrate:
+                self.migration = local.Command(
+                    f"{name}-migration",
+                    create=self._filled(app.migrate, schema, self.database).apply(
+                        lambda argv: retrying(
+                            shlex.join(argv),
+                            settings.migration_attempts,
+                            settings.migration_retry_seconds,
+                        )
+                    ),
+                    environment=self._operator_environment(
+                        args, schema, self.database, (login, password)
+                    ),
+                    # Runs again for a new schema version or a new (restored) generation only.
+                    triggers=[schema, args.generation],
+                    # It connects from the machine that runs `pulumi up`: through its firewall
+                    # rule, once the restore point is recorded.
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=list(before_changes)),
+                )
+                before_changes.append(self.migration)
+        # The site connects once the restore point and the migration are done.
+        connection = pulumi.Output.all(
+            self._connection_string(settings.sql_admin_login, settings.sql_admin_password),
+            *(resource.urn for resource in before_changes[1:]),
+        ).apply(lambda values: str(values[0]))
+        self.connection: pulumi.Output[str] = pulumi.Output.secret(connection)
+        self.register_outputs(
+            {"database_name": self.database_name, "database_id": self.database_id}
+        )
+
+    def _generation(
+        self,
+        name: str,
+        generation: int,
+        restored_from: str | None,
+        *,
+        kept: bool,
+        after: pulumi.Resource | None = None,
+    ) -> sql.Database:
+        foundation = self._foundation
+        settings = foundation.settings
+        source_id: pulumi.Output[str] | None = None
+        point_in_time: str | None = None
+        if generation == 1:
+            create_mode = sql.CreateMode.DEFAULT
+        else:
+            create_mode = sql.CreateMode.POINT_IN_TIME_RESTORE
+            # The previous generation's id, known without declaring it (it may be long gone).
+            source_id = pulumi.Output.concat(
+                foundation.sql_server.id,
+                f"/databases/{settings.database_name}-g{generation - 1}",
+            )
+            point_in_time = restore_point_in_time(restored_from) if restored_from else None
+        options = pulumi.ResourceOptions(
+            parent=self,
+            protect=not kept,
+            retain_on_delete=kept,
+            # A kept generation exists already: how it was made is history, never a reason to
+            # replace it.
+            ignore_changes=["createMode", "sourceDatabaseId", "restorePointInTime"]
+            if kept
+            else None,
+            depends_on=[after] if after else None,
+            custom_timeouts=_copy_timeouts(settings) if generation > 1 else None,
+        )
+        database = sql.Database(
+            f"{name}-g{generation}",
+            database_name=f"{settings.database_name}-g{generation}",
+            server_name=foundation.sql_server.name,
+            resource_group_name=foundation.resource_group_name,
+            location=settings.location,
+            sku=sql.SkuArgs(name=settings.database_sku),
+            create_mode=create_mode,
+            source_database_id=source_id,
+            restore_point_in_time=point_in_time,
+            tags={"zdd-role": str(Instance.PRIMARY), "zdd-generation": str(generation)},
+            opts=options,
+        )
+        sql.BackupShortTermRetentionPolicy(
+            f"{name}-g{generation}-retention",
+            policy_name="default",
+            database_name=database.name,
+            server_name=foundation.sql_server.name,
+            resource_group_name=foundation.resource_group_name,
+            retention_days=settings.backup_retention_days,
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=kept),
+        )
+        return database
+
+    def _placeholders(self, version: str, database: sql.Database) -> pulumi.Output[dict[str, str]]:
+        """The app spec's placeholders for a command run on the primary database."""
+        settings = self._foundation.settings
+        return database.name.apply(
+            partial(settings.placeholders, version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
+        )
+
+    def _filled(
+        self, argv: tuple[str, ...], version: str, database: sql.Database
+    ) -> pulumi.Output[list[str]]:
+        """An app spec command for the primary database, its placeholders filled."""
+        return self._placeholders(version, database).apply(
+            lambda known: [fill(arg, known) for arg in argv]
+        )
+
+    def _operator_environment(
+        self,
+        args: DatabaseArgs,
+        version: str,
+        database: sql.Database,
+        login: tuple[str, pulumi.Output[str]],
+    ) -> dict[str, pulumi.Input[str]]:
+        """What `migrate` and `digest` get, on the machine that runs the update: the app
+        spec's `env` and the database, reached with the migration login."""
+        known = self._placeholders(version, database)
+        environment: dict[str, pulumi.Input[str]] = {
+            key: known.apply(partial(fill, value))
+            for key, value in self._foundation.settings.app.env.items()
+        }
+        environment.update(
+            {
+                "ZDD_DATABASE_CONNECTION": self._connection_string(*login, database),
+                "ZDD_DATABASE_NAME": database.name,
+                "ZDD_SCHEMA_VERSION": version,
+                "ZDD_DATABASE_GENERATION": str(args.generation),
+            }
+        )
+        return environment
+
+    def _restore_point(
+        self,
+        name: str,
+        args: DatabaseArgs,
+        version: str,
+        database: sql.Database,
+        login: tuple[str, pulumi.Output[str]],
+        after: list[pulumi.Resource],
+    ) -> RestorePoint:
+        """The proof of the restore point (rule 8 of docs/design.md): the point in time the
+        driver took on Azure's clock after the drain, and the content digest the spec's `digest`
+        reads then."""
+        settings = self._foundation.settings
+        assert args.restore_point is not None
+        restore_point_in_time(args.restore_point)  # a point in time, or one clear line
+        return RestorePoint(
+            f"{name}{RESTORE_POINT_SUFFIX}",
+            restore_point=args.restore_point,
+            database=database.name,
+            argv=self._filled(settings.app.digest, version, database),
+            environment=self._operator_environment(args, version, database, login),
+            attempts=settings.migration_attempts,
+            pause_seconds=settings.migration_retry_seconds,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
+        )
+
+    def _connection_string(
+        self, login: str, password: pulumi.Output[str], database: sql.Database | None = None
+    ) -> pulumi.Output[str]:
+        foundation = self._foundation
+
+        def render(values: list[str]) -> str:
+            host, database, secret = values
+            return (
+                f"Server=tcp:{host},1433;Initial Catalog={database};"
+                f"User ID={login};Password={secret};"
+                "Encrypt=True;TrustServerCertificate=False;Connection Timeout=30;"
+            )
+
+        return pulumi.Output.secret(
+            pulumi.Output.all(
+                foundation.sql_server.fully_qualified_domain_name,
+                (database or self.database).name,
+                password,
+            ).apply(render)
+        )
+
+
+def _copy_timeouts(settings: AzureSettings) -> pulumi.CustomTimeouts:
+    """A copy or a point-in-time restore takes as long as the data (Azure: "most database
+    restores finish in less than 12 hours"); Pulumi's default would give up after 2."""
+    return pulumi.CustomTimeouts(create=settings.database_create_timeout)
+
+
+def retrying(command: str, attempts: int, pause_seconds: int) -> str:
+    """`command` run up to `attempts` times, `pause_seconds` apart (a new firewall rule takes
+    minutes to apply). The migration must be safe to run again: Alembic revisions on SQL
+    Server are transactional, and one that succeeded is not run a second time."""
+    return (
+        f"for attempt in $(seq 1 {attempts}); do sh -c {shlex.quote(command)} && exit 0; "
+        f'[ "$attempt" -lt {attempts} ] && sleep {pause_seconds}; done; exit 1'
+    )
