@@ -2,7 +2,8 @@
 
 The engine starts this file through the Python language host's `RunPlugin`
 (`python policies <engine address>`); it serves the Analyzer protocol until the engine stops
-it. The policies themselves are the pure checks of `policies.rules`.
+it. The policies themselves are the pure checks of `policies.rules` (the table) and of the
+targets' modules (`policies.local`, `policies.azure`).
 
 The stack config: the engine passes the stack's config to every policy pack
 (`ConfigureStack`), but pulumi-policy 1.21 keeps only the stack's tags from that call. We wrap
@@ -35,14 +36,8 @@ from pulumi_policy import (
 )
 from pulumi_policy import policy as policy_sdk
 
-from policies.rules import (
-    POLICIES,
-    PolicySpec,
-    Resource,
-    ResourceCheck,
-    StackCheck,
-    StackConfig,
-)
+from policies.model import Resource, ResourceCheck, StackCheck, StackConfig
+from policies.rules import POLICIES, PolicySpec
 
 PACK_NAME = "smooth-deploy"
 NAMESPACE = "zdd:"

@@ -1,4 +1,4 @@
-"""The policy pack's checks (policies/rules.py), fast and without the engine.
+"""The policy pack's checks (policies/rules.py, local.py, azure.py), fast and without the engine.
 
 Every policy has a passing and a failing case. The resources come from the real programs run
 under Pulumi's mocks (the local target's dynamic resources and the Azure target's azure-native
@@ -19,11 +19,12 @@ import pytest
 from pulumi.runtime import settings as runtime_settings
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
-from infra.azure.components import MIN_TLS_VERSION
+from infra.azure.settings import MIN_TLS_VERSION
 from infra.program import build
 from infra.targets import target_for
-from policies import rules
-from policies.rules import POLICIES, Resource, StackConfig, Violation, evaluate, policy_named
+from policies.azure import AFD_ORIGIN, FIREWALL_RULE, FTP_ALLOWED, IPV6_FIREWALL_RULE, MIN_TLS
+from policies.model import DYNAMIC, Resource, StackConfig, Violation
+from policies.rules import POLICIES, evaluate, policy_named
 from tests.test_azure_phases import (
     BASE_CONFIG,
     RESTORE_POINT,
@@ -248,7 +249,7 @@ def test_the_pack_names_its_policies_once_and_checks_each():
 
 def test_the_pack_agrees_with_the_programs_constants():
     # The database-mode settings and the backup retention minimum have one home (zdd.phases).
-    assert tuple(int(p) for p in MIN_TLS_VERSION.split(".")) == rules.MIN_TLS
+    assert tuple(int(p) for p in MIN_TLS_VERSION.split(".")) == MIN_TLS
 
 
 # -- clone-read-only ---------------------------------------------------------------------------
@@ -462,7 +463,7 @@ def test_web_app_ftps_disabled(web_app: Resource, state: str | None):
 
 
 def test_web_app_ftp_publishing_credentials():
-    allowed = Resource(rules.FTP_ALLOWED, "ftp", {"allow": True})
+    allowed = Resource(FTP_ALLOWED, "ftp", {"allow": True})
     assert check("web-app-ftps-disabled", allowed, StackConfig())
     assert check("web-app-ftps-disabled", changed(allowed, "allow", False), StackConfig()) == []
 
@@ -472,7 +473,7 @@ def test_web_app_ftp_publishing_credentials():
 
 def test_sql_firewall_from_the_program(azure_runs: dict[str, list[Resource]]):
     resources = azure_resources(AZURE_SCENARIOS["idle"], operatorIpAddresses="198.51.100.0/24")
-    rules_ = [r for r in resources if r.type == rules.FIREWALL_RULE]
+    rules_ = [r for r in resources if r.type == FIREWALL_RULE]
     assert len(rules_) == 1  # the operator's range; the web apps use their subnet
     for rule in rules_:
         assert check("sql-server-not-open-to-all", rule, azure_config()) == []
@@ -505,16 +506,16 @@ def test_the_azure_services_rule_is_refused_unless_the_stack_opts_in():
     ],
 )
 def test_sql_firewall(start: str, end: str, fails: bool):
-    rule = Resource(rules.FIREWALL_RULE, "rule", {"startIpAddress": start, "endIpAddress": end})
+    rule = Resource(FIREWALL_RULE, "rule", {"startIpAddress": start, "endIpAddress": end})
     assert bool(check("sql-server-not-open-to-all", rule, StackConfig())) is fails
 
 
 def test_sql_ipv6_firewall():
     everyone = {"startIpAddress": "::", "endIpAddress": "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"}
-    rule = Resource(rules.IPV6_FIREWALL_RULE, "rule6", everyone)
+    rule = Resource(IPV6_FIREWALL_RULE, "rule6", everyone)
     assert "every address" in check("sql-server-not-open-to-all", rule, StackConfig())[0]
     single = {"startIpAddress": "2001:db8::1", "endIpAddress": "2001:db8::1"}
-    one = Resource(rules.IPV6_FIREWALL_RULE, "rule6", single)
+    one = Resource(IPV6_FIREWALL_RULE, "rule6", single)
     assert check("sql-server-not-open-to-all", one, StackConfig()) == []
 
 
@@ -556,7 +557,7 @@ def test_one_public_origin_azure(azure_runs: dict[str, list[Resource]], scenario
     config = azure_config(scenario)
     assert stack_check("one-public-origin", resources, config) == []
     # One single-origin group per site; the public route names the one with the traffic.
-    groups = [r for r in resources if r.type == rules.AFD_ORIGIN]
+    groups = [r for r in resources if r.type == AFD_ORIGIN]
     assert {r.props["originGroupName"] for r in groups} == {"primary", "clone"}
     primary = next(r for r in groups if r.props["originGroupName"] == "primary")
     second = dataclasses.replace(primary, name="front-door-second", urn="second")
@@ -665,7 +666,7 @@ def test_the_pack_runs_checks_through_pulumi_policy_args(local_runs: dict[str, l
     clone = named(local_runs["cutover"], "clone-process")
     options = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None)
     args = ResourceValidationArgs(
-        rules.DYNAMIC, {**clone.props, "database_mode": "ReadWrite"}, clone.urn, clone.name,
+        DYNAMIC, {**clone.props, "database_mode": "ReadWrite"}, clone.urn, clone.name,
         options, None,
     )  # fmt: skip
     reported: list[tuple[str, str | None]] = []

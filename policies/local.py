@@ -1,0 +1,204 @@
+"""The local target's checks: its dynamic resources (the site processes, the front door, the
+primary and clone database files) as `infra/local/components.py` declares them.
+
+Each check returns no violation for a resource that is not the local target's; `CHECKS` names
+the policy each one enforces, and `policies.rules` gathers them with the other targets'.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import PurePath
+
+from policies.model import Resource, StackConfig, TargetChecks, Violation, clone_mode_problems
+
+# The local target's resources (dynamic resources; see infra/local/components.py).
+PRIMARY_DB_FILE = "primary-db-file"
+CLONE_DB_FILE = "clone-db-file"
+
+_PRIMARY_FILE_RE = re.compile(r"^primary-g(\d+)\.sqlite$")
+
+
+def _is_local_site(resource: Resource) -> bool:
+    return (
+        resource.is_dynamic and "instance" in resource.props and "database_mode" in resource.props
+    )
+
+
+def _is_local_front_door(resource: Resource) -> bool:
+    return resource.is_dynamic and "active" in resource.props and "origins" in resource.props
+
+
+def restore_file_name(restore_point: str) -> str:
+    """The local restore point's file name (infra/local/components.py restore_point_path)."""
+    return f"restore-{restore_point.replace(':', '')}.sqlite"
+
+
+# -- the clone runs ReadOnly unless the stack acknowledges data loss ---------------------------
+
+
+def check_clone_read_only(resource: Resource, config: StackConfig) -> list[str]:
+    """The clone process's `database_mode`."""
+    if not _is_local_site(resource) or resource.prop("instance") != "clone":
+        return []
+    return clone_mode_problems(resource, {"database_mode": resource.prop("database_mode")}, config)
+
+
+# -- the primary database is protected, never deleted or replaced outside a rollback -----------
+
+
+def check_primary_database_protected(resource: Resource, config: StackConfig) -> list[str]:
+    """What replaces the file (a new `path` or `source`) can only change with a new database
+    generation, and a new generation only comes from the recorded restore point."""
+    if not (resource.is_dynamic and resource.name == PRIMARY_DB_FILE):
+        return []
+    path = PurePath(str(resource.prop("path", "")))
+    match = _PRIMARY_FILE_RE.match(path.name)
+    if match is None:
+        return [f"{resource.name}: {path} is not a primary database generation file"]
+    problems = []
+    generation = int(match.group(1))
+    wanted = config.generation
+    if wanted is not None and generation != wanted:
+        problems.append(
+            f"{resource.name}: {path.name} is generation {generation}, the stack's primary "
+            f"database is generation {wanted} (zdd:databaseGeneration): that would replace it"
+        )
+    if config.state_dir is not None and path.parent != config.state_dir:
+        problems.append(
+            f"{resource.name}: {path} is outside zdd:stateDir {config.state_dir}: that would "
+            "replace the primary database with a new one"
+        )
+    if resource.prop("keep_baseline"):
+        problems.append(
+            f"{resource.name}: keep_baseline is for a ReadWrite clone's copy; on the primary "
+            "database it would replace it"
+        )
+    source = resource.prop("source")
+    if generation == 1 and source:
+        problems.append(
+            f"{resource.name}: generation 1 is the original database; it is never made from "
+            f"another one ({source})"
+        )
+    if generation > 1:
+        restored_from = config.get("restoredFrom")
+        if not source:
+            problems.append(
+                f"{resource.name}: generation {generation} has no source: a new generation of "
+                "the primary database is only made by a rollback with database, from its "
+                "restore point"
+            )
+        elif restored_from is not None and PurePath(str(source)).name != restore_file_name(
+            restored_from
+        ):
+            problems.append(
+                f"{resource.name}: generation {generation} comes from {source}, not from the "
+                f"restore point zdd:restoredFrom {restored_from}"
+            )
+        elif config.known and restored_from is None:
+            problems.append(
+                f"{resource.name}: generation {generation} needs zdd:restoredFrom, the restore "
+                "point of the rollback with database that made it"
+            )
+    return problems
+
+
+def check_primary_database_present(
+    resources: Sequence[Resource], config: StackConfig
+) -> list[Violation]:
+    """A stack with a local site has exactly one primary database file, of the current
+    generation."""
+    if not any(_is_local_site(r) for r in resources):
+        return []
+    problems: list[Violation] = []
+    wanted = config.generation
+    files = [r for r in resources if r.is_dynamic and r.name == PRIMARY_DB_FILE]
+    if len(files) != 1:
+        problems.append(
+            Violation(f"the stack has {len(files)} primary database files, it needs one")
+        )
+    for file in files:
+        name = PurePath(str(file.prop("path", ""))).name
+        match = _PRIMARY_FILE_RE.match(name)
+        if match is None or (wanted is not None and int(match.group(1)) != wanted):
+            problems.append(
+                Violation(
+                    f"{file.name}: {name} is not generation {wanted} of the primary database",
+                    file.urn,
+                )
+            )
+    return problems
+
+
+# -- exactly one origin takes public traffic at a time -----------------------------------------
+
+
+def check_front_door_active_origin(resource: Resource, _config: StackConfig) -> list[str]:
+    """The front door's `active` origin is one of its `origins`, and the primary is always
+    among them."""
+    if not _is_local_front_door(resource):
+        return []
+    origins = resource.prop("origins", {})
+    active = resource.prop("active")
+    if not isinstance(origins, Mapping) or not origins:
+        return [f"{resource.name}: the front door has no origins"]
+    problems = []
+    if active not in origins:
+        problems.append(
+            f"{resource.name}: active origin {active!r} is not one of its origins "
+            f"({', '.join(sorted(origins))})"
+        )
+    if "primary" not in origins:
+        problems.append(f"{resource.name}: the primary is not an origin of the front door")
+    return problems
+
+
+def check_one_public_origin(resources: Sequence[Resource], _config: StackConfig) -> list[Violation]:
+    """One front door (`front-door-active-origin` checks its active origin)."""
+    doors = [r for r in resources if _is_local_front_door(r)]
+    if any(_is_local_site(r) for r in resources) and len(doors) != 1:
+        return [Violation(f"the stack has {len(doors)} front doors, it needs exactly one")]
+    return []
+
+
+# -- the clone's database is a copy of the primary's -------------------------------------------
+
+
+def check_clone_database_is_copy(resource: Resource, config: StackConfig) -> list[str]:
+    if not (resource.is_dynamic and resource.name == CLONE_DB_FILE):
+        return []
+    source = resource.prop("source")
+    if not source:
+        return [f"{resource.name}: the clone's database has no source: it must copy the primary's"]
+    source_path = PurePath(str(source))
+    match = _PRIMARY_FILE_RE.match(source_path.name)
+    if match is None:
+        return [f"{resource.name}: copies {source}, which is not the primary database"]
+    problems = []
+    wanted = config.generation
+    if wanted is not None and int(match.group(1)) != wanted:
+        problems.append(
+            f"{resource.name}: copies generation {match.group(1)} of the primary database, the "
+            f"current one is generation {wanted}"
+        )
+    if config.state_dir is not None and source_path.parent != config.state_dir:
+        problems.append(f"{resource.name}: copies {source}, outside zdd:stateDir")
+    if PurePath(str(resource.prop("path", ""))) == source_path:
+        problems.append(f"{resource.name}: the copy would overwrite the primary database")
+    return problems
+
+
+CHECKS = TargetChecks(
+    name="local",
+    resource={
+        "clone-read-only": check_clone_read_only,
+        "primary-database-protected": check_primary_database_protected,
+        "front-door-active-origin": check_front_door_active_origin,
+        "clone-database-is-copy": check_clone_database_is_copy,
+    },
+    stack={
+        "primary-database-present": check_primary_database_present,
+        "one-public-origin": check_one_public_origin,
+    },
+)
