@@ -33,6 +33,7 @@ from zdd import gates
 from zdd.bench.frontdoor import parse_wrk
 from zdd.local import LOCAL
 from zdd.phases import SERVED_BY_HEADER
+from zdd.processes import free_port
 
 MIB = 2**20
 PATTERN = bytes(range(256)) * (MIB // 256)
@@ -43,13 +44,6 @@ def pattern(size: int) -> Iterator[bytes]:
     """`size` bytes of a repeating pattern, a MiB at a time."""
     for start in range(0, size, MIB):
         yield PATTERN[: min(MIB, size - start)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Origin:

@@ -4,7 +4,6 @@ and a real probe run against a small site that keeps only some of the writes it 
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections import Counter
@@ -17,6 +16,7 @@ from aiohttp import web
 from tests.conftest import ROOT
 from zdd.appspec import InvalidAppSpec
 from zdd.probe import LoadProbe, ProbeTarget, WriteRequest
+from zdd.processes import free_port
 
 WRITE = {
     "method": "post",
@@ -93,9 +93,7 @@ def forgetful_site() -> Iterator[tuple[str, ForgetfulSite]]:
     app.router.add_post("/items", site.write)
     app.router.add_get("/items", site.read)
     app.router.add_get("/", site.read)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app)
     loop.run_until_complete(runner.setup())

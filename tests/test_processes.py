@@ -120,3 +120,11 @@ def test_a_release_that_keeps_dying_is_given_up_with_its_exit_code(
     supervisor = processes.start_detached(argv, tmp_path / "site.log", owner, supervised=True)
     assert supervisor.wait(timeout=20) == 3
     assert "just after starting" in (tmp_path / "site.log").read_text()
+
+
+def test_servers_get_ports_below_the_range_of_outgoing_connections() -> None:
+    # A client's connection can take any port of the ephemeral range at any moment.
+    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {processes.free_port() for _ in range(50)}
+    assert all(processes.SERVER_PORTS_FROM <= port < first_ephemeral for port in ports)
+    assert len(ports) > 1

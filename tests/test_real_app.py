@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, Result, stack_dir
+from zdd.processes import free_port
 
 pytestmark = pytest.mark.engine
 
@@ -77,9 +77,7 @@ def older_release_refuses(database: Path, scratch: Path) -> str:
     copy = scratch / "copy.sqlite"
     with sqlite3.connect(database) as source, sqlite3.connect(copy) as target:
         source.backup(target)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     argv = [str(APP / "releases" / OLDER / "bin" / "mlflow"), "server"]
     argv += ["--backend-store-uri", f"sqlite:///{copy}", "--port", str(port)]
     argv += ["--artifacts-destination", str(scratch / "artifacts")]

@@ -38,9 +38,9 @@ def _resolve(version: str, config: Mapping[str, str]) -> None:
 def _free_port_block(registry: Path, size: int = 3, attempts: int = 200) -> int:
     """A base port with `size` free ports after it (front door, primary, clone), none of them
     held by another stack in the port registry (whose processes may be down just now)."""
-    rng = random.Random()
+    bases = processes.server_ports(step=10)
     for _ in range(attempts):
-        base = rng.randrange(20000, 40000, 10)
+        base = random.choice(bases)
         if any((registry / str(base + offset)).exists() for offset in range(size)):
             continue
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -247,6 +248,32 @@ def release_port(registry: Path, port: int, holder: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         if Path(entry.read_text().strip()) == holder.resolve():
             entry.unlink()
+
+
+# Where servers of ours listen: from here up to the first port the kernel gives outgoing
+# connections. A server on a port of that range can find it taken by some client's connection
+# between the check that it was free and the server's start.
+SERVER_PORTS_FROM = 10000
+
+
+def server_ports(step: int = 1) -> range:
+    """The ports a server of ours may listen on, below the kernel's ephemeral range."""
+    try:
+        ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        first_ephemeral = int(ephemeral[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768  # Linux's default
+    return range(SERVER_PORTS_FROM, max(first_ephemeral - 16, SERVER_PORTS_FROM + 16), step)
+
+
+def free_port() -> int:
+    """A port no one listens on now, for a server of ours."""
+    candidates = server_ports()
+    for _ in range(200):
+        port = random.choice(candidates)
+        if not port_in_use(port):
+            return port
+    raise ProcessFailed(f"no free port among {candidates.start}-{candidates.stop - 1}")
 
 
 def port_in_use(port: int, grace: float = 0.0) -> bool:

@@ -16,10 +16,11 @@ from zdd.bench.metrics import BUCKET_SECONDS, parse_sizes, rounded
 from zdd.bench.report import chart_spans, goals, machine, print_summary, timeline
 from zdd.bench.scaling import run_size
 from zdd.bench.sidebyside import side_by_side
-from zdd.bench.stacks import FROM_VERSION, TO_VERSION, free_port, fresh_stack
+from zdd.bench.stacks import FROM_VERSION, TO_VERSION, fresh_stack
 from zdd.bench.strategies import InPlace, Maintenance, figures_of, measure_strategy
 from zdd.chart import TimelineRun, write_timeline
 from zdd.environment import Environment, find_project_root
+from zdd.processes import free_port
 
 RATE = float(os.environ.get("BENCH_RATE", "300"))
 DEFAULT_SIZES_MB = "10,100"

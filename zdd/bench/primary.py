@@ -14,8 +14,9 @@ from zdd import gates, processes
 from zdd.appspec import AppSpec, Placement
 from zdd.bench.load import probing
 from zdd.bench.metrics import rounded
-from zdd.bench.stacks import BenchSite, free_port
+from zdd.bench.stacks import BenchSite
 from zdd.phases import DatabaseMode, Instance
+from zdd.processes import free_port
 from zdd.sqlite_files import remove_database
 
 REPEATS = 3
