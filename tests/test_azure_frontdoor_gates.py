@@ -17,9 +17,8 @@ from tests.test_azure_gates import stand_in  # noqa: F401 - the loopback server 
 from tests.test_azure_phases import app_spec
 from zdd import azure
 from zdd.azure import Clock, MetricPoint, take_restore_point, wait_origin_idle, wait_switched
-from zdd.driver import Driver
-from zdd.environment import Environment
 from zdd.errors import GateFailed
+from zdd.gatekeeper import pass_gate
 from zdd.phases import Instance, Phase, StackSettings
 from zdd.targets import TargetOps
 
@@ -175,14 +174,6 @@ def test_restore_point_is_azures_time_rounded_up_and_already_past():
 # -- the driver's gates: a clone is deleted only once its origin is idle -------------------
 
 
-@dataclass
-class RecordedStack:
-    values: dict[str, str] = field(default_factory=dict)
-
-    def config(self) -> dict[str, str]:
-        return self.values
-
-
 def test_the_gates_check_the_stacks_health_path(stand_in):  # noqa: F811
     from tests.test_azure_gates import site
 
@@ -190,11 +181,10 @@ def test_the_gates_check_the_stacks_health_path(stand_in):  # noqa: F811
     app = stand_in(
         lambda path: site("clone", mode="ReadOnly") if path == "/status" else (404, {}, b"")
     )
-    driver = Driver(Environment(root=Path(__file__).resolve().parents[1]), "fake")
-    spec = app_spec(health={"path": "/status"})
-    driver._stack = RecordedStack({"app": spec})  # type: ignore[assignment]
+    config = {"app": app_spec(health={"path": "/status"})}
     settings = StackSettings(phase=Phase.CLONE, current_version="v1", target_version="v2")
-    driver._gate(Phase.CLONE, Phase.CUTOVER, settings, {"clone_url": app.url}, azure.AZURE)
+    outputs = {"clone_url": app.url}
+    pass_gate(Phase.CLONE, Phase.CUTOVER, settings, outputs, azure.AZURE, config, print)
     assert {urlparse(seen["path"]).path for seen in app.seen} == {"/status"}
 
 
@@ -220,13 +210,11 @@ def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(stand_in):  
         wait_switched=wait_for_switch,
         wait_drained=refuse_drain,
     )
-    driver = Driver(Environment(root=Path(__file__).resolve().parents[1]), "fake")
-    driver._stack = RecordedStack()  # type: ignore[assignment]
     settings = StackSettings(phase=Phase.RETURN, current_version="v1", target_version="v2",
                              restore_point="2025-03-01T10:00:13Z")  # fmt: skip
     outputs = {"public_url": public.url, "primary_url": public.url}
     with pytest.raises(GateFailed, match="clone still got requests"):
-        driver._gate(Phase.RETURN, Phase.IDLE, settings, outputs, ops)
+        pass_gate(Phase.RETURN, Phase.IDLE, settings, outputs, ops, {}, print)
     # The idle update (which deletes the clone) runs only after this gate passes.
     assert calls == [("switched", Instance.PRIMARY), ("drained", Instance.CLONE)]
 

@@ -32,7 +32,15 @@ NEUTRAL = frozenset(
         "zdd.supervise",
     }
 )
-DRIVER_CORE = ("zdd.driver", "zdd.stack", "zdd.actions", "zdd.gates")
+DRIVER_CORE = (
+    "zdd.driver",
+    "zdd.stack",
+    "zdd.actions",
+    "zdd.gates",
+    "zdd.gatekeeper",
+    "zdd.history",
+    "zdd.results",
+)
 # The driver side's modules of one target; the core reaches them only through the registry.
 TARGET_OPERATIONS = frozenset(ref.operations.partition(":")[0] for ref in registry.TARGETS.values())
 

@@ -53,7 +53,7 @@ from zdd.phases import Mode
 if TYPE_CHECKING:
     from zdd.actions import Action
     from zdd.api import ActionRequest, Probe, SmoothStack, init_stack, open_stack
-    from zdd.driver import DeployResult, PhaseTiming, Status
+    from zdd.results import DeployResult, PhaseTiming, Status
 
 # Names loaded on first use, from the module that defines them.
 _LAZY = {
@@ -63,9 +63,9 @@ _LAZY = {
     "ActionRequest": "zdd.api",
     "Probe": "zdd.api",
     "Action": "zdd.actions",
-    "DeployResult": "zdd.driver",
-    "PhaseTiming": "zdd.driver",
-    "Status": "zdd.driver",
+    "DeployResult": "zdd.results",
+    "PhaseTiming": "zdd.results",
+    "Status": "zdd.results",
 }
 
 

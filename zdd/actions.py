@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from zdd.phases import TRAFFIC_ON_CLONE, IllegalTransition, Mode, Phase, StackSettings
+from zdd.phases import (
+    TRAFFIC_ON_CLONE,
+    IllegalTransition,
+    Mode,
+    Phase,
+    StackSettings,
+    next_phase,
+)
 
 ConfigChange = dict[str, str | None]
 
@@ -201,19 +208,18 @@ def _deployment_cleared() -> ConfigChange:
 def next_step(state: StackState) -> ConfigChange:
     """The config change that moves a completed phase on to the next one."""
     s = state.settings
-    phase = s.phase
-    if phase is Phase.CUTOVER:
-        return {"phase": Phase.DEPLOY, "restorePoint": s.restore_point or new_restore_point_id()}
-    if phase is Phase.RETURN:
+    if s.phase is Phase.IDLE:
+        raise IllegalTransition(f"nothing follows phase {s.phase}")
+    following = next_phase(s.phase)
+    if following is Phase.DEPLOY:
+        return {"phase": following, "restorePoint": s.restore_point or new_restore_point_id()}
+    if following is Phase.IDLE:
         assert s.target_version is not None
         schema = s.migrate_to or s.target_version
         return {
-            "phase": Phase.IDLE,
+            "phase": following,
             "currentVersion": s.target_version,
             "databaseVersion": schema if schema != s.target_version else None,
             **_deployment_cleared(),
         }
-    following = {Phase.CLONE: Phase.CUTOVER, Phase.DEPLOY: Phase.RETURN}
-    if phase not in following:
-        raise IllegalTransition(f"nothing follows phase {phase}")
-    return {"phase": following[phase]}
+    return {"phase": following}

@@ -16,11 +16,13 @@ from typing import Any
 
 from zdd import appspec
 from zdd.actions import Action
-from zdd.driver import DeployResult, Driver, Say, Status
+from zdd.driver import Driver, Say
 from zdd.environment import Environment, find_project_root
 from zdd.errors import BadInput
 from zdd.phases import Mode, Phase
 from zdd.probe import LoadProbe, ProbeTarget
+from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
+from zdd.results import DeployResult, Status
 from zdd.stack import check_stack_name
 from zdd.targets import check_version_format
 
@@ -35,13 +37,13 @@ def engine_environment(
     """The project, with the engine's variables exported into this process (the Automation API
     inherits them). Only a `local` stack may fall back to the project's own passphrase."""
     env = Environment(project or find_project_root())
-    target = target or (env.stack_target(stack) if stack else "local")
-    if target != "local" and not any(name in os.environ for name in PASSPHRASE_VARIABLES):
+    target = target or (env.stack_target(stack) if stack else DEFAULT_TARGET)
+    if target != LOCAL_TARGET and not any(name in os.environ for name in PASSPHRASE_VARIABLES):
         raise BadInput(
             f"stack {stack or ''} on target {target} needs your own secrets passphrase: "
             "set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE"
         )
-    env.apply(local=target == "local")
+    env.apply(local=target == LOCAL_TARGET)
     return env
 
 
@@ -225,10 +227,7 @@ class SmoothStack:
         """A load probe asking of the site what its app spec's `probe` section says."""
         if probe is None:
             return None
-        try:
-            target = ProbeTarget.of(appspec.from_config(self._driver.stack.config()))
-        except appspec.InvalidAppSpec as exc:
-            raise BadInput(str(exc)) from None
+        target = ProbeTarget.of(appspec.from_config(self._driver.stack.config()))
         url = public_url or self._driver.status().public_url
         return LoadProbe(url or "", target, rate=probe.rate)
 
@@ -284,7 +283,7 @@ def init_stack(
     name: str,
     version: str,
     *,
-    target: str = "local",
+    target: str = DEFAULT_TARGET,
     app: Path | None = None,
     project: Path | None = None,
     on_progress: Say | None = None,

@@ -51,6 +51,7 @@ from typing import Any
 
 import yaml
 
+from zdd.errors import BadInput
 from zdd.phases import DatabaseMode
 
 # The stack config key (namespace `zdd`) that holds the spec.
@@ -76,7 +77,7 @@ _IMAGE_NAME_RE = re.compile(
 _HEALTH_FIELDS = ("path", "timeoutSeconds")
 
 
-class InvalidAppSpec(ValueError):
+class InvalidAppSpec(BadInput, ValueError):
     """The app spec cannot be used; the message names the field and the fix."""
 
 

@@ -1,8 +1,6 @@
 """`zdd`: zero-downtime deployments of a database-backed site, one Pulumi stack per site.
 
 Human progress goes to standard error; `--json` prints one JSON document on standard output.
-Exit codes: 0 goal reached, 1 unexpected error, 2 bad input, 3 refused transition,
-4 failed gate, 5 engine failure, 6 stack busy.
 """
 
 from __future__ import annotations
@@ -21,14 +19,16 @@ from rich.table import Table
 
 from zdd.actions import Action
 from zdd.api import ActionRequest, Probe, SmoothStack, engine_environment, init_stack, open_stack
-from zdd.driver import DeployResult, Driver
+from zdd.driver import Driver
 from zdd.environment import Environment
-from zdd.errors import BadInput, ZddError
+from zdd.errors import BadInput, ZddError, exit_codes_text
 from zdd.phases import Mode
+from zdd.registry import DEFAULT_TARGET
+from zdd.results import DeployResult
 from zdd.stack import Stack
 
 app = typer.Typer(
-    help=__doc__,
+    help=f"{(__doc__ or '').strip()}\n\n{exit_codes_text()}.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -61,12 +61,9 @@ ChartOpt = Annotated[
 ]
 
 
-def _env(stack: str, target: str) -> Environment:
+def _env(stack: str, target: str, as_json: bool) -> Environment:
     """The engine environment; the default passphrase only ever applies to local stacks."""
-    try:
-        return engine_environment(stack, target)
-    except ZddError as exc:
-        _fail(exc, "--json" in sys.argv)
+    return _run(as_json, lambda: engine_environment(stack, target))
 
 
 def _open(stack: str, as_json: bool) -> SmoothStack:
@@ -113,7 +110,7 @@ def _confirm(yes: bool, as_json: bool, question: str) -> None:
 def init(
     stack: StackOpt,
     version: Annotated[str, typer.Option(help="Version the site starts on, e.g. v1.")],
-    target: Annotated[str, typer.Option(help="local (this machine) or azure.")] = "local",
+    target: Annotated[str, typer.Option(help="local (this machine) or azure.")] = DEFAULT_TARGET,
     app_file: Annotated[
         Path | None,
         typer.Option(
@@ -352,7 +349,7 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """A full smooth deployment on this machine: a fresh stack on v1, then v2 under load."""
-    env = _env(stack, "local")
+    env = _env(stack, DEFAULT_TARGET, as_json)
     if Stack.exists(env, stack):
         previous = Driver(env, stack, _say)
         if _run(as_json, previous.stack.config).get(MADE_BY_KEY) != "demo":
@@ -370,7 +367,7 @@ def demo(
         _run(as_json, previous.destroy)
     driver = Driver(env, stack, _say)
     try:
-        _run(as_json, lambda: driver.init("local", "v1"))
+        _run(as_json, lambda: driver.init(DEFAULT_TARGET, "v1"))
         driver.stack.set_config({MADE_BY_KEY: "demo"})
         _act(stack, Action.DEPLOY, as_json=as_json, version="v2", probe=True,
              probe_rate=probe_rate, chart=chart)  # fmt: skip

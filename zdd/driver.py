@@ -10,7 +10,6 @@ with `zdd resume`. Actions (deploy, recoveries, abort) are config changes planne
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import socket
 import tempfile
@@ -18,14 +17,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from zdd import appspec, gates
+from zdd import appspec
 from zdd.actions import (
     RECOVERY_HINT,
     Action,
@@ -39,11 +36,11 @@ from zdd.actions import (
 from zdd.appspec import AppSpec
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, StackBusy
+from zdd.gatekeeper import pass_gate
 from zdd.gates import components
+from zdd.history import history_message, read_history
 from zdd.phases import (
-    DatabaseMode,
-    IllegalTransition,
-    Instance,
+    InvalidStackConfig,
     Mode,
     Phase,
     StackSettings,
@@ -51,92 +48,12 @@ from zdd.phases import (
     check_transition,
     settings_digest,
 )
-from zdd.registry import DEFAULT_TARGET
+from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
+from zdd.results import DeployResult, PhaseTiming, Status
 from zdd.stack import Stack
 from zdd.targets import TargetOps, check_version, ops_for
 
 Say = Callable[[str], None]
-HISTORY_PREFIX = "zdd "
-
-
-@dataclass
-class PhaseTiming:
-    name: str
-    seconds: float
-    started_at: float = 0.0  # epoch seconds
-
-
-@dataclass
-class Status:
-    stack: str
-    target: str
-    phase: str
-    applied_phase: str | None
-    state: str
-    current_version: str
-    target_version: str | None
-    traffic: str
-    mode: str
-    deployment_in_progress: bool
-    read_only_window_seconds: float | None
-    public_url: str | None
-    preview_url: str | None
-    restore_point: str | None
-    database_generation: int
-    # Each component of the last update: {"url", "listening", "answering"}.
-    components: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-
-@dataclass
-class DeployResult:
-    outcome: str
-    stack: str
-    action: str
-    from_version: str
-    to_version: str
-    mode: str
-    phases: list[PhaseTiming] = field(default_factory=list)
-    read_only_window_seconds: float | None = None
-    probe: dict[str, Any] | None = None
-    window: tuple[float, float] | None = None  # epoch seconds: traffic on the clone
-    error: str | None = None
-    # Every resource an update changed: {"phase", "resource", "op"}.
-    changed: list[dict[str, str]] = field(default_factory=list)
-    # Read-write mode: what the clone was given and where its database is archived.
-    lost_writes: dict[str, Any] | None = None
-    # Read-only mode: the clone's database changed although it was read-only (rule 9 of
-    # docs/design.md).
-    read_only_violation: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        result: dict[str, Any] = {
-            "outcome": self.outcome,
-            "stack": self.stack,
-            "action": self.action,
-            "from_version": self.from_version,
-            "to_version": self.to_version,
-            "mode": self.mode,
-            "phases": [{"name": p.name, "seconds": round(p.seconds, 2)} for p in self.phases],
-            "read_only_window_seconds": (
-                round(self.read_only_window_seconds, 2)
-                if self.read_only_window_seconds is not None
-                else None
-            ),
-            "traffic_on_clone": list(self.window) if self.window else None,
-            "changed": self.changed,
-        }
-        if self.lost_writes is not None:
-            result["lost_writes"] = self.lost_writes
-        if self.read_only_violation is not None:
-            result["read_only_violation"] = self.read_only_violation
-        if self.error:
-            result["error"] = self.error
-        if self.probe is not None:
-            result["probe"] = self.probe
-        return result
 
 
 class Driver:
@@ -200,8 +117,8 @@ class Driver:
         try:
             settings = StackSettings.from_config(config)
             check_operational_config(config)
-        except ValueError as exc:
-            raise BadInput(f"stack {self.stack_name!r}: {exc}") from None
+        except InvalidStackConfig as exc:
+            raise InvalidStackConfig(f"stack {self.stack_name!r}: {exc}") from None
         outputs = self.stack.outputs()
         applied = Phase(outputs.get("phase", Phase.IDLE))
         awaiting = (
@@ -262,7 +179,7 @@ class Driver:
         """Create the stack for the site its app spec describes (kept in its config) on
         `version`; a local stack given no spec runs the bundled sample site."""
         ops = ops_for(target)
-        if app_file is None and target == "local":
+        if app_file is None and target == LOCAL_TARGET:
             app_file = self.env.sample_app
         app = _read_app(app_file) if app_file is not None else None
         described = {appspec.CONFIG_KEY: app.to_config()} if app is not None else {}
@@ -480,7 +397,7 @@ class Driver:
         record = {**message, "phase": str(phase)}
         outcome = self.stack.up(
             policy_packs=self.env.policy_packs(),
-            message=HISTORY_PREFIX + json.dumps(record, sort_keys=True),
+            message=history_message(record),
         )
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")
@@ -520,134 +437,19 @@ class Driver:
         # A gate passed by this driver holds until the next update; one found in the stack
         # (after a restart) is checked again.
         if self._gate_passed != (src, dst):
-            self._gate(src, dst, settings, outputs, ops)
+            pass_gate(src, dst, settings, outputs, ops, self.stack.config(), self.say)
             self._gate_passed = (src, dst)
 
-    def _wait_switched(
-        self, ops: TargetOps, outputs: dict[str, Any], origin: Instance
-    ) -> datetime | None:
-        """A cloud front door: the switch to `origin` deployed everywhere, and when."""
-        return ops.wait_switched(outputs, origin, self.say) if ops.wait_switched else None
-
-    def _wait_drained(
-        self,
-        ops: TargetOps,
-        outputs: dict[str, Any],
-        origin: Instance,
-        switched: datetime | None,
-        hint: str,
-    ) -> None:
-        """Rules 2 and 5 of docs/design.md: no public request reaches `origin` any more, judged
-        by the target."""
-        if ops.wait_drained is not None and switched is not None:
-            ops.wait_drained(outputs, origin, self.say, switched)
-            return
-        waited = gates.wait_drained(
-            lambda: ops.in_flight(outputs, origin),
-            origin,
-            timeout=ops.timeouts.drained,
-            hint=hint,
-        )
-        self.say(f"gate: {origin} drained after {waited:.2f}s")
-
-    def _gate(
-        self,
-        src: Phase,
-        dst: Phase,
-        settings: StackSettings,
-        outputs: dict[str, Any],
-        ops: TargetOps,
-    ) -> None:
-        """The check that must pass before the stack moves from `src` to `dst`."""
-        target_version = settings.target_version or settings.current_version
-        primary_rw = DatabaseMode.READ_WRITE
-        # How long an app may take to answer as expected: the target's defaults (a cloud
-        # front door needs minutes), or the stack's `zdd:gateTimeoutSeconds`.
-        config = self.stack.config()
-        override = config.get("gateTimeoutSeconds")
-        # The site's health path and how long it may take to answer there: its app spec's, on
-        # every target (Azure's own probes use the same path).
-        health = appspec.health_of(config) or appspec.Health(timeout_seconds=ops.timeouts.healthy)
-        patience = float(override) if override else health.timeout_seconds
-        moving = float(override) if override else ops.timeouts.public_origin
-        if (src, dst) == (Phase.CLONE, Phase.CUTOVER):
-            mode = (
-                DatabaseMode.READ_WRITE
-                if settings.mode is Mode.READ_WRITE
-                else DatabaseMode.READ_ONLY
-            )
-            self.say("gate: clone healthy with the current version")
-            gates.wait_healthy(
-                outputs["clone_url"],
-                gates.Identity(settings.current_version, Instance.CLONE, mode),
-                what="the clone",
-                timeout=patience,
-                health_path=health.path,
-            )
-        elif (src, dst) == (Phase.CUTOVER, Phase.DEPLOY):
-            self.say("gate: public traffic on the clone, primary drained")
-            switched = self._wait_switched(ops, outputs, Instance.CLONE)
-            gates.wait_public_origin(
-                outputs["public_url"],
-                Instance.CLONE,
-                header=ops.served_by_header,
-                path=health.path,
-                timeout=moving,
-            )
-            self._wait_drained(ops, outputs, Instance.PRIMARY, switched, gates.DRAIN_HINT)
-        elif (src, dst) == (Phase.DEPLOY, Phase.RETURN):
-            self.say(f"gate: verify the new primary ({target_version}) at {outputs['preview_url']}")
-            gates.wait_healthy(
-                outputs["preview_url"],
-                gates.Identity(target_version, Instance.PRIMARY, primary_rw),
-                what=f"the primary on {target_version}",
-                timeout=patience,
-                health_path=health.path,
-            )
-        elif (src, dst) == (Phase.RETURN, Phase.IDLE):
-            self.say("gate: public traffic back on a healthy primary, clone drained")
-            switched = self._wait_switched(ops, outputs, Instance.PRIMARY)
-            gates.wait_public_origin(
-                outputs["public_url"],
-                Instance.PRIMARY,
-                header=ops.served_by_header,
-                path=health.path,
-                timeout=moving,
-            )
-            # Rule 5 of docs/design.md: the clone goes only once no request is still on its way.
-            self._wait_drained(
-                ops,
-                outputs,
-                Instance.CLONE,
-                switched,
-                "The primary holds the traffic; retry with `zdd resume`.",
-            )
-            gates.wait_healthy(
-                outputs["primary_url"],
-                gates.Identity(target_version, Instance.PRIMARY, primary_rw),
-                what="the primary",
-                timeout=patience,
-                health_path=health.path,
-            )
-        elif dst is Phase.IDLE and src in (Phase.CLONE, Phase.CUTOVER):
-            self.say("gate: the untouched primary is healthy before it gets the traffic back")
-            gates.wait_healthy(
-                outputs["primary_url"],
-                gates.Identity(settings.current_version, Instance.PRIMARY, primary_rw),
-                what="the primary",
-                timeout=patience,
-                health_path=health.path,
-            )
-
     # -- preview and history -------------------------------------------------------------
+
+    def history(self) -> list[dict[str, Any]]:
+        """Past deployments and recoveries, from the update messages kept with the stack."""
+        return read_history(self.stack)
 
     def check_move(self, phase: Phase) -> None:
         """Refuse a phase the stack cannot move to from the phase it last reached."""
         _config, state, _outputs, _ops = self._read()
-        try:
-            check_transition(state.applied, phase)
-        except IllegalTransition as exc:
-            raise RefusedTransition(str(exc)) from None
+        check_transition(state.applied, phase)
 
     def preview(self, change: ConfigChange) -> dict[str, Any]:
         """`pulumi preview --diff` of the stack as `change` would configure it; changes nothing.
@@ -681,29 +483,6 @@ class Driver:
             "diff": result.stdout,
         }
 
-    def history(self) -> list[dict[str, Any]]:
-        """Past deployments and recoveries, from the update messages kept with the stack."""
-        entries = []
-        for update in self.stack.history():
-            message = update.message or ""
-            if update.kind != "update" or not message.startswith(HISTORY_PREFIX):
-                continue
-            record = json.loads(message.removeprefix(HISTORY_PREFIX))
-            seconds = (
-                (update.end_time - update.start_time).total_seconds()
-                if update.end_time and update.start_time
-                else None
-            )
-            entries.append(
-                {
-                    **record,
-                    "result": update.result,
-                    "started": update.start_time.isoformat() if update.start_time else None,
-                    "seconds": seconds,
-                }
-            )
-        return group_history(entries)
-
 
 def _read_app(path: Path) -> AppSpec:
     try:
@@ -714,35 +493,3 @@ def _read_app(path: Path) -> AppSpec:
         return appspec.parse_file_text(text, str(path.resolve().parent))
     except appspec.InvalidAppSpec as exc:
         raise BadInput(f"{path}: {exc}") from None
-
-
-def group_history(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Group per-phase updates (newest first, as Pulumi lists them) into deployments."""
-    deployments: dict[str, dict[str, Any]] = {}
-    for update in reversed(updates):
-        key = update.get("deployment") or f"{update['action']}@{update['started']}"
-        entry = deployments.setdefault(
-            key,
-            {
-                "deployment": update.get("deployment"),
-                "actions": [],
-                "from_version": update.get("from"),
-                "to_version": update.get("to"),
-                "started": update["started"],
-                "phases": [],
-                "outcome": "in-progress",
-            },
-        )
-        if update["action"] not in entry["actions"]:
-            entry["actions"].append(update["action"])
-        entry["to_version"] = update.get("to")
-        entry["phases"].append({"name": update["phase"], "seconds": update["seconds"]})
-        if update.get("read_only_violation"):
-            entry["read_only_violation"] = update["read_only_violation"]
-        if update["result"] != "succeeded":
-            entry["outcome"] = "failed"
-        elif update["phase"] == Phase.IDLE:
-            entry["outcome"] = "aborted" if "abort" in entry["actions"] else "succeeded"
-        else:
-            entry["outcome"] = "in-progress"
-    return list(reversed(deployments.values()))

@@ -8,12 +8,14 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from zdd.appspec import DEFAULT_HEALTH_PATH
 from zdd.errors import GateFailed
+from zdd.phases import DatabaseMode, Instance, Phase
 
 POLL_SECONDS = 0.1
 # The header the sites set on every answer naming their instance; a front door of the
@@ -189,3 +191,99 @@ def components(outputs: Mapping[str, Any]) -> dict[str, Health]:
         for name, key in COMPONENT_URLS.items()
         if outputs.get(key)
     }
+
+
+# -- which check runs between which phases ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateContext:
+    """What the checks between two phases need, bound by the driver to the stack and its
+    target, so that the table below never needs to know which cloud it is on."""
+
+    outputs: Mapping[str, Any]
+    current_version: str
+    target_version: str
+    # The database mode the clone was given (the primary is always read-write).
+    clone_mode: DatabaseMode
+    health_path: str
+    # How long an app may take to answer as expected, and the public origin to move.
+    healthy_within: float
+    moved_within: float
+    served_by_header: str
+    say: Callable[[str], None]
+    # A cloud front door: when the switch to an origin was deployed everywhere (None locally).
+    wait_switched: Callable[[Instance], datetime | None]
+    # Rules 2 and 5 of docs/design.md: no public request reaches the origin any more.
+    wait_drained: Callable[[Instance, datetime | None, str], None]
+
+
+def _healthy(context: GateContext, url_key: str, identity: Identity, what: str) -> None:
+    wait_healthy(
+        context.outputs[url_key],
+        identity,
+        what=what,
+        timeout=context.healthy_within,
+        health_path=context.health_path,
+    )
+
+
+def _public_on(context: GateContext, origin: Instance) -> datetime | None:
+    switched = context.wait_switched(origin)
+    wait_public_origin(
+        context.outputs["public_url"],
+        origin,
+        header=context.served_by_header,
+        path=context.health_path,
+        timeout=context.moved_within,
+    )
+    return switched
+
+
+def clone_healthy(context: GateContext) -> None:
+    context.say("gate: clone healthy with the current version")
+    identity = Identity(context.current_version, Instance.CLONE, context.clone_mode)
+    _healthy(context, "clone_url", identity, "the clone")
+
+
+def traffic_on_clone(context: GateContext) -> None:
+    context.say("gate: public traffic on the clone, primary drained")
+    switched = _public_on(context, Instance.CLONE)
+    context.wait_drained(Instance.PRIMARY, switched, DRAIN_HINT)
+
+
+def new_primary_verified(context: GateContext) -> None:
+    version, url = context.target_version, context.outputs["preview_url"]
+    context.say(f"gate: verify the new primary ({version}) at {url}")
+    identity = Identity(version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
+    _healthy(context, "preview_url", identity, f"the primary on {version}")
+
+
+def traffic_back_on_primary(context: GateContext) -> None:
+    context.say("gate: public traffic back on a healthy primary, clone drained")
+    switched = _public_on(context, Instance.PRIMARY)
+    # Rule 5 of docs/design.md: the clone goes only once no request is still on its way.
+    context.wait_drained(
+        Instance.CLONE, switched, "The primary holds the traffic; retry with `zdd resume`."
+    )
+    identity = Identity(context.target_version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
+    _healthy(context, "primary_url", identity, "the primary")
+
+
+def untouched_primary_healthy(context: GateContext) -> None:
+    context.say("gate: the untouched primary is healthy before it gets the traffic back")
+    identity = Identity(context.current_version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
+    _healthy(context, "primary_url", identity, "the primary")
+
+
+# The check that must pass before the stack moves from the first phase to the second; a move
+# not in the table (a re-run, `idle` to `clone`) has none.
+GATES: dict[tuple[Phase, Phase], Callable[[GateContext], None]] = {
+    (Phase.CLONE, Phase.CUTOVER): clone_healthy,
+    (Phase.CUTOVER, Phase.DEPLOY): traffic_on_clone,
+    (Phase.DEPLOY, Phase.RETURN): new_primary_verified,
+    (Phase.RETURN, Phase.IDLE): traffic_back_on_primary,
+    # An abort: the primary was never touched.
+    (Phase.CLONE, Phase.IDLE): untouched_primary_healthy,
+    (Phase.CUTOVER, Phase.IDLE): untouched_primary_healthy,
+}

@@ -15,6 +15,7 @@ from zdd.archive import clone_writes
 from zdd.environment import Environment, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import SERVED_BY_HEADER, Mode
+from zdd.registry import LOCAL_TARGET
 from zdd.sqlite_files import content_digest
 from zdd.targets import TargetOps, app_spec
 
@@ -96,7 +97,7 @@ def _forget(env: Environment, stack: str) -> None:
 
 
 LOCAL = TargetOps(
-    "local",
+    LOCAL_TARGET,
     _resolve,
     _initial_config,
     _in_flight,

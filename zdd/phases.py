@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from zdd.errors import BadInput, RefusedTransition
+
 
 class Phase(StrEnum):
     IDLE = "idle"
@@ -75,11 +77,11 @@ _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RESTORE_POINT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$")
 
 
-class InvalidStackConfig(ValueError):
+class InvalidStackConfig(BadInput, ValueError):
     """The stack's `zdd:*` configuration does not describe a legal state."""
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(RefusedTransition, ValueError):
     """A move between phases that the design forbids; nothing was changed."""
 
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-DEFAULT_TARGET = "local"
+from zdd.errors import BadInput
+
+# This machine: real processes, SQLite and HAProxy; the only target with a default passphrase.
+LOCAL_TARGET = "local"
+DEFAULT_TARGET = LOCAL_TARGET
 
 
-class UnknownTarget(ValueError):
+class UnknownTarget(BadInput, ValueError):
     """A `zdd:target` that names no registered target."""
 
 
@@ -26,7 +30,7 @@ class TargetEntry:
 
 
 TARGETS: dict[str, TargetEntry] = {
-    "local": TargetEntry("infra.local.target:local_target", "zdd.local:LOCAL"),
+    LOCAL_TARGET: TargetEntry("infra.local.target:local_target", "zdd.local:LOCAL"),
     "azure": TargetEntry("infra.azure.target:azure_target", "zdd.azure:AZURE"),
 }
 

@@ -78,10 +78,7 @@ def check_version(
 
 def app_spec(config: Mapping[str, str]) -> AppSpec:
     """The stack's app spec (`zdd:app`); a stack without one cannot run a site."""
-    try:
-        spec = appspec.from_config(config)
-    except appspec.InvalidAppSpec as exc:
-        raise BadInput(str(exc)) from None
+    spec = appspec.from_config(config)
     if spec is None:
         raise BadInput(
             f"the stack has no app spec (zdd:{appspec.CONFIG_KEY}); create it with "
@@ -92,10 +89,7 @@ def app_spec(config: Mapping[str, str]) -> AppSpec:
 
 def ops_for(name: str) -> TargetOps:
     """The operations of the target a stack names in `zdd:target`."""
-    try:
-        ops = registry.load(registry.entry(name).operations)
-    except registry.UnknownTarget as exc:
-        raise BadInput(str(exc)) from None
+    ops = registry.load(registry.entry(name).operations)
     if not isinstance(ops, TargetOps):
         raise TypeError(f"the registry's operations for target {name!r} are not a TargetOps")
     return ops

@@ -32,9 +32,9 @@ from zdd.actions import Action
 from zdd.bench.load import say
 from zdd.bench.metrics import rounded
 from zdd.bench.stacks import TO_VERSION, BenchSite, fresh_stack
-from zdd.driver import DeployResult
 from zdd.environment import Environment
 from zdd.phases import Mode, Phase
+from zdd.results import DeployResult
 
 ROUNDS = int(os.environ.get("BENCH_SIDE_BY_SIDE_ROUNDS", "3"))
 ALLOWANCE_SECONDS = 0.3

@@ -19,9 +19,9 @@ from zdd.bench.load import Measured, measure, say, step
 from zdd.bench.metrics import probe_figures, rounded
 from zdd.bench.stacks import TO_VERSION, BenchSite
 from zdd.chart import PhaseSpan
-from zdd.driver import DeployResult
 from zdd.phases import DatabaseMode, Instance, Mode
 from zdd.probe import LoadProbe
+from zdd.results import DeployResult
 
 # A clone phase that takes this long is stuck; see `Smooth._watch_clone`.
 CLONE_STALL_SECONDS = 30.0

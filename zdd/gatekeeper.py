@@ -1,0 +1,68 @@
+"""Binds the table of gates (`zdd.gates.GATES`) to a stack: its settings, its last outputs,
+its target's operations and timeouts, so that the checks never need to know the cloud."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from zdd import appspec, gates
+from zdd.phases import DatabaseMode, Instance, Mode, Phase, StackSettings
+from zdd.targets import TargetOps
+
+
+def pass_gate(
+    src: Phase,
+    dst: Phase,
+    settings: StackSettings,
+    outputs: Mapping[str, Any],
+    ops: TargetOps,
+    config: Mapping[str, str],
+    say: Callable[[str], None],
+) -> None:
+    """The check of `gates.GATES` that must pass before the stack moves from `src` to `dst`
+    (raises `GateFailed`); a move the table does not name has none."""
+    gate = gates.GATES.get((src, dst))
+    if gate is None:
+        return
+
+    def wait_switched(origin: Instance) -> datetime | None:
+        """A cloud front door: the switch to `origin` deployed everywhere, and when."""
+        return ops.wait_switched(outputs, origin, say) if ops.wait_switched else None
+
+    def wait_drained(origin: Instance, switched: datetime | None, hint: str) -> None:
+        """Rules 2 and 5 of docs/design.md: no public request reaches `origin` any more,
+        judged by the target."""
+        if ops.wait_drained is not None and switched is not None:
+            ops.wait_drained(outputs, origin, say, switched)
+            return
+        waited = gates.wait_drained(
+            lambda: ops.in_flight(outputs, origin),
+            origin,
+            timeout=ops.timeouts.drained,
+            hint=hint,
+        )
+        say(f"gate: {origin} drained after {waited:.2f}s")
+
+    # How long an app may take to answer as expected: the site's app spec (on every target:
+    # Azure's own probes use the same path), the target's defaults (a cloud front door needs
+    # minutes), or the stack's `zdd:gateTimeoutSeconds` over both.
+    override = config.get("gateTimeoutSeconds")
+    health = appspec.health_of(config) or appspec.Health(timeout_seconds=ops.timeouts.healthy)
+    read_write = settings.mode is Mode.READ_WRITE
+    gate(
+        gates.GateContext(
+            outputs=outputs,
+            current_version=settings.current_version,
+            target_version=settings.target_version or settings.current_version,
+            clone_mode=DatabaseMode.READ_WRITE if read_write else DatabaseMode.READ_ONLY,
+            health_path=health.path,
+            healthy_within=float(override) if override else health.timeout_seconds,
+            moved_within=float(override) if override else ops.timeouts.public_origin,
+            served_by_header=ops.served_by_header,
+            say=say,
+            wait_switched=wait_switched,
+            wait_drained=wait_drained,
+        )
+    )

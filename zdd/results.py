@@ -1,0 +1,87 @@
+"""What the driver reports: a stack's status and an action's result, as a caller reads them
+(`as_json()` is what `zdd ... --json` prints)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PhaseTiming:
+    name: str
+    seconds: float
+    started_at: float = 0.0  # epoch seconds
+
+
+@dataclass
+class Status:
+    stack: str
+    target: str
+    phase: str
+    applied_phase: str | None
+    state: str
+    current_version: str
+    target_version: str | None
+    traffic: str
+    mode: str
+    deployment_in_progress: bool
+    read_only_window_seconds: float | None
+    public_url: str | None
+    preview_url: str | None
+    restore_point: str | None
+    database_generation: int
+    # Each component of the last update: {"url", "listening", "answering"}.
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class DeployResult:
+    outcome: str
+    stack: str
+    action: str
+    from_version: str
+    to_version: str
+    mode: str
+    phases: list[PhaseTiming] = field(default_factory=list)
+    read_only_window_seconds: float | None = None
+    probe: dict[str, Any] | None = None
+    window: tuple[float, float] | None = None  # epoch seconds: traffic on the clone
+    error: str | None = None
+    # Every resource an update changed: {"phase", "resource", "op"}.
+    changed: list[dict[str, str]] = field(default_factory=list)
+    # Read-write mode: what the clone was given and where its database is archived.
+    lost_writes: dict[str, Any] | None = None
+    # Read-only mode: the clone's database changed although it was read-only (rule 9 of
+    # docs/design.md).
+    read_only_violation: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "outcome": self.outcome,
+            "stack": self.stack,
+            "action": self.action,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "mode": self.mode,
+            "phases": [{"name": p.name, "seconds": round(p.seconds, 2)} for p in self.phases],
+            "read_only_window_seconds": (
+                round(self.read_only_window_seconds, 2)
+                if self.read_only_window_seconds is not None
+                else None
+            ),
+            "traffic_on_clone": list(self.window) if self.window else None,
+            "changed": self.changed,
+        }
+        if self.lost_writes is not None:
+            result["lost_writes"] = self.lost_writes
+        if self.read_only_violation is not None:
+            result["read_only_violation"] = self.read_only_violation
+        if self.error:
+            result["error"] = self.error
+        if self.probe is not None:
+            result["probe"] = self.probe
+        return result
