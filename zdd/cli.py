@@ -23,7 +23,7 @@ from zdd.driver import Driver
 from zdd.environment import Environment
 from zdd.errors import BadInput, ZddError, exit_codes_text
 from zdd.phases import Mode
-from zdd.registry import DEFAULT_TARGET
+from zdd.registry import DEFAULT_TARGET, TARGETS
 from zdd.results import DeployResult
 from zdd.stack import Stack
 
@@ -37,6 +37,7 @@ err = Console(stderr=True, highlight=False)
 # Marks a stack `zdd demo` made, which a later demo may replace without asking.
 MADE_BY_KEY = "madeBy"
 T = TypeVar("T")
+TARGET_HELP = f"Where the site runs: {', '.join(TARGETS)} ({DEFAULT_TARGET} is this machine)."
 
 StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -110,7 +111,7 @@ def _confirm(yes: bool, as_json: bool, question: str) -> None:
 def init(
     stack: StackOpt,
     version: Annotated[str, typer.Option(help="Version the site starts on, e.g. v1.")],
-    target: Annotated[str, typer.Option(help="local (this machine) or azure.")] = DEFAULT_TARGET,
+    target: Annotated[str, typer.Option(help=TARGET_HELP)] = DEFAULT_TARGET,
     app_file: Annotated[
         Path | None,
         typer.Option(
