@@ -161,13 +161,17 @@ def _act(
         _emit(shown, as_json, lambda: _print_preview(shown))
         return
     load = Probe(probe_rate, Path(chart) if chart else None) if probe else None
+
+    def confirm() -> None:
+        _confirm(yes, as_json, f"{action} on stack {stack}?")
+
+    _report(smooth, as_json, lambda: smooth.act(action, request, probe=load, confirm=confirm))
+
+
+def _report(smooth: SmoothStack, as_json: bool, drive: Callable[[], DeployResult]) -> None:
+    """Carry out an action and print its result; a failure still prints what was done."""
     try:
-        result = smooth.act(
-            action,
-            request,
-            probe=load,
-            confirm=lambda: _confirm(yes, as_json, f"{action} on stack {stack}?"),
-        )
+        result = drive()
     except ZddError as exc:
         _fail(exc, as_json, smooth.last_result)
     _emit(result.as_json(), as_json, lambda: _print_result(result.as_json()))
@@ -289,11 +293,7 @@ def resume(
     """Continue an interrupted deployment or recovery from the stack's config and outputs; a
     component that died (front door, primary, clone) is brought back first, in any phase."""
     smooth = _open(stack, as_json)
-    try:
-        result = smooth.resume(probe=Probe(probe_rate) if probe else None)
-    except ZddError as exc:
-        _fail(exc, as_json, smooth.last_result)
-    _emit(result.as_json(), as_json, lambda: _print_result(result.as_json()))
+    _report(smooth, as_json, lambda: smooth.resume(probe=Probe(probe_rate) if probe else None))
 
 
 @app.command()
