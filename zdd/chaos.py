@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zdd import processes
-from zdd.environment import Environment, find_project_root
+from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment, find_project_root
 from zdd.probe import LoadProbe, ProbeTarget, Sample
 
 VICTIMS = ("front door", "primary", "clone", "provider plugin", "cli", "driver")
@@ -216,7 +216,7 @@ def run_one(
     stack = f"chaos-{uuid.uuid4().hex[:8]}"
     run = ChaosRun(number, victim=rng.choice(victims))
     started = time.monotonic()
-    code, status = zdd("init", "-s", stack, "--version", "v1")
+    code, status = zdd("init", "-s", stack, "--version", SAMPLE_FROM_VERSION)
     if code != 0:
         run.outcome = f"init failed: {status.get('error', '')[:80]}"
         return run
@@ -228,7 +228,9 @@ def run_one(
     back_wall: float | None = None
     try:
         run.log = str(env.state_root / "chaos" / f"run-{number}.log")
-        driver = zdd.start("deploy", "-s", stack, "--version", "v2", "--yes", log=Path(run.log))
+        driver = zdd.start(
+            "deploy", "-s", stack, "--version", SAMPLE_TO_VERSION, "--yes", log=Path(run.log)
+        )
         # The kill falls in the deployment proper: after its action is recorded in the config
         # (the policy check before it changes nothing), anywhere in its next 10 seconds.
         while _configured_phase(env, stack) == "idle" and driver.poll() is None:

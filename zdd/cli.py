@@ -20,7 +20,7 @@ from rich.table import Table
 from zdd.actions import Action
 from zdd.api import ActionRequest, Probe, SmoothStack, engine_environment, init_stack, open_stack
 from zdd.driver import Driver
-from zdd.environment import Environment
+from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment
 from zdd.errors import BadInput, ZddError, exit_codes_text
 from zdd.phases import Mode
 from zdd.registry import DEFAULT_TARGET, TARGETS
@@ -368,9 +368,9 @@ def demo(
         _run(as_json, previous.destroy)
     driver = Driver(env, stack, _say)
     try:
-        _run(as_json, lambda: driver.init(DEFAULT_TARGET, "v1"))
+        _run(as_json, lambda: driver.init(DEFAULT_TARGET, SAMPLE_FROM_VERSION))
         driver.stack.set_config({MADE_BY_KEY: "demo"})
-        _act(stack, Action.DEPLOY, as_json=as_json, version="v2", probe=True,
+        _act(stack, Action.DEPLOY, as_json=as_json, version=SAMPLE_TO_VERSION, probe=True,
              probe_rate=probe_rate, chart=chart)  # fmt: skip
     finally:
         if keep:

@@ -43,6 +43,11 @@ def find_project_root(start: Path | None = None) -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+# The bundled sample site's two releases: what `zdd demo`, `make chaos` and `make bench` ship
+# (v1 -> v2, with a schema migration between them).
+SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION = "v1", "v2"
+
+
 @dataclass(frozen=True)
 class Environment:
     root: Path

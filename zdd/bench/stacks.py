@@ -13,13 +13,13 @@ from zdd.appspec import AppSpec
 from zdd.bench.engine import TimedStack
 from zdd.bench.load import say
 from zdd.driver import Driver
-from zdd.environment import Environment
+from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment
 from zdd.phases import DatabaseMode, Instance
 from zdd.probe import ProbeTarget
 from zdd.stack import Stack
 from zdd.targets import ops_for
 
-FROM_VERSION, TO_VERSION = "v1", "v2"
+FROM_VERSION, TO_VERSION = SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION
 TARGET = "local"
 
 
