@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePath
 
 from policies.model import Resource, StackConfig, TargetChecks, Violation, clone_mode_problems
+from zdd.sqlite_files import restore_point_file_name
 
 # The local target's resources (dynamic resources; see infra/local/components.py).
 PRIMARY_DB_FILE = "primary-db-file"
@@ -28,11 +29,6 @@ def _is_local_site(resource: Resource) -> bool:
 
 def _is_local_front_door(resource: Resource) -> bool:
     return resource.is_dynamic and "active" in resource.props and "origins" in resource.props
-
-
-def restore_file_name(restore_point: str) -> str:
-    """The local restore point's file name (infra/local/components.py restore_point_path)."""
-    return f"restore-{restore_point.replace(':', '')}.sqlite"
 
 
 # -- the clone runs ReadOnly unless the stack acknowledges data loss ---------------------------
@@ -89,7 +85,7 @@ def check_primary_database_protected(resource: Resource, config: StackConfig) ->
                 "the primary database is only made by a rollback with database, from its "
                 "restore point"
             )
-        elif restored_from is not None and PurePath(str(source)).name != restore_file_name(
+        elif restored_from is not None and PurePath(str(source)).name != restore_point_file_name(
             restored_from
         ):
             problems.append(

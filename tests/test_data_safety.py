@@ -278,3 +278,38 @@ def test_a_front_door_that_died_is_shown_and_brought_back(
     after = zdd("status", "-s", name, "--json").json()
     assert after["phase"] == "idle" and after["current_version"] == "v2"
     assert all(c["answering"] for c in after["components"].values())
+
+
+def test_a_restore_point_changed_since_it_was_taken_is_never_restored(
+    local_stack: Make, zdd: Callable[..., Result], pulumi: Callable[..., Result]
+) -> None:
+    stack = local_stack("v1")
+    name, public = stack["stack"], stack["public_url"]
+    real = ["kept-1", "kept-2"]
+    assert [write(public, title) for title in real] == [201, 201]
+    paused = zdd("deploy", "-s", name, "--version", "v2", "--wait-for-approval", "--yes", "--json")
+    assert paused.code == 0, paused.stderr
+    backup = Path(resource_outputs(pulumi, name, "primary-db-restore-point")["backup_path"])
+    config = ROOT / "stacks" / f"Pulumi.{name}.yaml"
+    before = config.read_text()
+
+    # Changed on disk after it was taken: still a valid database, one row short.
+    with sqlite3.connect(backup) as changed:
+        changed.execute("DELETE FROM articles WHERE title = 'kept-1'")
+    refused = zdd("rollback", "-s", name, "--with-database", "--json")
+    assert refused.code == 3, refused.stderr
+    error = refused.json()["error"]
+    assert "no longer holds what it held when it was taken" in error and "--code-only" in error
+    # Gone altogether.
+    backup.unlink()
+    gone = zdd("rollback", "-s", name, "--with-database", "--json")
+    assert gone.code == 3 and "is gone" in gone.json()["error"], gone.stderr
+    assert config.read_text() == before
+    assert set(real) <= set(titles(public))
+
+    # The rows are still the primary's: the deployment goes on with them.
+    done = zdd("complete", "-s", name, "--json")
+    assert done.code == 0, done.stderr
+    assert set(real) <= set(titles(public))
+    status = zdd("status", "-s", name, "--json").json()
+    assert (status["phase"], status["current_version"]) == ("idle", "v2")

@@ -46,6 +46,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -182,6 +183,18 @@ class AppSpec:
         if self.digest:
             document["digest"] = list(self.digest)
         return json.dumps(document, sort_keys=True)
+
+
+def read_file(path: Path) -> AppSpec:
+    """The app spec in the file at `path` (`zdd init --app`)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidAppSpec(f"cannot read the app spec {path}: {exc.strerror}") from None
+    try:
+        return parse_file_text(text, str(path.resolve().parent))
+    except InvalidAppSpec as exc:
+        raise InvalidAppSpec(f"{path}: {exc}") from None
 
 
 def parse_file_text(text: str, folder: str) -> AppSpec:

@@ -33,7 +33,6 @@ from zdd.actions import (
     next_step,
     plan,
 )
-from zdd.appspec import AppSpec
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, StackBusy
 from zdd.gatekeeper import pass_gate
@@ -181,7 +180,7 @@ class Driver:
         ops = ops_for(target)
         if app_file is None and target == LOCAL_TARGET:
             app_file = self.env.sample_app
-        app = _read_app(app_file) if app_file is not None else None
+        app = appspec.read_file(app_file) if app_file is not None else None
         described = {appspec.CONFIG_KEY: app.to_config()} if app is not None else {}
         check_version(version, ops, described)
         ops.check_ready()
@@ -246,6 +245,8 @@ class Driver:
             raise RefusedTransition(
                 f"{action} refused on stack {self.stack_name!r}: {exc}"
             ) from None
+        if action is Action.ROLLBACK_DATABASE:
+            self._check_restore_point(state, ops)
         if action is Action.DEPLOY:
             change["deploymentId"] = uuid.uuid4().hex[:12]
         settings = state.settings
@@ -264,6 +265,20 @@ class Driver:
                 self.preview(change)
             self.stack.set_config(change)
         return result, change
+
+    def _check_restore_point(self, state: StackState, ops: TargetOps) -> None:
+        """A restore point that changed or went since it was taken is never restored: the
+        primary would get other data than the user had (issue 10)."""
+        taken = state.proven_restore_point
+        if taken is None or ops.restore_point_problem is None:
+            return
+        problem = ops.restore_point_problem(self.env, self.stack_name, taken)
+        if problem:
+            raise RefusedTransition(
+                f"{Action.ROLLBACK_DATABASE} refused on stack {self.stack_name!r}: restore point "
+                f"{taken.id}: {problem}; nothing was changed. `zdd rollback --code-only` keeps "
+                "the primary's database as it is"
+            )
 
     def run(self, result: DeployResult, on_failure: Action | None = None) -> DeployResult:
         """Take every remaining step until the stack is idle again or awaits approval.
@@ -482,14 +497,3 @@ class Driver:
             "would_change": [{"resource": name, "op": op} for name, op in changed],
             "diff": result.stdout,
         }
-
-
-def _read_app(path: Path) -> AppSpec:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadInput(f"cannot read the app spec {path}: {exc.strerror}") from None
-    try:
-        return appspec.parse_file_text(text, str(path.resolve().parent))
-    except appspec.InvalidAppSpec as exc:
-        raise BadInput(f"{path}: {exc}") from None

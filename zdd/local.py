@@ -5,18 +5,20 @@ from __future__ import annotations
 import random
 import shutil
 import socket
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from infra.local.haproxy import AdminSocket, FrontDoorError
 from zdd import appspec, processes
+from zdd.actions import RestorePointTaken
 from zdd.archive import clone_writes
 from zdd.environment import Environment, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import SERVED_BY_HEADER, Mode
 from zdd.registry import LOCAL_TARGET
-from zdd.sqlite_files import content_digest
+from zdd.sqlite_files import content_digest, restore_point_file_name
 from zdd.targets import TargetOps, app_spec
 
 
@@ -96,6 +98,19 @@ def _forget(env: Environment, stack: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def _restore_point_problem(env: Environment, stack: str, taken: RestorePointTaken) -> str | None:
+    path = env.stack_dir(stack) / restore_point_file_name(taken.id)
+    if not path.is_file():
+        return f"its file {path} is gone"
+    try:
+        digest = content_digest(path)
+    except sqlite3.DatabaseError as exc:
+        return f"its file {path} is no longer a readable database ({exc})"
+    if digest != taken.digest:
+        return f"its file {path} no longer holds what it held when it was taken (content digest)"
+    return None
+
+
 LOCAL = TargetOps(
     LOCAL_TARGET,
     _resolve,
@@ -103,6 +118,7 @@ LOCAL = TargetOps(
     _in_flight,
     clone_writes=clone_writes,
     read_only_violation=_read_only_violation,
+    restore_point_problem=_restore_point_problem,
     served_by_header=SERVED_BY_HEADER,
     forget=_forget,
 )

@@ -25,6 +25,11 @@ def online_backup(source: Path, destination: Path) -> None:
     partial.replace(destination)
 
 
+def restore_point_file_name(restore_point: str) -> str:
+    """The file a local restore point is kept as, in its stack's folder."""
+    return f"restore-{restore_point.replace(':', '')}.sqlite"
+
+
 def baseline_path(path: Path) -> Path:
     """Where a read-write clone's database keeps the copy it started from."""
     return path.with_name(f"{path.stem}.baseline.sqlite")

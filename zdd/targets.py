@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from zdd import appspec, registry
+from zdd.actions import RestorePointTaken
 from zdd.appspec import AppSpec
 from zdd.archive import LostWrites
 from zdd.environment import Environment
@@ -53,6 +54,10 @@ class TargetOps:
     wait_drained: (
         Callable[[Mapping[str, Any], str, Callable[[str], None], datetime], None] | None
     ) = None
+    # Before a rollback with database: what is wrong with the proven restore point now (it
+    # changed or went since it was taken), in words; None when it still holds what was recorded.
+    # Absent: the target cannot read a restore point before it restores it.
+    restore_point_problem: Callable[[Environment, str, RestorePointTaken], str | None] | None = None
     # A restore point id taken on the target's own clock (default: `next_step`'s).
     take_restore_point: Callable[[], str] | None = None
     # After `pulumi destroy`: removes what the stack had outside its resources (locally its

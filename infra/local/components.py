@@ -14,6 +14,7 @@ from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs
 from infra.local import providers
 from zdd.appspec import AppSpec, Placement
 from zdd.phases import RESTORE_POINT_SUFFIX, DatabaseMode, Instance
+from zdd.sqlite_files import restore_point_file_name
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class LocalSettings:
 
 
 def restore_point_path(settings: LocalSettings, restore_point: str) -> Path:
-    return settings.state_dir / f"restore-{restore_point.replace(':', '')}.sqlite"
+    return settings.state_dir / restore_point_file_name(restore_point)
 
 
 class _Dynamic(Resource):
