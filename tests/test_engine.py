@@ -114,6 +114,11 @@ def test_a_config_change_is_written_whole_or_not_at_all(
             "zdd:phase": "idle",
             "zdd:currentVersion": "v2",
         }
+        # A second object on the same stack (two handles in one CI script) sees each write.
+        other = Stack.select(Environment(ROOT), stack.name)
+        assert other.config()["phase"] == "idle"
+        stack.set_config({"phase": "clone", "targetVersion": "v3"})
+        assert (other.config()["phase"], other.config()["targetVersion"]) == ("clone", "v3")
     finally:
         stack.remove()
         stack.config_file.unlink(missing_ok=True)

@@ -216,6 +216,9 @@ class Stack:
         # Each CLI call costs the better part of a second; what this wrapper wrote or the last
         # update returned is known without asking again.
         self._config: dict[str, str] | None = None
+        # The config file as `_config` was read from it: another writer (a second driver object,
+        # `pulumi config set` by hand) replaces the file, and the next read sees it.
+        self._config_read_from: tuple[int, int, int] | None = None
         self._outputs: dict[str, Any] | None = None
 
     @classmethod
@@ -278,7 +281,13 @@ class Stack:
         """The plain `zdd:*` config, keys without the namespace, read from the stack's config
         file (no CLI process). Secrets stay encrypted and are left out: the driver never needs
         them; structured values come back as JSON, as the CLI gives them."""
-        if self._config is None:
+        try:
+            found = self.config_file.stat()
+            read_from = (found.st_ino, found.st_mtime_ns, found.st_size)
+        except FileNotFoundError:
+            read_from = None
+        if self._config is None or read_from != self._config_read_from:
+            self._config_read_from = read_from
             prefix = f"{NAMESPACE}:"
             values = self._config_document().get("config") or {}
             self._config = {
