@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,13 +43,8 @@ def _free_port_block(registry: Path, size: int = 3, attempts: int = 200) -> int:
     bases = processes.server_ports(step=10)
     for _ in range(attempts):
         base = random.choice(bases)
-        if any((registry / str(base + offset)).exists() for offset in range(size)):
-            continue
-        try:
-            for offset in range(size):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", base + offset))
-        except OSError:
+        ports = range(base, base + size)
+        if any((registry / str(port)).exists() or processes.port_in_use(port) for port in ports):
             continue
         return base
     raise BadInput("found no block of free local ports; set zdd:basePort yourself")
