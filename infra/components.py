@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import pulumi
 
-from zdd.phases import Instance, SiteDeclaration
+from zdd.phases import DEFAULT_HOLD_WRITES_SECONDS, EdgeWrites, Instance, SiteDeclaration
 
 
 class DatabaseLike(Protocol):
@@ -48,6 +48,11 @@ class DatabaseArgs:
     restored_from: str | None = None
     # A read-write clone's database keeps a baseline of the copy (what the clone started from).
     keep_baseline: bool = False
+    # A read-only clone's database refuses writes in the database itself (rule 9).
+    read_only: bool = False
+    # The copy waits until the front door holds new writes and those in flight are answered,
+    # so it holds every write acknowledged before the clone takes the traffic (rule 11).
+    hold_writes_for_copy: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,5 +66,9 @@ class FrontDoorArgs:
     origins: dict[Instance, SiteLike]
     # The origin that takes public traffic; exactly one at a time.
     traffic: Instance
-    # Writes are refused at the edge: a read-only clone may be serving (rule 9 of docs/design.md).
+    # What an edge that switches at once and can hold requests does with a write (rule 11).
+    writes: EdgeWrites = EdgeWrites.PASS
+    hold_seconds: float = DEFAULT_HOLD_WRITES_SECONDS
+    # For an edge that can neither hold a write nor switch at once (a global CDN): writes are
+    # refused for as long as a read-only clone exists (rules 9 and 11 of docs/design.md).
     refuse_writes: bool = False

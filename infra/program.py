@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 
 from infra.components import DatabaseArgs, DatabaseLike, FrontDoorArgs, SiteArgs, SiteLike
-from zdd.phases import DatabaseMode, Declaration, Instance, Phase
+from zdd.phases import DatabaseMode, Declaration, Instance
 
 
 @dataclass(frozen=True)
@@ -59,21 +59,26 @@ def build(
                 copy_of=primary_database,
                 # A clone that takes writes keeps its starting point, to report what it was given.
                 keep_baseline=declaration.clone.database_mode is DatabaseMode.READ_WRITE,
+                read_only=declaration.clone.database_mode is DatabaseMode.READ_ONLY,
+                hold_writes_for_copy=declaration.clone.database_mode is DatabaseMode.READ_ONLY,
             ),
             opts,
         )
         clone = target.site("clone", SiteArgs(declaration.clone, clone_database), opts)
         origins[Instance.CLONE] = clone
+    read_only_clone = (
+        declaration.clone is not None and declaration.clone.database_mode is DatabaseMode.READ_ONLY
+    )
     front_door = target.front_door(
         "front-door",
         FrontDoorArgs(
             origins=origins,
             traffic=declaration.traffic,
-            # From the switch to the clone until the clone is gone (some Front Door edges still
-            # send visitors to it while `return` propagates).
-            refuse_writes=declaration.clone is not None
-            and declaration.clone.database_mode is DatabaseMode.READ_ONLY
-            and declaration.phase in (Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN),
+            writes=declaration.edge_writes,
+            hold_seconds=declaration.hold_writes_seconds,
+            # From the clone's copy until the clone is gone: some Front Door edges still send
+            # visitors to it while `return` propagates.
+            refuse_writes=read_only_clone,
         ),
         opts,
     )

@@ -26,6 +26,8 @@ VERSIONS: dict[str, SiteVersion] = {
     for v in (
         SiteVersion("v1", schema_revision="0001", text_column="body"),
         SiteVersion("v2", schema_revision="0002"),
+        # A fix of v2 on the same schema: what a roll forward after a failed release ships.
+        SiteVersion("v2.1", schema_revision="0002"),
         SiteVersion("v3-unhealthy", schema_revision="0002", healthy=False),
         SiteVersion("v3-bad-migration", schema_revision="0003"),
     )

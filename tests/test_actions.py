@@ -154,8 +154,11 @@ def test_abort_before_the_primary_is_touched_clears_the_deployment() -> None:
     assert change["phase"] == Phase.IDLE and change["targetVersion"] is None
 
 
-def test_complete_clears_the_approval_pause() -> None:
-    assert plan(Action.COMPLETE, state(Phase.DEPLOY, awaiting=True)) == {"awaitApproval": None}
+def test_complete_clears_the_approval_pause_and_returns_the_traffic() -> None:
+    assert plan(Action.COMPLETE, state(Phase.DEPLOY, awaiting=True)) == {
+        "awaitApproval": None,
+        "phase": Phase.RETURN,
+    }
 
 
 def test_next_steps_walk_the_deployment_and_finish_on_the_new_version() -> None:

@@ -18,7 +18,7 @@ from sampleapp.__main__ import make_releases
 from tests.conftest import ROOT, Result
 from zdd.environment import Environment
 from zdd.local import LOCAL
-from zdd.sqlite_files import content_digest
+from zdd.sqlite_files import data_digest
 
 SAMPLE = yaml.safe_load((ROOT / "apps" / "sample" / "app.yaml").read_text())
 # A release whose migration works (v2's) but whose site exits as soon as it starts.
@@ -139,7 +139,7 @@ def test_a_read_only_clone_whose_database_changed_is_a_violation(tmp_path: Path)
     outputs = {
         "mode": "read-only",
         "clone_database": database.name,
-        "clone_database_digest": content_digest(database),
+        "clone_database_digest": data_digest(database),
     }
     check = LOCAL.read_only_violation
     assert check is not None

@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from infra.local.haproxy import AdminSocket
+from infra.local.haproxy import AdminSocket, hold_writes_for_copy
 from infra.local.providers import FrontDoorProvider
 from zdd import gates
 from zdd.bench.frontdoor import parse_wrk
@@ -79,6 +79,7 @@ class Origin:
         app.router.add_get("/stream", self._stream)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/slow", self._slow)
+        app.router.add_post("/slow", self._slow)
         app.router.add_route("*", "/vanish", self._vanish)
         app.router.add_route("*", "/{tail:.*}", self._echo)
         return app
@@ -176,7 +177,8 @@ class FrontDoor:
             "servers": {name: f"127.0.0.1:{o.port}" for name, o in origins.items()},
             "origins": {name: o.url for name, o in origins.items()},
             "active": "primary",
-            "refuse_writes": False,
+            "writes": "passed",
+            "hold_seconds": 30.0,
             "health_path": "/healthz",
             "folder": str(state_dir),
             "log_path": str(state_dir / "frontdoor.log"),
@@ -458,7 +460,7 @@ def test_a_client_that_left_still_counts_until_its_origin_answers(front_door: Fr
 
 def test_writes_to_a_read_only_clone_are_refused_at_the_edge(front_door: FrontDoor) -> None:
     clone = front_door.origins["clone"]
-    front_door.set(active="clone", refuse_writes=True)
+    front_door.set(active="clone", writes="refused")
     writes = ("POST", "PUT", "PATCH", "DELETE")
     for method in writes:
         refused = httpx.request(method, f"{front_door.public}/api/articles", timeout=10)
@@ -470,9 +472,111 @@ def test_writes_to_a_read_only_clone_are_refused_at_the_edge(front_door: FrontDo
         assert passed.status_code == 200 and served_by(passed) == "clone"
     assert [method for method, _ in clone.log] == ["GET", "HEAD", "OPTIONS"]
     # Read-write: the edge passes writes.
-    front_door.set(refuse_writes=False)
+    front_door.set(writes="passed")
     assert httpx.post(f"{front_door.public}/api/articles", timeout=10).status_code == 200
     assert clone.log[-1] == ("POST", "/api/articles")
+
+
+def post_in_background(url: str) -> tuple[threading.Thread, dict[str, Any]]:
+    """A visitor's write that may wait at the front door; its answer lands in the dict."""
+    answer: dict[str, Any] = {}
+
+    def send() -> None:
+        try:
+            response = httpx.post(url, json={"title": "held"}, timeout=60)
+            answer.update(status=response.status_code, headers=response.headers)
+            answer["body"] = response.text
+        except httpx.HTTPError as exc:
+            answer["error"] = exc
+        answer["at"] = time.monotonic()
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread, answer
+
+
+def test_a_held_write_is_carried_out_by_the_primary_once_it_has_the_traffic_back(
+    front_door: FrontDoor,
+) -> None:
+    primary, clone = front_door.origins["primary"], front_door.origins["clone"]
+    front_door.set(active="clone", writes="held")
+    thread, answer = post_in_background(f"{front_door.public}/api/articles")
+    time.sleep(1.0)
+    assert not answer, "the write was answered while it should be held"
+    assert ("POST", "/api/articles") not in primary.log + clone.log
+    let_go = time.monotonic()
+    front_door.set(active="primary", writes="passed")
+    thread.join(30)
+    assert answer["status"] == 200 and answer["at"] >= let_go
+    assert answer["headers"][SERVED_BY_HEADER] == "primary"
+    assert int(answer["headers"]["X-ZDD-Held"]) >= 500  # it waited at the front door
+    assert ("POST", "/api/articles") in primary.log
+    assert ("POST", "/api/articles") not in clone.log, "a held write reached the clone"
+    # Reads were never held.
+    assert httpx.get(f"{front_door.public}/echo", timeout=10).status_code == 200
+
+
+def test_a_write_held_past_its_bound_is_refused_with_retry_after(front_door: FrontDoor) -> None:
+    front_door.set(active="clone", writes="held", hold_seconds=1.0)
+    started = time.monotonic()
+    refused = httpx.post(f"{front_door.public}/api/articles", timeout=30)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "30"
+    assert 1.0 <= time.monotonic() - started < 10
+    logs = front_door.origins["primary"].log + front_door.origins["clone"].log
+    assert not [entry for entry in logs if entry[0] == "POST"], "a refused write reached a site"
+
+
+def test_held_writes_are_refused_when_the_deployment_stops_for_approval(
+    front_door: FrontDoor,
+) -> None:
+    front_door.set(active="clone", writes="held")
+    thread, answer = post_in_background(f"{front_door.public}/api/articles")
+    time.sleep(0.5)
+    front_door.set(writes="refused")
+    thread.join(30)
+    assert answer["status"] == 503 and answer["headers"]["Retry-After"] == "30"
+    assert ("POST", "/api/articles") not in front_door.origins["clone"].log
+
+
+def test_a_front_door_killed_while_holding_applies_no_held_write(front_door: FrontDoor) -> None:
+    primary, clone = front_door.origins["primary"], front_door.origins["clone"]
+    front_door.set(active="clone", writes="held")
+    thread, answer = post_in_background(f"{front_door.public}/api/articles")
+    time.sleep(0.5)
+    os.killpg(front_door.outs["pid"], signal.SIGKILL)
+    os.waitpid(front_door.outs["pid"], 0)
+    thread.join(30)
+    assert "error" in answer, "the held request's connection is what a dead front door loses"
+    assert front_door.set()  # back, from a config that holds writes still
+    assert ("POST", "/api/articles") not in primary.log + clone.log
+    thread, answer = post_in_background(f"{front_door.public}/api/articles")
+    time.sleep(0.5)
+    assert not answer
+    front_door.set(active="primary", writes="passed")
+    thread.join(30)
+    assert answer["status"] == 200
+    assert [entry for entry in primary.log if entry[0] == "POST"] == [("POST", "/api/articles")]
+
+
+def test_the_copy_waits_for_writes_already_in_flight(front_door: FrontDoor) -> None:
+    thread, answer = post_in_background(f"{front_door.public}/slow?seconds=2")
+    wait_for(lambda: front_door.admin.writes_in_flight() == 1)
+    hold_writes_for_copy(Path(front_door.outs["folder"]), timeout=30)
+    held_at = time.monotonic()
+    assert answer["status"] == 200 and answer["at"] <= held_at
+    assert front_door.admin.writes_in_flight() == 0
+    thread.join(10)
+    # New writes now wait; a restarted front door would hold them too (its map on disk).
+    assert "writes held" in (Path(front_door.outs["folder"]) / "frontdoor.map").read_text()
+
+
+def test_read_write_mode_holds_nothing(front_door: FrontDoor) -> None:
+    front_door.set(active="clone", writes="passed")
+    started = time.monotonic()
+    written = httpx.post(f"{front_door.public}/api/articles", timeout=10)
+    assert written.status_code == 200 and "X-ZDD-Held" not in written.headers
+    assert time.monotonic() - started < 1
+    assert served_by(written) == "clone"
 
 
 def test_only_its_owner_can_use_the_admin_socket(front_door: FrontDoor) -> None:
@@ -481,7 +585,7 @@ def test_only_its_owner_can_use_the_admin_socket(front_door: FrontDoor) -> None:
 
 
 def test_a_dead_front_door_comes_back_with_the_current_traffic(front_door: FrontDoor) -> None:
-    front_door.set(active="clone", refuse_writes=True)
+    front_door.set(active="clone", writes="refused")
     # HAProxy and the supervisor that would start it again die together (the process group).
     os.killpg(front_door.outs["pid"], signal.SIGKILL)
     os.waitpid(front_door.outs["pid"], 0)  # started by this process: gone once reaped

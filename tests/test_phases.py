@@ -8,6 +8,7 @@ import pytest
 
 from zdd.phases import (
     DatabaseMode,
+    EdgeWrites,
     IllegalTransition,
     Instance,
     InvalidStackConfig,
@@ -59,6 +60,35 @@ def test_clone_runs_current_version_read_only_by_default(phase: Phase) -> None:
     assert clone.version == "v1"
     assert clone.database is Instance.CLONE
     assert clone.database_mode is DatabaseMode.READ_ONLY
+
+
+# phase -> what the front door does with a write: read-only, with approval, hold 0, read-write
+WRITES = {
+    Phase.IDLE: ("passed", "passed", "passed", "passed"),
+    Phase.CLONE: ("held", "held", "refused", "passed"),
+    Phase.CUTOVER: ("held", "held", "refused", "passed"),
+    Phase.DEPLOY: ("held", "refused", "refused", "passed"),
+    Phase.RETURN: ("passed", "passed", "passed", "passed"),
+}
+
+
+@pytest.mark.parametrize("phase", list(WRITES))
+def test_writes_wait_from_the_copy_until_the_primary_serves_again(phase: Phase) -> None:
+    read_only, approval, no_hold, read_write = map(EdgeWrites, WRITES[phase])
+    assert declare(settings(phase)).edge_writes is read_only
+    assert declare(settings(phase, await_approval=True)).edge_writes is approval
+    assert declare(settings(phase, hold_writes_seconds=0.0)).edge_writes is no_hold
+    rw = settings(phase, mode=Mode.READ_WRITE, accept_data_loss=True)
+    assert declare(rw).edge_writes is read_write
+
+
+def test_the_hold_is_read_from_config_and_bounded() -> None:
+    base = {"currentVersion": "v1"}
+    assert StackSettings.from_config(base).hold_writes_seconds == 30
+    assert StackSettings.from_config({**base, "holdWritesSeconds": "0"}).hold_writes_seconds == 0
+    for bad in ("-1", "soon", "3601"):
+        with pytest.raises(InvalidStackConfig, match="holdWritesSeconds"):
+            StackSettings.from_config({**base, "holdWritesSeconds": bad})
 
 
 def test_clone_is_read_write_only_with_acknowledgement() -> None:

@@ -21,7 +21,7 @@ import pytest
 from sampleapp.app import IDENTITY_PATH
 from tests.conftest import ROOT, Result, stack_dir
 from zdd.probe import LoadProbe, ProbeTarget
-from zdd.sqlite_files import content_digest
+from zdd.sqlite_files import content_digest, data_digest
 
 pytestmark = pytest.mark.engine
 
@@ -125,7 +125,8 @@ def test_roll_back_code_and_database_to_the_restore_point(
         assert "kept" in {row[0] for row in point.execute("SELECT title FROM articles")}
     # The new database generation holds exactly what the primary held when the restore point
     # was taken, as that update recorded it (not merely what the backup file holds now).
-    assert content_digest(state_dir / "primary-g2.sqlite") == taken["digest"]
+    assert data_digest(Path(restore_point)) == taken["digest"]
+    assert content_digest(state_dir / "primary-g2.sqlite") == content_digest(Path(restore_point))
 
     done = zdd("complete", "-s", name, "--probe", "--json")
     assert done.code == 0, done.stderr

@@ -76,6 +76,9 @@ class StackState:
     # whether an update may have changed the primary (it got past the restore point).
     restore_point_taken: RestorePointTaken | None = None
     primary_changed: bool = False
+    # After a deploy update that failed: the schema its state proves the primary database
+    # carries (the last migration that succeeded), so no recovery runs the failed one again.
+    schema_applied: str | None = None
 
     @property
     def in_progress(self) -> bool:
@@ -138,7 +141,8 @@ def plan(
     if action is Action.COMPLETE:
         if not state.awaiting_approval:
             raise Refused("no deployment is awaiting approval")
-        return {"awaitApproval": None}
+        # Straight on to `return`: the gate before it verifies the primary again.
+        return {"awaitApproval": None, "phase": Phase.RETURN}
 
     # The recoveries: legal only while the clone holds the traffic.
     if not state.in_progress:
@@ -151,7 +155,11 @@ def plan(
     restore_point = s.restore_point or new_restore_point_id()
     assert s.target_version is not None
     # The schema the primary database carries now.
-    schema_now = (s.migrate_to or s.target_version) if state.primary_touched else None
+    schema_now = (
+        (state.schema_applied or s.migrate_to or s.target_version)
+        if state.primary_touched
+        else None
+    )
     if action is Action.ROLLFORWARD:
         assert version is not None
         if version == s.target_version and state.primary_touched:

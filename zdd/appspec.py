@@ -22,8 +22,11 @@ the Pulumi program reads it back from there. An example, `apps/sample/app.yaml`:
 Placeholders the platform fills (`{{` and `}}` stand for literal braces):
 
 - `{port}`: the port the site must listen on (127.0.0.1);
-- `{database}`: the SQLite file; `{database_url}`: its SQLAlchemy URL, read-only for a
-  read-only clone (`sqlite:///file:PATH?mode=ro&uri=true`);
+- `{database}`: the SQLite file; `{database_url}`: its URL, `sqlite:////ABSOLUTE/PATH`, the
+  form SQLAlchemy and Django's dj-database-url both read (a read-only clone's file is marked
+  read-only in its own header, so SQLite refuses its writes whatever the site opens it with);
+- `{files}`: the site's persistent files folder (uploads, media): one per database
+  generation, copied into the clone, part of every restore point, restored with the database;
 - `{database_mode}`: `ReadOnly` or `ReadWrite`; `{instance}`: `primary` or `clone`;
 - `{version}`: the version label; `{release}`: the release folder.
 
@@ -63,7 +66,7 @@ MAX_HEALTH_TIMEOUT_SECONDS = 3600.0
 # `releases` holds it once: where each version's code is.
 VERSION_PLACEHOLDER = "{version}"
 PLACEHOLDERS = frozenset(
-    {"port", "database", "database_url", "database_mode", "instance", "version", "release"}
+    {"port", "database", "database_url", "files", "database_mode", "instance", "version", "release"}
 )
 # What a cloud web app can be told: it runs elsewhere, with no file or folder of this machine.
 REMOTE_PLACEHOLDERS = frozenset({"port", "database", "database_mode", "instance", "version"})
@@ -116,13 +119,13 @@ class Placement:
     instance: str
     database_mode: DatabaseMode
     database: str
+    files: str
     port: int
 
     @property
     def database_url(self) -> str:
-        if self.database_mode is DatabaseMode.READ_ONLY:
-            # SQLite opens the file read-only: a clone that tries to write gets an error.
-            return f"sqlite:///file:{self.database}?mode=ro&uri=true"
+        # The plain form every framework's URL parser reads (SQLAlchemy, dj-database-url, ...):
+        # a read-only clone's file refuses writes by itself, so the URL needs no options.
         return f"sqlite:///{self.database}"
 
     def values(self) -> dict[str, str]:
@@ -130,6 +133,7 @@ class Placement:
             "port": str(self.port),
             "database": self.database,
             "database_url": self.database_url,
+            "files": self.files,
             "database_mode": str(self.database_mode),
             "instance": self.instance,
             "version": self.version,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zdd.sqlite_files import baseline_path
+from zdd.sqlite_files import Table, baseline_path, tables
 
 Row = dict[str, Any]
 
@@ -63,28 +63,32 @@ class LostWrites:
         )
 
 
-def _rows(conn: sqlite3.Connection, table: str) -> dict[int, Row]:
-    cursor = conn.execute(f'SELECT rowid AS __rowid, * FROM "{table}"')
-    names = [d[0] for d in cursor.description]
-    return {row[0]: dict(zip(names[1:], row[1:], strict=True)) for row in cursor}
+def _rows(conn: sqlite3.Connection, table: Table) -> dict[tuple[Any, ...], Row]:
+    keys = table.key_columns(conn)
+    selected = ", ".join(f'"{k}"' for k in keys)
+    cursor = conn.execute(f'SELECT {selected}, * FROM "{table.name}"')
+    names = [d[0] for d in cursor.description][len(keys) :]
+    return {
+        tuple(row[: len(keys)]): dict(zip(names, row[len(keys) :], strict=True)) for row in cursor
+    }
 
 
-def _tables(conn: sqlite3.Connection) -> list[str]:
-    query = "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
-    return sorted(r[0] for r in conn.execute(query))
+def _tables(conn: sqlite3.Connection) -> dict[str, Table]:
+    # What the site sees: its tables and virtual tables, not the shadow tables that store them.
+    return {t.name: t for t in tables(conn) if t.kind in ("table", "virtual")}
 
 
 def compare(baseline: Path, current: Path) -> dict[str, TableChanges]:
-    """Row by row, what `current` has that `baseline` had not (by rowid, every table)."""
+    """Row by row, what `current` has that `baseline` had not (by rowid or primary key)."""
     with (
         sqlite3.connect(f"file:{baseline}?mode=ro", uri=True) as before,
         sqlite3.connect(f"file:{current}?mode=ro", uri=True) as after,
     ):
         result: dict[str, TableChanges] = {}
-        had, has = set(_tables(before)), set(_tables(after))
-        for table in sorted(had | has):
-            old = _rows(before, table) if table in had else {}
-            new = _rows(after, table) if table in has else {}
+        had, has = _tables(before), _tables(after)
+        for table in sorted(had.keys() | has.keys()):
+            old = _rows(before, had[table]) if table in had else {}
+            new = _rows(after, has[table]) if table in has else {}
             result[table] = TableChanges(
                 added=[new[k] for k in sorted(new.keys() - old.keys())],
                 changed=[new[k] for k in sorted(new.keys() & old.keys()) if new[k] != old[k]],

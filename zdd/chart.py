@@ -1,7 +1,7 @@
 """Timeline charts: what visitors saw during a deployment, phase by phase.
 
 One panel per run (a deployment strategy, or a single `zdd deploy --probe`): requests served per
-second, failed requests per second and refused writes per second, from the load probe's samples,
+second, failed requests, refused writes and held writes per second, from the load probe's samples,
 with each phase shaded and labelled. Panels share their axes, so a longer or bumpier deployment
 looks longer or bumpier. Drawn with matplotlib's Agg backend (no display needed).
 
@@ -56,6 +56,7 @@ _SPARE = ("#bcbddc", "#c7e9c0", "#fdd0a2", "#c6dbef", "#e7cb94", "#de9ed6")
 _SERVED = "#2b8cbe"
 _FAILED = "#d7301f"
 _REFUSED = "#ff9f1c"
+_HELD = "#6a51a3"
 
 
 @dataclass
@@ -87,10 +88,12 @@ class Rates:
     served: list[float]
     failed: list[float]
     refused: list[float]
+    # Writes the front door held and then carried out (binned when they were sent).
+    held: list[float]
 
 
 def rates(samples: Iterable[Sample], bin_seconds: float, until: float | None = None) -> Rates:
-    """Bin samples by answer time: served (any other answer), failed, refused writes.
+    """Bin samples: served (any other answer), failed, refused writes, held writes.
 
     Bins cover the samples (a last bin the probe covered less than 80 % of is left out) and at
     least `until` seconds.
@@ -101,7 +104,7 @@ def rates(samples: Iterable[Sample], bin_seconds: float, until: float | None = N
     if count > 1 and last - (count - 1) * bin_seconds < 0.8 * bin_seconds:
         count -= 1  # the probe stopped early in the last bin: its rate would dip for nothing
     count = max(count, math.ceil((until or 0.0) / bin_seconds - 1e-9))
-    served, failed, refused = [0.0] * count, [0.0] * count, [0.0] * count
+    served, failed, refused, held = ([0.0] * count for _ in range(4))
     for sample in items:
         index = max(0, math.floor(sample.at / bin_seconds + 1e-9))
         if index >= count:
@@ -110,6 +113,8 @@ def rates(samples: Iterable[Sample], bin_seconds: float, until: float | None = N
             failed[index] += 1
         elif sample.outcome == "refused":
             refused[index] += 1
+        elif sample.held_ms:
+            held[index] += 1
         else:
             served[index] += 1
     scale = 1.0 / bin_seconds
@@ -118,6 +123,7 @@ def rates(samples: Iterable[Sample], bin_seconds: float, until: float | None = N
         served=[v * scale for v in served],
         failed=[v * scale for v in failed],
         refused=[v * scale for v in refused],
+        held=[v * scale for v in held],
     )
 
 
@@ -238,6 +244,7 @@ def write_timeline(
             max(r.served),
             max(r.failed),
             max(r.refused),
+            max(r.held),
             max(a + b for a, b in zip(r.served, r.failed, strict=True)),
         )
         for r in binned
@@ -275,6 +282,15 @@ def write_timeline(
             fill=True,
             alpha=0.8,
             label="writes refused (503 + Retry-After) /s",
+            zorder=3,
+        )
+        ax.stairs(
+            series.held,
+            edges,
+            color=_HELD,
+            fill=True,
+            alpha=0.8,
+            label="writes held, then carried out /s",
             zorder=3,
         )
         _draw_brackets(ax, run)

@@ -403,7 +403,9 @@ def _print_result(report: dict[str, Any]) -> None:
     if report.get("probe"):
         err.print(
             "probe: {requests} requests, {failed} failed, {writes_acknowledged} writes "
-            "acknowledged, {writes_refused} refused, {writes_lost} lost".format(**report["probe"])
+            "acknowledged ({writes_held} held at the front door, the longest "
+            "{longest_hold_seconds:.2f}s), {writes_refused} refused, {writes_lost} lost, "
+            "{writes_hidden} hidden".format(**report["probe"])
         )
 
 

@@ -125,17 +125,20 @@ class Driver:
         )
         taken = RestorePointTaken.from_record(outputs.get("restore_point"))
         changed = False
+        schema = None
         if evidence and settings.phase is Phase.DEPLOY and applied is not Phase.DEPLOY:
             # A deploy update that did not finish: it may have got past the restore point, after
             # which the primary can have been changed (its migration and code wait for it).
             taken = self.stack.restore_point_in_state(settings.restore_point)
             changed = taken is not None
+            schema = self.stack.schema_in_state() if changed else None
         state = StackState(
             settings,
             applied,
             awaiting_approval=awaiting,
             restore_point_taken=taken,
             primary_changed=changed,
+            schema_applied=schema,
         )
         return config, state, outputs, ops_for(config.get("target", DEFAULT_TARGET))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from zdd.environment import Environment, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import SERVED_BY_HEADER, Mode
 from zdd.registry import LOCAL_TARGET
-from zdd.sqlite_files import content_digest, restore_point_file_name
+from zdd.sqlite_files import data_digest, restore_point_file_name
 from zdd.targets import TargetOps, app_spec
 
 
@@ -72,13 +71,13 @@ def _read_only_violation(env: Environment, stack: str, outputs: Mapping[str, Any
     database = env.stack_dir(stack) / str(outputs.get("clone_database"))
     if outputs.get("mode") != Mode.READ_ONLY or not copied or not database.exists():
         return None
-    now = content_digest(database)
+    now = data_digest(database)
     if now == copied:
         return None
     return (
-        f"read-only violation: the read-only clone's database {database.name} changed after it "
-        f"was copied (content digest {copied[:12]} then, {now[:12]} now): the site wrote to "
-        "it in ReadOnly mode; make its `start` open `{database_url}`, which is read-only there"
+        f"read-only violation: the read-only clone's database {database.name} or its files "
+        f"changed after they were copied (digest {copied[:12]} then, {now[:12]} now): the site "
+        "wrote to them in ReadOnly mode"
     )
 
 
@@ -97,11 +96,11 @@ def _restore_point_problem(env: Environment, stack: str, taken: RestorePointTake
     if not path.is_file():
         return f"its file {path} is gone"
     try:
-        digest = content_digest(path)
-    except sqlite3.DatabaseError as exc:
-        return f"its file {path} is no longer a readable database ({exc})"
+        digest = data_digest(path)
+    except OSError as exc:
+        return f"its file {path} cannot be read ({exc.strerror})"
     if digest != taken.digest:
-        return f"its file {path} no longer holds what it held when it was taken (content digest)"
+        return f"its file {path} or its files folder no longer holds what it held when taken"
     return None
 
 

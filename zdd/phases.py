@@ -46,6 +46,19 @@ class DatabaseMode(StrEnum):
     READ_ONLY = "ReadOnly"
 
 
+class EdgeWrites(StrEnum):
+    """What the front door does with a visitor's write (any method but GET, HEAD, OPTIONS)."""
+
+    PASS = "passed"  # to the instance that has the traffic
+    HOLD = "held"  # kept waiting, then carried out by the primary once it serves again
+    REFUSE = "refused"  # answered 503 + Retry-After by the front door itself
+
+
+# How long the front door holds a write by default before it refuses it after all.
+DEFAULT_HOLD_WRITES_SECONDS = 30.0
+MAX_HOLD_WRITES_SECONDS = 3_600.0
+
+
 # A cloud site reads its `DatabaseMode` from both app settings: the CMS's own key and a generic one.
 DATABASE_MODE_SETTINGS = ("EpiServer__Cms__DataAccess__DatabaseMode", "ZDD_DATABASE_MODE")
 
@@ -63,6 +76,9 @@ DEPLOYMENT_ORDER: tuple[Phase, ...] = (
 # Every target names its restore point resource `<database>-restore-point`, with outputs
 # `restore_point`, `taken_at` and `digest`: the driver looks for it in the stack's state.
 RESTORE_POINT_SUFFIX = "-restore-point"
+# A target that migrates through a resource of its own names it `<database>-migration`, with the
+# output `version`: after a failed update the state tells which migration really ran last.
+MIGRATION_SUFFIX = "-migration"
 # A cloud restore point is a moment within the database's kept backups: a rollback with database
 # needs at least this many days of them (the program refuses less, the policies too).
 MIN_BACKUP_RETENTION_DAYS = 7
@@ -102,6 +118,13 @@ def database_generation(values: Mapping[str, str]) -> int:
         raise InvalidStackConfig("zdd:databaseGeneration must be a whole number") from None
 
 
+def _seconds(values: Mapping[str, str], key: str, default: float) -> float:
+    try:
+        return float(values.get(key, default))
+    except ValueError:
+        raise InvalidStackConfig(f"zdd:{key} must be a number of seconds") from None
+
+
 @dataclass(frozen=True)
 class StackSettings:
     """The `zdd:*` stack config that decides what exists."""
@@ -123,6 +146,10 @@ class StackSettings:
     migrate_to: str | None = None
     # The restore point the current database generation was restored from (generation > 1).
     restored_from: str | None = None
+    # How long the front door holds a write while a read-only clone is made and serves
+    # (0: refuse at once); the deployment stops for approval with writes refused.
+    hold_writes_seconds: float = DEFAULT_HOLD_WRITES_SECONDS
+    await_approval: bool = False
 
     @classmethod
     def from_config(cls, values: Mapping[str, str]) -> StackSettings:
@@ -150,6 +177,8 @@ class StackSettings:
             database_version=values.get("databaseVersion") or None,
             migrate_to=values.get("migrateTo") or None,
             restored_from=values.get("restoredFrom") or None,
+            hold_writes_seconds=_seconds(values, "holdWritesSeconds", DEFAULT_HOLD_WRITES_SECONDS),
+            await_approval=values.get("awaitApproval", "false").lower() == "true",
         )
         settings.validate()
         return settings
@@ -172,6 +201,10 @@ class StackSettings:
             raise InvalidStackConfig(
                 "zdd:mode read-write needs zdd:acceptDataLoss true: writes to the clone are "
                 "not kept when it is destroyed"
+            )
+        if not 0 <= self.hold_writes_seconds <= MAX_HOLD_WRITES_SECONDS:
+            raise InvalidStackConfig(
+                f"zdd:holdWritesSeconds must be from 0 to {MAX_HOLD_WRITES_SECONDS:g} seconds"
             )
         if self.database_generation < 1:
             raise InvalidStackConfig("zdd:databaseGeneration must be 1 or more")
@@ -197,6 +230,7 @@ class StackSettings:
 DECIDING_KEYS = (
     "phase", "currentVersion", "targetVersion", "mode", "acceptDataLoss", "restorePoint",
     "databaseGeneration", "databaseVersion", "migrateTo", "restoredFrom", "app",
+    "holdWritesSeconds", "awaitApproval",
 )  # fmt: skip
 
 
@@ -254,6 +288,9 @@ class Declaration:
     restore_point: str | None
     # The restore point the primary database generation was restored from, if any.
     restored_from: str | None = None
+    # What a front door that switches at once does with a write (rule 11 of docs/design.md).
+    edge_writes: EdgeWrites = EdgeWrites.PASS
+    hold_writes_seconds: float = DEFAULT_HOLD_WRITES_SECONDS
 
     @property
     def has_clone(self) -> bool:
@@ -301,7 +338,21 @@ def declare(settings: StackSettings) -> Declaration:
         primary_database_generation=settings.database_generation,
         restore_point=settings.restore_point if phase is not Phase.IDLE else None,
         restored_from=settings.restored_from if settings.database_generation > 1 else None,
+        edge_writes=edge_writes(settings),
+        hold_writes_seconds=settings.hold_writes_seconds,
     )
+
+
+def edge_writes(settings: StackSettings) -> EdgeWrites:
+    """Writes wait from the moment a read-only clone's copy is taken until the primary serves
+    again, so the clone serves every write acknowledged before it took the traffic (rule 11):
+    a write the primary acknowledged after the copy would be missing there."""
+    if settings.mode is Mode.READ_WRITE or settings.phase in (Phase.IDLE, Phase.RETURN):
+        return EdgeWrites.PASS
+    waiting_for_a_person = settings.phase is Phase.DEPLOY and settings.await_approval
+    if settings.hold_writes_seconds == 0 or waiting_for_a_person:
+        return EdgeWrites.REFUSE
+    return EdgeWrites.HOLD
 
 
 def next_phase(phase: Phase) -> Phase:

@@ -1,8 +1,11 @@
 """The load probe: steady reads and writes against the public endpoint for a whole deployment.
 
 Every response is recorded. A write is acknowledged (its expected status), refused (503 with
-Retry-After: the read-only window) or failed (anything else, including no answer). Afterwards
-each acknowledged write is looked up through the public endpoint; one that is missing is lost.
+Retry-After: the read-only window) or failed (anything else, including no answer); one the front
+door held before carrying it out says so (`X-ZDD-Held`). Meanwhile some reads look up a write
+acknowledged earlier: one that a later read through the public endpoint does not show is hidden
+(the instance serving does not have it). Afterwards each acknowledged write is looked up through
+the public endpoint; one that is missing is lost.
 What it reads and writes is the app spec's `probe` section (`ProbeTarget`)::
 
     probe:
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import threading
 import time
 import uuid
@@ -34,8 +38,15 @@ import httpx
 from zdd.appspec import AppSpec, InvalidAppSpec, parse_file_text
 from zdd.phases import SERVED_BY_HEADER
 
-Outcome = Literal["ok", "refused", "failed"]
+Outcome = Literal["ok", "refused", "failed", "hidden"]
 TITLE = "{title}"
+# The answer header of a write the front door held, in milliseconds (infra.local.haproxy).
+HELD_HEADER = "X-ZDD-Held"
+# A write may wait at the front door for up to its hold bound (30 s by default) and then take
+# its own time: the probe waits as long as an impatient visitor's browser would.
+REQUEST_TIMEOUT_SECONDS = 60
+# Read-backs pick among the most recently acknowledged writes.
+_RECENT = 50
 
 
 @dataclass(frozen=True)
@@ -123,12 +134,14 @@ def _with_title(body: Any, title: str) -> Any:
 @dataclass(frozen=True)
 class Sample:
     at: float  # seconds since the probe started
-    kind: Literal["read", "write"]
+    kind: Literal["read", "write", "read-back"]
     status: int  # 0 when there was no HTTP answer
     outcome: Outcome
     origin: str | None
     title: str | None = None
     version: str | None = None  # the site version that answered (X-ZDD-Version)
+    seconds: float = 0.0  # from sending to the whole answer
+    held_ms: int | None = None  # how long the front door held this write
 
 
 @dataclass
@@ -146,6 +159,13 @@ class ProbeReport:
     refused_between: tuple[float, float] | None = None
     # How many answers each site version gave.
     versions_served: dict[str, int] = field(default_factory=dict)
+    # Writes the front door held and then carried out, and the longest of those holds.
+    writes_held: int = 0
+    longest_hold_seconds: float = 0.0
+    # Acknowledged writes that a later read through the public endpoint did not show.
+    writes_hidden: int = 0
+    hidden_titles: list[str] = field(default_factory=list)
+    longest_write_seconds: float = 0.0
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -154,12 +174,17 @@ class ProbeReport:
             "writes_acknowledged": self.writes_acknowledged,
             "writes_refused": self.writes_refused,
             "writes_lost": self.writes_lost,
+            "writes_held": self.writes_held,
+            "longest_hold_seconds": round(self.longest_hold_seconds, 2),
+            "writes_hidden": self.writes_hidden,
+            "longest_write_seconds": round(self.longest_write_seconds, 2),
             "duration_seconds": round(self.duration_seconds, 2),
             "rate_per_second": round(self.rate_per_second, 1),
             "failures": self.failures[:10],
             "refused_between": list(self.refused_between) if self.refused_between else None,
             "versions_served": self.versions_served,
             "lost_titles": self.lost_titles,
+            "hidden_titles": self.hidden_titles[:10],
         }
 
 
@@ -183,6 +208,8 @@ class LoadProbe:
         self._run_id = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._acknowledged: list[str] = []
+        self._pick = random.Random(self._run_id)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -193,40 +220,66 @@ class LoadProbe:
         if self._thread:
             self._thread.join()
 
+    def _request_for(self, n: int) -> tuple[Literal["read", "write", "read-back"], str | None]:
+        """Every `write_every`-th request writes; halfway between two writes, one reads back a
+        write acknowledged earlier; the others read."""
+        if self.target.write is not None:
+            if n % self.write_every == 0:
+                return "write", f"probe-{self._run_id}-{n}"
+            if n % self.write_every == self.write_every // 2 and self._acknowledged:
+                return "read-back", self._pick.choice(self._acknowledged[-_RECENT:])
+        return "read", None
+
     async def _one(self, session: aiohttp.ClientSession, n: int, t0: float) -> None:
-        write = self.target.write if n % self.write_every == 0 else None
-        is_write = write is not None
-        title = f"probe-{self._run_id}-{n}" if write else None
+        kind, title = self._request_for(n)
+        write = self.target.write
+        sent = time.monotonic()
+        held: int | None = None
         try:
-            if write and title:
+            if kind == "write" and write and title:
                 request = session.request(write.method, write.path, json=write.body_for(title))
+            elif kind == "read-back" and write and title:
+                request = session.get(write.lookup.replace(TITLE, title))
             else:
                 reads = self.target.reads
                 request = session.get(reads[n % len(reads)])
             async with request as response:
-                await response.read()
+                body = await response.read()
                 status, origin = response.status, response.headers.get(SERVED_BY_HEADER)
                 version = response.headers.get("X-ZDD-Version")
                 refused = status == 503 and "Retry-After" in response.headers
+                if HELD_HEADER in response.headers:
+                    held = int(response.headers[HELD_HEADER])
         except (aiohttp.ClientError, TimeoutError):
-            status, origin, version, refused = 0, None, None, False
-        ok = status == (write.status if write else 200)
-        outcome: Outcome = "ok" if ok else ("refused" if is_write and refused else "failed")
+            status, origin, version, refused, body = 0, None, None, False, b""
+        outcome: Outcome
+        if kind == "write" and write:
+            ok = status == write.status
+            outcome = "ok" if ok else ("refused" if refused else "failed")
+            if ok and title:
+                self._acknowledged.append(title)
+        elif kind == "read-back" and title:
+            shown = 200 <= status < 300 and title.encode() in body
+            outcome = "ok" if shown else ("hidden" if 0 < status < 500 else "failed")
+        else:
+            outcome = "ok" if status == 200 else "failed"
         self.samples.append(
             Sample(
-                time.monotonic() - t0,
-                "write" if is_write else "read",
+                sent - t0,
+                kind,
                 status,
                 outcome,
                 origin,
                 title,
                 version,
+                seconds=time.monotonic() - sent,
+                held_ms=held,
             )
         )
 
     async def _run(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.concurrency)
-        timeout = aiohttp.ClientTimeout(total=30)
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
         async with aiohttp.ClientSession(
             self.public_url, connector=connector, timeout=timeout
         ) as session:
@@ -269,6 +322,11 @@ class LoadProbe:
         failed = [s for s in self.samples if s.outcome == "failed"]
         duration = max((s.at for s in self.samples), default=0.0)
         refused = [self.started_at + s.at for s in self.samples if s.outcome == "refused"]
+        held = [
+            s.held_ms / 1000 for s in self.samples if s.held_ms is not None and s.outcome == "ok"
+        ]
+        hidden = sorted({s.title for s in self.samples if s.outcome == "hidden" and s.title})
+        writes = [s.seconds for s in self.samples if s.kind == "write" and s.outcome == "ok"]
         return ProbeReport(
             requests=len(self.samples),
             failed=len(failed),
@@ -281,4 +339,9 @@ class LoadProbe:
             failures=[f"{s.at:.2f}s {s.kind} -> {s.status} via {s.origin}" for s in failed],
             versions_served=dict(Counter(s.version for s in self.samples if s.version)),
             refused_between=((min(refused), max(refused)) if refused else None),
+            writes_held=len(held),
+            longest_hold_seconds=max(held, default=0.0),
+            writes_hidden=len(hidden),
+            hidden_titles=hidden,
+            longest_write_seconds=max(writes, default=0.0),
         )

@@ -23,7 +23,7 @@ from pulumi.automation._stack import StackInitMode
 from zdd.actions import RestorePointTaken
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, PolicyViolation
-from zdd.phases import RESTORE_POINT_SUFFIX
+from zdd.phases import MIGRATION_SUFFIX, RESTORE_POINT_SUFFIX
 from zdd.processes import find_by_command_line, terminate
 
 NAMESPACE = "zdd"
@@ -417,6 +417,17 @@ class Stack:
                 taken = RestorePointTaken.from_record(resource.get("outputs"))
                 if taken is not None and taken.id == restore_point:
                     return taken
+        return None
+
+    def schema_in_state(self) -> str | None:
+        """The version whose migration the primary database's last successful migration
+        applied, as its resource in the stack's state records it (a failed migration leaves
+        the one before), or None when the state has no migration resource."""
+        resources = (self._stack.export_stack().deployment or {}).get("resources") or []
+        for resource in resources:
+            if str(resource.get("urn", "")).endswith(f"primary-db{MIGRATION_SUFFIX}"):
+                version = (resource.get("outputs") or {}).get("version")
+                return str(version) if version else None
         return None
 
     def destroy(self, on_output: Callable[[str], None] | None = None) -> None:

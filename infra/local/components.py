@@ -13,8 +13,8 @@ from pulumi.dynamic import Resource
 from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs
 from infra.local import providers
 from zdd.appspec import AppSpec, Placement
-from zdd.phases import RESTORE_POINT_SUFFIX, DatabaseMode, Instance
-from zdd.sqlite_files import restore_point_file_name
+from zdd.phases import MIGRATION_SUFFIX, RESTORE_POINT_SUFFIX, DatabaseMode, Instance
+from zdd.sqlite_files import files_folder, restore_point_file_name
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ def _placement(
             instance=str(instance),
             database_mode=mode,
             database=path,
+            files=str(files_folder(Path(path))),
             port=settings.port(str(instance)),
         )
     )
@@ -102,6 +103,8 @@ class LocalDatabase(pulumi.ComponentResource):
                 "path": str(path),
                 "source": source,
                 "keep_baseline": args.keep_baseline,
+                "read_only": args.read_only,
+                "front_door_folder": str(settings.state_dir) if args.hold_writes_for_copy else None,
                 "archive_dir": str(settings.archive_dir) if args.keep_baseline else None,
                 "archive_keep": settings.archive_keep,
             },
@@ -150,7 +153,7 @@ class LocalDatabase(pulumi.ComponentResource):
             )
             migration = _Dynamic(
                 providers.MigrationProvider(),
-                f"{name}-migration",
+                f"{name}{MIGRATION_SUFFIX}",
                 {
                     "database_path": self.file.id.apply(lambda _: str(path)),
                     "version": version,
@@ -223,9 +226,8 @@ class LocalFrontDoor(pulumi.ComponentResource):
                 "servers": servers,
                 "origins": origins,
                 "active": str(args.traffic),
-                # HAProxy knows where each request goes: only those bound for the clone are
-                # refused, so writes pass again the moment the primary has the traffic back.
-                "refuse_writes": args.refuse_writes and args.traffic is Instance.CLONE,
+                "writes": str(args.writes),
+                "hold_seconds": args.hold_seconds,
                 "health_path": settings.app.health.path,
                 "folder": str(settings.state_dir),
                 "log_path": str(settings.state_dir / "frontdoor.log"),

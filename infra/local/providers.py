@@ -24,12 +24,17 @@ from pulumi.dynamic import (
 
 from infra.local import haproxy
 from zdd import processes
+from zdd.phases import EdgeWrites
 from zdd.sqlite_files import (
     archive_database,
     baseline_path,
-    content_digest,
+    copy_site_data,
+    data_digest,
+    files_folder,
+    make_read_only,
     online_backup,
     remove_database,
+    remove_site_data,
 )
 
 Props = dict[str, Any]
@@ -51,7 +56,9 @@ def _changed(olds: Props, news: Props, keys: tuple[str, ...]) -> list[str]:
 
 
 class SqliteDatabaseProvider(ResourceProvider):
-    """A SQLite file; with `source`, a consistent copy of another database taken at create.
+    """A SQLite file and the site's files folder beside it; with `source`, a consistent copy of
+    another database and its files taken at create (`read_only`: marked read-only in its header,
+    so the site cannot write it whatever URL it opens).
 
     A read-write clone's database (`keep_baseline`) also keeps the copy it started from, and is
     archived when it is deleted: deletes come last in an update, after the front door moved the
@@ -61,7 +68,7 @@ class SqliteDatabaseProvider(ResourceProvider):
 
     # Not `source`: a copy is taken once, when it is created. A new generation of the primary
     # (a rollback with database) must never replace the database under the live clone.
-    _REPLACE_ON = ("path", "keep_baseline")
+    _REPLACE_ON = ("path", "keep_baseline", "read_only")
 
     def create(self, props: Props) -> CreateResult:
         path = Path(props["path"])
@@ -69,7 +76,12 @@ class SqliteDatabaseProvider(ResourceProvider):
         started = time.monotonic()
         archive = None
         if source:
-            online_backup(Path(source), path)
+            if props.get("front_door_folder"):
+                # Writes wait at the front door from now until the primary serves again.
+                haproxy.hold_writes_for_copy(Path(props["front_door_folder"]), timeout=60)
+            copy_site_data(Path(source), path)
+            if props.get("read_only"):
+                make_read_only(path)
             if props.get("keep_baseline"):
                 online_backup(path, baseline_path(path))
                 stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -77,19 +89,21 @@ class SqliteDatabaseProvider(ResourceProvider):
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             sqlite3.connect(path).close()
+            files_folder(path).mkdir(exist_ok=True)
         outs = {
             **props,
             "size_bytes": path.stat().st_size,
             "copy_seconds": round(time.monotonic() - started, 3) if source else 0.0,
             # What a copy held when it was taken: a read-only clone must still hold exactly that.
-            "digest": content_digest(path) if source else None,
+            "digest": data_digest(path) if source else None,
             "archive_path": archive,
         }
         return CreateResult(id_=str(path), outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
         replaces = _changed(olds, news, self._REPLACE_ON)
-        missing = not Path(olds["path"]).exists()
+        path = Path(olds["path"])
+        missing = not path.exists() or not files_folder(path).is_dir()
         return DiffResult(
             changes=bool(replaces) or missing,
             replaces=replaces or (["path"] if missing else []),
@@ -100,17 +114,19 @@ class SqliteDatabaseProvider(ResourceProvider):
         path = Path(props["path"])
         if props.get("archive_path") and path.exists():
             archive_database(path, Path(props["archive_path"]), int(props["archive_keep"]))
-        remove_database(path)
+        remove_site_data(path)
         remove_database(baseline_path(path))
 
 
 class RestorePointProvider(ResourceProvider):
-    """A restore point of the primary database: an online backup taken before its first change."""
+    """A restore point of the primary database and its files, taken before their first change:
+    an online backup, marked read-only in its header, and its digest as proof."""
 
     def create(self, props: Props) -> CreateResult:
         database, backup = Path(props["database_path"]), Path(props["backup_path"])
-        online_backup(database, backup)
-        outs = {**props, "taken_at": time.time(), "digest": content_digest(backup)}
+        copy_site_data(database, backup)
+        make_read_only(backup)
+        outs = {**props, "taken_at": time.time(), "digest": data_digest(backup)}
         return CreateResult(id_=props["restore_point"], outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
@@ -119,7 +135,7 @@ class RestorePointProvider(ResourceProvider):
         return DiffResult(changes=bool(replaces), replaces=replaces)
 
     def delete(self, _id: str, props: Props) -> None:
-        remove_database(Path(props["backup_path"]))
+        remove_site_data(Path(props["backup_path"]))
 
 
 class MigrationProvider(ResourceProvider):
@@ -274,7 +290,7 @@ class FrontDoorProvider(_ProcessProvider):
     # What the config is built from: a change starts a new HAProxy (ports, folder or health
     # path changed; never a traffic switch).
     _REPLACE_ON = ("port", "servers", "health_path", "folder")
-    _SWITCH_ON = ("origins", "active", "refuse_writes")
+    _SWITCH_ON = ("origins", "active", "writes", "hold_seconds")
     # How long a server that is to take the traffic may take to pass a health check.
     _HEALTHY_WITHIN = 30.0
 
@@ -284,12 +300,14 @@ class FrontDoorProvider(_ProcessProvider):
             port=int(props["port"]),
             servers=props["servers"],
             active=props["active"],
-            refuse_writes=bool(props["refuse_writes"]),
+            writes=EdgeWrites(props["writes"]),
             health_path=props["health_path"],
+            hold_seconds=float(props["hold_seconds"]),
         )
         folder = Path(props["folder"])
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / haproxy.MAP_FILE).write_text(haproxy.map_text(config.refuse_writes))
+        (folder / haproxy.LUA_FILE).write_text(haproxy.LUA_TEXT)
+        (folder / haproxy.MAP_FILE).write_text(haproxy.map_text(config.writes, config.hold_seconds))
         (folder / haproxy.CONFIG_FILE).write_text(haproxy.render(config))
         return config
 
@@ -341,5 +359,5 @@ class FrontDoorProvider(_ProcessProvider):
 
     def delete(self, _id: str, props: Props) -> None:
         super().delete(_id, props)
-        for name in (haproxy.CONFIG_FILE, haproxy.MAP_FILE, haproxy.SOCKET_FILE):
+        for name in (haproxy.CONFIG_FILE, haproxy.MAP_FILE, haproxy.LUA_FILE, haproxy.SOCKET_FILE):
             (Path(props["folder"]) / name).unlink(missing_ok=True)

@@ -17,7 +17,7 @@ from zdd.bench.metrics import rounded
 from zdd.bench.stacks import BenchSite
 from zdd.phases import DatabaseMode, Instance
 from zdd.processes import free_port
-from zdd.sqlite_files import remove_database
+from zdd.sqlite_files import files_folder, remove_database
 
 REPEATS = 3
 
@@ -29,6 +29,7 @@ def _placement(spec: AppSpec, version: str, database: Path, port: int) -> Placem
         instance=str(Instance.PRIMARY),
         database_mode=DatabaseMode.READ_WRITE,
         database=str(database),
+        files=str(files_folder(database)),
         port=port,
     )
 

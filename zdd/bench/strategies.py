@@ -22,6 +22,7 @@ from zdd.chart import PhaseSpan
 from zdd.phases import DatabaseMode, Instance, Mode
 from zdd.probe import LoadProbe
 from zdd.results import DeployResult
+from zdd.sqlite_files import files_folder
 
 # A clone phase that takes this long is stuck; see `Smooth._watch_clone`.
 CLONE_STALL_SECONDS = 30.0
@@ -122,6 +123,7 @@ class Maintenance:
             str(Instance.PRIMARY),
             DatabaseMode.READ_WRITE,
             str(site.primary_database),
+            str(files_folder(site.primary_database)),
             _port_of(site.output("primary_url")),
         )
         done = subprocess.run(
