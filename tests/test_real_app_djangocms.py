@@ -122,6 +122,20 @@ def assert_probe_clean(report: dict[str, Any]) -> dict[str, Any]:
     return probe
 
 
+def summary(report: dict[str, Any]) -> str:
+    """One line of figures of a command run under the probe."""
+    probe = report["probe"]
+    phases = ", ".join(f"{p['name']} {p['seconds']} s" for p in report["phases"])
+    return (
+        f"{probe['requests']} requests, {probe['failed']} failed, "
+        f"{probe['writes_acknowledged']} writes acknowledged ({probe['writes_held']} held, "
+        f"longest hold {probe['longest_hold_seconds']} s, longest write "
+        f"{probe['longest_write_seconds']} s), {probe['writes_refused']} refused, "
+        f"{probe['writes_lost']} lost, {probe['writes_hidden']} hidden; read-only window "
+        f"{report.get('read_only_window_seconds')} s; phases: {phases}"
+    )
+
+
 def older_release_cannot_create_a_page(database: Path, scratch: Path) -> str:
     """What OLDER says when asked to create a page on a copy of NEWER's `database`."""
     copy = scratch / "copy.sqlite"
@@ -187,15 +201,11 @@ def test_djangocms_deploys_smoothly_and_rolls_back_with_its_database_and_media(
     assert done.code == 0, done.stderr
     report = done.json()
     assert report["outcome"] == "succeeded" and "read_only_violation" not in report
-    probe = assert_probe_clean(report)
+    assert_probe_clean(report)
     status = zdd("status", "-s", name, "--json").json()
     assert status["phase"] == "idle" and status["current_version"] == NEWER
     assert served_version(public) == NEWER
     assert_site_as_written(public, picture, picture_bytes)
-    print(
-        f"\ndjango-cms {OLDER} -> {NEWER}: {probe['requests']} requests, {probe['failed']} "
-        f"failed, {probe['writes_acknowledged']} writes acknowledged, "
-        f"{probe['writes_refused']} refused, {probe['writes_lost']} lost, "
-        f"{probe['writes_hidden']} hidden; read-only window {report['read_only_window_seconds']}"
-        f" s; phases {[(p['name'], p['seconds']) for p in report['phases']]}"
-    )
+    for what, result in (("paused", paused), ("rollback", back), ("deploy", done)):
+        print(f"\n{what}: {summary(result.json())}", end="")
+    print()
