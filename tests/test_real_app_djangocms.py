@@ -25,6 +25,10 @@ pytestmark = pytest.mark.engine
 APP = ROOT / "apps" / "djangocms"
 OLDER, NEWER = "5.0.13", "5.1.3"
 SUBSCRIBER = "subscriber@example.com"  # the sign-up app.yaml's probe reads
+PICTURE = "uploads/visitor-photo.png"
+# What the new primary gets before the rollback with database takes it back.
+MADE_ON_NEWER, UPLOADED_ON_NEWER = "made-on-newer", "uploads/after-the-migration.txt"
+SIGNED_UP_ON_NEWER = "preview@example.com"
 HOME_TEXT = "Written with django CMS 5.0.13 before the deployment"
 # Run by `manage.py shell` in the older release against the primary's database and files:
 # the pages app.yaml's probe reads, each with a text plugin, and an uploaded picture that the
@@ -39,7 +43,7 @@ from django.db import transaction
 
 picture = io.BytesIO()
 Image.new("RGB", (64, 48), "teal").save(picture, "PNG")
-name = default_storage.save("uploads/visitor-photo.png", ContentFile(picture.getvalue()))
+name = default_storage.save("{PICTURE}", ContentFile(picture.getvalue()))
 with transaction.atomic():
     home = create_page("Welcome", "home.html", "en", in_navigation=True)
     home.set_as_homepage()
@@ -51,6 +55,20 @@ for page, body in (
     placeholders = page.get_admin_content("en").rescan_placeholders()
     add_plugin(placeholders["content"], "TextPlugin", "en", body=body)
 print(name)
+"""
+# Run by `manage.py shell` in the newer release against the new primary's database and files,
+# before the rollback: a new page, the picture replaced and a new upload, all to be undone.
+CHANGE_ON_NEWER = f"""
+from cms.api import create_page
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+with transaction.atomic():
+    create_page("Made on 5.1.3", "home.html", "en", slug="{MADE_ON_NEWER}")
+default_storage.delete("{PICTURE}")
+default_storage.save("{PICTURE}", ContentFile(b"replaced on 5.1.3"))
+default_storage.save("{UPLOADED_ON_NEWER}", ContentFile(b"uploaded on 5.1.3"))
 """
 # Run by `manage.py shell` in the older release on a copy of the migrated database.
 CREATE_PAGE = """
@@ -166,6 +184,7 @@ def test_djangocms_deploys_smoothly_and_rolls_back_with_its_database_and_media(
     made = manage_shell(OLDER, primary, files_folder(primary), MAKE_CONTENT)
     assert made.code == 0, made.stderr
     picture = made.stdout.strip().splitlines()[-1]
+    assert picture == PICTURE, made.stdout
     picture_bytes = (files_folder(primary) / picture).read_bytes()
     assert picture_bytes.startswith(b"\x89PNG")
     signed_up = httpx.post(f"{public}/en/newsletter/subscribe", json={"email": SUBSCRIBER})
@@ -187,6 +206,15 @@ def test_djangocms_deploys_smoothly_and_rolls_back_with_its_database_and_media(
     assert_site_as_written(preview, picture, picture_bytes)
     refusal = older_release_cannot_create_a_page(primary, tmp_path)
     assert "NOT NULL constraint failed: cms_pageurl.site_id" in refusal
+    # The new primary's data and files change; the clone's copies do not.
+    changed = manage_shell(NEWER, primary, files_folder(primary), CHANGE_ON_NEWER)
+    assert changed.code == 0, changed.stderr
+    signed_up = httpx.post(f"{preview}/en/newsletter/subscribe", json={"email": SIGNED_UP_ON_NEWER})
+    assert signed_up.status_code == 201, signed_up.text
+    assert get(preview, f"/media/{picture}").content == b"replaced on 5.1.3"
+    get(preview, f"/en/{MADE_ON_NEWER}/")
+    get(preview, f"/media/{UPLOADED_ON_NEWER}")
+    assert_site_as_written(public, picture, picture_bytes)
 
     # Back to OLDER with the database and files of the restore point.
     back = zdd("rollback", "-s", name, "--with-database", "--probe", "--json")
@@ -195,6 +223,13 @@ def test_djangocms_deploys_smoothly_and_rolls_back_with_its_database_and_media(
     assert_probe_clean(back.json())
     assert served_version(public) == OLDER
     assert_site_as_written(public, picture, picture_bytes)
+    for path in (
+        f"/en/{MADE_ON_NEWER}/",
+        f"/media/{UPLOADED_ON_NEWER}",
+        f"/en/newsletter/subscribers?email={SIGNED_UP_ON_NEWER}",
+    ):
+        gone = httpx.get(f"{public}{path}", follow_redirects=True, timeout=30)
+        assert gone.status_code == 404, f"{path} is still there after the rollback"
 
     # The same deployment to its end.
     done = zdd("deploy", "-s", *deploy)
