@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from zdd.bench import frontdoor
+from zdd.bench import frontdoor, proof
 from zdd.bench.database import grow_database
 from zdd.bench.load import LEAD_SECONDS, say
 from zdd.bench.metrics import BUCKET_SECONDS, parse_sizes, rounded
@@ -24,6 +24,7 @@ from zdd.processes import free_port
 
 RATE = float(os.environ.get("BENCH_RATE", "300"))
 DEFAULT_SIZES_MB = "10,100"
+PROOF_SIZE_MB = float(os.environ.get("BENCH_PROOF_MB", "1024"))
 NOTES = [
     "downtime_seconds: 100 ms buckets (by answer time) that hold a failed request; "
     "write_unavailable_seconds: the same over refused or failed writes; *_1s: 1 s buckets",
@@ -106,6 +107,7 @@ def main() -> None:
             )
 
     front_door = frontdoor.figures(lambda: fresh_stack(env, "frontdoor"), free_port, say)
+    proof_figures = proof.figures(PROOF_SIZE_MB, say)
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results = {
         "machine": info,
@@ -115,6 +117,7 @@ def main() -> None:
         "read_only_window": windows,
         "goals": goals(db_copy, windows, side),
         "front_door": front_door,
+        "proof": proof_figures,
         "settings": {
             "probe_rate_per_second": RATE,
             "probe_write_every": 10,

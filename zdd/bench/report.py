@@ -120,6 +120,19 @@ def print_summary(results: Mapping[str, Any]) -> None:
             f"{window['read_only_window_seconds']}s vs the primary's "
             f"{window['primary_needs_seconds']['total']}s"
         )
+    held = [
+        (name, f["writes_held"], f["longest_hold_seconds"], f["writes_refused"])
+        for name, f in results["strategies"].items()
+        if "writes_held" in f
+    ]
+    for name, count, longest, refused in held:
+        say(f"{name:12} writes held {count} (longest {longest}s), refused {refused}")
+    proof = results["proof"]
+    say(
+        f"{proof['size_mb']:g} MiB: copy {proof['copy_seconds']}s, restore point proof "
+        f"{proof['proof_seconds']}s, read-only check {proof['check_seconds']}s (row by row: "
+        f"{proof['row_by_row_digest_seconds']}s)"
+    )
     side = results["side_by_side"]
     for row in side["phases"]:
         parts = ", ".join(f"{k} {row[k]:+.2f}" for k in ("gate", "config", "engine", "reads"))
