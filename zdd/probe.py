@@ -159,8 +159,10 @@ class ProbeReport:
     refused_between: tuple[float, float] | None = None
     # How many answers each site version gave.
     versions_served: dict[str, int] = field(default_factory=dict)
-    # Writes the front door held and then carried out, and the longest of those holds.
+    # Writes the front door held and then carried out, the epoch seconds the first and last of
+    # them were sent, and the longest of those holds.
     writes_held: int = 0
+    held_between: tuple[float, float] | None = None
     longest_hold_seconds: float = 0.0
     # Acknowledged writes that a later read through the public endpoint did not show.
     writes_hidden: int = 0
@@ -175,6 +177,7 @@ class ProbeReport:
             "writes_refused": self.writes_refused,
             "writes_lost": self.writes_lost,
             "writes_held": self.writes_held,
+            "held_between": list(self.held_between) if self.held_between else None,
             "longest_hold_seconds": round(self.longest_hold_seconds, 2),
             "writes_hidden": self.writes_hidden,
             "longest_write_seconds": round(self.longest_write_seconds, 2),
@@ -322,9 +325,9 @@ class LoadProbe:
         failed = [s for s in self.samples if s.outcome == "failed"]
         duration = max((s.at for s in self.samples), default=0.0)
         refused = [self.started_at + s.at for s in self.samples if s.outcome == "refused"]
-        held = [
-            s.held_ms / 1000 for s in self.samples if s.held_ms is not None and s.outcome == "ok"
-        ]
+        held_samples = [s for s in self.samples if s.held_ms and s.outcome == "ok"]
+        held = [(s.held_ms or 0) / 1000 for s in held_samples]
+        held_sent = [self.started_at + s.at for s in held_samples]
         hidden = sorted({s.title for s in self.samples if s.outcome == "hidden" and s.title})
         writes = [s.seconds for s in self.samples if s.kind == "write" and s.outcome == "ok"]
         return ProbeReport(
@@ -340,6 +343,7 @@ class LoadProbe:
             versions_served=dict(Counter(s.version for s in self.samples if s.version)),
             refused_between=((min(refused), max(refused)) if refused else None),
             writes_held=len(held),
+            held_between=(min(held_sent), max(held_sent)) if held_sent else None,
             longest_hold_seconds=max(held, default=0.0),
             writes_hidden=len(hidden),
             hidden_titles=hidden,
