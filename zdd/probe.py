@@ -39,12 +39,15 @@ from zdd.appspec import AppSpec, InvalidAppSpec, parse_file_text
 from zdd.phases import SERVED_BY_HEADER
 
 Outcome = Literal["ok", "refused", "failed", "hidden"]
+Kind = Literal["read", "write", "read-back"]
 TITLE = "{title}"
 # The answer header of a write the front door held, in milliseconds (infra.local.haproxy).
 HELD_HEADER = "X-ZDD-Held"
 # A write may wait at the front door for up to its hold bound (30 s by default) and then take
 # its own time: the probe waits as long as an impatient visitor's browser would.
 REQUEST_TIMEOUT_SECONDS = 60
+# Writes outstanding at once, per read slot: enough for a whole hold at the probe's write rate.
+WRITE_SLOTS_PER_READ_SLOT = 20
 # Read-backs pick among the most recently acknowledged writes.
 _RECENT = 50
 
@@ -134,7 +137,7 @@ def _with_title(body: Any, title: str) -> Any:
 @dataclass(frozen=True)
 class Sample:
     at: float  # seconds since the probe started
-    kind: Literal["read", "write", "read-back"]
+    kind: Kind
     status: int  # 0 when there was no HTTP answer
     outcome: Outcome
     origin: str | None
@@ -223,7 +226,7 @@ class LoadProbe:
         if self._thread:
             self._thread.join()
 
-    def _request_for(self, n: int) -> tuple[Literal["read", "write", "read-back"], str | None]:
+    def _request_for(self, n: int) -> tuple[Kind, str | None]:
         """Every `write_every`-th request writes; halfway between two writes, one reads back a
         write acknowledged earlier; the others read."""
         if self.target.write is not None:
@@ -233,8 +236,14 @@ class LoadProbe:
                 return "read-back", self._pick.choice(self._acknowledged[-_RECENT:])
         return "read", None
 
-    async def _one(self, session: aiohttp.ClientSession, n: int, t0: float) -> None:
-        kind, title = self._request_for(n)
+    async def _one(
+        self,
+        session: aiohttp.ClientSession,
+        n: int,
+        t0: float,
+        kind: Kind,
+        title: str | None,
+    ) -> None:
         write = self.target.write
         sent = time.monotonic()
         held: int | None = None
@@ -281,33 +290,41 @@ class LoadProbe:
         )
 
     async def _run(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.concurrency)
+        # Writes have slots of their own: a front door holding them for seconds must not take
+        # the slots of the reads, which would then go unmeasured for as long as it holds.
+        write_slots = self.concurrency * WRITE_SLOTS_PER_READ_SLOT
+        connector = aiohttp.TCPConnector(limit=self.concurrency + write_slots)
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
         async with aiohttp.ClientSession(
             self.public_url, connector=connector, timeout=timeout
         ) as session:
-            slots = asyncio.Semaphore(self.concurrency)
+            slots = {
+                "read": asyncio.Semaphore(self.concurrency),
+                "write": asyncio.Semaphore(write_slots),
+            }
             tasks: set[asyncio.Task[None]] = set()
             t0 = time.monotonic()
             self.started_at = time.time()
             due = t0
 
-            async def one(n: int) -> None:
+            async def one(n: int, kind: Kind, title: str | None, slot: asyncio.Semaphore) -> None:
                 try:
-                    await self._one(session, n, t0)
+                    await self._one(session, n, t0, kind, title)
                 finally:
-                    slots.release()
+                    slot.release()
 
             for n in itertools.count(1):
                 # A steady rate; when the machine cannot keep up, the probe sends as fast as it
-                # can with `concurrency` requests outstanding and never builds a backlog.
+                # can with `concurrency` reads outstanding and never builds a backlog.
                 due = max(due + 1 / self.rate, time.monotonic() - 1 / self.rate)
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
-                await slots.acquire()
+                kind, title = self._request_for(n)
+                slot = slots["write" if kind == "write" else "read"]
+                await slot.acquire()
                 if self._stop.is_set():
-                    slots.release()
+                    slot.release()
                     break
-                task = asyncio.create_task(one(n))
+                task = asyncio.create_task(one(n, kind, title, slot))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             await asyncio.gather(*tasks)
