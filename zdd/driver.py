@@ -30,6 +30,7 @@ from zdd.actions import (
     Refused,
     RestorePointTaken,
     StackState,
+    new_restore_point_id,
     next_step,
     plan,
 )
@@ -359,11 +360,18 @@ class Driver:
         following = self._following(state)
         self._gate_once(settings.phase, following, settings, outputs, ops)
         change = next_step(state)
-        if ops.take_restore_point and "restorePoint" in change and not settings.restore_point:
-            # After the drain gate above, on the target's own clock (issue 10).
-            change["restorePoint"] = ops.take_restore_point()
+        if change["phase"] == Phase.DEPLOY:
+            change["restorePoint"] = self._take_restore_point(ops)
         self.stack.set_config(change)
         return True
+
+    def _take_restore_point(self, ops: TargetOps) -> str:
+        """Rule 3 of docs/design.md, and the only place a restore point is made, whatever action
+        led here: after the drain gate, so on the database's side of it, and on the target's
+        own clock where it has one (Azure restores to a moment of its own clock)."""
+        point = ops.take_restore_point() if ops.take_restore_point else new_restore_point_id()
+        self.say(f"restore point {point} taken, after the drain")
+        return point
 
     def _repair(
         self, phase: Phase, config: dict[str, str], outputs: dict[str, Any], result: DeployResult
@@ -425,7 +433,7 @@ class Driver:
         switched = outcome.front_door_changed_at
         if phase is Phase.CUTOVER and switched and "cutoverAt" not in self.stack.config():
             self.stack.set_config({"cutoverAt": f"{switched:.3f}"})
-        if phase is Phase.RETURN and result is not None:
+        if phase in (Phase.RETURN, Phase.WITHDRAW) and result is not None:
             cutover_at = self.stack.config().get("cutoverAt")
             if cutover_at:
                 back = switched or time.time()

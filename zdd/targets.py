@@ -58,7 +58,7 @@ class TargetOps:
     # changed or went since it was taken), in words; None when it still holds what was recorded.
     # Absent: the target cannot read a restore point before it restores it.
     restore_point_problem: Callable[[Environment, str, RestorePointTaken], str | None] | None = None
-    # A restore point id taken on the target's own clock (default: `next_step`'s).
+    # A restore point id taken on the target's own clock (default: the driver's).
     take_restore_point: Callable[[], str] | None = None
     # After `pulumi destroy`: removes what the stack had outside its resources (locally its
     # folder, and any process of its own a failed update left behind).
