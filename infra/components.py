@@ -48,6 +48,9 @@ class DatabaseArgs:
     restored_from: str | None = None
     # A read-write clone's database keeps a baseline of the copy (what the clone started from).
     keep_baseline: bool = False
+    # A clone's database no one may write to (rule 9 of docs/design.md), enforced by the
+    # database itself where the target can.
+    read_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ def build(
                 copy_of=primary_database,
                 # A clone that takes writes keeps its starting point, to report what it was given.
                 keep_baseline=declaration.clone.database_mode is DatabaseMode.READ_WRITE,
+                read_only=declaration.clone.database_mode is DatabaseMode.READ_ONLY,
             ),
             opts,
         )
@@ -70,10 +71,10 @@ def build(
             origins=origins,
             traffic=declaration.traffic,
             # From the switch to the clone until the clone is gone (some Front Door edges still
-            # send visitors to it while `return` propagates).
+            # send visitors to it while `return` or `withdraw` propagates).
             refuse_writes=declaration.clone is not None
             and declaration.clone.database_mode is DatabaseMode.READ_ONLY
-            and declaration.phase in (Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN),
+            and declaration.phase in (Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN, Phase.WITHDRAW),
         ),
         opts,
     )
