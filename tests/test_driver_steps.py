@@ -13,6 +13,7 @@ from zdd import driver as driver_module
 from zdd.actions import Action
 from zdd.driver import Driver
 from zdd.environment import Environment
+from zdd.errors import RefusedTransition
 from zdd.phases import Phase, settings_digest
 from zdd.results import DeployResult
 from zdd.stack import Outcome
@@ -69,7 +70,9 @@ def steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[
     """A driver on a fake stack of a fake target that takes restore points on its own clock."""
     monkeypatch.setenv("ZDD_POLICY_PACK", "none")
 
-    def make(config: dict[str, str], events: list[tuple[str, ...]]) -> Driver:
+    def make(
+        config: dict[str, str], events: list[tuple[str, ...]], restorable: str | None = None
+    ) -> Driver:
         def take_restore_point() -> str:
             events.append(("restore point",))
             return AZURE_CLOCK_POINT
@@ -80,6 +83,7 @@ def steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[
             initial_config=lambda _env, _stack: {},
             in_flight=lambda _outputs, _origin: 0,
             take_restore_point=take_restore_point,
+            restorable_problem=lambda _outputs: restorable,
         )
 
         def gate(src: Phase, dst: Phase, *_args: Any) -> None:
@@ -135,3 +139,14 @@ def test_an_abort_from_cutover_moves_the_traffic_back_before_the_clone_goes(step
     config = driver.stack.config()
     assert config["phase"] == "idle" and config["currentVersion"] == "v1"
     assert "targetVersion" not in config and "cutoverAt" not in config
+
+
+def test_a_deployment_is_refused_while_the_primary_database_cannot_be_restored(steps) -> None:
+    events: list[tuple[str, ...]] = []
+    wait = "no restorable point yet; deploy again after 10:20 UTC"
+    driver = steps({"phase": "idle", "currentVersion": "v1"}, events, restorable=wait)
+    before = driver.stack.config()
+    with pytest.raises(RefusedTransition, match="deploy again after 10:20 UTC") as refused:
+        driver.begin(Action.DEPLOY, version="v2")
+    assert refused.value.exit_code == 3
+    assert driver.stack.config() == before and events == []

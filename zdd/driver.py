@@ -222,7 +222,7 @@ class Driver:
         dry_run: bool = False,
     ) -> tuple[DeployResult, ConfigChange]:
         """Validate `action` and (unless `dry_run`) record it in the stack config."""
-        config, state, _outputs, ops = self._read(evidence=action is not Action.DEPLOY)
+        config, state, outputs, ops = self._read(evidence=action is not Action.DEPLOY)
         ops.check_ready()
         if version is not None:
             check_version(version, ops, config)
@@ -249,6 +249,7 @@ class Driver:
         if action is Action.ROLLBACK_DATABASE:
             self._check_restore_point(state, ops)
         if action is Action.DEPLOY:
+            self._check_restorable(ops, outputs)
             change["deploymentId"] = uuid.uuid4().hex[:12]
         settings = state.settings
         result = DeployResult(
@@ -260,12 +261,26 @@ class Driver:
             mode=str(change.get("mode") or settings.mode),
         )
         if not dry_run:
+            taken = state.proven_restore_point
+            if action is Action.ROLLBACK_DATABASE and ops.wait_restorable and taken:
+                # A cloud database restores only to a moment its backups already cover.
+                ops.wait_restorable(outputs, taken.id, self.say)
             # The policy pack judges the first update of the action before anything is written.
             if self.env.policy_packs():
                 self.say("policy check: pulumi preview with the policy pack")
                 self.preview(change)
             self.stack.set_config(change)
         return result, change
+
+    def _check_restorable(self, ops: TargetOps, outputs: dict[str, Any]) -> None:
+        """Rule 3 of docs/design.md needs a restore point the target can restore: a deployment
+        does not start while the primary database has none at all."""
+        problem = ops.restorable_problem(outputs) if ops.restorable_problem else None
+        if problem:
+            raise RefusedTransition(
+                f"{Action.DEPLOY} refused on stack {self.stack_name!r}: {problem}; nothing was "
+                "changed"
+            )
 
     def _check_restore_point(self, state: StackState, ops: TargetOps) -> None:
         """A restore point that changed or went since it was taken is never restored: the

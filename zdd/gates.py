@@ -216,6 +216,8 @@ class GateContext:
     wait_switched: Callable[[Instance], datetime | None]
     # Rules 2 and 5 of docs/design.md: no public request reaches the origin any more.
     wait_drained: Callable[[Instance, datetime | None, str], None]
+    # Before traffic leaves an origin: the counters that will judge its drain see its requests.
+    drain_visible: Callable[[Instance], None]
 
 
 def _healthy(context: GateContext, url_key: str, identity: Identity, what: str) -> None:
@@ -244,6 +246,9 @@ def clone_healthy(context: GateContext) -> None:
     context.say("gate: clone healthy with the current version")
     identity = Identity(context.current_version, Instance.CLONE, context.clone_mode)
     _healthy(context, "clone_url", identity, "the clone")
+    # Rule 2 of docs/design.md fails closed: the primary's drain will be judged by counters
+    # that are shown, before any traffic moves, to see the primary's requests.
+    context.drain_visible(Instance.PRIMARY)
 
 
 def traffic_on_clone(context: GateContext) -> None:
