@@ -30,6 +30,7 @@ from zdd.actions import (
     Refused,
     RestorePointTaken,
     StackState,
+    new_restore_point_id,
     next_step,
     plan,
 )
@@ -224,7 +225,7 @@ class Driver:
         dry_run: bool = False,
     ) -> tuple[DeployResult, ConfigChange]:
         """Validate `action` and (unless `dry_run`) record it in the stack config."""
-        config, state, _outputs, ops = self._read(evidence=action is not Action.DEPLOY)
+        config, state, outputs, ops = self._read(evidence=action is not Action.DEPLOY)
         ops.check_ready()
         if version is not None:
             check_version(version, ops, config)
@@ -251,6 +252,7 @@ class Driver:
         if action is Action.ROLLBACK_DATABASE:
             self._check_restore_point(state, ops)
         if action is Action.DEPLOY:
+            self._check_restorable(ops, outputs)
             change["deploymentId"] = uuid.uuid4().hex[:12]
         settings = state.settings
         result = DeployResult(
@@ -262,12 +264,26 @@ class Driver:
             mode=str(change.get("mode") or settings.mode),
         )
         if not dry_run:
+            taken = state.proven_restore_point
+            if action is Action.ROLLBACK_DATABASE and ops.wait_restorable and taken:
+                # A cloud database restores only to a moment its backups already cover.
+                ops.wait_restorable(outputs, taken.id, self.say)
             # The policy pack judges the first update of the action before anything is written.
             if self.env.policy_packs():
                 self.say("policy check: pulumi preview with the policy pack")
                 self.preview(change)
             self.stack.set_config(change)
         return result, change
+
+    def _check_restorable(self, ops: TargetOps, outputs: dict[str, Any]) -> None:
+        """Rule 3 of docs/design.md needs a restore point the target can restore: a deployment
+        does not start while the primary database has none at all."""
+        problem = ops.restorable_problem(outputs) if ops.restorable_problem else None
+        if problem:
+            raise RefusedTransition(
+                f"{Action.DEPLOY} refused on stack {self.stack_name!r}: {problem}; nothing was "
+                "changed"
+            )
 
     def _check_restore_point(self, state: StackState, ops: TargetOps) -> None:
         """A restore point that changed or went since it was taken is never restored: the
@@ -362,11 +378,18 @@ class Driver:
         following = self._following(state)
         self._gate_once(settings.phase, following, settings, outputs, ops)
         change = next_step(state)
-        if ops.take_restore_point and "restorePoint" in change and not settings.restore_point:
-            # After the drain gate above, on the target's own clock (issue 10).
-            change["restorePoint"] = ops.take_restore_point()
+        if change["phase"] == Phase.DEPLOY:
+            change["restorePoint"] = self._take_restore_point(ops)
         self.stack.set_config(change)
         return True
+
+    def _take_restore_point(self, ops: TargetOps) -> str:
+        """Rule 3 of docs/design.md, and the only place a restore point is made, whatever action
+        led here: after the drain gate, so on the database's side of it, and on the target's
+        own clock where it has one (Azure restores to a moment of its own clock)."""
+        point = ops.take_restore_point() if ops.take_restore_point else new_restore_point_id()
+        self.say(f"restore point {point} taken, after the drain")
+        return point
 
     def _repair(
         self, phase: Phase, config: dict[str, str], outputs: dict[str, Any], result: DeployResult
@@ -428,7 +451,7 @@ class Driver:
         switched = outcome.front_door_changed_at
         if phase is Phase.CUTOVER and switched and "cutoverAt" not in self.stack.config():
             self.stack.set_config({"cutoverAt": f"{switched:.3f}"})
-        if phase is Phase.RETURN and result is not None:
+        if phase in (Phase.RETURN, Phase.WITHDRAW) and result is not None:
             cutover_at = self.stack.config().get("cutoverAt")
             if cutover_at:
                 back = switched or time.time()

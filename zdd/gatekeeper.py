@@ -45,6 +45,12 @@ def pass_gate(
         )
         say(f"gate: {origin} drained after {waited:.2f}s")
 
+    def drain_visible(origin: Instance) -> None:
+        """A cloud front door's counters see requests to `origin` (local counters are the
+        front door's own, per server)."""
+        if ops.prove_counted is not None:
+            ops.prove_counted(outputs, origin, say)
+
     # How long an app may take to answer as expected: the site's app spec (on every target:
     # Azure's own probes use the same path), the target's defaults (a cloud front door needs
     # minutes), or the stack's `zdd:gateTimeoutSeconds` over both.
@@ -64,5 +70,6 @@ def pass_gate(
             say=say,
             wait_switched=wait_switched,
             wait_drained=wait_drained,
+            drain_visible=drain_visible,
         )
     )

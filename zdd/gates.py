@@ -216,6 +216,8 @@ class GateContext:
     wait_switched: Callable[[Instance], datetime | None]
     # Rules 2 and 5 of docs/design.md: no public request reaches the origin any more.
     wait_drained: Callable[[Instance, datetime | None, str], None]
+    # Before traffic leaves an origin: the counters that will judge its drain see its requests.
+    drain_visible: Callable[[Instance], None]
 
 
 def _healthy(context: GateContext, url_key: str, identity: Identity, what: str) -> None:
@@ -244,6 +246,9 @@ def clone_healthy(context: GateContext) -> None:
     context.say("gate: clone healthy with the current version")
     identity = Identity(context.current_version, Instance.CLONE, context.clone_mode)
     _healthy(context, "clone_url", identity, "the clone")
+    # Rule 2 of docs/design.md fails closed: the primary's drain will be judged by counters
+    # that are shown, before any traffic moves, to see the primary's requests.
+    context.drain_visible(Instance.PRIMARY)
 
 
 def traffic_on_clone(context: GateContext) -> None:
@@ -259,15 +264,24 @@ def new_primary_verified(context: GateContext) -> None:
     _healthy(context, "preview_url", identity, f"the primary on {version}")
 
 
-def traffic_back_on_primary(context: GateContext) -> None:
-    context.say("gate: public traffic back on a healthy primary, clone drained")
+def _back_on_primary(context: GateContext, version: str) -> None:
     switched = _public_on(context, Instance.PRIMARY)
     # Rule 5 of docs/design.md: the clone goes only once no request is still on its way.
     context.wait_drained(
         Instance.CLONE, switched, "The primary holds the traffic; retry with `zdd resume`."
     )
-    identity = Identity(context.target_version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
+    identity = Identity(version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
     _healthy(context, "primary_url", identity, "the primary")
+
+
+def traffic_back_on_primary(context: GateContext) -> None:
+    context.say("gate: public traffic back on a healthy primary, clone drained")
+    _back_on_primary(context, context.target_version)
+
+
+def traffic_back_on_untouched_primary(context: GateContext) -> None:
+    context.say("gate: public traffic back on the untouched primary, clone drained")
+    _back_on_primary(context, context.current_version)
 
 
 def untouched_primary_healthy(context: GateContext) -> None:
@@ -283,7 +297,10 @@ GATES: dict[tuple[Phase, Phase], Callable[[GateContext], None]] = {
     (Phase.CUTOVER, Phase.DEPLOY): traffic_on_clone,
     (Phase.DEPLOY, Phase.RETURN): new_primary_verified,
     (Phase.RETURN, Phase.IDLE): traffic_back_on_primary,
-    # An abort: the primary was never touched.
+    # An abort: the primary was never touched. Once the switch was asked for, the traffic
+    # moves back (withdraw) and the clone goes only when it is drained, as after `return`.
     (Phase.CLONE, Phase.IDLE): untouched_primary_healthy,
-    (Phase.CUTOVER, Phase.IDLE): untouched_primary_healthy,
+    (Phase.CLONE, Phase.WITHDRAW): untouched_primary_healthy,
+    (Phase.CUTOVER, Phase.WITHDRAW): untouched_primary_healthy,
+    (Phase.WITHDRAW, Phase.IDLE): traffic_back_on_untouched_primary,
 }

@@ -58,8 +58,17 @@ class TargetOps:
     # changed or went since it was taken), in words; None when it still holds what was recorded.
     # Absent: the target cannot read a restore point before it restores it.
     restore_point_problem: Callable[[Environment, str, RestorePointTaken], str | None] | None = None
-    # A restore point id taken on the target's own clock (default: `next_step`'s).
+    # A cloud front door's counters: before traffic leaves an origin, they are shown to see
+    # requests to it (a drain judged from counters that cannot see it would pass at once).
+    prove_counted: Callable[[Mapping[str, Any], str, Callable[[str], None]], None] | None = None
+    # A restore point id taken on the target's own clock (default: the driver's).
     take_restore_point: Callable[[], str] | None = None
+    # Before a deployment: why the primary database could not be restored to a point taken now
+    # (a cloud database before its first backup), in words; None when it could.
+    restorable_problem: Callable[[Mapping[str, Any]], str | None] | None = None
+    # Before a rollback with database: waits until the target can restore to the restore point
+    # (a cloud database's log backup covers it), or refuses one it never can.
+    wait_restorable: Callable[[Mapping[str, Any], str, Callable[[str], None]], None] | None = None
     # After `pulumi destroy`: removes what the stack had outside its resources (locally its
     # folder, and any process of its own a failed update left behind).
     forget: Callable[[Environment, str], None] = lambda _env, _stack: None
