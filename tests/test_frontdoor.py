@@ -579,6 +579,23 @@ def test_read_write_mode_holds_nothing(front_door: FrontDoor) -> None:
     assert served_by(written) == "clone"
 
 
+def test_a_front_door_in_a_deep_folder_is_still_switched_through_its_admin_socket(
+    origins: dict[str, Origin],
+) -> None:
+    base = Path(tempfile.mkdtemp(prefix="zdd-deep-"))
+    deep = base / ("a-checkout-folder-with-a-long-name-" * 2) / ("and-deeper-still-" * 3)
+    deep.mkdir(parents=True)
+    assert len(str(deep / "frontdoor.sock")) > 107  # more than a unix socket address holds
+    door = FrontDoor(deep, origins)
+    try:
+        assert door.set(active="clone")
+        assert served_by(httpx.get(f"{door.public}/echo", timeout=10)) == "clone"
+        assert door.admin.servers()["clone"].takes_traffic
+    finally:
+        door.stop()
+        shutil.rmtree(base)
+
+
 def test_only_its_owner_can_use_the_admin_socket(front_door: FrontDoor) -> None:
     mode = os.stat(front_door.outs["socket_path"]).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
