@@ -119,7 +119,7 @@ def wait_public_origin(
             except httpx.HTTPError as exc:
                 return f"no answer from the public endpoint ({exc.__class__.__name__})"
             served_by = response.headers.get(header)
-            if response.status_code != 200 or served_by != origin:
+            if not response.is_success or served_by != origin:
                 return f"public endpoint answered {response.status_code} from {served_by!r}"
         return None
 

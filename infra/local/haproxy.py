@@ -121,7 +121,8 @@ def render(config: FrontDoorConfig) -> str:
             f"    http-request disable-l7-retry if !{{ method {methods} }}",
             "    option httpchk",
             f"    http-check send meth GET uri {_quoted(config.health_path)}",
-            "    http-check expect status 200",
+            # Any 2xx passes, as the gates judge a health path (a site may answer 204).
+            "    http-check expect rstatus ^2[0-9][0-9]$",
             f"    http-response set-header {SERVED_BY_HEADER} %s",
             *servers,
             "",
