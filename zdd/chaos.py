@@ -29,17 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from zdd import processes
+from zdd.console import stderr_console
 from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment, find_project_root
 from zdd.probe import LoadProbe, ProbeTarget, Sample
 
 VICTIMS = ("front door", "primary", "clone", "provider plugin", "cli", "driver")
 FRONT_DOOR_LOG = "frontdoor"  # the front door's resource role in the stack's folder
 RESUMES = 3  # a resume may itself be interrupted by what the kill left behind
-say = Console(stderr=True, highlight=False).print
+say = stderr_console().print
 
 
 @dataclass

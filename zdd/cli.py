@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from zdd.actions import Action
 from zdd.api import ActionRequest, Probe, SmoothStack, engine_environment, init_stack, open_stack
+from zdd.console import stderr_console
 from zdd.driver import Driver
 from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment
 from zdd.errors import BadInput, ZddError, exit_codes_text
@@ -33,7 +33,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False)
+err = stderr_console()
 # Marks a stack `zdd demo` made, which a later demo may replace without asking.
 MADE_BY_KEY = "madeBy"
 T = TypeVar("T")
