@@ -319,7 +319,10 @@ def preview(
 
 @app.command()
 def history(stack: StackOpt, as_json: JsonOpt = False) -> None:
-    """Past deployments and recoveries with outcome, versions and phase timings."""
+    """Every deployment, recovery and app spec change since `init`, newest first: the version
+    each set out for, its real outcome (succeeded; aborted at gate X; failed at phase P or gate
+    X; rolled back to V) and its phase timings (a `!` marks an update that did not succeed).
+    Read from the stack's own update history, all of it."""
     entries = _run(as_json, _open(stack, as_json).history)
     _emit({"stack": stack, "deployments": entries}, as_json, lambda: _print_history(entries))
 
@@ -415,12 +418,17 @@ def _print_preview(shown: dict[str, Any]) -> None:
 def _print_history(entries: list[dict[str, Any]]) -> None:
     table = Table("started", "actions", "versions", "outcome", "phases")
     for entry in entries:
-        phases = ", ".join(f"{p['name']} {p['seconds'] or 0:.1f}s" for p in entry["phases"])
+        phases = ", ".join(
+            f"{p['name']} {p['seconds'] or 0:.1f}s" + ("" if p["result"] == "succeeded" else "!")
+            for p in entry["phases"]
+        )
+        # The version it set out for, whatever it ended on (the outcome says that).
+        tried = " -> ".join(entry["attempted_versions"]) or entry["to_version"]
         table.add_row(
             entry["started"] or "",
             "+".join(entry["actions"]),
-            f"{entry['from_version']} -> {entry['to_version']}",
-            entry["outcome"],
+            f"{entry['from_version']} -> {tried}" if entry["from_version"] else tried,
+            entry["outcome_detail"],
             phases,
         )
     err.print(table)

@@ -37,7 +37,14 @@ from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, StackBusy
 from zdd.gatekeeper import pass_gate
 from zdd.gates import components
-from zdd.history import history_message, read_history
+from zdd.history import (
+    FAILED_GATE_FIELD,
+    FAILED_GATE_KEY,
+    gate_failure,
+    history_message,
+    pending_gate_failure,
+    read_history,
+)
 from zdd.phases import (
     InvalidStackConfig,
     Mode,
@@ -300,6 +307,7 @@ class Driver:
             if state.applied is Phase.CLONE and not state.primary_touched:
                 self.say(f"clone check failed: {exc}; aborting, the primary was not touched")
                 self.stack.set_config(plan(Action.ABORT, state))
+                result.action = f"{result.action}+{Action.ABORT}"  # history: not a success
                 while self.advance(result):
                     pass
                 result.outcome = "aborted"
@@ -402,6 +410,7 @@ class Driver:
             "from": result.from_version,
             "to": result.to_version,
             **({"read_only_violation": v} if (v := result.read_only_violation) else {}),
+            **pending_gate_failure(config),
         }
 
     def _up(
@@ -410,10 +419,14 @@ class Driver:
         self.say(f"{label}: pulumi up")
         self._gate_passed = None
         record = {**message, "phase": str(phase)}
-        outcome = self.stack.up(
-            policy_packs=self.env.policy_packs(),
-            message=history_message(record),
-        )
+        try:
+            outcome = self.stack.up(
+                policy_packs=self.env.policy_packs(),
+                message=history_message(record),
+            )
+        finally:
+            if FAILED_GATE_FIELD in record:  # now in the update's message: history has it
+                self.stack.set_config({FAILED_GATE_KEY: None})
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")
         if result is not None:
@@ -452,7 +465,12 @@ class Driver:
         # A gate passed by this driver holds until the next update; one found in the stack
         # (after a restart) is checked again.
         if self._gate_passed != (src, dst):
-            pass_gate(src, dst, settings, outputs, ops, self.stack.config(), self.say)
+            try:
+                pass_gate(src, dst, settings, outputs, ops, self.stack.config(), self.say)
+            except GateFailed:
+                # No update records a gate: the stack config does until the next one does.
+                self.stack.set_config(gate_failure(src, dst))
+                raise
             self._gate_passed = (src, dst)
 
     # -- preview and history -------------------------------------------------------------
