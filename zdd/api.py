@@ -17,14 +17,14 @@ from typing import Any
 from zdd import appspec
 from zdd.actions import Action
 from zdd.driver import Driver, Say
-from zdd.environment import Environment, find_project_root
+from zdd.environment import Environment, LoggedComponent, find_project_root
 from zdd.errors import BadInput
 from zdd.phases import Mode, Phase
 from zdd.probe import LoadProbe, ProbeTarget
 from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
 from zdd.results import DeployResult, Status
 from zdd.stack import check_stack_name
-from zdd.targets import check_version_format
+from zdd.targets import LogLocation, check_version_format, ops_for
 
 PASSPHRASE_VARIABLES = ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")
 # What a deployment whose new primary fails may do by itself.
@@ -106,6 +106,28 @@ class SmoothStack:
     def history(self) -> list[dict[str, Any]]:
         """Past deployments and recoveries, newest first."""
         return self._driver.history()
+
+    def log(self, component: LoggedComponent | str) -> LogLocation:
+        """Where the log of `component` (`primary`, `clone` or `frontdoor`) is: a file on this
+        machine (refused while the component has never run), or where a cloud keeps it."""
+        if component not in set(LoggedComponent):
+            known = ", ".join(LoggedComponent)
+            raise BadInput(f"no component {component!r}; logs are kept for {known}")
+        config = self._driver.stack.config()
+        ops = ops_for(config.get("target", DEFAULT_TARGET))
+        if ops.log_of is None:
+            raise BadInput(f"target {ops.name} keeps no log that zdd can show")
+        location = ops.log_of(self._driver.env, self.name, config, str(component))
+        if location.path is not None and not location.path.is_file():
+            when = (
+                "the clone runs only during a deployment (phases clone to return)"
+                if component == "clone"
+                else "it has not been started since the stack was made"
+            )
+            raise BadInput(
+                f"the {component} of stack {self.name!r} has no log yet ({location.path}): {when}"
+            )
+        return location
 
     def preview(
         self, action: Action | Phase | str, request: ActionRequest | None = None

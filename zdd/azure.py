@@ -33,7 +33,7 @@ from zdd.appspec import ReleaseKind
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import MIN_BACKUP_RETENTION_DAYS
-from zdd.targets import GateTimeouts, TargetOps, app_spec
+from zdd.targets import GateTimeouts, LogLocation, TargetOps, app_spec
 
 Say = Callable[[str], None]
 DEPLOYED = "Succeeded"
@@ -424,6 +424,24 @@ class ArmApi:
         return self._last_date
 
 
+def log_of(_env: Environment, stack: str, config: Mapping[str, str], component: str) -> LogLocation:
+    """App Service keeps a web app's output (its log stream); Front Door its access log in the
+    diagnostic settings' Log Analytics workspace, if the profile has one."""
+    group = config.get("resourceGroupName", "<resource group>")
+    if component == "frontdoor":
+        where = (
+            f"the front door of stack {stack} is Azure Front Door: its access log goes to the "
+            f"Log Analytics workspace of its diagnostic settings (resource group {group})"
+        )
+    else:
+        app = f"{config.get('namePrefix', '<namePrefix>')}-{component}"
+        where = (
+            f"the {component} of stack {stack} is App Service web app {app}: its log is the App "
+            f"Service log stream, `az webapp log tail --resource-group {group} --name {app}`"
+        )
+    return LogLocation(component, None, where)
+
+
 def arm_api() -> AzureApi:
     return ArmApi()
 
@@ -438,4 +456,5 @@ AZURE = TargetOps(
     wait_switched=switch_gate,
     wait_drained=drain_gate,
     take_restore_point=lambda: take_restore_point(),
+    log_of=log_of,
 )

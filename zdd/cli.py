@@ -5,6 +5,7 @@ Human progress goes to standard error; `--json` prints one JSON document on stan
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -16,11 +17,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from zdd import logs as zdd_logs
 from zdd.actions import Action
 from zdd.api import ActionRequest, Probe, SmoothStack, engine_environment, init_stack, open_stack
 from zdd.console import stderr_console
 from zdd.driver import Driver
-from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment
+from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment, LoggedComponent
 from zdd.errors import BadInput, ZddError, exit_codes_text
 from zdd.phases import Mode
 from zdd.registry import DEFAULT_TARGET, TARGETS
@@ -325,6 +327,47 @@ def history(stack: StackOpt, as_json: JsonOpt = False) -> None:
     Read from the stack's own update history, all of it."""
     entries = _run(as_json, _open(stack, as_json).history)
     _emit({"stack": stack, "deployments": entries}, as_json, lambda: _print_history(entries))
+
+
+@app.command()
+def logs(
+    stack: StackOpt,
+    component: Annotated[
+        LoggedComponent, typer.Argument(help="Whose log: primary, clone or frontdoor.")
+    ],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing what is added, until Ctrl-C.")
+    ] = False,
+    lines: Annotated[
+        int | None, typer.Option("--lines", "-n", min=0, help="Only the last N lines.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the log of the primary, the clone or the front door (local stacks keep them in
+    `.zdd/stacks/<stack>/`); `--follow` streams it until interrupted. A gate that fails names
+    this command. For an Azure stack it says where the log is (the App Service log stream)."""
+    if follow and as_json:
+        _fail(BadInput("--follow streams text; it cannot be one JSON document"), as_json)
+    smooth = _open(stack, as_json)
+    location = _run(as_json, lambda: smooth.log(component))
+    if location.path is None:
+        _fail(BadInput(f"{location.where}; `zdd logs` shows only logs on this machine"), as_json)
+    text, offset = zdd_logs.read(location.path, lines)
+    if as_json:
+        document = {"stack": stack, "component": component, "path": str(location.path)}
+        print(json.dumps({**document, "text": text}, indent=2))
+        return
+    _write(text)
+    if follow:
+        err.print(f"following {location.path} (Ctrl-C stops)", markup=False)
+        with contextlib.suppress(KeyboardInterrupt):
+            zdd_logs.follow(location.path, _write, offset)
+
+
+def _write(text: str) -> None:
+    """A log goes to stdout as it is: no markup, no wrapping, at once."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 @app.command()

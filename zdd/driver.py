@@ -466,7 +466,8 @@ class Driver:
         # (after a restart) is checked again.
         if self._gate_passed != (src, dst):
             try:
-                pass_gate(src, dst, settings, outputs, ops, self.stack.config(), self.say)
+                config = self.stack.config()
+                pass_gate(src, dst, settings, outputs, ops, config, self.say, stack=self.stack_name)
             except GateFailed:
                 # No update records a gate: the stack config does until the next one does.
                 self.stack.set_config(gate_failure(src, dst))

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -18,6 +18,9 @@ from zdd.errors import GateFailed
 from zdd.phases import DatabaseMode, Instance, Phase
 
 POLL_SECONDS = 0.1
+# The front door's name among the components whose log `zdd logs` shows.
+FRONT_DOOR_LOG = "frontdoor"
+T = TypeVar("T")
 # The header the sites set on every answer naming their instance; a front door of the
 # platform's own may name the origin itself instead (see `TargetOps.served_by_header`).
 APP_IDENTITY_HEADER = "X-ZDD-Instance"
@@ -216,28 +219,50 @@ class GateContext:
     wait_switched: Callable[[Instance], datetime | None]
     # Rules 2 and 5 of docs/design.md: no public request reaches the origin any more.
     wait_drained: Callable[[Instance, datetime | None, str], None]
+    # How the operator sees a component's log (`primary`, `clone`, `frontdoor`), in words.
+    see_log: Callable[[str], str]
+
+
+def _naming_log(context: GateContext, component: str, check: Callable[[], T]) -> T:
+    """Run `check`; a failure ends with where the log that tells why is (a gate that waited
+    for a site that never answered says nothing of what the site itself said)."""
+    try:
+        return check()
+    except GateFailed as exc:
+        raise GateFailed(f"{exc}; {context.see_log(component)}") from None
 
 
 def _healthy(context: GateContext, url_key: str, identity: Identity, what: str) -> None:
-    wait_healthy(
-        context.outputs[url_key],
-        identity,
-        what=what,
-        timeout=context.healthy_within,
-        health_path=context.health_path,
+    _naming_log(
+        context,
+        identity.instance,
+        lambda: wait_healthy(
+            context.outputs[url_key],
+            identity,
+            what=what,
+            timeout=context.healthy_within,
+            health_path=context.health_path,
+        ),
     )
 
 
 def _public_on(context: GateContext, origin: Instance) -> datetime | None:
-    switched = context.wait_switched(origin)
-    wait_public_origin(
-        context.outputs["public_url"],
-        origin,
-        header=context.served_by_header,
-        path=context.health_path,
-        timeout=context.moved_within,
-    )
-    return switched
+    def moved() -> datetime | None:
+        switched = context.wait_switched(origin)
+        wait_public_origin(
+            context.outputs["public_url"],
+            origin,
+            header=context.served_by_header,
+            path=context.health_path,
+            timeout=context.moved_within,
+        )
+        return switched
+
+    return _naming_log(context, FRONT_DOOR_LOG, moved)
+
+
+def _drained(context: GateContext, origin: Instance, switched: datetime | None, hint: str) -> None:
+    _naming_log(context, FRONT_DOOR_LOG, lambda: context.wait_drained(origin, switched, hint))
 
 
 def clone_healthy(context: GateContext) -> None:
@@ -249,7 +274,7 @@ def clone_healthy(context: GateContext) -> None:
 def traffic_on_clone(context: GateContext) -> None:
     context.say("gate: public traffic on the clone, primary drained")
     switched = _public_on(context, Instance.CLONE)
-    context.wait_drained(Instance.PRIMARY, switched, DRAIN_HINT)
+    _drained(context, Instance.PRIMARY, switched, DRAIN_HINT)
 
 
 def new_primary_verified(context: GateContext) -> None:
@@ -263,8 +288,8 @@ def traffic_back_on_primary(context: GateContext) -> None:
     context.say("gate: public traffic back on a healthy primary, clone drained")
     switched = _public_on(context, Instance.PRIMARY)
     # Rule 5 of docs/design.md: the clone goes only once no request is still on its way.
-    context.wait_drained(
-        Instance.CLONE, switched, "The primary holds the traffic; retry with `zdd resume`."
+    _drained(
+        context, Instance.CLONE, switched, "The primary holds the traffic; retry with `zdd resume`."
     )
     identity = Identity(context.target_version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
     _healthy(context, "primary_url", identity, "the primary")

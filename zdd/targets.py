@@ -29,6 +29,16 @@ class GateTimeouts:
 
 
 @dataclass(frozen=True)
+class LogLocation:
+    """Where a component's log is: a file on this machine, or, for a cloud target, where the
+    cloud keeps it (`where`, in words with the command to read it)."""
+
+    component: str
+    path: Path | None
+    where: str
+
+
+@dataclass(frozen=True)
 class TargetOps:
     name: str
     # Refuses a version the stack cannot deploy; gets the stack's config (its app spec).
@@ -60,6 +70,9 @@ class TargetOps:
     restore_point_problem: Callable[[Environment, str, RestorePointTaken], str | None] | None = None
     # A restore point id taken on the target's own clock (default: `next_step`'s).
     take_restore_point: Callable[[], str] | None = None
+    # Where a component's log is (`zdd logs`), from the stack's name and config (None: this
+    # target cannot say).
+    log_of: Callable[[Environment, str, Mapping[str, str], str], LogLocation] | None = None
     # After `pulumi destroy`: removes what the stack had outside its resources (locally its
     # folder, and any process of its own a failed update left behind).
     forget: Callable[[Environment, str], None] = lambda _env, _stack: None
