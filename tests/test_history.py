@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from zdd import cli
 from zdd import stack as stack_module
 from zdd.history import gate_failure, group_history, pending_gate_failure
 from zdd.phases import Phase
@@ -141,3 +142,20 @@ def test_every_page_of_the_update_history_is_read(
     stack = Stack.__new__(Stack)
     stack._stack = pages  # type: ignore[assignment]
     assert stack.history() == pages.updates  # type: ignore[comparison-overlap]
+
+
+def test_the_table_shows_the_attempted_version_and_the_outcome_in_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    entries = group_history(
+        newest_first(
+            update("deploy", "deploy", "v2", result="failed"),
+            update("rollback-code-only", "idle", "v1"),
+        )
+    )
+    cli._print_history(entries)
+    shown = capsys.readouterr().err
+    assert (
+        "v1 -> v2" in shown and "rolled back to v1 (code only) after phase deploy failed" in shown
+    )
+    assert "deploy 1.0s!" in shown  # the update that failed

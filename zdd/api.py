@@ -206,6 +206,22 @@ class SmoothStack:
             result, _ = self._begin(action, request)
             return self._drive(result, probe, load, request.on_failure)
 
+    def set_app(self, app_file: Path) -> DeployResult:
+        """Validate the app spec in `app_file` and store it as the stack's (`zdd:app`), then
+        apply the idle phase so the site runs on it; returns that update's report. Legal while
+        no deployment is under way, also after a failed `init` (RefusedTransition otherwise);
+        a bad spec, or one without the running version's release, is refused (BadInput) with
+        nothing changed. The history records it as `app-set`."""
+        self.last_result = None
+        with self._driver.exclusive():
+            result, _ = self._driver.begin_app_change(app_file)
+            return self._drive(result, None, None, None)
+
+    def preview_app(self, app_file: Path) -> dict[str, Any]:
+        """What storing the app spec in `app_file` would change; changes nothing."""
+        _, change = self._driver.begin_app_change(app_file, dry_run=True)
+        return self._driver.preview(change)
+
     def resume(self, *, probe: Probe | None = None) -> DeployResult:
         """Continue an interrupted deployment or recovery from the stack alone; a component
         that died (front door, primary, clone) is brought back first, in any phase."""

@@ -41,6 +41,10 @@ MADE_BY_KEY = "madeBy"
 T = TypeVar("T")
 TARGET_HELP = f"Where the site runs: {', '.join(TARGETS)} ({DEFAULT_TARGET} is this machine)."
 
+# `zdd app ...`: the site's app spec, kept in the stack.
+app_spec_commands = typer.Typer(no_args_is_help=True)
+app.add_typer(app_spec_commands, name="app")
+
 StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
@@ -321,10 +325,11 @@ def preview(
 
 @app.command()
 def history(stack: StackOpt, as_json: JsonOpt = False) -> None:
-    """Every deployment, recovery and app spec change since `init`, newest first: the version
-    each set out for, its real outcome (succeeded; aborted at gate X; failed at phase P or gate
-    X; rolled back to V) and its phase timings (a `!` marks an update that did not succeed).
-    Read from the stack's own update history, all of it."""
+    """Every deployment, recovery and app spec change since `init`, with its real outcome.
+
+    Newest first: the version each set out for, its outcome (succeeded; aborted at gate X;
+    failed at phase P or gate X; rolled back to V) and its phase timings (`!` marks an update
+    that did not succeed). Read from the stack's own update history, all of it."""
     entries = _run(as_json, _open(stack, as_json).history)
     _emit({"stack": stack, "deployments": entries}, as_json, lambda: _print_history(entries))
 
@@ -343,9 +348,11 @@ def logs(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the log of the primary, the clone or the front door (local stacks keep them in
-    `.zdd/stacks/<stack>/`); `--follow` streams it until interrupted. A gate that fails names
-    this command. For an Azure stack it says where the log is (the App Service log stream)."""
+    """Print the log of the primary, the clone or the front door; --follow streams it.
+
+    A local stack keeps them in `.zdd/stacks/<stack>/`; `--follow` prints what is added until
+    interrupted (Ctrl-C). A gate that fails names this command. For an Azure stack it says
+    where the log is (the App Service log stream) and exits 2."""
     if follow and as_json:
         _fail(BadInput("--follow streams text; it cannot be one JSON document"), as_json)
     smooth = _open(stack, as_json)
@@ -368,6 +375,34 @@ def _write(text: str) -> None:
     """A log goes to stdout as it is: no markup, no wrapping, at once."""
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+@app_spec_commands.callback()
+def app_spec() -> None:
+    """The site's app spec: `zdd app set` replaces the one the stack keeps (`zdd:app`)."""
+
+
+@app_spec_commands.command("set")
+def app_set(
+    stack: StackOpt,
+    file: Annotated[Path, typer.Argument(help="The new app spec (YAML), as for `init --app`.")],
+    preview: PreviewOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate FILE, store it as the stack's app spec and restart the site on it.
+
+    After storing it, the idle phase is applied (as `zdd resume` on an idle stack), so the
+    site starts on the new spec, and that update is reported. Legal while no deployment is
+    under way, also after a failed `init` (a typo that `init` found, such as a `start` that
+    exits, is fixed this way); refused during a deployment (exit 3). A malformed spec, or one
+    without the release of the running version, changes nothing (exit 2). `zdd history`
+    lists it as `app-set`."""
+    smooth = _open(stack, as_json)
+    if preview:
+        shown = _run(as_json, lambda: smooth.preview_app(file))
+        _emit(shown, as_json, lambda: _print_preview(shown))
+        return
+    _report(smooth, as_json, lambda: smooth.set_app(file))
 
 
 @app.command()

@@ -24,6 +24,7 @@ import yaml
 
 from zdd import appspec
 from zdd.actions import (
+    APP_SET,
     RECOVERY_HINT,
     Action,
     ConfigChange,
@@ -32,6 +33,7 @@ from zdd.actions import (
     StackState,
     next_step,
     plan,
+    plan_app_change,
 )
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, StackBusy
@@ -267,6 +269,35 @@ class Driver:
         )
         if not dry_run:
             # The policy pack judges the first update of the action before anything is written.
+            if self.env.policy_packs():
+                self.say("policy check: pulumi preview with the policy pack")
+                self.preview(change)
+            self.stack.set_config(change)
+        return result, change
+
+    def begin_app_change(
+        self, app_file: Path, *, dry_run: bool = False
+    ) -> tuple[DeployResult, ConfigChange]:
+        """Validate the app spec in `app_file` for this stack and (unless `dry_run`) store it;
+        `run` then applies the idle phase, which starts the site on it. Refused during a
+        deployment; a spec that is malformed or lacks the running version's release is bad
+        input. Either way nothing is written."""
+        config, state, _outputs, ops = self._read()
+        ops.check_ready()
+        app = appspec.read_file(app_file).to_config()
+        try:
+            change = plan_app_change(state, app)
+        except Refused as exc:
+            raise RefusedTransition(
+                f"app set refused on stack {self.stack_name!r}: {exc}"
+            ) from None
+        # The idle phase runs the current version on the new spec: its release must be there.
+        check_version(state.settings.current_version, ops, {**config, appspec.CONFIG_KEY: app})
+        version = state.settings.current_version
+        result = DeployResult(
+            "running", self.stack_name, APP_SET, version, version, str(state.settings.mode)
+        )
+        if not dry_run:
             if self.env.policy_packs():
                 self.say("policy check: pulumi preview with the policy pack")
                 self.preview(change)

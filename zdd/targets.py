@@ -99,8 +99,8 @@ def app_spec(config: Mapping[str, str]) -> AppSpec:
     spec = appspec.from_config(config)
     if spec is None:
         raise BadInput(
-            f"the stack has no app spec (zdd:{appspec.CONFIG_KEY}); create it with "
-            "`zdd init --app FILE`"
+            f"the stack has no app spec (zdd:{appspec.CONFIG_KEY}); store one with "
+            "`zdd app set --stack STACK FILE`"
         )
     return spec
 
