@@ -6,7 +6,10 @@ that gate, reading every page of the stack's history."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +103,8 @@ def test_app_set_fixes_a_spec_and_a_failed_clone_gate_is_told_truthfully(
         # HAProxy took the primary into service on its 204 health answer.
         assert httpx.get(f"{status['public_url']}/", timeout=10).status_code == 200
 
+        assert_follows_the_primarys_log(name, status["public_url"], engine_env)
+
         # While the config says a deployment is under way, the spec is not replaced.
         assert pulumi("config", "set", "-s", name, "zdd:targetVersion", "v2").code == 0
         assert pulumi("config", "set", "-s", name, "zdd:phase", "clone").code == 0
@@ -137,3 +142,29 @@ def test_app_set_fixes_a_spec_and_a_failed_clone_gate_is_told_truthfully(
         destroyed = zdd("destroy", "--stack", name, "--yes")
         assert destroyed.code == 0, destroyed.stderr
         assert find_owned_under(stack_dir(name)) == []
+
+
+def assert_follows_the_primarys_log(name: str, public_url: str, env: dict[str, str]) -> None:
+    """`zdd logs --follow` prints what the site logs after it started, until interrupted."""
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "zdd.cli", "logs", "--stack", name, "primary", "--follow"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    # A follower that never sees the line would block the test: it is stopped after 60 s.
+    watchdog = threading.Timer(60, follower.kill)
+    watchdog.start()
+    try:
+        assert follower.stderr is not None and follower.stdout is not None
+        while "following" not in (said := follower.stderr.readline()):
+            assert said, "the follower stopped before following"
+        marker = f"/followed-{uuid.uuid4().hex[:8]}"
+        assert httpx.get(f"{public_url}{marker}", timeout=10).status_code == 200
+        while marker not in (line := follower.stdout.readline()):
+            assert line, "the follower stopped before the site's new line"
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(10) == 0
+    finally:
+        watchdog.cancel()
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()

@@ -14,12 +14,11 @@ from typing import Any, TypeVar
 import httpx
 
 from zdd.appspec import DEFAULT_HEALTH_PATH
+from zdd.environment import LoggedComponent
 from zdd.errors import GateFailed
 from zdd.phases import DatabaseMode, Instance, Phase
 
 POLL_SECONDS = 0.1
-# The front door's name among the components whose log `zdd logs` shows.
-FRONT_DOOR_LOG = "frontdoor"
 T = TypeVar("T")
 # The header the sites set on every answer naming their instance; a front door of the
 # platform's own may name the origin itself instead (see `TargetOps.served_by_header`).
@@ -258,11 +257,13 @@ def _public_on(context: GateContext, origin: Instance) -> datetime | None:
         )
         return switched
 
-    return _naming_log(context, FRONT_DOOR_LOG, moved)
+    return _naming_log(context, LoggedComponent.FRONTDOOR, moved)
 
 
 def _drained(context: GateContext, origin: Instance, switched: datetime | None, hint: str) -> None:
-    _naming_log(context, FRONT_DOOR_LOG, lambda: context.wait_drained(origin, switched, hint))
+    _naming_log(
+        context, LoggedComponent.FRONTDOOR, lambda: context.wait_drained(origin, switched, hint)
+    )
 
 
 def clone_healthy(context: GateContext) -> None:
