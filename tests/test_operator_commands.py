@@ -95,6 +95,12 @@ def test_app_set_fixes_a_spec_and_a_failed_clone_gate_is_told_truthfully(
             assert refused.code == 2 and message in refused.json()["error"], refused.stderr
             assert config_file.read_text() == stored
 
+        shown = zdd("app", "set", "--stack", name, str(fixed), "--preview", "--json")
+        assert shown.code == 0, shown.stderr
+        # The primary, which the typo kept from starting, is what the new spec changes.
+        assert any("primary" in change["resource"] for change in shown.json()["would_change"])
+        assert config_file.read_text() == stored
+
         changed = zdd("app", "set", "--stack", name, str(fixed), "--json")
         assert changed.code == 0, changed.stderr
         assert (changed.json()["action"], changed.json()["outcome"]) == ("app-set", "succeeded")
