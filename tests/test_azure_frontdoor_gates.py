@@ -354,7 +354,7 @@ def test_the_gates_check_the_stacks_health_path(stand_in):  # noqa: F811
     ops = dataclasses.replace(
         azure.AZURE, prove_counted=lambda _outputs, origin, _say: counted.append(origin)
     )
-    pass_gate(Phase.CLONE, Phase.CUTOVER, settings, outputs, ops, config, print)
+    pass_gate(Phase.CLONE, Phase.CUTOVER, settings, outputs, ops, config, print, stack="s")
     assert {urlparse(seen["path"]).path for seen in app.seen} == {"/status"}
     # Before any traffic moves, the counters that will judge the primary's drain see it.
     assert counted == [Instance.PRIMARY]
@@ -386,7 +386,7 @@ def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(stand_in):  
                              restore_point="2025-03-01T10:00:13Z")  # fmt: skip
     outputs = {"public_url": public.url, "primary_url": public.url}
     with pytest.raises(GateFailed, match="clone still got requests"):
-        pass_gate(Phase.RETURN, Phase.IDLE, settings, outputs, ops, {}, print)
+        pass_gate(Phase.RETURN, Phase.IDLE, settings, outputs, ops, {}, print, stack="s")
     # The idle update (which deletes the clone) runs only after this gate passes.
     assert calls == [("switched", Instance.PRIMARY), ("drained", Instance.CLONE)]
 

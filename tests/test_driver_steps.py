@@ -86,7 +86,7 @@ def steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[
             restorable_problem=lambda _outputs: restorable,
         )
 
-        def gate(src: Phase, dst: Phase, *_args: Any) -> None:
+        def gate(src: Phase, dst: Phase, *_args: Any, **_kwargs: Any) -> None:
             if (src, dst) != (src, src):
                 events.append(("gate", str(src), str(dst)))
 

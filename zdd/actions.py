@@ -33,6 +33,10 @@ class Action(StrEnum):
     COMPLETE = "complete"
 
 
+# Not an `Action` of a deployment: replacing the site's app spec (`zdd app set`) while none is
+# under way, recorded in the history under this name.
+APP_SET = "app-set"
+
 RECOVERY_HINT = (
     "traffic stays on the clone; recover with `zdd rollforward --version V`, "
     "`zdd rollback --code-only` or `zdd rollback --with-database` (each takes --preview)"
@@ -207,6 +211,19 @@ def plan(
 
 def _target_cleared() -> ConfigChange:
     return {"targetVersion": None, "restorePoint": None, "migrateTo": None, "awaitApproval": None}
+
+
+def plan_app_change(state: StackState, app: str) -> ConfigChange:
+    """The config change that replaces the stack's app spec (`zdd:app`, as JSON): legal while
+    no deployment is under way, which includes a stack whose `init` failed (its config is idle,
+    and no update applied anything else)."""
+    if state.in_progress:
+        raise Refused(
+            f"a deployment is in progress (phase {state.settings.phase}, applied "
+            f"{state.applied}); finish it first (`zdd resume`, `zdd complete` or a recovery), "
+            "then change the app spec"
+        )
+    return {"app": app}
 
 
 def _deployment_cleared() -> ConfigChange:

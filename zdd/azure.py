@@ -41,7 +41,7 @@ from zdd.appspec import ReleaseKind
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed, RefusedTransition
 from zdd.phases import MIN_BACKUP_RETENTION_DAYS
-from zdd.targets import GateTimeouts, TargetOps, app_spec
+from zdd.targets import GateTimeouts, LogLocation, TargetOps, app_spec
 
 Say = Callable[[str], None]
 DEPLOYED = "Succeeded"
@@ -758,6 +758,24 @@ def _moment(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def log_of(_env: Environment, stack: str, config: Mapping[str, str], component: str) -> LogLocation:
+    """App Service keeps a web app's output (its log stream); Front Door its access log in the
+    diagnostic settings' Log Analytics workspace, if the profile has one."""
+    group = config.get("resourceGroupName", "<resource group>")
+    if component == "frontdoor":
+        where = (
+            f"the front door of stack {stack} is Azure Front Door: its access log goes to the "
+            f"Log Analytics workspace of its diagnostic settings (resource group {group})"
+        )
+    else:
+        app = f"{config.get('namePrefix', '<namePrefix>')}-{component}"
+        where = (
+            f"the {component} of stack {stack} is App Service web app {app}: its log is the App "
+            f"Service log stream, `az webapp log tail --resource-group {group} --name {app}`"
+        )
+    return LogLocation(component, None, where)
+
+
 def arm_api() -> AzureApi:
     return ArmApi()
 
@@ -775,4 +793,5 @@ AZURE = TargetOps(
     take_restore_point=lambda: take_restore_point(),
     restorable_problem=restorable_problem,
     wait_restorable=wait_restorable,
+    log_of=log_of,
 )

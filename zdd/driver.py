@@ -24,6 +24,7 @@ import yaml
 
 from zdd import appspec
 from zdd.actions import (
+    APP_SET,
     RECOVERY_HINT,
     Action,
     ConfigChange,
@@ -33,12 +34,20 @@ from zdd.actions import (
     new_restore_point_id,
     next_step,
     plan,
+    plan_app_change,
 )
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, StackBusy
 from zdd.gatekeeper import pass_gate
 from zdd.gates import components
-from zdd.history import history_message, read_history
+from zdd.history import (
+    FAILED_GATE_FIELD,
+    FAILED_GATE_KEY,
+    gate_failure,
+    history_message,
+    pending_gate_failure,
+    read_history,
+)
 from zdd.phases import (
     InvalidStackConfig,
     Mode,
@@ -285,6 +294,35 @@ class Driver:
                 "changed"
             )
 
+    def begin_app_change(
+        self, app_file: Path, *, dry_run: bool = False
+    ) -> tuple[DeployResult, ConfigChange]:
+        """Validate the app spec in `app_file` for this stack and (unless `dry_run`) store it;
+        `run` then applies the idle phase, which starts the site on it. Refused during a
+        deployment; a spec that is malformed or lacks the running version's release is bad
+        input. Either way nothing is written."""
+        config, state, _outputs, ops = self._read()
+        ops.check_ready()
+        app = appspec.read_file(app_file).to_config()
+        try:
+            change = plan_app_change(state, app)
+        except Refused as exc:
+            raise RefusedTransition(
+                f"app set refused on stack {self.stack_name!r}: {exc}"
+            ) from None
+        # The idle phase runs the current version on the new spec: its release must be there.
+        check_version(state.settings.current_version, ops, {**config, appspec.CONFIG_KEY: app})
+        version = state.settings.current_version
+        result = DeployResult(
+            "running", self.stack_name, APP_SET, version, version, str(state.settings.mode)
+        )
+        if not dry_run:
+            if self.env.policy_packs():
+                self.say("policy check: pulumi preview with the policy pack")
+                self.preview(change)
+            self.stack.set_config(change)
+        return result, change
+
     def _check_restore_point(self, state: StackState, ops: TargetOps) -> None:
         """A restore point that changed or went since it was taken is never restored: the
         primary would get other data than the user had (issue 10)."""
@@ -319,6 +357,7 @@ class Driver:
             if state.applied is Phase.CLONE and not state.primary_touched:
                 self.say(f"clone check failed: {exc}; aborting, the primary was not touched")
                 self.stack.set_config(plan(Action.ABORT, state))
+                result.action = f"{result.action}+{Action.ABORT}"  # history: not a success
                 while self.advance(result):
                     pass
                 result.outcome = "aborted"
@@ -428,6 +467,7 @@ class Driver:
             "from": result.from_version,
             "to": result.to_version,
             **({"read_only_violation": v} if (v := result.read_only_violation) else {}),
+            **pending_gate_failure(config),
         }
 
     def _up(
@@ -436,10 +476,14 @@ class Driver:
         self.say(f"{label}: pulumi up")
         self._gate_passed = None
         record = {**message, "phase": str(phase)}
-        outcome = self.stack.up(
-            policy_packs=self.env.policy_packs(),
-            message=history_message(record),
-        )
+        try:
+            outcome = self.stack.up(
+                policy_packs=self.env.policy_packs(),
+                message=history_message(record),
+            )
+        finally:
+            if FAILED_GATE_FIELD in record:  # now in the update's message: history has it
+                self.stack.set_config({FAILED_GATE_KEY: None})
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")
         if result is not None:
@@ -478,7 +522,13 @@ class Driver:
         # A gate passed by this driver holds until the next update; one found in the stack
         # (after a restart) is checked again.
         if self._gate_passed != (src, dst):
-            pass_gate(src, dst, settings, outputs, ops, self.stack.config(), self.say)
+            try:
+                config = self.stack.config()
+                pass_gate(src, dst, settings, outputs, ops, config, self.say, stack=self.stack_name)
+            except GateFailed:
+                # No update records a gate: the stack config does until the next one does.
+                self.stack.set_config(gate_failure(src, dst))
+                raise
             self._gate_passed = (src, dst)
 
     # -- preview and history -------------------------------------------------------------

@@ -20,9 +20,12 @@ def pass_gate(
     ops: TargetOps,
     config: Mapping[str, str],
     say: Callable[[str], None],
+    *,
+    stack: str,
 ) -> None:
     """The check of `gates.GATES` that must pass before the stack moves from `src` to `dst`
-    (raises `GateFailed`); a move the table does not name has none."""
+    (raises `GateFailed`, whose message ends with how to see the log of what failed); a move
+    the table does not name has none."""
     gate = gates.GATES.get((src, dst))
     if gate is None:
         return
@@ -71,5 +74,6 @@ def pass_gate(
             wait_switched=wait_switched,
             wait_drained=wait_drained,
             drain_visible=drain_visible,
+            see_log=lambda component: f"its log: `zdd logs --stack {stack} {component}`",
         )
     )

@@ -12,12 +12,12 @@ from infra.local.haproxy import AdminSocket, FrontDoorError
 from zdd import appspec, processes
 from zdd.actions import RestorePointTaken
 from zdd.archive import clone_writes
-from zdd.environment import Environment, ports_dir
+from zdd.environment import Environment, log_file, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import SERVED_BY_HEADER, Mode
 from zdd.registry import LOCAL_TARGET
 from zdd.sqlite_files import data_digest, restore_point_file_name
-from zdd.targets import TargetOps, app_spec
+from zdd.targets import LogLocation, TargetOps, app_spec
 
 
 def _resolve(version: str, config: Mapping[str, str]) -> None:
@@ -104,6 +104,13 @@ def _restore_point_problem(env: Environment, stack: str, taken: RestorePointTake
     return None
 
 
+def _log_of(
+    env: Environment, stack: str, _config: Mapping[str, str], component: str
+) -> LogLocation:
+    path = log_file(env.stack_dir(stack), component)
+    return LogLocation(component, path, str(path))
+
+
 LOCAL = TargetOps(
     LOCAL_TARGET,
     _resolve,
@@ -114,4 +121,5 @@ LOCAL = TargetOps(
     restore_point_problem=_restore_point_problem,
     served_by_header=SERVED_BY_HEADER,
     forget=_forget,
+    log_of=_log_of,
 )

@@ -29,6 +29,16 @@ class GateTimeouts:
 
 
 @dataclass(frozen=True)
+class LogLocation:
+    """Where a component's log is: a file on this machine, or, for a cloud target, where the
+    cloud keeps it (`where`, in words with the command to read it)."""
+
+    component: str
+    path: Path | None
+    where: str
+
+
+@dataclass(frozen=True)
 class TargetOps:
     name: str
     # Refuses a version the stack cannot deploy; gets the stack's config (its app spec).
@@ -69,6 +79,9 @@ class TargetOps:
     # Before a rollback with database: waits until the target can restore to the restore point
     # (a cloud database's log backup covers it), or refuses one it never can.
     wait_restorable: Callable[[Mapping[str, Any], str, Callable[[str], None]], None] | None = None
+    # Where a component's log is (`zdd logs`), from the stack's name and config (None: this
+    # target cannot say).
+    log_of: Callable[[Environment, str, Mapping[str, str], str], LogLocation] | None = None
     # After `pulumi destroy`: removes what the stack had outside its resources (locally its
     # folder, and any process of its own a failed update left behind).
     forget: Callable[[Environment, str], None] = lambda _env, _stack: None
@@ -95,8 +108,8 @@ def app_spec(config: Mapping[str, str]) -> AppSpec:
     spec = appspec.from_config(config)
     if spec is None:
         raise BadInput(
-            f"the stack has no app spec (zdd:{appspec.CONFIG_KEY}); create it with "
-            "`zdd init --app FILE`"
+            f"the stack has no app spec (zdd:{appspec.CONFIG_KEY}); store one with "
+            "`zdd app set --stack STACK FILE`"
         )
     return spec
 
