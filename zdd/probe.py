@@ -145,6 +145,7 @@ class Sample:
     version: str | None = None  # the site version that answered (X-ZDD-Version)
     seconds: float = 0.0  # from sending to the whole answer
     held_ms: int | None = None  # how long the front door held this write
+    error: str | None = None  # why there was no HTTP answer
 
 
 @dataclass
@@ -247,6 +248,7 @@ class LoadProbe:
         write = self.target.write
         sent = time.monotonic()
         held: int | None = None
+        error: str | None = None
         try:
             if kind == "write" and write and title:
                 request = session.request(write.method, write.path, json=write.body_for(title))
@@ -262,8 +264,9 @@ class LoadProbe:
                 refused = status == 503 and "Retry-After" in response.headers
                 if HELD_HEADER in response.headers:
                     held = int(response.headers[HELD_HEADER])
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, TimeoutError) as exc:
             status, origin, version, refused, body = 0, None, None, False, b""
+            error = f"{type(exc).__name__}: {exc}"
         outcome: Outcome
         if kind == "write" and write:
             ok = status == write.status
@@ -286,6 +289,7 @@ class LoadProbe:
                 version,
                 seconds=time.monotonic() - sent,
                 held_ms=held,
+                error=error,
             )
         )
 
@@ -356,7 +360,11 @@ class LoadProbe:
             duration_seconds=duration,
             rate_per_second=len(self.samples) / duration if duration else 0.0,
             lost_titles=lost,
-            failures=[f"{s.at:.2f}s {s.kind} -> {s.status} via {s.origin}" for s in failed],
+            failures=[
+                f"{s.at:.2f}s {s.kind} -> {s.status} via {s.origin}"
+                + (f" ({s.error}, after {s.seconds:.2f}s)" if s.error else "")
+                for s in failed
+            ],
             versions_served=dict(Counter(s.version for s in self.samples if s.version)),
             refused_between=((min(refused), max(refused)) if refused else None),
             writes_held=len(held),
