@@ -51,7 +51,11 @@ def build(
     primary = target.site("primary", SiteArgs(declaration.primary, primary_database), opts)
     origins: dict[Instance, SiteLike] = {Instance.PRIMARY: primary}
     clone_database = clone = None
-    if declaration.clone is not None:
+    if declaration.clone is not None and declaration.clone.database is Instance.PRIMARY:
+        # The compatible strategy: a second instance of the site on the primary database.
+        clone = target.site("clone", SiteArgs(declaration.clone, primary_database), opts)
+        origins[Instance.CLONE] = clone
+    elif declaration.clone is not None:
         clone_database = target.database(
             "clone-db",
             DatabaseArgs(

@@ -18,6 +18,7 @@ from zdd.phases import (
     Mode,
     Phase,
     StackSettings,
+    Strategy,
     next_phase,
 )
 
@@ -111,6 +112,7 @@ def plan(
     mode: Mode = Mode.READ_ONLY,
     accept_data_loss: bool = False,
     wait_for_approval: bool = False,
+    strategy: Strategy = Strategy.CLONE,
 ) -> ConfigChange:
     """The config change that starts `action`, or Refused with what to do instead."""
     s = state.settings
@@ -127,6 +129,7 @@ def plan(
             "targetVersion": version,
             "mode": mode,
             "acceptDataLoss": "true" if accept_data_loss else "false",
+            "strategy": strategy if strategy is not Strategy.CLONE else None,
             **approval,
         }
     if action is Action.ABORT:
@@ -210,6 +213,7 @@ def _deployment_cleared() -> ConfigChange:
         "cutoverAt": None,
         "migrateTo": None,
         "awaitApproval": None,
+        "strategy": None,
     }
 
 

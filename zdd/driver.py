@@ -43,11 +43,13 @@ from zdd.phases import (
     Mode,
     Phase,
     StackSettings,
+    Strategy,
     check_operational_config,
     check_transition,
     settings_digest,
 )
 from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
+from zdd.rehearsal import RehearsalPlan
 from zdd.results import DeployResult, PhaseTiming, Status
 from zdd.stack import Stack
 from zdd.targets import TargetOps, check_version, ops_for
@@ -148,7 +150,8 @@ class Driver:
         cutover_at = config.get("cutoverAt")
         window = None
         if cutover_at and state.traffic_on_clone:
-            window = time.time() - float(cutover_at)
+            compatible = settings.strategy is Strategy.COMPATIBLE
+            window = 0.0 if compatible else time.time() - float(cutover_at)
         pending = outputs.get("settings_digest") != settings_digest(config)
         if state.awaiting_approval and not pending:
             label = "awaiting-approval"
@@ -211,6 +214,25 @@ class Driver:
         self.stack.remove()
         ops.forget(self.env, self.stack_name)
 
+    # -- rehearsal -----------------------------------------------------------------------
+
+    def rehearsal(self, version: str) -> RehearsalPlan:
+        """What a rehearsal of `version` would do on this stack (`zdd.rehearsal`). Refused
+        while a deployment is in progress: the primary's data is what that one changes."""
+        config, state, outputs, ops = self._read()
+        ops.check_ready()
+        check_version(version, ops, config)
+        if version == state.settings.current_version:
+            raise BadInput(f"stack {self.stack_name!r} already runs {version}")
+        if state.in_progress:
+            raise RefusedTransition(
+                f"rehearse refused on stack {self.stack_name!r}: a deployment is in progress "
+                f"(phase {state.settings.phase}); finish it first"
+            )
+        if ops.rehearsal is None:
+            raise BadInput(f"target {ops.name} cannot rehearse a release; use --strategy clone")
+        return ops.rehearsal(self.env, self.stack_name, config, outputs, version)
+
     # -- actions -------------------------------------------------------------------------
 
     def begin(
@@ -222,6 +244,7 @@ class Driver:
         accept_data_loss: bool = False,
         wait_for_approval: bool = False,
         dry_run: bool = False,
+        strategy: Strategy = Strategy.CLONE,
     ) -> tuple[DeployResult, ConfigChange]:
         """Validate `action` and (unless `dry_run`) record it in the stack config."""
         config, state, _outputs, ops = self._read(evidence=action is not Action.DEPLOY)
@@ -243,6 +266,7 @@ class Driver:
                 mode=mode,
                 accept_data_loss=accept_data_loss,
                 wait_for_approval=wait_for_approval,
+                strategy=strategy,
             )
         except Refused as exc:
             raise RefusedTransition(
@@ -250,6 +274,13 @@ class Driver:
             ) from None
         if action is Action.ROLLBACK_DATABASE:
             self._check_restore_point(state, ops)
+            compatible = state.settings.strategy is Strategy.COMPATIBLE
+            if compatible and not accept_data_loss:
+                raise BadInput(
+                    "rollback --with-database on the compatible path needs --accept-data-loss: "
+                    "the current release kept writing to the primary database after its restore "
+                    "point, and those writes are not in it"
+                )
         if action is Action.DEPLOY:
             change["deploymentId"] = uuid.uuid4().hex[:12]
         settings = state.settings
@@ -260,7 +291,10 @@ class Driver:
             from_version=settings.current_version,
             to_version=str(change.get("targetVersion") or settings.target_version or ""),
             mode=str(change.get("mode") or settings.mode),
+            strategy=str(change.get("strategy") or settings.strategy),
         )
+        if result.strategy == Strategy.COMPATIBLE:
+            result.read_only_window_seconds = 0.0
         if not dry_run:
             # The policy pack judges the first update of the action before anything is written.
             if self.env.policy_packs():
@@ -433,7 +467,9 @@ class Driver:
             if cutover_at:
                 back = switched or time.time()
                 result.window = (float(cutover_at), back)
-                result.read_only_window_seconds = back - float(cutover_at)
+                # The compatible path's clone took writes all along: no read-only window.
+                compatible = self.stack.config().get("strategy") == Strategy.COMPATIBLE
+                result.read_only_window_seconds = 0.0 if compatible else back - float(cutover_at)
 
     def clear_interrupted_update(self) -> None:
         """Make an update possible after a driver or CLI died in the middle of one: wait for a

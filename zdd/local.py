@@ -16,6 +16,7 @@ from zdd.environment import Environment, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import SERVED_BY_HEADER, Mode
 from zdd.registry import LOCAL_TARGET
+from zdd.rehearsal import RehearsalPlan
 from zdd.sqlite_files import data_digest, restore_point_file_name
 from zdd.targets import TargetOps, app_spec
 
@@ -104,6 +105,27 @@ def _restore_point_problem(env: Environment, stack: str, taken: RestorePointTake
     return None
 
 
+def _rehearsal(
+    env: Environment,
+    stack: str,
+    config: Mapping[str, str],
+    outputs: Mapping[str, Any],
+    version: str,
+) -> RehearsalPlan:
+    """A rehearsal on a copy of the primary's SQLite file, in the stack's own folder."""
+    database = outputs.get("primary_database")
+    if not database:
+        raise BadInput(f"stack {stack!r} has no primary database yet; run `zdd resume`")
+    return RehearsalPlan(
+        stack=stack,
+        stack_dir=env.stack_dir(stack),
+        source=env.stack_dir(stack) / str(database),
+        spec=app_spec(config),
+        from_version=config["currentVersion"],
+        version=version,
+    )
+
+
 LOCAL = TargetOps(
     LOCAL_TARGET,
     _resolve,
@@ -114,4 +136,5 @@ LOCAL = TargetOps(
     restore_point_problem=_restore_point_problem,
     served_by_header=SERVED_BY_HEADER,
     forget=_forget,
+    rehearsal=_rehearsal,
 )
