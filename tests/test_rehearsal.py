@@ -130,12 +130,15 @@ def test_rehearsal_verdicts_refusals_and_the_auto_strategy(
     assert (status["state"], status["current_version"]) == ("idle", "v2")
 
 
-def _killed_in(name: str, version: str, line: str, env: dict[str, str], pause: float = 0.5) -> None:
+def _killed_in(argv: list[str], line: str, env: dict[str, str], pause: float = 0.5) -> None:
+    """Run `zdd ARGV` and SIGKILL it `pause` seconds after it says `line`."""
     driver = subprocess.Popen(
-        [sys.executable, "-m", "zdd.cli", "deploy", "-s", name, "--version", version,
-         "--strategy", "auto", "--yes"],
-        cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "zdd.cli", *argv],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert driver.stderr is not None
     for said in driver.stderr:
         if line in said:
@@ -150,26 +153,28 @@ def _killed_in(name: str, version: str, line: str, env: dict[str, str], pause: f
 def test_a_driver_killed_in_each_step_of_the_compatible_path_is_resumed(
     local_stack: Make, zdd: Callable[..., Result], engine_env: dict[str, str]
 ) -> None:
-    # v2 and v2.1 share a schema: each deployment between them is proven compatible.
+    # v2 and v2.1 share a schema: a deployment between them is proven compatible.
     stack = local_stack("v2")
     name = stack["stack"]
+    deploy = ["deploy", "-s", name, "--version", "v2.1", "--strategy", "auto", "--yes"]
     probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=150)
     probe.start()
     try:
         # In the rehearsal: nothing was written; its copy and process are cleaned next time.
-        _killed_in(name, "v2.1", "rehearsal: v2 on the migrated copy", engine_env, pause=0.3)
+        _killed_in(deploy, "rehearsal: v2 on the migrated copy", engine_env, pause=0.3)
         assert (stack_dir(name) / SCRATCH).exists()
         assert zdd("status", "-s", name, "--json").json()["state"] == "idle"
-        phases = ["clone", "cutover", "deploy", "return", "idle"]
-        for phase, version in zip(phases, ["v2.1", "v2", "v2.1", "v2", "v2.1"], strict=True):
-            _killed_in(name, version, f"{phase}: pulumi up", engine_env)
-            _no_rehearsal_left(name)
-            resumed = zdd("resume", "-s", name, "--json")
-            assert resumed.code == 0, resumed.stderr
-            status = zdd("status", "-s", name, "--json").json()
-            assert (status["state"], status["current_version"]) == ("idle", version), phase
+        _killed_in(deploy, "clone: pulumi up", engine_env)
+        _no_rehearsal_left(name)
+        # Then each resume is killed in the next step, until the last one finishes.
+        for phase in ("cutover", "deploy", "return", "idle"):
+            _killed_in(["resume", "-s", name], f"{phase}: pulumi up", engine_env)
+        resumed = zdd("resume", "-s", name, "--json")
+        assert resumed.code == 0, resumed.stderr
     finally:
         probe.stop()
+    status = zdd("status", "-s", name, "--json").json()
+    assert (status["state"], status["current_version"]) == ("idle", "v2.1")
     seen = probe.report()
     assert seen.failed == 0, seen.failures
     assert (seen.writes_refused, seen.writes_lost, seen.writes_hidden) == (0, 0, 0)
