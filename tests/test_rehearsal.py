@@ -11,9 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT, Result, stack_dir
+from zdd.actions import Action, Refused, RestorePointTaken, StackState, plan
 from zdd.errors import RefusedTransition
 from zdd.phases import DatabaseMode, EdgeWrites, Instance, Phase, StackSettings, Strategy, declare
 from zdd.probe import LoadProbe, ProbeTarget
@@ -61,6 +63,21 @@ def test_the_compatible_clone_serves_the_primary_database_with_writes_passing() 
         assert declared.edge_writes is EdgeWrites.PASS
     idle = declare(StackSettings(Phase.IDLE, "v1.1", strategy=Strategy.COMPATIBLE))
     assert idle.clone is None
+
+
+def test_after_a_restore_the_compatible_clone_keeps_the_generation_it_serves() -> None:
+    restored = StackSettings(
+        Phase.DEPLOY, "v1", "v1", restore_point="rp-1", database_generation=2,
+        restored_from="rp-1", strategy=Strategy.COMPATIBLE,
+    )  # fmt: skip
+    declared = declare(restored)
+    assert declared.primary_database_generation == 2
+    assert declared.shared_database_generation == 1
+    state = StackState(
+        restored, Phase.DEPLOY, restore_point_taken=RestorePointTaken("rp-1", 1.0, "d")
+    )
+    with pytest.raises(Refused, match="already restored"):
+        plan(Action.ROLLBACK_DATABASE, state)
 
 
 def _config(name: str) -> str:
@@ -179,3 +196,32 @@ def test_a_driver_killed_in_each_step_of_the_compatible_path_is_resumed(
     assert seen.failed == 0, seen.failures
     assert (seen.writes_refused, seen.writes_lost, seen.writes_hidden) == (0, 0, 0)
     assert seen.writes_acknowledged > 0
+
+
+@pytest.mark.engine
+def test_a_rollback_with_database_on_the_compatible_path_reports_the_writes_it_loses(
+    local_stack: Make, zdd: Callable[..., Result]
+) -> None:
+    stack = local_stack("v1")
+    name, public = stack["stack"], stack["public_url"]
+    waiting = zdd("deploy", "-s", name, "--version", "v1.1", "--strategy", "compatible",
+                  "--wait-for-approval", "--json")  # fmt: skip
+    assert waiting.code == 0 and waiting.json()["outcome"] == "awaiting-approval", waiting.stderr
+    written = httpx.post(f"{public}/api/articles", json={"title": "after-the-restore-point"})
+    assert written.status_code == 201
+    config = _config(name)
+    unacknowledged = zdd("rollback", "-s", name, "--with-database", "--json")
+    assert unacknowledged.code == 2 and "--accept-data-loss" in unacknowledged.json()["error"]
+    assert _config(name) == config
+
+    rolled = zdd("rollback", "-s", name, "--with-database", "--accept-data-loss", "--probe",
+                 "--probe-rate", "150", "--json")  # fmt: skip
+    assert rolled.code == 0, rolled.stderr
+    report = rolled.json()
+    added = report["lost_writes"]["tables"]["articles"]["added"]
+    assert "after-the-restore-point" in {row["title"] for row in added}
+    # The current release kept the traffic throughout: it never restarted.
+    assert report["probe"]["failed"] == 0 and report["probe"]["writes_refused"] == 0
+    status = zdd("status", "-s", name, "--json").json()
+    assert (status["state"], status["current_version"]) == ("idle", "v1")
+    assert status["database_generation"] == 2

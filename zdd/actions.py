@@ -20,6 +20,7 @@ from zdd.phases import (
     StackSettings,
     Strategy,
     next_phase,
+    restored_in_deployment,
 )
 
 ConfigChange = dict[str, str | None]
@@ -193,6 +194,13 @@ def plan(
             "migrateTo": schema_now,
             **approval,
         }
+    compatible = s.strategy is Strategy.COMPATIBLE
+    if action is Action.ROLLBACK_DATABASE and compatible and restored_in_deployment(s):
+        raise Refused(
+            "the primary database was already restored from this deployment's restore point "
+            "while the current release kept serving the one before; use "
+            "`zdd rollback --code-only` or `zdd rollforward`"
+        )
     if action is Action.ROLLBACK_DATABASE:
         return {
             "phase": Phase.DEPLOY,

@@ -379,6 +379,8 @@ class Driver:
                 )
                 if result.read_only_violation:
                     self.say(result.read_only_violation)
+            if settings.phase is Phase.IDLE and outputs.get("strategy") == Strategy.COMPATIBLE:
+                self._report_writes_after_restore(outputs, ops, result)
             self._up(settings.phase, str(settings.phase), result, self._message(config, result))
             if archive:
                 self._report_clone_writes(archive, ops, result)
@@ -427,6 +429,21 @@ class Driver:
         report = ops.clone_writes(Path(archive))
         result.lost_writes = report.as_json()
         self.say(report.in_words())
+
+    def _report_writes_after_restore(
+        self, outputs: dict[str, Any], ops: TargetOps, result: DeployResult
+    ) -> None:
+        """A rollback with database on the compatible path: the writes the current release
+        took after the restore point are not in the restored primary (rule 4 of
+        docs/design.md); reported before the idle update deletes the restore point."""
+        lost = (
+            ops.writes_after_restore(self.env, self.stack_name, outputs)
+            if ops.writes_after_restore
+            else None
+        )
+        if lost is not None:
+            result.lost_writes = lost.as_json()
+            self.say(lost.in_words())
 
     @staticmethod
     def _following(state: StackState) -> Phase:

@@ -11,7 +11,7 @@ from typing import Any
 from infra.local.haproxy import AdminSocket, FrontDoorError
 from zdd import appspec, processes
 from zdd.actions import RestorePointTaken
-from zdd.archive import clone_writes
+from zdd.archive import LostWrites, clone_writes, writes_since
 from zdd.environment import Environment, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import SERVED_BY_HEADER, Mode
@@ -105,6 +105,19 @@ def _restore_point_problem(env: Environment, stack: str, taken: RestorePointTake
     return None
 
 
+def _writes_after_restore(
+    env: Environment, stack: str, outputs: Mapping[str, Any]
+) -> LostWrites | None:
+    """The compatible clone's database (an earlier primary generation) against the restore
+    point the primary was restored from; None when the clone served the primary itself."""
+    taken = RestorePointTaken.from_record(outputs.get("restore_point"))
+    served = outputs.get("clone_database")
+    if taken is None or not served or served == outputs.get("primary_database"):
+        return None
+    folder = env.stack_dir(stack)
+    return writes_since(folder / restore_point_file_name(taken.id), folder / str(served))
+
+
 def _rehearsal(
     env: Environment,
     stack: str,
@@ -137,4 +150,5 @@ LOCAL = TargetOps(
     served_by_header=SERVED_BY_HEADER,
     forget=_forget,
     rehearsal=_rehearsal,
+    writes_after_restore=_writes_after_restore,
 )

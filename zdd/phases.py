@@ -308,6 +308,10 @@ class Declaration:
     # What a front door that switches at once does with a write (rule 11 of docs/design.md).
     edge_writes: EdgeWrites = EdgeWrites.PASS
     hold_writes_seconds: float = DEFAULT_HOLD_WRITES_SECONDS
+    # The compatible strategy's clone: the primary database generation it serves. After a
+    # rollback with database it stays on the one the deployment began on, so the instance that
+    # holds the traffic never restarts; what it writes there is lost, and reported.
+    shared_database_generation: int | None = None
 
     @property
     def has_clone(self) -> bool:
@@ -331,7 +335,9 @@ def declare(settings: StackSettings) -> Declaration:
         database_mode=DatabaseMode.READ_WRITE,
     )
     clone = None
+    shared_generation = None
     if phase is not Phase.IDLE and settings.strategy is Strategy.COMPATIBLE:
+        shared_generation = settings.database_generation - int(restored_in_deployment(settings))
         # The current release's second instance, on the primary database itself: it holds
         # the traffic, writes included, while the primary instance drains, its database is
         # migrated in place and it restarts on the target version (rule 14).
@@ -367,7 +373,13 @@ def declare(settings: StackSettings) -> Declaration:
         restored_from=settings.restored_from if settings.database_generation > 1 else None,
         edge_writes=edge_writes(settings),
         hold_writes_seconds=settings.hold_writes_seconds,
+        shared_database_generation=shared_generation,
     )
+
+
+def restored_in_deployment(settings: StackSettings) -> bool:
+    """The primary database generation was restored from this deployment's restore point."""
+    return settings.restored_from is not None and settings.restored_from == settings.restore_point
 
 
 def edge_writes(settings: StackSettings) -> EdgeWrites:

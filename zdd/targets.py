@@ -66,6 +66,11 @@ class TargetOps:
     # After `pulumi destroy`: removes what the stack had outside its resources (locally its
     # folder, and any process of its own a failed update left behind).
     forget: Callable[[Environment, str], None] = lambda _env, _stack: None
+    # After a rollback with database on the compatible path, before the clone goes: what the
+    # database it kept serving took since the restore point (outputs of the last update).
+    writes_after_restore: (
+        Callable[[Environment, str, Mapping[str, Any]], LostWrites | None] | None
+    ) = None
     # What a rehearsal of a version does on the stack (config, outputs, version); None: this
     # target cannot rehearse, so its deployments take the clone path.
     rehearsal: (
