@@ -29,6 +29,8 @@ pulumi.export("restore_point", built.primary_database.restore_point_taken)
 pulumi.export("primary_url", built.primary.url)
 pulumi.export("clone_url", built.clone.url if built.clone else None)
 pulumi.export("primary_database", built.primary_database.database_name)
+# A cloud database's resource id: the driver reads its backups' restorable range there.
+pulumi.export("primary_database_id", getattr(built.primary_database, "database_id", None))
 pulumi.export(
     "clone_database", built.clone_database.database_name if built.clone_database else None
 )

@@ -73,5 +73,5 @@ class FrontDoorArgs:
     writes: EdgeWrites = EdgeWrites.PASS
     hold_seconds: float = DEFAULT_HOLD_WRITES_SECONDS
     # For an edge that can neither hold a write nor switch at once (a global CDN): writes are
-    # refused for as long as a read-only clone exists (rules 9 and 11 of docs/design.md).
+    # refused while a read-only clone may serve (rule 9 of docs/design.md).
     refuse_writes: bool = False

@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 
 from infra.components import DatabaseArgs, DatabaseLike, FrontDoorArgs, SiteArgs, SiteLike
-from zdd.phases import DatabaseMode, Declaration, Instance
+from zdd.phases import DatabaseMode, Declaration, Instance, Phase
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,12 @@ def build(
             traffic=declaration.traffic,
             writes=declaration.edge_writes,
             hold_seconds=declaration.hold_writes_seconds,
-            # From the clone's copy until the clone is gone: some Front Door edges still send
-            # visitors to it while `return` propagates.
-            refuse_writes=read_only_clone,
+            # An edge that can neither hold a write nor switch at once (Front Door, whose changes
+            # take minutes to reach every edge) refuses writes from the switch to the clone
+            # until the clone is gone: some edges still send visitors to it while `return` or
+            # `withdraw` propagates.
+            refuse_writes=read_only_clone
+            and declaration.phase in (Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN, Phase.WITHDRAW),
         ),
         opts,
     )

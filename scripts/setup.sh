@@ -80,8 +80,11 @@ done
 apt_install() {
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq "$1" >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$1" >/dev/null 2>&1; }
+  # Another apt-get (an unattended upgrade on a new machine) may hold the lock: wait for it.
+  local wait=(-o DPkg::Lock::Timeout=600)
+  apt-get "${wait[@]}" install -y -qq "$1" >/dev/null 2>&1 ||
+    { apt-get "${wait[@]}" update -qq >/dev/null 2>&1 &&
+      apt-get "${wait[@]}" install -y -qq "$1" >/dev/null 2>&1; }
 }
 # Debian installs it in /usr/sbin, which a user's PATH may lack (infra/local/haproxy.py looks there too).
 haproxy_version() {

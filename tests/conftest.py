@@ -20,6 +20,9 @@ from zdd.environment import stack_dir as stack_dir_under
 from zdd.processes import find_owned_under
 
 ROOT = Path(__file__).resolve().parents[1]
+# pytest-xdist gives its workers COLUMNS=80; what `zdd` prints must not depend on the runner's
+# terminal (a user's own COLUMNS still decides the width of its tables).
+os.environ.pop("COLUMNS", None)
 
 
 def stack_dir(name: str) -> Path:

@@ -53,13 +53,21 @@ def test_rollforward_migrates_to_the_new_version() -> None:
     change = plan(
         Action.ROLLFORWARD, state(Phase.DEPLOY, target_version="v3-unhealthy"), version="v2"
     )
+    # The restore point taken before the first deploy stays the one a rollback restores to.
     assert change == {
         "phase": Phase.DEPLOY,
         "targetVersion": "v2",
-        "restorePoint": "2026-01-01T00:00:00Z",
         "migrateTo": None,
         "awaitApproval": None,
     }
+
+
+def test_rollforward_from_cutover_takes_no_restore_point_before_the_drain() -> None:
+    # The primary has not been drained yet: the config only names the new version, and the step
+    # to deploy (behind the drain gate) takes the restore point, as in a deployment.
+    change = plan(Action.ROLLFORWARD, state(Phase.CUTOVER), version="v3")
+    assert change == {"targetVersion": "v3", "migrateTo": None, "awaitApproval": None}
+    assert next_step(state(Phase.CUTOVER, target_version="v3")) == {"phase": Phase.DEPLOY}
 
 
 def test_rollback_code_only_keeps_the_schema_the_database_has() -> None:
@@ -107,8 +115,9 @@ def test_a_restore_point_named_in_config_but_never_taken_cannot_be_restored() ->
     never_taken = state(Phase.DEPLOY, Phase.CUTOVER, taken=False)
     with pytest.raises(Refused, match=r"no restore point was proven taken.*zdd abort"):
         plan(Action.ROLLBACK_DATABASE, never_taken)
-    # ...and since no update changed the primary, abort gives it the traffic back.
-    assert plan(Action.ABORT, never_taken)["phase"] == Phase.IDLE
+    # ...and since no update changed the primary, abort gives it the traffic back (first, since
+    # the traffic is on the clone, without deleting the clone).
+    assert plan(Action.ABORT, never_taken)["phase"] == Phase.WITHDRAW
 
 
 def test_a_proof_of_another_restore_point_does_not_count() -> None:
@@ -149,9 +158,38 @@ def test_a_complete_record_is_a_proof() -> None:
     assert RestorePointTaken.from_record(record) == RestorePointTaken(POINT, 1.7e9, "ab12")
 
 
-def test_abort_before_the_primary_is_touched_clears_the_deployment() -> None:
-    change = plan(Action.ABORT, state(Phase.CUTOVER))
+def test_abort_before_the_switch_removes_the_clone_at_once() -> None:
+    change = plan(Action.ABORT, state(Phase.CLONE))
     assert change["phase"] == Phase.IDLE and change["targetVersion"] is None
+
+
+@pytest.mark.parametrize(
+    ("phase", "applied"),
+    [
+        (Phase.CUTOVER, Phase.CUTOVER),
+        # A cutover update that failed may have moved the route before it failed.
+        (Phase.CUTOVER, Phase.CLONE),
+        # A deploy update that failed before the restore point: traffic is on the clone.
+        (Phase.DEPLOY, Phase.CUTOVER),
+        # A driver that died in the middle of an abort.
+        (Phase.WITHDRAW, Phase.CUTOVER),
+        (Phase.WITHDRAW, Phase.WITHDRAW),
+    ],
+)
+def test_abort_once_traffic_may_be_on_the_clone_withdraws_it_before_the_clone_goes(
+    phase: Phase, applied: Phase
+) -> None:
+    current = state(phase, applied, taken=False)
+    change = plan(Action.ABORT, current)
+    # Traffic back to the primary with the clone kept; the read-only window's start is kept to
+    # measure it up to the switch back.
+    assert change["phase"] == Phase.WITHDRAW and change["targetVersion"] is None
+    assert "cutoverAt" not in change
+    # Only after that switch (and the gate behind it) does the clone go, on the same version.
+    withdrawn = state(Phase.WITHDRAW, Phase.WITHDRAW, target_version=None)
+    last = next_step(withdrawn)
+    assert last["phase"] == Phase.IDLE and "currentVersion" not in last
+    assert last["cutoverAt"] is None
 
 
 def test_complete_clears_the_approval_pause_and_returns_the_traffic() -> None:
@@ -163,8 +201,8 @@ def test_complete_clears_the_approval_pause_and_returns_the_traffic() -> None:
 
 def test_next_steps_walk_the_deployment_and_finish_on_the_new_version() -> None:
     assert next_step(state(Phase.CLONE)) == {"phase": Phase.CUTOVER}
-    assert next_step(state(Phase.CUTOVER))["phase"] == Phase.DEPLOY
-    assert next_step(state(Phase.CUTOVER))["restorePoint"]  # recorded before the first change
+    # The restore point is the driver's to take, after the drain gate (tests/test_driver_steps.py).
+    assert next_step(state(Phase.CUTOVER)) == {"phase": Phase.DEPLOY}
     assert next_step(state(Phase.DEPLOY)) == {"phase": Phase.RETURN}
     final = next_step(state(Phase.RETURN))
     assert final["phase"] == Phase.IDLE and final["currentVersion"] == "v2"

@@ -3,42 +3,78 @@ series, and a virtual clock (nothing sleeps for real)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 
 from tests.test_azure_gates import stand_in  # noqa: F401 - the loopback server fixture
 from tests.test_azure_phases import app_spec
 from zdd import azure
-from zdd.azure import Clock, MetricPoint, take_restore_point, wait_origin_idle, wait_switched
-from zdd.errors import GateFailed
+from zdd.azure import (
+    Clock,
+    DatabaseBackups,
+    FrontDoorRefs,
+    MetricPoint,
+    RouteState,
+    restorable_problem,
+    take_restore_point,
+    wait_counted,
+    wait_origin_idle,
+    wait_restorable,
+    wait_switched,
+)
+from zdd.errors import GateFailed, RefusedTransition
 from zdd.gatekeeper import pass_gate
 from zdd.phases import Instance, Phase, StackSettings
 from zdd.targets import TargetOps
 
 PROFILE = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Cdn/profiles/fd"
 ROUTE = f"{PROFILE}/afdEndpoints/p/routes/site"
+PUBLIC_ENDPOINT = "zdd-x-public-h7c2d5e.z01.azurefd.net"
 PRIMARY_HOST = "zdd-x-primary.azurewebsites.net"
+CLONE_HOST = "zdd-x-clone.azurewebsites.net"
+REFS = FrontDoorRefs(PROFILE, PUBLIC_ENDPOINT, {"primary": PRIMARY_HOST, "clone": CLONE_HOST})
+DATABASE_ID = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/servers/x/databases/g1"
 T0 = datetime(2025, 3, 1, 10, 0, 0, tzinfo=UTC)
+
+
+def minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
 
 
 @dataclass
 class FakeAzure:
-    """Azure as the gates see it. `statuses` are the route's answers in turn (the last one
-    repeats); `requests` maps a minute's start to what Front Door forwarded to the primary.
-    Virtual time advances only when the gate sleeps."""
+    """Azure as the gates see it, in virtual time (it advances only when a gate sleeps).
 
-    statuses: list[str] = field(default_factory=lambda: ["Succeeded"])
+    `routes` are the public route's answers in turn (the last one repeats), all changed at
+    `modified`. `requests` maps a minute's start to what Front Door forwarded to the primary
+    through the public endpoint; `heartbeats` go to `traffic_on`, the origin with the traffic.
+    Like Azure Monitor, a series has points only for minutes with data. `monitor_blind` plays
+    a query whose filter matches nothing; `origin_names` how Azure Monitor names each host."""
+
+    routes: list[RouteState] = field(
+        default_factory=lambda: [RouteState("Succeeded", "Succeeded", T0)]
+    )
     requests: dict[datetime, float] = field(default_factory=dict)
+    traffic_on: str = CLONE_HOST
+    heartbeats: dict[str, dict[datetime, float]] = field(default_factory=dict)
+    monitor_blind: bool = False
+    origin_names: dict[str, str] = field(default_factory=dict)
+    backups: DatabaseBackups = field(
+        default_factory=lambda: DatabaseBackups(T0 - timedelta(days=3), T0 - timedelta(days=30))
+    )
     elapsed: float = 0.0
-    status_reads: list[float] = field(default_factory=list)
-    metric_reads: list[float] = field(default_factory=list)
+    route_reads: list[float] = field(default_factory=list)
+    metric_reads: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def clock(self) -> Clock:
@@ -47,82 +83,102 @@ class FakeAzure:
     def _sleep(self, seconds: float) -> None:
         self.elapsed += seconds
 
-    def deployment_status(self, resource_id: str) -> str:
-        assert resource_id == ROUTE
-        self.status_reads.append(self.elapsed)
-        return self.statuses[min(len(self.status_reads) - 1, len(self.statuses) - 1)]
+    def route_state(self, route_id: str) -> RouteState:
+        assert route_id == ROUTE
+        self.route_reads.append(self.elapsed)
+        return self.routes[min(len(self.route_reads), len(self.routes)) - 1]
+
+    def heartbeat(self) -> None:
+        per_minute = self.heartbeats.setdefault(self.traffic_on, {})
+        per_minute[minute(self.now())] = per_minute.get(minute(self.now()), 0) + 1
 
     def origin_requests(
-        self, profile_id: str, origin_host: str, start: datetime, end: datetime
-    ) -> list[MetricPoint]:
-        assert (profile_id, origin_host) == (PROFILE, PRIMARY_HOST)
-        self.metric_reads.append(self.elapsed)
-        minutes = int((end - start).total_seconds() // 60)
-        points = [start + timedelta(minutes=i) for i in range(minutes)]
-        # Azure leaves out minutes without data; the fake does the same for odd ones.
-        return [
-            MetricPoint(moment, self.requests.get(moment))
-            for moment in points
-            if moment in self.requests or moment.minute % 2 == 0
-        ]
+        self, profile_id: str, endpoint_host: str, start: datetime, end: datetime
+    ) -> dict[str, list[MetricPoint]]:
+        assert (profile_id, endpoint_host) == (PROFILE, PUBLIC_ENDPOINT)
+        self.metric_reads.append((self.elapsed, endpoint_host))
+        if self.monitor_blind:
+            return {}
+        counted = {host: dict(per_minute) for host, per_minute in self.heartbeats.items()}
+        for moment, total in self.requests.items():
+            primary = counted.setdefault(PRIMARY_HOST, {})
+            primary[moment] = primary.get(moment, 0) + total
+        return {
+            self.origin_names.get(host, host): [
+                MetricPoint(m, total) for m, total in sorted(per_minute.items()) if start <= m < end
+            ]
+            for host, per_minute in counted.items()
+            if any(start <= m < end for m in per_minute)
+        }
+
+    def database_backups(self, database_id: str) -> DatabaseBackups:
+        assert database_id == DATABASE_ID
+        return self.backups
 
     def now(self) -> datetime:
         return T0 + timedelta(seconds=self.elapsed)
 
 
 def switched(fake: FakeAzure, **kwargs: Any) -> datetime:
-    options: dict[str, Any] = {"timeout": 3600.0, "settle": 240.0}
+    options: dict[str, Any] = {"floor": 1200.0, "timeout": 2700.0, "settle": 240.0}
     options.update(kwargs)
     said: list[str] = []
     return wait_switched(fake, ROUTE, "clone", said.append, clock=fake.clock, **options)
 
 
-# -- the switch is judged only once every edge has it -------------------------------------
+# -- the switch: deployed everywhere, or accepted and old enough ---------------------------
 
 
 def test_drain_is_not_judged_while_any_edge_is_still_deploying():
-    fake = FakeAzure(statuses=["NotStarted", "InProgress", "InProgress", "InProgress", "Succeeded"])
+    deploying = [RouteState("Succeeded", status, T0) for status in ("NotStarted", "InProgress")]
+    fake = FakeAzure(routes=[*deploying, RouteState("Succeeded", "Succeeded", T0)])
     confirmed = switched(fake)
-    assert len(fake.status_reads) == 5
-    deployed_at = fake.status_reads[-1]
+    assert len(fake.route_reads) == 3
+    deployed_at = fake.route_reads[-1]
     assert confirmed == T0 + timedelta(seconds=deployed_at)
-    assert fake.metric_reads == []  # no drain evidence was read before Succeeded
-    wait_origin_idle(
-        fake, PROFILE, PRIMARY_HOST, "primary", confirmed, print, quiet=300, timeout=3600,
-        clock=fake.clock,
-    )  # fmt: skip
-    assert min(fake.metric_reads) >= deployed_at
+    assert fake.metric_reads == []  # no drain evidence was read before the switch was out
+    assert fake.elapsed - deployed_at == 240.0  # then the settle time
 
 
-def test_the_settle_time_is_honoured_after_the_switch_is_deployed():
-    fake = FakeAzure(statuses=["InProgress", "Succeeded"])
-    switched(fake, settle=240.0)
-    assert fake.elapsed - fake.status_reads[-1] == 240.0
+def test_a_deployment_status_stuck_at_not_started_is_advisory_after_the_floor():
+    # Microsoft's own Routes_Get example: provisioning Succeeded, deployment NotStarted.
+    fake = FakeAzure(routes=[RouteState("Succeeded", "NotStarted", T0)])
+    confirmed = switched(fake, floor=1200.0, timeout=2700.0)
+    # Not a timeout: the drain, counted from when the floor passed, decides.
+    assert 1200 <= (confirmed - T0).total_seconds() < 1200 + azure.STATUS_POLL_SECONDS
 
 
-def test_a_switch_that_never_deploys_times_out_and_changes_nothing():
-    fake = FakeAzure(statuses=["InProgress"])
+def test_the_floor_counts_from_the_routes_change_not_from_a_restarted_driver():
+    # A driver resumed 30 minutes after the switch does not wait another floor.
+    fake = FakeAzure(routes=[RouteState("Succeeded", "NotStarted", T0 - timedelta(minutes=30))])
+    switched(fake)
+    assert len(fake.route_reads) == 1
+
+
+def test_a_switch_azure_never_accepts_times_out_and_changes_nothing():
+    fake = FakeAzure(routes=[RouteState("Updating", "InProgress", T0)])
     with pytest.raises(GateFailed) as failure:
         switched(fake, timeout=1800.0)
     message = str(failure.value)
-    assert "has not deployed the switch to the clone on every edge" in message
-    assert "deploymentStatus InProgress" in message
+    assert "has not accepted the switch to the clone" in message
+    assert "provisioningState Updating" in message
     assert "traffic stays where Front Door has it" in message and "zdd abort" in message
     assert fake.elapsed >= 1800.0 and fake.metric_reads == []
 
 
 def test_a_failed_deployment_stops_the_gate():
+    failed = [RouteState("Succeeded", "InProgress", T0), RouteState("Succeeded", "Failed", T0)]
     with pytest.raises(GateFailed, match="as Failed"):
-        switched(FakeAzure(statuses=["InProgress", "Failed"]))
+        switched(FakeAzure(routes=failed))
 
 
-# -- the drain is judged from what every edge forwarded to the origin ---------------------
+# -- the drain: judged only from minutes Azure Monitor has data for -------------------------
 
 
 def drained_after(fake: FakeAzure, since: datetime, quiet: float = 300.0) -> float:
     started = fake.elapsed
     wait_origin_idle(
-        fake, PROFILE, PRIMARY_HOST, "primary", since, print, quiet=quiet, timeout=7200,
+        fake, REFS, "primary", since, print, fake.heartbeat, quiet=quiet, timeout=7200,
         clock=fake.clock,
     )  # fmt: skip
     return fake.elapsed - started
@@ -133,13 +189,47 @@ def test_an_idle_origin_drains_after_the_quiet_period_and_the_metrics_delay():
     waited = drained_after(fake, T0)
     # 5 quiet minutes, each only trusted once Azure Monitor has surely processed it (3 more).
     assert waited >= 300 + azure.METRICS_DELAY_SECONDS
+    # Every judged minute had data: the driver's heartbeat reached the clone through the edge.
+    assert len(fake.heartbeats[CLONE_HOST]) >= 5
+
+
+def test_minutes_without_any_data_never_count_as_quiet():
+    # A filter that matches nothing, or a metrics pipeline running late: no series at all.
+    fake = FakeAzure(monitor_blind=True)
+    with pytest.raises(GateFailed, match=r"minute\(s\) without any data.*not touched"):
+        wait_origin_idle(
+            fake, REFS, "primary", T0, print, fake.heartbeat, quiet=300, timeout=1800,
+            clock=fake.clock,
+        )  # fmt: skip
+
+
+def test_a_late_minute_restarts_the_quiet_period_after_it():
+    fake = FakeAzure()
+    # The heartbeat reaches the clone every minute but one, for which Azure has no data yet.
+    gap = minute(T0) + timedelta(minutes=3)
+
+    def heartbeat() -> None:
+        if minute(fake.now()) != gap:
+            fake.heartbeat()
+
+    wait_origin_idle(
+        fake, REFS, "primary", T0, print, heartbeat, quiet=300, timeout=7200, clock=fake.clock
+    )
+    # Quiet for 5 whole minutes after the gap, as processed by Azure Monitor.
+    assert fake.now() >= gap + timedelta(minutes=1, seconds=300 + azure.METRICS_DELAY_SECONDS)
+
+
+def test_origins_the_stack_does_not_know_stop_the_drain_at_once():
+    # Azure Monitor names the origins otherwise than the stack: the filter could never match.
+    fake = FakeAzure(origin_names={CLONE_HOST: "clone-origin"})
+    with pytest.raises(GateFailed, match=r"names origins \['clone-origin'\]"):
+        drained_after(fake, T0)
 
 
 def test_requests_from_a_late_edge_start_the_quiet_period_again():
     busy = T0 + timedelta(minutes=4)
     fake = FakeAzure(requests={busy: 3.0, T0 + timedelta(minutes=1): 1.0})
     waited = drained_after(fake, T0)
-    # Quiet for 5 minutes after the last busy minute, as processed by Azure Monitor.
     assert fake.now() >= busy + timedelta(minutes=1, seconds=300 + azure.METRICS_DELAY_SECONDS)
     assert waited > 300 + azure.METRICS_DELAY_SECONDS
 
@@ -153,14 +243,58 @@ def test_minutes_before_the_switch_do_not_count():
 
 def test_a_primary_that_keeps_getting_requests_is_never_touched():
     fake = FakeAzure(requests={T0 + timedelta(minutes=m): 1.0 for m in range(0, 400)})
-    with pytest.raises(GateFailed, match=r"still got requests from Front Door.*not touched"):
+    with pytest.raises(GateFailed, match=r"not shown idle.*request\(s\) since the switch"):
         wait_origin_idle(
-            fake, PROFILE, PRIMARY_HOST, "primary", T0, print, quiet=300, timeout=1200,
+            fake, REFS, "primary", T0, print, fake.heartbeat, quiet=300, timeout=1200,
             clock=fake.clock,
         )  # fmt: skip
 
 
-# -- the restore point --------------------------------------------------------------------
+def test_before_the_cutover_the_same_query_must_see_the_primarys_requests():
+    fake = FakeAzure(traffic_on=PRIMARY_HOST)
+    wait_counted(fake, REFS, "primary", print, fake.heartbeat, timeout=600, clock=fake.clock)
+    assert fake.heartbeats[PRIMARY_HOST]  # the driver's own requests, seen by the query
+    blind = FakeAzure(traffic_on=PRIMARY_HOST, origin_names={PRIMARY_HOST: "primary"})
+    with pytest.raises(GateFailed, match=r"show none of the requests.*traffic was not moved"):
+        wait_counted(blind, REFS, "primary", print, blind.heartbeat, timeout=600, clock=blind.clock)
+
+
+def test_the_query_counts_the_public_endpoint_split_by_origin():
+    """The real API's request and the way it reads Azure Monitor's answer."""
+    seen: list[httpx.Request] = []
+    answer = {
+        "value": [
+            {
+                "timeseries": [
+                    {
+                        "metadatavalues": [{"name": {"value": "Origin"}, "value": host}],
+                        "data": [{"timeStamp": "2025-03-01T10:00:00Z", "total": total}],
+                    }
+                    for host, total in ((PRIMARY_HOST, 2.0), (CLONE_HOST, 7.0))
+                ]
+            }
+        ]
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=answer, headers={"Date": "Sat, 01 Mar 2025 10:05:00 GMT"})
+
+    api = azure.ArmApi.__new__(azure.ArmApi)
+    api._credential = SimpleNamespace(get_token=lambda _scope: SimpleNamespace(token="t"))
+    api._client = httpx.Client(base_url=azure.ARM, transport=httpx.MockTransport(handler))
+    series = api.origin_requests(PROFILE, PUBLIC_ENDPOINT, T0, T0 + timedelta(minutes=5))
+    assert series == {
+        PRIMARY_HOST: [MetricPoint(T0, 2.0)],
+        CLONE_HOST: [MetricPoint(T0, 7.0)],
+    }
+    (request,) = seen
+    # The preview endpoint reaches the primary too: only the public one's requests count.
+    assert request.url.params["$filter"] == f"Endpoint eq '{PUBLIC_ENDPOINT}' and Origin eq '*'"
+    assert request.url.params["metricnames"] == "OriginRequestCount"
+
+
+# -- the restore point ----------------------------------------------------------------------
 
 
 def test_restore_point_is_azures_time_rounded_up_and_already_past():
@@ -169,6 +303,38 @@ def test_restore_point_is_azures_time_rounded_up_and_already_past():
     assert point == "2025-03-01T10:00:13Z"  # 10:00:12.4 rounded up, not truncated
     moment = datetime.fromisoformat(point.replace("Z", "+00:00"))
     assert fake.now() > moment  # nothing after this call can fall before the point
+
+
+OUTPUTS = {"primary_database_id": DATABASE_ID}
+
+
+def test_a_deployment_waits_for_the_primary_databases_first_backup():
+    created = T0 - timedelta(minutes=10)
+    fresh = FakeAzure(backups=DatabaseBackups(None, created))
+    problem = restorable_problem(OUTPUTS, fresh)
+    assert problem is not None and "no restorable point yet" in problem
+    assert "after 10:20 UTC (in about 20 minute(s))" in problem
+    assert restorable_problem(OUTPUTS, FakeAzure()) is None
+
+
+def test_a_restore_waits_until_a_log_backup_covers_its_point():
+    fake = FakeAzure()
+    point = T0 - timedelta(minutes=2)  # a migration failed two minutes after the point
+    said: list[str] = []
+    wait_restorable(OUTPUTS, f"{point:%Y-%m-%dT%H:%M:%SZ}", said.append, fake, fake.clock)
+    covered = point + timedelta(seconds=azure.LOG_BACKUP_COVERED_SECONDS)
+    assert fake.now() >= covered and fake.elapsed < (covered - T0).total_seconds() + 31
+    assert said and all("log backup to cover restore point" in line for line in said)
+    # An old point is restorable at once.
+    old = FakeAzure()
+    wait_restorable(OUTPUTS, "2025-03-01T08:00:00Z", print, old, old.clock)
+    assert old.elapsed == 0
+
+
+def test_a_point_before_the_earliest_restorable_one_is_refused():
+    fake = FakeAzure(backups=DatabaseBackups(T0 - timedelta(minutes=1), T0 - timedelta(hours=1)))
+    with pytest.raises(RefusedTransition, match="earliest restorable point"):
+        wait_restorable(OUTPUTS, "2025-03-01T09:30:00Z", print, fake, fake.clock)
 
 
 # -- the driver's gates: a clone is deleted only once its origin is idle -------------------
@@ -184,8 +350,14 @@ def test_the_gates_check_the_stacks_health_path(stand_in):  # noqa: F811
     config = {"app": app_spec(health={"path": "/status"})}
     settings = StackSettings(phase=Phase.CLONE, current_version="v1", target_version="v2")
     outputs = {"clone_url": app.url}
-    pass_gate(Phase.CLONE, Phase.CUTOVER, settings, outputs, azure.AZURE, config, print)
+    counted: list[str] = []
+    ops = dataclasses.replace(
+        azure.AZURE, prove_counted=lambda _outputs, origin, _say: counted.append(origin)
+    )
+    pass_gate(Phase.CLONE, Phase.CUTOVER, settings, outputs, ops, config, print, stack="s")
     assert {urlparse(seen["path"]).path for seen in app.seen} == {"/status"}
+    # Before any traffic moves, the counters that will judge the primary's drain see it.
+    assert counted == [Instance.PRIMARY]
 
 
 def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(stand_in):  # noqa: F811
@@ -214,7 +386,7 @@ def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(stand_in):  
                              restore_point="2025-03-01T10:00:13Z")  # fmt: skip
     outputs = {"public_url": public.url, "primary_url": public.url}
     with pytest.raises(GateFailed, match="clone still got requests"):
-        pass_gate(Phase.RETURN, Phase.IDLE, settings, outputs, ops, {}, print)
+        pass_gate(Phase.RETURN, Phase.IDLE, settings, outputs, ops, {}, print, stack="s")
     # The idle update (which deletes the clone) runs only after this gate passes.
     assert calls == [("switched", Instance.PRIMARY), ("drained", Instance.CLONE)]
 

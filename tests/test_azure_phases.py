@@ -8,17 +8,20 @@ retainOnDelete, ignoreChanges, dependencies). No engine, no Azure.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import re
+import shutil
+import socket
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pulumi
 import pytest
 import yaml
@@ -84,6 +87,8 @@ COMMAND = "command:local:Command"
 DYNAMIC = "pulumi-python:dynamic:Resource"
 DIGEST = "c0ffee-content-digest"
 TAKEN_AT = 1740824105.5
+# What the clone's database access (infra/azure/clone_access.py) gives the clone to connect with.
+CLONE_PASSWORD = "Cl0ne-0wn-Passw0rd!"
 
 
 # -- the recording mock monitor ------------------------------------------------------------
@@ -154,6 +159,16 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[
             f"{profile}/originGroups/{inputs['originGroupName']}/origins/{inputs['originName']}",
             state,
         )
+    if typ == DYNAMIC and name.endswith("-access"):
+        # What the provider's create adds: the user it made, and what the database said then.
+        read_only = inputs["read_only"]
+        state.update(
+            user="zdd_clone",
+            password=CLONE_PASSWORD,
+            updateability="READ_ONLY" if read_only else "READ_WRITE",
+            writing_roles=[] if read_only else ["db_datawriter"],
+        )
+        return f"{inputs['server']}/{inputs['database']}/zdd_clone", state
     if typ == DYNAMIC and name.endswith(RESTORE_POINT_SUFFIX):
         # What the provider's create adds: when it read the digest, and what it read.
         state.update(taken_at=TAKEN_AT, digest=DIGEST)
@@ -318,6 +333,8 @@ SCENARIOS: dict[str, StackSettings] = {
     "deploy": stack(Phase.DEPLOY),
     "return": stack(Phase.RETURN),
     "idle-after": stack(Phase.IDLE, current_version="v2"),
+    # An abort from cutover, on its way back: traffic on the untouched primary, clone kept.
+    "withdraw": stack(Phase.WITHDRAW, target_version=None),
     # Recoveries, while traffic is on the clone.
     "rollforward": stack(Phase.DEPLOY, target_version="v3"),
     "rollback-code": stack(Phase.DEPLOY, target_version="v1", migrate_to="v2"),
@@ -339,6 +356,7 @@ EXPECTED = {
     "deploy": ("v2", True, "clone"),
     "return": ("v2", True, "primary"),
     "idle-after": ("v2", False, "primary"),
+    "withdraw": ("v1", True, "primary"),
     "rollforward": ("v3", True, "clone"),
     "rollback-code": ("v1", True, "clone"),
     "idle-after-rollback-code": ("v1", False, "primary"),
@@ -375,9 +393,13 @@ FOUNDATION = {
     "azure-native:authorization:RoleAssignment": 1,
     "azure-native:cdn:Profile": 1,
     "azure-native:cdn:AFDEndpoint": 2,
-    WAF: 2,
-    "azure-native:cdn:SecurityPolicy": 2,
+    # The preview endpoint's operators-only policy.
+    WAF: 1,
+    "azure-native:cdn:SecurityPolicy": 1,
     ROUTE: 2,
+    # The read-only answer: a rule set whose one rule sends writes to a refusing origin.
+    "azure-native:cdn:RuleSet": 1,
+    "azure-native:cdn:Rule": 1,
 }
 
 
@@ -391,12 +413,15 @@ def test_each_phase_declares_exactly_its_resource_types(runs: dict[str, Run], sc
             DATABASE: 1 + has_clone + kept_generation,
             RETENTION: 1 + kept_generation,
             COMMAND: 1,  # the migration hook
-            # The restore point's proof, from deploy until the deployment ends.
-            DYNAMIC: int(declare(SCENARIOS[scenario]).restore_point is not None),
-            WEB_APP: 1 + has_clone,
-            # One single-origin group per site; the preview route shares the primary's.
-            "azure-native:cdn:AFDOriginGroup": 1 + has_clone,
-            ORIGIN: 1 + has_clone,
+            # The restore point's proof, from deploy until the deployment ends, and the clone's
+            # access to its copy.
+            DYNAMIC: int(declare(SCENARIOS[scenario]).restore_point is not None) + has_clone,
+            # The sites, and the front door's refusing origin.
+            WEB_APP: 2 + has_clone,
+            # One single-origin group per site and the refusing one; the preview route shares
+            # the primary's.
+            "azure-native:cdn:AFDOriginGroup": 2 + has_clone,
+            ORIGIN: 2 + has_clone,
         }
     )
     assert runs[scenario].types() == expected
@@ -407,8 +432,8 @@ def test_nothing_of_the_clone_exists_in_idle(runs: dict[str, Run], scenario: str
     run = runs[scenario]
     assert not [r.name for r in run.registrations if "clone" in r.name]
     assert all(r.inputs.get("createMode") != "Copy" for r in run.of_type(DATABASE))
-    assert [r.inputs["name"] for r in run.of_type(WEB_APP)] == ["zdd-test-a1b2c3-primary"]
-    assert {r.inputs["originName"] for r in run.of_type(ORIGIN)} == {"primary"}
+    assert [r.inputs["name"] for r in _sites(run)] == ["zdd-test-a1b2c3-primary"]
+    assert {r.inputs["originName"] for r in run.of_type(ORIGIN)} == {"primary", "readonly"}
     assert run.outputs["clone_url"] is None and run.outputs["clone_database"] is None
 
 
@@ -536,6 +561,37 @@ def test_each_connection_string_names_its_own_database(runs: dict[str, Run], sce
         clone = _connection(run.named("clone-app"))
         assert "Initial Catalog=site-clone;" in clone
         assert "site-g" not in clone
+        # The clone connects as its own user, never with the administrator's credentials.
+        assert f"User ID=zdd_clone;Password={CLONE_PASSWORD};" in clone
+        assert "zddadmin" not in clone and PASSWORD not in clone
+
+
+@pytest.mark.parametrize("scenario", WITH_CLONE)
+def test_a_read_only_clones_database_is_read_only_before_the_clone_starts(
+    runs: dict[str, Run], scenario: str
+):
+    run = runs[scenario]
+    access = run.named("clone-db-access")
+    assert access.type == DYNAMIC
+    assert access.inputs["database"] == "site-clone"
+    assert access.inputs["server"] == "zdd-test-a1b2c3-sql.database.windows.net"
+    # Given by the administrator (who alone may), whose password stays a secret.
+    assert access.inputs["admin_login"] == "zddadmin" and "admin_password" in access.secrets
+    assert access.inputs["read_only"] is True
+    # After the copy exists and this machine may reach the server; before the clone's app.
+    assert run.named("clone-db-copy").urn in access.dependencies
+    assert run.named("azure-sql-operator-0").urn in access.dependencies
+    assert access.urn in run.named("clone-app").dependencies
+    # The primary's users are the copy's too: none of them is the clone's way in.
+    assert not run.has("primary-db-access")
+
+
+def test_a_read_write_clone_gets_a_user_that_may_write_but_no_administrator():
+    settings = stack(Phase.CLONE, mode=Mode.READ_WRITE, accept_data_loss=True)
+    run = run_program(settings, deploymentId="d42")
+    assert run.named("clone-db-access").inputs["read_only"] is False
+    clone = _connection(run.named("clone-app"))
+    assert "User ID=zdd_clone;" in clone and PASSWORD not in clone
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -575,6 +631,11 @@ def test_clone_is_read_write_only_when_data_loss_is_acknowledged():
     assert read_only.inputs["databaseName"] == "site-clone" and not read_only.retain_on_delete
 
 
+def _sites(run: Run) -> list[Registration]:
+    """The web apps that run the site (not the front door's refusing origin)."""
+    return [a for a in run.of_type(WEB_APP) if a.inputs["tags"]["zdd-instance"] != "read-only"]
+
+
 @pytest.mark.parametrize("scenario", ["idle", "cutover", "deploy"])
 def test_web_apps_are_hardened_and_reachable_only_through_this_front_door(
     runs: dict[str, Run], scenario: str
@@ -583,7 +644,12 @@ def test_web_apps_are_hardened_and_reachable_only_through_this_front_door(
     (plan,) = run.of_type(PLAN)
     assert plan.inputs["kind"] == "linux" and plan.inputs["reserved"] is True
     assert plan.inputs["sku"] == {"name": "P0v3"}
-    for app in run.of_type(WEB_APP):
+    refusing = run.named("front-door-read-only-app").inputs
+    assert refusing["serverFarmId"] == plan.id and refusing["httpsOnly"] is True
+    assert refusing["siteConfig"]["ipSecurityRestrictionsDefaultAction"] == "Deny"
+    (only,) = refusing["siteConfig"]["ipSecurityRestrictions"]
+    assert only["headers"] == {"x-azure-fdid": [FRONT_DOOR_ID]}
+    for app in _sites(run):
         assert app.inputs["serverFarmId"] == plan.id
         assert app.inputs["httpsOnly"] is True
         assert app.inputs["kind"] == "app,linux"
@@ -604,7 +670,7 @@ def test_web_apps_are_hardened_and_reachable_only_through_this_front_door(
 
 def test_operator_addresses_may_reach_the_apps_and_the_sql_server():
     run = run_program(stack(Phase.CLONE), operatorIpAddresses="203.0.113.7, 198.51.100.0/24")
-    for app in run.of_type(WEB_APP):
+    for app in _sites(run):
         rules = app.inputs["siteConfig"]["ipSecurityRestrictions"]
         assert [r["ipAddress"] for r in rules] == [
             "AzureFrontDoor.Backend",
@@ -658,7 +724,7 @@ def test_images_are_pulled_from_a_private_registry_with_a_managed_identity(runs:
     )
     assert grant.inputs["principalType"] == "ServicePrincipal"
     assert grant.inputs["principalId"] == "principal-of-zdd-test-a1b2c3-pull"
-    for app in run.of_type(WEB_APP):
+    for app in _sites(run):
         assert app.inputs["identity"] == {
             "type": "UserAssigned",
             "userAssignedIdentities": [identity.id],
@@ -682,7 +748,7 @@ def test_web_apps_reach_sql_from_their_subnet_not_through_every_azure_service(
     assert subnet.inputs["serviceEndpoints"] == [{"service": "Microsoft.Sql"}]
     assert subnet.inputs["delegations"][0]["serviceName"] == "Microsoft.Web/serverFarms"
     assert run.named("azure-apps-subnet-sql").inputs["virtualNetworkSubnetId"] == subnet.id
-    for app in run.of_type(WEB_APP):
+    for app in _sites(run):
         assert app.inputs["virtualNetworkSubnetId"] == subnet.id
         assert app.inputs["siteConfig"]["vnetRouteAllEnabled"] is True
     # The "Azure services" rule only when the stack opts in (the policy then reports it).
@@ -707,7 +773,10 @@ def test_copy_and_restore_wait_as_long_as_azure_takes(runs: dict[str, Run]):
 
 
 def _site_groups(run: Run) -> dict[str, Registration]:
-    return {r.inputs["originGroupName"]: r for r in run.of_type("azure-native:cdn:AFDOriginGroup")}
+    groups = run.of_type("azure-native:cdn:AFDOriginGroup")
+    return {
+        r.inputs["originGroupName"]: r for r in groups if r.inputs["originGroupName"] != "readonly"
+    }
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -729,9 +798,7 @@ def test_public_traffic_moves_by_one_route_change(runs: dict[str, Run], scenario
     assert routes["front-door-preview-route"].inputs["originGroup"] == {"id": groups["primary"].id}
 
 
-def test_cutover_changes_nothing_on_front_door_but_the_route_and_the_edge_refusal(
-    runs: dict[str, Run],
-):
+def test_cutover_is_one_route_change_that_carries_the_edge_refusal(runs: dict[str, Run]):
     before, after = runs["clone"], runs["cutover"]
     front_door = ("azure-native:cdn:", WAF)
     changed = {
@@ -739,35 +806,70 @@ def test_cutover_changes_nothing_on_front_door_but_the_route_and_the_edge_refusa
         for r in after.registrations
         if r.type.startswith(front_door) and r.inputs != before.named(r.name).inputs
     }
-    assert changed == {"front-door-public-route", "front-door-public-waf"}
+    # The origin group and the rule set that refuses writes move together: one global change,
+    # one deploymentStatus to watch, no order between two changes to hope for.
+    assert changed == {"front-door-public-route"}
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_writes_are_refused_at_the_edge_while_a_read_only_clone_may_serve(
     runs: dict[str, Run], scenario: str
 ):
-    waf = runs[scenario].named("front-door-public-waf").inputs
-    (rule,) = waf["customRules"]["rules"]
-    assert rule["action"] == "Block"
-    (condition,) = rule["matchConditions"]
-    assert condition["matchVariable"] == "RequestMethod" and condition["negateCondition"] is True
-    assert condition["matchValue"] == ["GET", "HEAD", "OPTIONS"]
-    # Front Door's WAF can answer 200/403/405/406/429 only: 429 with a body that says why.
-    assert waf["policySettings"]["customBlockResponseStatusCode"] == 429
-    assert (
-        "read-only" in base64.b64decode(waf["policySettings"]["customBlockResponseBody"]).decode()
-    )
+    run = runs[scenario]
+    rule = run.named("front-door-read-only-writes").inputs
+    (condition,) = rule["conditions"]
+    assert condition["name"] == "RequestMethod"
+    assert condition["parameters"]["negateCondition"] is True
+    assert condition["parameters"]["matchValues"] == ["GET", "HEAD", "OPTIONS"]
+    (action,) = rule["actions"]
+    assert action["name"] == "RouteConfigurationOverride"
+    override = action["parameters"]["originGroupOverride"]
+    refusing_group = run.named("front-door-read-only-origins")
+    assert override["originGroup"] == {"id": refusing_group.id}
+    assert "cacheConfiguration" not in action["parameters"]  # a refusal is never cached
+    (origin,) = [r for r in run.of_type(ORIGIN) if r.inputs["originGroupName"] == "readonly"]
+    assert origin.inputs["hostName"] == "zdd-test-a1b2c3-readonly.azurewebsites.net"
     phase = SCENARIOS[scenario].phase
-    refusing = phase in (Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN)
-    assert rule["enabledState"] == ("Enabled" if refusing else "Disabled")
-    route = runs[scenario].named("front-door-public-route")
-    assert runs[scenario].named("front-door-public-waf").urn in route.dependencies
+    refusing = phase in (Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN, Phase.WITHDRAW)
+    route = run.named("front-door-public-route")
+    rule_set = run.named("front-door-read-only-rules")
+    assert route.inputs["ruleSets"] == ([{"id": rule_set.id}] if refusing else [])
+    assert run.named("front-door-read-only-writes").urn in route.dependencies
+    # The preview route (operators, the primary) never carries it.
+    assert not run.named("front-door-preview-route").inputs.get("ruleSets")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js, as App Service runs it")
+def test_the_refusing_origin_answers_503_with_retry_after(tmp_path: Path):
+    run = run_program(stack(Phase.CUTOVER))
+    config = run.named("front-door-read-only-app").inputs["siteConfig"]
+    assert config["linuxFxVersion"].startswith("NODE|")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(  # what App Service runs as the startup command, through a shell
+        ["sh", "-c", config["appCommandLine"]], env={"PATH": "/usr/bin:/bin", "PORT": str(port)}
+    )
+    try:
+        response = None
+        for _ in range(100):
+            try:
+                response = httpx.post(f"http://127.0.0.1:{port}/articles", content=b"x")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert response is not None
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "60"
+        assert "read-only" in response.text
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
 
 
 def test_a_read_write_clone_takes_writes_through_the_edge():
     settings = stack(Phase.CUTOVER, mode=Mode.READ_WRITE, accept_data_loss=True)
-    waf = run_program(settings).named("front-door-public-waf").inputs
-    assert waf["customRules"]["rules"][0]["enabledState"] == "Disabled"
+    assert run_program(settings).named("front-door-public-route").inputs["ruleSets"] == []
 
 
 def test_the_preview_endpoint_answers_the_operator_only(runs: dict[str, Run]):
@@ -788,23 +890,25 @@ def test_the_preview_endpoint_answers_the_operator_only(runs: dict[str, Run]):
     assert association["associations"][0]["domains"] == [{"id": endpoint.id}]
 
 
-def test_host_header_is_the_visitors_with_a_custom_domain():
+def test_a_custom_domain_is_the_edges_and_no_app_binds_it():
     run = run_program(stack(Phase.CUTOVER), customDomain="www.example.com")
+    # App Service allows a host name once per deployment unit: neither app binds it, so both
+    # can serve it; each is reached by its own name, whose certificate App Service provides.
+    assert run.of_type("azure-native:web:WebAppHostNameBinding") == []
     for origin in run.of_type(ORIGIN):
-        assert origin.inputs["originHostHeader"] == "www.example.com"
+        assert origin.inputs["originHostHeader"] == origin.inputs["hostName"]
+        assert origin.inputs["hostName"].endswith(".azurewebsites.net")
+        assert origin.inputs["enforceCertificateNameCheck"] is True
     domain = run.named("front-door-custom-domain")
     assert domain.inputs["hostName"] == "www.example.com"
     assert domain.inputs["tlsSettings"]["certificateType"] == "ManagedCertificate"
     route = run.named("front-door-public-route")
     assert route.inputs["customDomains"] == [{"id": domain.id}]
-    bindings = run.of_type("azure-native:web:WebAppHostNameBinding")
-    assert {b.inputs["name"] for b in bindings} == {
-        "zdd-test-a1b2c3-primary",
-        "zdd-test-a1b2c3-clone",
-    }
-    # Without one, App Service needs its own name.
-    plain = run_program(stack(Phase.CUTOVER)).of_type(ORIGIN)
-    assert all(o.inputs["originHostHeader"] == o.inputs["hostName"] for o in plain)
+    # The sites learn the visitors' host from X-Forwarded-Host, or from this setting.
+    for app in _sites(run):
+        assert app.setting("ZDD_PUBLIC_HOST") == "www.example.com"
+    plain = run_program(stack(Phase.CUTOVER))
+    assert all("ZDD_PUBLIC_HOST" not in str(a.inputs) for a in _sites(plain))
 
 
 def test_front_door_standard_profile_endpoints_and_routes(runs: dict[str, Run]):
@@ -831,6 +935,13 @@ def test_front_door_standard_profile_endpoints_and_routes(runs: dict[str, Run]):
         "clone": "zdd-test-a1b2c3-clone.azurewebsites.net",
     }
     assert (front_door["settle_seconds"], front_door["quiet_seconds"]) == (240, 300)
+    assert (front_door["switch_floor_seconds"], front_door["switch_timeout_seconds"]) == (
+        1200,
+        2700,
+    )
+    # The drain counts the public endpoint's requests only; the heartbeat is the health path.
+    assert front_door["public_endpoint_host"] == "zdd-test-a1b2c3-public-h7c2d5e.z01.azurefd.net"
+    assert front_door["heartbeat_path"] == "/healthz"
 
 
 # -- the migration hook --------------------------------------------------------------------
@@ -843,6 +954,7 @@ MIGRATION = {
     "deploy": ("v2", 1),
     "return": ("v2", 1),
     "idle-after": ("v2", 1),
+    "withdraw": ("v1", 1),
     "rollforward": ("v3", 1),
     "rollback-code": ("v2", 1),  # the database stays migrated: no new run
     "idle-after-rollback-code": ("v2", 1),

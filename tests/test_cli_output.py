@@ -3,6 +3,10 @@ and every error exits with the one code its class has."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -49,3 +53,31 @@ def test_errors_of_the_pure_modules_exit_with_their_own_code() -> None:
         registry.entry("nowhere")
     with pytest.raises(BadInput):
         appspec.parse_file_text("start: 1\n", "/")
+
+
+# A clone of the project deep in a CI runner's workspace: what `zdd` says about its archive.
+DEEP_ARCHIVE = (
+    "/home/runner/work/" + "/".join(["a-checkout-folder-with-a-long-name"] * 6)
+    + "/.zdd/archive/site/clone-g1-20250101T000000Z.sqlite"
+)  # fmt: skip
+
+
+def test_piped_output_keeps_long_paths_and_tables_whole() -> None:
+    # A new process with its output piped, as `make chaos`, CI and the tests run the command.
+    code = (
+        "from zdd import chaos, cli\n"
+        f"cli._say('the clone database is kept as their archive: {DEEP_ARCHIVE}')\n"
+        "run = chaos.ChaosRun(1, 'front door', killed_pid=1, killed_in_phase='cutover',"
+        " outcome='idle', final_version='v2', requests=4000)\n"
+        "chaos.say(chaos._table([run]))\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True
+    )
+    lines = done.stderr.splitlines()
+    assert any(DEEP_ARCHIVE in line for line in lines), done.stderr
+    header = next(line for line in lines if "#" in line and "killed" in line)
+    assert "front door down s" in header and "failed while down" in header
+    row = next(line for line in lines if "front door" in line and "cutover" in line)
+    assert all(cell in row for cell in ("idle", "v2", "4000")), row

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, Result, stack_dir
+from zdd.sqlite_files import data_digest, files_folder
 
 pytestmark = pytest.mark.engine
 
@@ -110,8 +111,11 @@ def test_the_restore_point_records_what_the_primary_held_before_its_migration(
     # row written before the deployment (never that of an empty or missing source).
     with sqlite3.connect(f"file:{backup}?mode=ro", uri=True) as restored:
         held = {row[0] for row in restored.execute("SELECT title FROM articles")}
+        (schema,) = restored.execute("SELECT version_num FROM alembic_version").fetchone()
     assert "before-the-deployment" in held
-    assert proof["restore_point"] and proof["taken_at"] > 0 and len(proof["digest"]) == 64
+    assert schema == "0001", "the restore point was taken after the migration had begun"
+    assert proof["restore_point"] and proof["taken_at"] > 0
+    assert data_digest(backup) == proof["digest"], "the proof is not of the file kept"
     back = zdd("rollback", "-s", name, "--with-database", "--json")
     assert back.code == 0, back.stderr
     assert "before-the-deployment" in titles(public)
@@ -293,13 +297,25 @@ def test_a_restore_point_changed_since_it_was_taken_is_never_restored(
     config = ROOT / "stacks" / f"Pulumi.{name}.yaml"
     before = config.read_text()
 
-    # Changed on disk after it was taken: still a valid database, one row short.
+    # A file planted in its files folder: the files are part of what it proves.
+    planted = files_folder(backup) / "planted.txt"
+    planted.write_text("not the site's")
+    refused = zdd("rollback", "-s", name, "--with-database", "--json")
+    assert refused.code == 3, refused.stderr
+    assert "no longer holds what it held when taken" in refused.json()["error"]
+    planted.unlink()
+
+    # Changed on disk after it was taken: still a valid database, one row short (its read-only
+    # mark undone first, as a tool that rewrites the file would).
+    with open(backup, "r+b") as handle:
+        handle.seek(18)
+        handle.write(b"\x01\x01")
     with sqlite3.connect(backup) as changed:
         changed.execute("DELETE FROM articles WHERE title = 'kept-1'")
     refused = zdd("rollback", "-s", name, "--with-database", "--json")
     assert refused.code == 3, refused.stderr
     error = refused.json()["error"]
-    assert "no longer holds what it held when it was taken" in error and "--code-only" in error
+    assert "no longer holds what it held when taken" in error and "--code-only" in error
     # Gone altogether.
     backup.unlink()
     gone = zdd("rollback", "-s", name, "--with-database", "--json")

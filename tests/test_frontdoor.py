@@ -50,8 +50,10 @@ class Origin:
     """An aiohttp site in a thread of its own that echoes what it got and logs every request
     (health checks aside)."""
 
-    def __init__(self) -> None:
+    def __init__(self, health_status: int = 200) -> None:
         self.port = free_port()
+        # What `/healthz` answers: any 2xx counts as healthy (README, "Gates between phases").
+        self.health_status = health_status
         self.url = f"http://127.0.0.1:{self.port}"
         self.log: list[tuple[str, str]] = []
         # Path -> time.monotonic() when the origin had sent the whole response.
@@ -85,7 +87,9 @@ class Origin:
         return app
 
     async def _healthz(self, _: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        if self.health_status == 204:
+            return web.Response(status=204)
+        return web.Response(status=self.health_status, text="ok")
 
     async def _echo(self, request: web.Request) -> web.Response:
         digest, size = hashlib.sha256(), 0
@@ -208,8 +212,10 @@ class FrontDoor:
 
 
 @pytest.fixture
-def origins() -> Iterator[dict[str, Origin]]:
-    started = {"primary": Origin(), "clone": Origin()}
+def origins(request: pytest.FixtureRequest) -> Iterator[dict[str, Origin]]:
+    # Parametrized indirectly, the origins' health path answers that status.
+    health = getattr(request, "param", 200)
+    started = {"primary": Origin(health), "clone": Origin(health)}
     for origin in started.values():
         origin.start()
     yield started
@@ -455,6 +461,28 @@ def test_a_client_that_left_still_counts_until_its_origin_answers(front_door: Fr
     assert primary.finished["/slow?seconds=3"] <= drained
 
 
+@pytest.mark.parametrize("origins", [204], indirect=True)
+def test_a_health_path_that_answers_204_passes_the_front_door_and_the_gates(
+    front_door: FrontDoor,
+) -> None:
+    # HAProxy's own check and the driver's gates agree that any 2xx is healthy: the server is
+    # up, a switch to it completes, and the public endpoint counts as moved.
+    wait_for(lambda: front_door.admin.servers()["primary"].passes_checks)
+    assert httpx.get(f"{front_door.public}/healthz", timeout=10).status_code == 204
+    assert front_door.set(active="clone")
+    assert front_door.admin.servers()["clone"].passes_checks
+    gates.wait_public_origin(
+        front_door.public, "clone", header=SERVED_BY_HEADER, path="/healthz", timeout=10
+    )
+    gates.wait_healthy(
+        front_door.origins["clone"].url,
+        gates.Identity("v1", "clone"),
+        what="the clone",
+        timeout=5,
+        health_path="/healthz",
+    )
+
+
 # -- read-only at the edge -------------------------------------------------------------------
 
 
@@ -577,6 +605,23 @@ def test_read_write_mode_holds_nothing(front_door: FrontDoor) -> None:
     assert written.status_code == 200 and "X-ZDD-Held" not in written.headers
     assert time.monotonic() - started < 1
     assert served_by(written) == "clone"
+
+
+def test_a_front_door_in_a_deep_folder_is_still_switched_through_its_admin_socket(
+    origins: dict[str, Origin],
+) -> None:
+    base = Path(tempfile.mkdtemp(prefix="zdd-deep-"))
+    deep = base / ("a-checkout-folder-with-a-long-name-" * 2) / ("and-deeper-still-" * 3)
+    deep.mkdir(parents=True)
+    assert len(str(deep / "frontdoor.sock")) > 107  # more than a unix socket address holds
+    door = FrontDoor(deep, origins)
+    try:
+        assert door.set(active="clone")
+        assert served_by(httpx.get(f"{door.public}/echo", timeout=10)) == "clone"
+        assert door.admin.servers()["clone"].takes_traffic
+    finally:
+        door.stop()
+        shutil.rmtree(base)
 
 
 def test_only_its_owner_can_use_the_admin_socket(front_door: FrontDoor) -> None:

@@ -38,15 +38,18 @@ def test_full_deployment_under_load_loses_nothing(
     probe = report["probe"]
     assert probe["requests"] >= 2000, probe
     assert probe["failed"] == 0, probe["failures"]
-    assert probe["writes_lost"] == 0
+    assert probe["writes_lost"] == 0 and probe["writes_hidden"] == 0
     assert probe["writes_acknowledged"] > 0
-    # ReadOnly: writes are refused while the clone holds the traffic, and only then.
-    assert probe["writes_refused"] > 0
-    first_refused, last_refused = probe["refused_between"]
+    # ReadOnly: writes wait at the front door from the clone's copy until the primary serves
+    # again, and only then; none is refused within the hold bound.
+    assert probe["writes_refused"] == 0
+    assert probe["writes_held"] > 0
+    first_held, last_held = probe["held_between"]
+    clone_started = report["phases"][0]["started_at"]
     on_clone_from, on_clone_until = report["traffic_on_clone"]
     # The switches are timed when the engine reports them, a fraction of a second late.
     slack = 1.0
-    assert on_clone_from - slack <= first_refused <= last_refused <= on_clone_until + slack
+    assert clone_started - slack <= first_held <= last_held <= on_clone_until + slack
     assert report["read_only_window_seconds"] == pytest.approx(
         on_clone_until - on_clone_from, abs=0.01
     )

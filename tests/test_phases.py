@@ -29,6 +29,8 @@ TABLE = {
     Phase.CUTOVER: ("v1", True, Instance.CLONE),
     Phase.DEPLOY: ("v2", True, Instance.CLONE),
     Phase.RETURN: ("v2", True, Instance.PRIMARY),
+    # An abort on its way back: the untouched primary has the traffic, the clone is kept.
+    Phase.WITHDRAW: ("v1", True, Instance.PRIMARY),
 }
 
 
@@ -69,6 +71,7 @@ WRITES = {
     Phase.CUTOVER: ("held", "held", "refused", "passed"),
     Phase.DEPLOY: ("held", "refused", "refused", "passed"),
     Phase.RETURN: ("passed", "passed", "passed", "passed"),
+    Phase.WITHDRAW: ("passed", "passed", "passed", "passed"),
 }
 
 
@@ -139,7 +142,9 @@ def test_idle_has_no_restore_point_even_if_config_keeps_one() -> None:
         (Phase.DEPLOY, Phase.RETURN),
         (Phase.RETURN, Phase.IDLE),
         (Phase.CLONE, Phase.IDLE),
-        (Phase.CUTOVER, Phase.IDLE),
+        (Phase.CLONE, Phase.WITHDRAW),
+        (Phase.CUTOVER, Phase.WITHDRAW),
+        (Phase.WITHDRAW, Phase.IDLE),
         (Phase.DEPLOY, Phase.DEPLOY),
     ],
 )
@@ -153,6 +158,10 @@ def test_legal_transitions(current: Phase, requested: Phase) -> None:
         (Phase.CUTOVER, Phase.RETURN, "not been deployed and verified"),
         (Phase.CLONE, Phase.RETURN, "not been deployed and verified"),
         (Phase.DEPLOY, Phase.IDLE, "primary was changed"),
+        # The clone holds the traffic: deleting it in one update would cut visitors off.
+        (Phase.CUTOVER, Phase.IDLE, "withdraw"),
+        (Phase.DEPLOY, Phase.WITHDRAW, "cannot move"),
+        (Phase.WITHDRAW, Phase.CUTOVER, "cannot move"),
         (Phase.DEPLOY, Phase.CLONE, "already in progress"),
         (Phase.IDLE, Phase.DEPLOY, "cannot move"),
         (Phase.IDLE, Phase.CUTOVER, "cannot move"),
@@ -163,6 +172,13 @@ def test_illegal_transitions_are_refused_with_a_reason(
 ) -> None:
     with pytest.raises(IllegalTransition, match=message):
         check_transition(current, requested)
+
+
+def test_withdraw_keeps_the_read_only_clone_and_ends_in_idle() -> None:
+    declaration = declare(settings(Phase.WITHDRAW, target_version=None))
+    assert declaration.clone is not None
+    assert declaration.clone.database_mode is DatabaseMode.READ_ONLY
+    assert next_phase(Phase.WITHDRAW) is Phase.IDLE
 
 
 def test_next_phase_walks_the_deployment_order() -> None:

@@ -556,9 +556,10 @@ def test_one_public_origin_azure(azure_runs: dict[str, list[Resource]], scenario
     resources = azure_runs[scenario]
     config = azure_config(scenario)
     assert stack_check("one-public-origin", resources, config) == []
-    # One single-origin group per site; the public route names the one with the traffic.
+    # One single-origin group per site (and the front door's refusing origin); the public route
+    # names the one with the traffic.
     groups = [r for r in resources if r.type == AFD_ORIGIN]
-    assert {r.props["originGroupName"] for r in groups} == {"primary", "clone"}
+    assert {r.props["originGroupName"] for r in groups} == {"primary", "clone", "readonly"}
     primary = next(r for r in groups if r.props["originGroupName"] == "primary")
     second = dataclasses.replace(primary, name="front-door-second", urn="second")
     [problem] = stack_check("one-public-origin", [*resources, second], config)

@@ -126,4 +126,10 @@ def test_the_probe_reports_the_acknowledged_writes_the_site_did_not_keep(
     assert report.writes_acknowledged == len(site.kept) + len(site.forgotten)
     assert set(report.lost_titles) == site.forgotten and report.writes_lost == len(site.forgotten)
     assert set(site.reads) == {"/", "/items?limit=5"}
-    assert report.requests == report.writes_acknowledged + sum(site.reads.values())
+    read_backs = [s for s in probe.samples if s.kind == "read-back"]
+    assert report.requests == report.writes_acknowledged + sum(site.reads.values()) + len(
+        read_backs
+    )
+    # A write read back later that the site does not show is hidden; a kept one never is.
+    assert set(report.hidden_titles) <= site.forgotten
+    assert report.writes_hidden == len({s.title for s in read_backs if s.title in site.forgotten})

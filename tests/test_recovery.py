@@ -135,7 +135,8 @@ def test_roll_back_code_and_database_to_the_restore_point(
     assert "kept" in titles  # acknowledged before cutover, so in the restore point
     history = zdd("history", "-s", name, "--json").json()["deployments"]
     assert history[0]["actions"] == ["deploy", "rollback-with-database", "complete"]
-    assert history[0]["outcome"] == "succeeded"
+    assert history[0]["outcome"] == "rolled-back" and history[0]["rolled_back_to"] == "v1"
+    assert history[0]["to_version"] == "v2"  # what it attempted, not where it ended
 
 
 def test_a_failed_migration_leaves_the_stack_recoverable(

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from zdd.actions import Action
     from zdd.api import ActionRequest, Probe, SmoothStack, init_stack, open_stack
     from zdd.results import DeployResult, PhaseTiming, Status
+    from zdd.targets import LogLocation
 
 # Names loaded on first use, from the module that defines them.
 _LAZY = {
@@ -66,6 +67,7 @@ _LAZY = {
     "DeployResult": "zdd.results",
     "PhaseTiming": "zdd.results",
     "Status": "zdd.results",
+    "LogLocation": "zdd.targets",
 }
 
 
@@ -83,6 +85,7 @@ __all__ = [
     "DeployResult",
     "EngineFailed",
     "GateFailed",
+    "LogLocation",
     "Mode",
     "PhaseTiming",
     "PolicyViolation",

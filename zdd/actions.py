@@ -35,6 +35,10 @@ class Action(StrEnum):
     COMPLETE = "complete"
 
 
+# Not an `Action` of a deployment: replacing the site's app spec (`zdd app set`) while none is
+# under way, recorded in the history under this name.
+APP_SET = "app-set"
+
 RECOVERY_HINT = (
     "traffic stays on the clone; recover with `zdd rollforward --version V`, "
     "`zdd rollback --code-only` or `zdd rollback --with-database` (each takes --preview)"
@@ -141,7 +145,12 @@ def plan(
                 "the primary was already changed, so abort cannot give it the traffic back; "
                 "use `zdd rollback --code-only` or `zdd rollback --with-database`"
             )
-        return {"phase": Phase.IDLE, **_deployment_cleared()}
+        if {s.phase, state.applied} <= {Phase.IDLE, Phase.CLONE}:
+            # The switch was never asked for: the clone can go at once.
+            return {"phase": Phase.IDLE, **_deployment_cleared()}
+        # The traffic may be on the clone: it moves back to the primary first, and the clone
+        # goes only once no request reaches it (the read-only window ends with that switch).
+        return {"phase": Phase.WITHDRAW, **_target_cleared()}
     if action is Action.COMPLETE:
         if not state.awaiting_approval:
             raise Refused("no deployment is awaiting approval")
@@ -156,7 +165,6 @@ def plan(
             f"{action} needs the traffic on the clone (phases cutover or deploy); "
             f"the stack is in phase {s.phase}"
         )
-    restore_point = s.restore_point or new_restore_point_id()
     assert s.target_version is not None
     # The schema the primary database carries now.
     schema_now = (
@@ -168,13 +176,11 @@ def plan(
         assert version is not None
         if version == s.target_version and state.primary_touched:
             raise Refused(f"{version} is already deployed to the primary; pick another version")
-        return {
-            "phase": Phase.DEPLOY,
-            "targetVersion": version,
-            "restorePoint": restore_point,
-            "migrateTo": None,
-            **approval,
-        }
+        if s.phase is Phase.CUTOVER:
+            # No restore point yet: the step to `deploy` takes one after the drain gate, as
+            # for a deployment, never before it.
+            return {"targetVersion": version, "migrateTo": None, **approval}
+        return {"phase": Phase.DEPLOY, "targetVersion": version, "migrateTo": None, **approval}
     if action is Action.ROLLBACK_DATABASE and state.proven_restore_point is None:
         instead = (
             "`zdd rollback --code-only` keeps the database as it is"
@@ -214,25 +220,37 @@ def plan(
     raise Refused(f"unknown action {action}")
 
 
+def _target_cleared() -> ConfigChange:
+    return {"targetVersion": None, "restorePoint": None, "migrateTo": None, "awaitApproval": None}
+
+
+def plan_app_change(state: StackState, app: str) -> ConfigChange:
+    """The config change that replaces the stack's app spec (`zdd:app`, as JSON): legal while
+    no deployment is under way, which includes a stack whose `init` failed (its config is idle,
+    and no update applied anything else)."""
+    if state.in_progress:
+        raise Refused(
+            f"a deployment is in progress (phase {state.settings.phase}, applied "
+            f"{state.applied}); finish it first (`zdd resume`, `zdd complete` or a recovery), "
+            "then change the app spec"
+        )
+    return {"app": app}
+
+
 def _deployment_cleared() -> ConfigChange:
-    return {
-        "targetVersion": None,
-        "restorePoint": None,
-        "cutoverAt": None,
-        "migrateTo": None,
-        "awaitApproval": None,
-        "strategy": None,
-    }
+    return {**_target_cleared(), "cutoverAt": None, "strategy": None}
 
 
 def next_step(state: StackState) -> ConfigChange:
-    """The config change that moves a completed phase on to the next one."""
+    """The config change that moves a completed phase on to the next one. The step to `deploy`
+    also needs a new restore point, which only the driver takes (after the drain gate, on the
+    target's clock): see `zdd.driver.Driver.advance`."""
     s = state.settings
     if s.phase is Phase.IDLE:
         raise IllegalTransition(f"nothing follows phase {s.phase}")
     following = next_phase(s.phase)
-    if following is Phase.DEPLOY:
-        return {"phase": following, "restorePoint": s.restore_point or new_restore_point_id()}
+    if s.phase is Phase.WITHDRAW:
+        return {"phase": following, **_deployment_cleared()}
     if following is Phase.IDLE:
         assert s.target_version is not None
         schema = s.migrate_to or s.target_version

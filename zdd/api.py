@@ -17,7 +17,7 @@ from typing import Any
 from zdd import appspec
 from zdd.actions import Action
 from zdd.driver import Driver, Say
-from zdd.environment import Environment, find_project_root
+from zdd.environment import Environment, LoggedComponent, find_project_root
 from zdd.errors import BadInput
 from zdd.phases import Mode, Phase, Strategy
 from zdd.probe import LoadProbe, ProbeTarget
@@ -26,7 +26,7 @@ from zdd.rehearsal import RehearsalPlan, RehearsalReport, StrategyChoice, decide
 from zdd.rehearsal import run as run_rehearsal
 from zdd.results import DeployResult, Status
 from zdd.stack import check_stack_name
-from zdd.targets import check_version_format
+from zdd.targets import LogLocation, check_version_format, ops_for
 
 PASSPHRASE_VARIABLES = ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")
 # What a deployment whose new primary fails may do by itself.
@@ -117,6 +117,28 @@ class SmoothStack:
     def history(self) -> list[dict[str, Any]]:
         """Past deployments and recoveries, newest first."""
         return self._driver.history()
+
+    def log(self, component: LoggedComponent | str) -> LogLocation:
+        """Where the log of `component` (`primary`, `clone` or `frontdoor`) is: a file on this
+        machine (refused while the component has never run), or where a cloud keeps it."""
+        if component not in set(LoggedComponent):
+            known = ", ".join(LoggedComponent)
+            raise BadInput(f"no component {component!r}; logs are kept for {known}")
+        config = self._driver.stack.config()
+        ops = ops_for(config.get("target", DEFAULT_TARGET))
+        if ops.log_of is None:
+            raise BadInput(f"target {ops.name} keeps no log that zdd can show")
+        location = ops.log_of(self._driver.env, self.name, config, str(component))
+        if location.path is not None and not location.path.is_file():
+            when = (
+                "the clone runs only during a deployment (phases clone to return)"
+                if component == "clone"
+                else "it has not been started since the stack was made"
+            )
+            raise BadInput(
+                f"the {component} of stack {self.name!r} has no log yet ({location.path}): {when}"
+            )
+        return location
 
     def preview(
         self, action: Action | Phase | str, request: ActionRequest | None = None
@@ -239,6 +261,22 @@ class SmoothStack:
             result.strategy_reason = decision.reason
             result.rehearsal = report.as_json() if report else None
             return self._drive(result, probe, load, request.on_failure)
+
+    def set_app(self, app_file: Path) -> DeployResult:
+        """Validate the app spec in `app_file` and store it as the stack's (`zdd:app`), then
+        apply the idle phase so the site runs on it; returns that update's report. Legal while
+        no deployment is under way, also after a failed `init` (RefusedTransition otherwise);
+        a bad spec, or one without the running version's release, is refused (BadInput) with
+        nothing changed. The history records it as `app-set`."""
+        self.last_result = None
+        with self._driver.exclusive():
+            result, _ = self._driver.begin_app_change(app_file)
+            return self._drive(result, None, None, None)
+
+    def preview_app(self, app_file: Path) -> dict[str, Any]:
+        """What storing the app spec in `app_file` would change; changes nothing."""
+        _, change = self._driver.begin_app_change(app_file, dry_run=True)
+        return self._driver.preview(change)
 
     def resume(self, *, probe: Probe | None = None) -> DeployResult:
         """Continue an interrupted deployment or recovery from the stack alone; a component

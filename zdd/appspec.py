@@ -190,7 +190,7 @@ class AppSpec:
 
 
 def read_file(path: Path) -> AppSpec:
-    """The app spec in the file at `path` (`zdd init --app`)."""
+    """The app spec in the file at `path` (`zdd init --app`, `zdd app set`)."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -221,7 +221,7 @@ def from_config(values: Mapping[str, str]) -> AppSpec | None:
         document = json.loads(raw)
     except json.JSONDecodeError:
         raise InvalidAppSpec(
-            f"zdd:{CONFIG_KEY} is not a JSON object; set it again with `zdd init --app FILE`"
+            f"zdd:{CONFIG_KEY} is not a JSON object; set it again with `zdd app set`"
         ) from None
     return from_document(document, None)
 
@@ -317,7 +317,7 @@ def _releases(value: object, folder: str | None) -> str:
         return posixpath.normpath(value)
     if folder is None:
         raise InvalidAppSpec(
-            f"zdd:{CONFIG_KEY} `releases` must be an absolute path; set it with `zdd init --app`"
+            f"zdd:{CONFIG_KEY} `releases` must be an absolute path; set it with `zdd app set`"
         )
     return posixpath.normpath(posixpath.join(folder, value))
 
@@ -358,7 +358,7 @@ def _operator_program(
     if folder is None:
         raise InvalidAppSpec(
             f"zdd:{CONFIG_KEY} `{name}` program {argv[0]!r} must be an absolute path or a "
-            "command on PATH; set it with `zdd init --app`"
+            "command on PATH; set it with `zdd app set`"
         )
     return (posixpath.normpath(posixpath.join(folder, argv[0])), *argv[1:])
 

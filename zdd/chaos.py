@@ -29,17 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from zdd import processes
-from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment, find_project_root
+from zdd.console import stderr_console
+from zdd.environment import (
+    SAMPLE_FROM_VERSION,
+    SAMPLE_TO_VERSION,
+    Environment,
+    LoggedComponent,
+    find_project_root,
+)
 from zdd.probe import LoadProbe, ProbeTarget, Sample
 
 VICTIMS = ("front door", "primary", "clone", "provider plugin", "cli", "driver")
-FRONT_DOOR_LOG = "frontdoor"  # the front door's resource role in the stack's folder
 RESUMES = 3  # a resume may itself be interrupted by what the kill left behind
-say = Console(stderr=True, highlight=False).print
+say = stderr_console().print
 
 
 @dataclass
@@ -151,7 +156,7 @@ def _victim_pid(victim: str, stack_dir: Path, driver: subprocess.Popen[str]) -> 
     and its plugins only during an update)."""
     if victim == "driver":
         return driver.pid
-    roles = {"front door": FRONT_DOOR_LOG, "primary": "primary", "clone": "clone"}
+    roles = {"front door": LoggedComponent.FRONTDOOR, "primary": "primary", "clone": "clone"}
     if victim in roles:
         owned = set(processes.find_owned(processes.owner_id(stack_dir, roles[victim])))
         # The server itself, not its supervisor (which would only leave it running) nor its

@@ -5,6 +5,7 @@ Human progress goes to standard error; `--json` prints one JSON document on stan
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -13,14 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from zdd import logs as zdd_logs
 from zdd.actions import Action
 from zdd.api import ActionRequest, Probe, SmoothStack, engine_environment, init_stack, open_stack
+from zdd.console import stderr_console
 from zdd.driver import Driver
-from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment
+from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment, LoggedComponent
 from zdd.errors import BadInput, ZddError, exit_codes_text
 from zdd.phases import Mode
 from zdd.registry import DEFAULT_TARGET, TARGETS
@@ -34,11 +36,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False)
+err = stderr_console()
 # Marks a stack `zdd demo` made, which a later demo may replace without asking.
 MADE_BY_KEY = "madeBy"
 T = TypeVar("T")
 TARGET_HELP = f"Where the site runs: {', '.join(TARGETS)} ({DEFAULT_TARGET} is this machine)."
+
+# `zdd app ...`: the site's app spec, kept in the stack.
+app_spec_commands = typer.Typer(no_args_is_help=True)
+app.add_typer(app_spec_commands, name="app")
 
 StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -359,9 +365,84 @@ def preview(
 
 @app.command()
 def history(stack: StackOpt, as_json: JsonOpt = False) -> None:
-    """Past deployments and recoveries with outcome, versions and phase timings."""
+    """Every deployment, recovery and app spec change since `init`, with its real outcome.
+
+    Newest first: the version each set out for, its outcome (succeeded; aborted at gate X;
+    failed at phase P or gate X; rolled back to V) and its phase timings (`!` marks an update
+    that did not succeed). Read from the stack's own update history, all of it."""
     entries = _run(as_json, _open(stack, as_json).history)
     _emit({"stack": stack, "deployments": entries}, as_json, lambda: _print_history(entries))
+
+
+@app.command()
+def logs(
+    stack: StackOpt,
+    component: Annotated[
+        LoggedComponent, typer.Argument(help="Whose log: primary, clone or frontdoor.")
+    ],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing what is added, until Ctrl-C.")
+    ] = False,
+    lines: Annotated[
+        int | None, typer.Option("--lines", "-n", min=0, help="Only the last N lines.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the log of the primary, the clone or the front door; --follow streams it.
+
+    A local stack keeps them in `.zdd/stacks/<stack>/`; `--follow` prints what is added until
+    interrupted (Ctrl-C). A gate that fails names this command. For an Azure stack it says
+    where the log is (the App Service log stream) and exits 2."""
+    if follow and as_json:
+        _fail(BadInput("--follow streams text; it cannot be one JSON document"), as_json)
+    smooth = _open(stack, as_json)
+    location = _run(as_json, lambda: smooth.log(component))
+    if location.path is None:
+        _fail(BadInput(f"{location.where}; `zdd logs` shows only logs on this machine"), as_json)
+    text, offset = zdd_logs.read(location.path, lines)
+    if as_json:
+        document = {"stack": stack, "component": component, "path": str(location.path)}
+        print(json.dumps({**document, "text": text}, indent=2))
+        return
+    _write(text)
+    if follow:
+        err.print(f"following {location.path} (Ctrl-C stops)", markup=False)
+        with contextlib.suppress(KeyboardInterrupt):
+            zdd_logs.follow(location.path, _write, offset)
+
+
+def _write(text: str) -> None:
+    """A log goes to stdout as it is: no markup, no wrapping, at once."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@app_spec_commands.callback()
+def app_spec() -> None:
+    """The site's app spec: `zdd app set` replaces the one the stack keeps (`zdd:app`)."""
+
+
+@app_spec_commands.command("set")
+def app_set(
+    stack: StackOpt,
+    file: Annotated[Path, typer.Argument(help="The new app spec (YAML), as for `init --app`.")],
+    preview: PreviewOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate FILE, store it as the stack's app spec and restart the site on it.
+
+    After storing it, the idle phase is applied (as `zdd resume` on an idle stack), so the
+    site starts on the new spec, and that update is reported. Legal while no deployment is
+    under way, also after a failed `init` (a typo that `init` found, such as a `start` that
+    exits, is fixed this way); refused during a deployment (exit 3). A malformed spec, or one
+    without the release of the running version, changes nothing (exit 2). `zdd history`
+    lists it as `app-set`."""
+    smooth = _open(stack, as_json)
+    if preview:
+        shown = _run(as_json, lambda: smooth.preview_app(file))
+        _emit(shown, as_json, lambda: _print_preview(shown))
+        return
+    _report(smooth, as_json, lambda: smooth.set_app(file))
 
 
 @app.command()
@@ -471,12 +552,17 @@ def _print_preview(shown: dict[str, Any]) -> None:
 def _print_history(entries: list[dict[str, Any]]) -> None:
     table = Table("started", "actions", "versions", "outcome", "phases")
     for entry in entries:
-        phases = ", ".join(f"{p['name']} {p['seconds'] or 0:.1f}s" for p in entry["phases"])
+        phases = ", ".join(
+            f"{p['name']} {p['seconds'] or 0:.1f}s" + ("" if p["result"] == "succeeded" else "!")
+            for p in entry["phases"]
+        )
+        # The version it set out for, whatever it ended on (the outcome says that).
+        tried = " -> ".join(entry["attempted_versions"]) or entry["to_version"]
         table.add_row(
             entry["started"] or "",
             "+".join(entry["actions"]),
-            f"{entry['from_version']} -> {entry['to_version']}",
-            entry["outcome"],
+            f"{entry['from_version']} -> {tried}" if entry["from_version"] else tried,
+            entry["outcome_detail"],
             phases,
         )
     err.print(table)

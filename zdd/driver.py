@@ -24,20 +24,30 @@ import yaml
 
 from zdd import appspec
 from zdd.actions import (
+    APP_SET,
     RECOVERY_HINT,
     Action,
     ConfigChange,
     Refused,
     RestorePointTaken,
     StackState,
+    new_restore_point_id,
     next_step,
     plan,
+    plan_app_change,
 )
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, StackBusy
 from zdd.gatekeeper import pass_gate
 from zdd.gates import components
-from zdd.history import history_message, read_history
+from zdd.history import (
+    FAILED_GATE_FIELD,
+    FAILED_GATE_KEY,
+    gate_failure,
+    history_message,
+    pending_gate_failure,
+    read_history,
+)
 from zdd.phases import (
     InvalidStackConfig,
     Mode,
@@ -247,7 +257,7 @@ class Driver:
         strategy: Strategy = Strategy.CLONE,
     ) -> tuple[DeployResult, ConfigChange]:
         """Validate `action` and (unless `dry_run`) record it in the stack config."""
-        config, state, _outputs, ops = self._read(evidence=action is not Action.DEPLOY)
+        config, state, outputs, ops = self._read(evidence=action is not Action.DEPLOY)
         ops.check_ready()
         if version is not None:
             check_version(version, ops, config)
@@ -282,6 +292,7 @@ class Driver:
                     "point, and those writes are not in it"
                 )
         if action is Action.DEPLOY:
+            self._check_restorable(ops, outputs)
             change["deploymentId"] = uuid.uuid4().hex[:12]
         settings = state.settings
         result = DeployResult(
@@ -296,7 +307,50 @@ class Driver:
         if result.strategy == Strategy.COMPATIBLE:
             result.read_only_window_seconds = 0.0
         if not dry_run:
+            taken = state.proven_restore_point
+            if action is Action.ROLLBACK_DATABASE and ops.wait_restorable and taken:
+                # A cloud database restores only to a moment its backups already cover.
+                ops.wait_restorable(outputs, taken.id, self.say)
             # The policy pack judges the first update of the action before anything is written.
+            if self.env.policy_packs():
+                self.say("policy check: pulumi preview with the policy pack")
+                self.preview(change)
+            self.stack.set_config(change)
+        return result, change
+
+    def _check_restorable(self, ops: TargetOps, outputs: dict[str, Any]) -> None:
+        """Rule 3 of docs/design.md needs a restore point the target can restore: a deployment
+        does not start while the primary database has none at all."""
+        problem = ops.restorable_problem(outputs) if ops.restorable_problem else None
+        if problem:
+            raise RefusedTransition(
+                f"{Action.DEPLOY} refused on stack {self.stack_name!r}: {problem}; nothing was "
+                "changed"
+            )
+
+    def begin_app_change(
+        self, app_file: Path, *, dry_run: bool = False
+    ) -> tuple[DeployResult, ConfigChange]:
+        """Validate the app spec in `app_file` for this stack and (unless `dry_run`) store it;
+        `run` then applies the idle phase, which starts the site on it. Refused during a
+        deployment; a spec that is malformed or lacks the running version's release is bad
+        input. Either way nothing is written."""
+        config, state, _outputs, ops = self._read()
+        ops.check_ready()
+        app = appspec.read_file(app_file).to_config()
+        try:
+            change = plan_app_change(state, app)
+        except Refused as exc:
+            raise RefusedTransition(
+                f"app set refused on stack {self.stack_name!r}: {exc}"
+            ) from None
+        # The idle phase runs the current version on the new spec: its release must be there.
+        check_version(state.settings.current_version, ops, {**config, appspec.CONFIG_KEY: app})
+        version = state.settings.current_version
+        result = DeployResult(
+            "running", self.stack_name, APP_SET, version, version, str(state.settings.mode)
+        )
+        if not dry_run:
             if self.env.policy_packs():
                 self.say("policy check: pulumi preview with the policy pack")
                 self.preview(change)
@@ -337,6 +391,7 @@ class Driver:
             if state.applied is Phase.CLONE and not state.primary_touched:
                 self.say(f"clone check failed: {exc}; aborting, the primary was not touched")
                 self.stack.set_config(plan(Action.ABORT, state))
+                result.action = f"{result.action}+{Action.ABORT}"  # history: not a success
                 while self.advance(result):
                     pass
                 result.outcome = "aborted"
@@ -398,11 +453,18 @@ class Driver:
         following = self._following(state)
         self._gate_once(settings.phase, following, settings, outputs, ops)
         change = next_step(state)
-        if ops.take_restore_point and "restorePoint" in change and not settings.restore_point:
-            # After the drain gate above, on the target's own clock (issue 10).
-            change["restorePoint"] = ops.take_restore_point()
+        if change["phase"] == Phase.DEPLOY:
+            change["restorePoint"] = self._take_restore_point(ops)
         self.stack.set_config(change)
         return True
+
+    def _take_restore_point(self, ops: TargetOps) -> str:
+        """Rule 3 of docs/design.md, and the only place a restore point is made, whatever action
+        led here: after the drain gate, so on the database's side of it, and on the target's
+        own clock where it has one (Azure restores to a moment of its own clock)."""
+        point = ops.take_restore_point() if ops.take_restore_point else new_restore_point_id()
+        self.say(f"restore point {point} taken, after the drain")
+        return point
 
     def _repair(
         self, phase: Phase, config: dict[str, str], outputs: dict[str, Any], result: DeployResult
@@ -456,6 +518,7 @@ class Driver:
             "from": result.from_version,
             "to": result.to_version,
             **({"read_only_violation": v} if (v := result.read_only_violation) else {}),
+            **pending_gate_failure(config),
         }
 
     def _up(
@@ -464,10 +527,14 @@ class Driver:
         self.say(f"{label}: pulumi up")
         self._gate_passed = None
         record = {**message, "phase": str(phase)}
-        outcome = self.stack.up(
-            policy_packs=self.env.policy_packs(),
-            message=history_message(record),
-        )
+        try:
+            outcome = self.stack.up(
+                policy_packs=self.env.policy_packs(),
+                message=history_message(record),
+            )
+        finally:
+            if FAILED_GATE_FIELD in record:  # now in the update's message: history has it
+                self.stack.set_config({FAILED_GATE_KEY: None})
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")
         if result is not None:
@@ -479,7 +546,7 @@ class Driver:
         switched = outcome.front_door_changed_at
         if phase is Phase.CUTOVER and switched and "cutoverAt" not in self.stack.config():
             self.stack.set_config({"cutoverAt": f"{switched:.3f}"})
-        if phase is Phase.RETURN and result is not None:
+        if phase in (Phase.RETURN, Phase.WITHDRAW) and result is not None:
             cutover_at = self.stack.config().get("cutoverAt")
             if cutover_at:
                 back = switched or time.time()
@@ -508,7 +575,13 @@ class Driver:
         # A gate passed by this driver holds until the next update; one found in the stack
         # (after a restart) is checked again.
         if self._gate_passed != (src, dst):
-            pass_gate(src, dst, settings, outputs, ops, self.stack.config(), self.say)
+            try:
+                config = self.stack.config()
+                pass_gate(src, dst, settings, outputs, ops, config, self.say, stack=self.stack_name)
+            except GateFailed:
+                # No update records a gate: the stack config does until the next one does.
+                self.stack.set_config(gate_failure(src, dst))
+                raise
             self._gate_passed = (src, dst)
 
     # -- preview and history -------------------------------------------------------------

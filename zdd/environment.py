@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import yaml
@@ -22,6 +23,21 @@ STATE_ROOT = ".zdd"
 def stack_dir(state_root: Path, stack: str) -> Path:
     """The one folder a stack's processes, databases and logs live in (derived, never chosen)."""
     return state_root / "stacks" / stack
+
+
+class LoggedComponent(StrEnum):
+    """The components whose output a stack logs (locally, each to its own file in the stack's
+    folder)."""
+
+    PRIMARY = "primary"
+    CLONE = "clone"
+    FRONTDOOR = "frontdoor"
+
+
+def log_file(stack_folder: Path, component: str) -> Path:
+    """The log of one of a local stack's components (`LoggedComponent`); its name is also the
+    component's role in the owner id of its processes."""
+    return stack_folder / f"{component}.log"
 
 
 def ports_dir(state_root: Path) -> Path:

@@ -20,9 +20,12 @@ def pass_gate(
     ops: TargetOps,
     config: Mapping[str, str],
     say: Callable[[str], None],
+    *,
+    stack: str,
 ) -> None:
     """The check of `gates.GATES` that must pass before the stack moves from `src` to `dst`
-    (raises `GateFailed`); a move the table does not name has none."""
+    (raises `GateFailed`, whose message ends with how to see the log of what failed); a move
+    the table does not name has none."""
     gate = gates.GATES.get((src, dst))
     if gate is None:
         return
@@ -45,6 +48,12 @@ def pass_gate(
         )
         say(f"gate: {origin} drained after {waited:.2f}s")
 
+    def drain_visible(origin: Instance) -> None:
+        """A cloud front door's counters see requests to `origin` (local counters are the
+        front door's own, per server)."""
+        if ops.prove_counted is not None:
+            ops.prove_counted(outputs, origin, say)
+
     # How long an app may take to answer as expected: the site's app spec (on every target:
     # Azure's own probes use the same path), the target's defaults (a cloud front door needs
     # minutes), or the stack's `zdd:gateTimeoutSeconds` over both.
@@ -65,5 +74,7 @@ def pass_gate(
             say=say,
             wait_switched=wait_switched,
             wait_drained=wait_drained,
+            drain_visible=drain_visible,
+            see_log=lambda component: f"its log: `zdd logs --stack {stack} {component}`",
         )
     )

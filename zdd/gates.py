@@ -9,15 +9,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from zdd.appspec import DEFAULT_HEALTH_PATH
+from zdd.environment import LoggedComponent
 from zdd.errors import GateFailed
 from zdd.phases import DatabaseMode, Instance, Phase
 
 POLL_SECONDS = 0.1
+T = TypeVar("T")
 # The header the sites set on every answer naming their instance; a front door of the
 # platform's own may name the origin itself instead (see `TargetOps.served_by_header`).
 APP_IDENTITY_HEADER = "X-ZDD-Instance"
@@ -119,7 +121,7 @@ def wait_public_origin(
             except httpx.HTTPError as exc:
                 return f"no answer from the public endpoint ({exc.__class__.__name__})"
             served_by = response.headers.get(header)
-            if response.status_code != 200 or served_by != origin:
+            if not response.is_success or served_by != origin:
                 return f"public endpoint answered {response.status_code} from {served_by!r}"
         return None
 
@@ -216,40 +218,69 @@ class GateContext:
     wait_switched: Callable[[Instance], datetime | None]
     # Rules 2 and 5 of docs/design.md: no public request reaches the origin any more.
     wait_drained: Callable[[Instance, datetime | None, str], None]
+    # Before traffic leaves an origin: the counters that will judge its drain see its requests.
+    drain_visible: Callable[[Instance], None]
+    # How the operator sees a component's log (`primary`, `clone`, `frontdoor`), in words.
+    see_log: Callable[[str], str]
+
+
+def _naming_log(context: GateContext, component: str, check: Callable[[], T]) -> T:
+    """Run `check`; a failure ends with where the log that tells why is (a gate that waited
+    for a site that never answered says nothing of what the site itself said)."""
+    try:
+        return check()
+    except GateFailed as exc:
+        raise GateFailed(f"{exc}; {context.see_log(component)}") from None
 
 
 def _healthy(context: GateContext, url_key: str, identity: Identity, what: str) -> None:
-    wait_healthy(
-        context.outputs[url_key],
-        identity,
-        what=what,
-        timeout=context.healthy_within,
-        health_path=context.health_path,
+    _naming_log(
+        context,
+        identity.instance,
+        lambda: wait_healthy(
+            context.outputs[url_key],
+            identity,
+            what=what,
+            timeout=context.healthy_within,
+            health_path=context.health_path,
+        ),
     )
 
 
 def _public_on(context: GateContext, origin: Instance) -> datetime | None:
-    switched = context.wait_switched(origin)
-    wait_public_origin(
-        context.outputs["public_url"],
-        origin,
-        header=context.served_by_header,
-        path=context.health_path,
-        timeout=context.moved_within,
+    def moved() -> datetime | None:
+        switched = context.wait_switched(origin)
+        wait_public_origin(
+            context.outputs["public_url"],
+            origin,
+            header=context.served_by_header,
+            path=context.health_path,
+            timeout=context.moved_within,
+        )
+        return switched
+
+    return _naming_log(context, LoggedComponent.FRONTDOOR, moved)
+
+
+def _drained(context: GateContext, origin: Instance, switched: datetime | None, hint: str) -> None:
+    _naming_log(
+        context, LoggedComponent.FRONTDOOR, lambda: context.wait_drained(origin, switched, hint)
     )
-    return switched
 
 
 def clone_healthy(context: GateContext) -> None:
     context.say("gate: clone healthy with the current version")
     identity = Identity(context.current_version, Instance.CLONE, context.clone_mode)
     _healthy(context, "clone_url", identity, "the clone")
+    # Rule 2 of docs/design.md fails closed: the primary's drain will be judged by counters
+    # that are shown, before any traffic moves, to see the primary's requests.
+    context.drain_visible(Instance.PRIMARY)
 
 
 def traffic_on_clone(context: GateContext) -> None:
     context.say("gate: public traffic on the clone, primary drained")
     switched = _public_on(context, Instance.CLONE)
-    context.wait_drained(Instance.PRIMARY, switched, DRAIN_HINT)
+    _drained(context, Instance.PRIMARY, switched, DRAIN_HINT)
 
 
 def new_primary_verified(context: GateContext) -> None:
@@ -259,15 +290,24 @@ def new_primary_verified(context: GateContext) -> None:
     _healthy(context, "preview_url", identity, f"the primary on {version}")
 
 
-def traffic_back_on_primary(context: GateContext) -> None:
-    context.say("gate: public traffic back on a healthy primary, clone drained")
+def _back_on_primary(context: GateContext, version: str) -> None:
     switched = _public_on(context, Instance.PRIMARY)
     # Rule 5 of docs/design.md: the clone goes only once no request is still on its way.
-    context.wait_drained(
-        Instance.CLONE, switched, "The primary holds the traffic; retry with `zdd resume`."
+    _drained(
+        context, Instance.CLONE, switched, "The primary holds the traffic; retry with `zdd resume`."
     )
-    identity = Identity(context.target_version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
+    identity = Identity(version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
     _healthy(context, "primary_url", identity, "the primary")
+
+
+def traffic_back_on_primary(context: GateContext) -> None:
+    context.say("gate: public traffic back on a healthy primary, clone drained")
+    _back_on_primary(context, context.target_version)
+
+
+def traffic_back_on_untouched_primary(context: GateContext) -> None:
+    context.say("gate: public traffic back on the untouched primary, clone drained")
+    _back_on_primary(context, context.current_version)
 
 
 def untouched_primary_healthy(context: GateContext) -> None:
@@ -283,7 +323,10 @@ GATES: dict[tuple[Phase, Phase], Callable[[GateContext], None]] = {
     (Phase.CUTOVER, Phase.DEPLOY): traffic_on_clone,
     (Phase.DEPLOY, Phase.RETURN): new_primary_verified,
     (Phase.RETURN, Phase.IDLE): traffic_back_on_primary,
-    # An abort: the primary was never touched.
+    # An abort: the primary was never touched. Once the switch was asked for, the traffic
+    # moves back (withdraw) and the clone goes only when it is drained, as after `return`.
     (Phase.CLONE, Phase.IDLE): untouched_primary_healthy,
-    (Phase.CUTOVER, Phase.IDLE): untouched_primary_healthy,
+    (Phase.CLONE, Phase.WITHDRAW): untouched_primary_healthy,
+    (Phase.CUTOVER, Phase.WITHDRAW): untouched_primary_healthy,
+    (Phase.WITHDRAW, Phase.IDLE): traffic_back_on_untouched_primary,
 }

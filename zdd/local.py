@@ -12,13 +12,13 @@ from infra.local.haproxy import AdminSocket, FrontDoorError
 from zdd import appspec, processes
 from zdd.actions import RestorePointTaken
 from zdd.archive import LostWrites, clone_writes, writes_since
-from zdd.environment import Environment, ports_dir
+from zdd.environment import Environment, log_file, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import SERVED_BY_HEADER, Mode
 from zdd.registry import LOCAL_TARGET
 from zdd.rehearsal import RehearsalPlan
 from zdd.sqlite_files import data_digest, restore_point_file_name
-from zdd.targets import TargetOps, app_spec
+from zdd.targets import LogLocation, TargetOps, app_spec
 
 
 def _resolve(version: str, config: Mapping[str, str]) -> None:
@@ -139,6 +139,13 @@ def _rehearsal(
     )
 
 
+def _log_of(
+    env: Environment, stack: str, _config: Mapping[str, str], component: str
+) -> LogLocation:
+    path = log_file(env.stack_dir(stack), component)
+    return LogLocation(component, path, str(path))
+
+
 LOCAL = TargetOps(
     LOCAL_TARGET,
     _resolve,
@@ -151,4 +158,5 @@ LOCAL = TargetOps(
     forget=_forget,
     rehearsal=_rehearsal,
     writes_after_restore=_writes_after_restore,
+    log_of=_log_of,
 )

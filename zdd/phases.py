@@ -22,6 +22,9 @@ class Phase(StrEnum):
     CUTOVER = "cutover"
     DEPLOY = "deploy"
     RETURN = "return"
+    # An abort once traffic may have reached the clone: the traffic goes back to the untouched
+    # primary while the clone is kept, like `return`, until no request reaches it any more.
+    WITHDRAW = "withdraw"
 
 
 class Mode(StrEnum):
@@ -82,6 +85,9 @@ DEPLOYMENT_ORDER: tuple[Phase, ...] = (
     Phase.RETURN,
     Phase.IDLE,
 )
+
+# An abort that may find the traffic on the clone: the traffic moves back, then the clone goes.
+ABORT_ORDER: tuple[Phase, ...] = (Phase.CUTOVER, Phase.WITHDRAW, Phase.IDLE)
 
 # Every target names its restore point resource `<database>-restore-point`, with outputs
 # `restore_point`, `taken_at` and `digest`: the driver looks for it in the stack's state.
@@ -386,7 +392,11 @@ def edge_writes(settings: StackSettings) -> EdgeWrites:
     """Writes wait from the moment a read-only clone's copy is taken until the primary serves
     again, so the clone serves every write acknowledged before it took the traffic (rule 11):
     a write the primary acknowledged after the copy would be missing there."""
-    if settings.mode is Mode.READ_WRITE or settings.phase in (Phase.IDLE, Phase.RETURN):
+    if settings.mode is Mode.READ_WRITE or settings.phase in (
+        Phase.IDLE,
+        Phase.RETURN,
+        Phase.WITHDRAW,
+    ):
         return EdgeWrites.PASS
     if settings.strategy is Strategy.COMPATIBLE:
         return EdgeWrites.PASS  # both instances serve the one database
@@ -397,25 +407,35 @@ def edge_writes(settings: StackSettings) -> EdgeWrites:
 
 
 def next_phase(phase: Phase) -> Phase:
-    """The phase a deployment moves to after `phase` (`return` goes back to `idle`)."""
-    index = DEPLOYMENT_ORDER.index(phase)
-    return DEPLOYMENT_ORDER[index + 1]
+    """The phase a deployment moves to after `phase` (`return` and `withdraw` go to `idle`)."""
+    order = ABORT_ORDER if phase is Phase.WITHDRAW else DEPLOYMENT_ORDER
+    return order[order.index(phase) + 1]
 
 
 def check_transition(current: Phase, requested: Phase) -> None:
-    """Refuse any move that is not one step forward, a re-run, or an abort to idle."""
+    """Refuse any move that is not one step forward, a re-run, or an abort that leaves the
+    primary untouched: to `idle` while the traffic never left the primary, else to `withdraw`."""
     if requested == current:
         return  # re-running a phase is idempotent
     if current is not Phase.IDLE and requested == next_phase(current):
         return
     if current is Phase.IDLE and requested is Phase.CLONE:
         return
-    if requested is Phase.IDLE and current in (Phase.CLONE, Phase.CUTOVER):
-        return  # abort: the primary was never touched
+    if requested is Phase.IDLE and current is Phase.CLONE:
+        return  # abort before the switch: the clone never had the traffic
+    if requested is Phase.WITHDRAW and current in (Phase.CLONE, Phase.CUTOVER):
+        # Abort once the switch was asked for. From `clone` too: a cutover update that failed
+        # after its route change leaves `clone` as the last applied phase.
+        return
     raise IllegalTransition(_why_illegal(current, requested))
 
 
 def _why_illegal(current: Phase, requested: Phase) -> str:
+    if requested is Phase.IDLE and current is Phase.CUTOVER:
+        return (
+            "cannot go to idle from cutover: the clone holds the traffic and would be deleted "
+            "under it; an abort moves the traffic back first (phase withdraw)"
+        )
     if requested is Phase.RETURN and current is not Phase.DEPLOY:
         return (
             f"cannot return traffic to the primary from phase {current}: the primary has not "

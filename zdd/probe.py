@@ -39,12 +39,15 @@ from zdd.appspec import AppSpec, InvalidAppSpec, parse_file_text
 from zdd.phases import SERVED_BY_HEADER
 
 Outcome = Literal["ok", "refused", "failed", "hidden"]
+Kind = Literal["read", "write", "read-back"]
 TITLE = "{title}"
 # The answer header of a write the front door held, in milliseconds (infra.local.haproxy).
 HELD_HEADER = "X-ZDD-Held"
 # A write may wait at the front door for up to its hold bound (30 s by default) and then take
 # its own time: the probe waits as long as an impatient visitor's browser would.
 REQUEST_TIMEOUT_SECONDS = 60
+# Writes outstanding at once, per read slot: enough for a whole hold at the probe's write rate.
+WRITE_SLOTS_PER_READ_SLOT = 20
 # Read-backs pick among the most recently acknowledged writes.
 _RECENT = 50
 
@@ -134,7 +137,7 @@ def _with_title(body: Any, title: str) -> Any:
 @dataclass(frozen=True)
 class Sample:
     at: float  # seconds since the probe started
-    kind: Literal["read", "write", "read-back"]
+    kind: Kind
     status: int  # 0 when there was no HTTP answer
     outcome: Outcome
     origin: str | None
@@ -159,8 +162,10 @@ class ProbeReport:
     refused_between: tuple[float, float] | None = None
     # How many answers each site version gave.
     versions_served: dict[str, int] = field(default_factory=dict)
-    # Writes the front door held and then carried out, and the longest of those holds.
+    # Writes the front door held and then carried out, the epoch seconds the first and last of
+    # them were sent, and the longest of those holds.
     writes_held: int = 0
+    held_between: tuple[float, float] | None = None
     longest_hold_seconds: float = 0.0
     # Acknowledged writes that a later read through the public endpoint did not show.
     writes_hidden: int = 0
@@ -175,6 +180,7 @@ class ProbeReport:
             "writes_refused": self.writes_refused,
             "writes_lost": self.writes_lost,
             "writes_held": self.writes_held,
+            "held_between": list(self.held_between) if self.held_between else None,
             "longest_hold_seconds": round(self.longest_hold_seconds, 2),
             "writes_hidden": self.writes_hidden,
             "longest_write_seconds": round(self.longest_write_seconds, 2),
@@ -220,7 +226,7 @@ class LoadProbe:
         if self._thread:
             self._thread.join()
 
-    def _request_for(self, n: int) -> tuple[Literal["read", "write", "read-back"], str | None]:
+    def _request_for(self, n: int) -> tuple[Kind, str | None]:
         """Every `write_every`-th request writes; halfway between two writes, one reads back a
         write acknowledged earlier; the others read."""
         if self.target.write is not None:
@@ -230,8 +236,14 @@ class LoadProbe:
                 return "read-back", self._pick.choice(self._acknowledged[-_RECENT:])
         return "read", None
 
-    async def _one(self, session: aiohttp.ClientSession, n: int, t0: float) -> None:
-        kind, title = self._request_for(n)
+    async def _one(
+        self,
+        session: aiohttp.ClientSession,
+        n: int,
+        t0: float,
+        kind: Kind,
+        title: str | None,
+    ) -> None:
         write = self.target.write
         sent = time.monotonic()
         held: int | None = None
@@ -278,33 +290,41 @@ class LoadProbe:
         )
 
     async def _run(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.concurrency)
+        # Writes have slots of their own: a front door holding them for seconds must not take
+        # the slots of the reads, which would then go unmeasured for as long as it holds.
+        write_slots = self.concurrency * WRITE_SLOTS_PER_READ_SLOT
+        connector = aiohttp.TCPConnector(limit=self.concurrency + write_slots)
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
         async with aiohttp.ClientSession(
             self.public_url, connector=connector, timeout=timeout
         ) as session:
-            slots = asyncio.Semaphore(self.concurrency)
+            slots = {
+                "read": asyncio.Semaphore(self.concurrency),
+                "write": asyncio.Semaphore(write_slots),
+            }
             tasks: set[asyncio.Task[None]] = set()
             t0 = time.monotonic()
             self.started_at = time.time()
             due = t0
 
-            async def one(n: int) -> None:
+            async def one(n: int, kind: Kind, title: str | None, slot: asyncio.Semaphore) -> None:
                 try:
-                    await self._one(session, n, t0)
+                    await self._one(session, n, t0, kind, title)
                 finally:
-                    slots.release()
+                    slot.release()
 
             for n in itertools.count(1):
                 # A steady rate; when the machine cannot keep up, the probe sends as fast as it
-                # can with `concurrency` requests outstanding and never builds a backlog.
+                # can with `concurrency` reads outstanding and never builds a backlog.
                 due = max(due + 1 / self.rate, time.monotonic() - 1 / self.rate)
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
-                await slots.acquire()
+                kind, title = self._request_for(n)
+                slot = slots["write" if kind == "write" else "read"]
+                await slot.acquire()
                 if self._stop.is_set():
-                    slots.release()
+                    slot.release()
                     break
-                task = asyncio.create_task(one(n))
+                task = asyncio.create_task(one(n, kind, title, slot))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             await asyncio.gather(*tasks)
@@ -322,9 +342,9 @@ class LoadProbe:
         failed = [s for s in self.samples if s.outcome == "failed"]
         duration = max((s.at for s in self.samples), default=0.0)
         refused = [self.started_at + s.at for s in self.samples if s.outcome == "refused"]
-        held = [
-            s.held_ms / 1000 for s in self.samples if s.held_ms is not None and s.outcome == "ok"
-        ]
+        held_samples = [s for s in self.samples if s.held_ms and s.outcome == "ok"]
+        held = [(s.held_ms or 0) / 1000 for s in held_samples]
+        held_sent = [self.started_at + s.at for s in held_samples]
         hidden = sorted({s.title for s in self.samples if s.outcome == "hidden" and s.title})
         writes = [s.seconds for s in self.samples if s.kind == "write" and s.outcome == "ok"]
         return ProbeReport(
@@ -340,6 +360,7 @@ class LoadProbe:
             versions_served=dict(Counter(s.version for s in self.samples if s.version)),
             refused_between=((min(refused), max(refused)) if refused else None),
             writes_held=len(held),
+            held_between=(min(held_sent), max(held_sent)) if held_sent else None,
             longest_hold_seconds=max(held, default=0.0),
             writes_hidden=len(hidden),
             hidden_titles=hidden,

@@ -71,7 +71,10 @@ class DeployResult:
             "from_version": self.from_version,
             "to_version": self.to_version,
             "mode": self.mode,
-            "phases": [{"name": p.name, "seconds": round(p.seconds, 2)} for p in self.phases],
+            "phases": [
+                {"name": p.name, "seconds": round(p.seconds, 2), "started_at": p.started_at}
+                for p in self.phases
+            ],
             "read_only_window_seconds": (
                 round(self.read_only_window_seconds, 2)
                 if self.read_only_window_seconds is not None

@@ -32,6 +32,8 @@ SECRET_KEYS = frozenset({"sqlAdminPassword"})
 # How the engine's events show a secret value.
 SECRET_MASK = "[secret]"
 _STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# Updates asked of the CLI per page of a stack's history (each page is one CLI run).
+HISTORY_PAGE_SIZE = 100
 # This process's workspaces, by project folder and engine environment (see `Stack._workspace`).
 _WORKSPACES: dict[tuple[str, tuple[tuple[str, str], ...]], auto.LocalWorkspace] = {}
 
@@ -440,7 +442,16 @@ class Stack:
             ) from None
 
     def history(self) -> list[auto.UpdateSummary]:
-        return self._stack.history(show_secrets=False)
+        """Every update of the stack, newest first. The CLI answers one page at a time (10
+        updates unless told otherwise), so the pages are read until one comes back short."""
+        updates: list[auto.UpdateSummary] = []
+        page = 1
+        while True:
+            batch = self._stack.history(page_size=HISTORY_PAGE_SIZE, page=page, show_secrets=False)
+            updates += batch
+            if len(batch) < HISTORY_PAGE_SIZE:
+                return updates
+            page += 1
 
     def _lock_files(self) -> list[Path]:
         backend = os.environ.get("PULUMI_BACKEND_URL", "")

@@ -32,6 +32,16 @@ class GateTimeouts:
 
 
 @dataclass(frozen=True)
+class LogLocation:
+    """Where a component's log is: a file on this machine, or, for a cloud target, where the
+    cloud keeps it (`where`, in words with the command to read it)."""
+
+    component: str
+    path: Path | None
+    where: str
+
+
+@dataclass(frozen=True)
 class TargetOps:
     name: str
     # Refuses a version the stack cannot deploy; gets the stack's config (its app spec).
@@ -61,8 +71,20 @@ class TargetOps:
     # changed or went since it was taken), in words; None when it still holds what was recorded.
     # Absent: the target cannot read a restore point before it restores it.
     restore_point_problem: Callable[[Environment, str, RestorePointTaken], str | None] | None = None
-    # A restore point id taken on the target's own clock (default: `next_step`'s).
+    # A cloud front door's counters: before traffic leaves an origin, they are shown to see
+    # requests to it (a drain judged from counters that cannot see it would pass at once).
+    prove_counted: Callable[[Mapping[str, Any], str, Callable[[str], None]], None] | None = None
+    # A restore point id taken on the target's own clock (default: the driver's).
     take_restore_point: Callable[[], str] | None = None
+    # Before a deployment: why the primary database could not be restored to a point taken now
+    # (a cloud database before its first backup), in words; None when it could.
+    restorable_problem: Callable[[Mapping[str, Any]], str | None] | None = None
+    # Before a rollback with database: waits until the target can restore to the restore point
+    # (a cloud database's log backup covers it), or refuses one it never can.
+    wait_restorable: Callable[[Mapping[str, Any], str, Callable[[str], None]], None] | None = None
+    # Where a component's log is (`zdd logs`), from the stack's name and config (None: this
+    # target cannot say).
+    log_of: Callable[[Environment, str, Mapping[str, str], str], LogLocation] | None = None
     # After `pulumi destroy`: removes what the stack had outside its resources (locally its
     # folder, and any process of its own a failed update left behind).
     forget: Callable[[Environment, str], None] = lambda _env, _stack: None
@@ -100,8 +122,8 @@ def app_spec(config: Mapping[str, str]) -> AppSpec:
     spec = appspec.from_config(config)
     if spec is None:
         raise BadInput(
-            f"the stack has no app spec (zdd:{appspec.CONFIG_KEY}); create it with "
-            "`zdd init --app FILE`"
+            f"the stack has no app spec (zdd:{appspec.CONFIG_KEY}); store one with "
+            "`zdd app set --stack STACK FILE`"
         )
     return spec
 

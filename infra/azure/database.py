@@ -16,6 +16,7 @@ import pulumi
 from pulumi_azure_native import sql
 from pulumi_command import local
 
+from infra.azure.clone_access import CloneAccess
 from infra.azure.foundation import AzureFoundation
 from infra.azure.restore_point import RestorePoint
 from infra.azure.settings import AzureSettings
@@ -108,6 +109,10 @@ class AzureDatabase(pulumi.ComponentResource):
                     custom_timeouts=_copy_timeouts(settings),
                 ),
             )
+        # Who the site connects as: the clone as its own user (below), never the administrator.
+        self.access: CloneAccess | None = None
+        if args.role is Instance.CLONE:
+            self.access = self._clone_access(name, read_only=args.read_only)
         self.database_name: pulumi.Output[str] = self.database.name
         self.database_id: pulumi.Output[str] = self.database.id
         self.archive: pulumi.Output[str] | None = self.database.name if args.keep_baseline else None
@@ -162,10 +167,17 @@ class AzureDatabase(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, depends_on=list(before_changes)),
                 )
                 before_changes.append(self.migration)
-        # The site connects once the restore point and the migration are done.
+        # The site connects once the restore point and the migration are done, or, for the
+        # clone, once its copy has its own user (and is read-only).
+        if self.access is not None:
+            site_login = self._connection_string(self.access.user, self.access.password)
+            before_changes.append(self.access)
+        else:
+            site_login = self._connection_string(
+                settings.sql_admin_login, settings.sql_admin_password
+            )
         connection = pulumi.Output.all(
-            self._connection_string(settings.sql_admin_login, settings.sql_admin_password),
-            *(resource.urn for resource in before_changes[1:]),
+            site_login, *(resource.urn for resource in before_changes[1:])
         ).apply(lambda values: str(values[0]))
         self.connection: pulumi.Output[str] = pulumi.Output.secret(connection)
         self.register_outputs(
@@ -296,16 +308,38 @@ class AzureDatabase(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
         )
 
+    def _clone_access(self, name: str, *, read_only: bool) -> CloneAccess:
+        """The copy's own user (and its read-only state), given as the administrator from the
+        machine that runs the update, through its firewall rule."""
+        foundation = self._foundation
+        settings = foundation.settings
+        return CloneAccess(
+            f"{name}-access",
+            server=foundation.sql_server.fully_qualified_domain_name,
+            database=self.database.name,
+            admin_login=settings.sql_admin_login,
+            admin_password=settings.sql_admin_password,
+            read_only=read_only,
+            attempts=settings.migration_attempts,
+            pause_seconds=settings.migration_retry_seconds,
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.database, *foundation.firewall_rules]
+            ),
+        )
+
     def _connection_string(
-        self, login: str, password: pulumi.Output[str], database: sql.Database | None = None
+        self,
+        login: pulumi.Input[str],
+        password: pulumi.Input[str],
+        database: sql.Database | None = None,
     ) -> pulumi.Output[str]:
         foundation = self._foundation
 
         def render(values: list[str]) -> str:
-            host, database, secret = values
+            host, database, user, secret = values
             return (
                 f"Server=tcp:{host},1433;Initial Catalog={database};"
-                f"User ID={login};Password={secret};"
+                f"User ID={user};Password={secret};"
                 "Encrypt=True;TrustServerCertificate=False;Connection Timeout=30;"
             )
 
@@ -313,6 +347,7 @@ class AzureDatabase(pulumi.ComponentResource):
             pulumi.Output.all(
                 foundation.sql_server.fully_qualified_domain_name,
                 (database or self.database).name,
+                login,
                 password,
             ).apply(render)
         )

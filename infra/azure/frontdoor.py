@@ -1,30 +1,57 @@
-"""The Azure front door: Front Door Standard's endpoints, origins, routes and WAF policies on the
-foundation's profile."""
+"""The Azure front door: Front Door Standard's endpoints, origins, routes, the read-only rule set
+and the preview's WAF policy on the foundation's profile."""
 
 from __future__ import annotations
 
 import base64
+import json
 import re
+import shlex
 from typing import Any
 from urllib.parse import urlparse
 
 import pulumi
-from pulumi_azure_native import cdn, frontdoor
+from pulumi_azure_native import cdn, frontdoor, web
 
 from infra.azure.foundation import AzureFoundation
-from infra.azure.settings import operator_network
+from infra.azure.settings import MIN_TLS_VERSION, front_door_only, operator_network
 from infra.components import FrontDoorArgs, SiteLike
 from zdd.phases import Instance
 
-# Front Door's WAF answers a blocked request with 200, 403, 405, 406 or 429 only (no 503, no
-# extra header): 429 is the one clients treat as "come back later".
-READ_ONLY_STATUS = 429
+# A write while a read-only clone serves is answered 503 with Retry-After, as the local front
+# door answers it: by a small origin of the stack's own, to which a rule set sends every request
+# that is not GET, HEAD or OPTIONS. (Front Door's WAF could only block with 200, 403, 405, 406 or
+# 429, and without a Retry-After header.)
+READ_ONLY_STATUS = 503
+READ_ONLY_RETRY_AFTER_SECONDS = 60
 READ_ONLY_BODY = "The site is read-only for a few minutes during a deployment; retry in a minute."
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# The refusing origin: Node's own HTTP server on a built-in runtime, so no image is needed.
+READ_ONLY_RUNTIME = "NODE|20-lts"
+# The WAF block answer of the preview endpoint (operators only): 403, nothing to retry.
+PREVIEW_BLOCK_STATUS = 403
+PREVIEW_BLOCK_BODY = "The preview endpoint answers the operators' addresses only."
 
 
 def _host_of(site: SiteLike) -> pulumi.Output[str]:
     return site.url.apply(lambda url: urlparse(url).hostname or url)
+
+
+def read_only_server() -> str:
+    """The refusing origin's start command: every request answered 503 with Retry-After."""
+    headers = {
+        "Retry-After": str(READ_ONLY_RETRY_AFTER_SECONDS),
+        "Content-Type": "text/plain; charset=utf-8",
+        "Cache-Control": "no-store",
+        "X-ZDD-Instance": "front-door",
+    }
+    handler = (
+        f"(q,s)=>{{s.writeHead({READ_ONLY_STATUS},{json.dumps(headers)});"
+        f"s.end({json.dumps(READ_ONLY_BODY)})}}"
+    )
+    # No single quote inside: the whole script is one single-quoted shell word.
+    script = f'require("http").createServer({handler}).listen(process.env.PORT||8080)'
+    return f"node -e {shlex.quote(script)}"
 
 
 class AzureFrontDoor(pulumi.ComponentResource):
@@ -36,8 +63,14 @@ class AzureFrontDoor(pulumi.ComponentResource):
     - The preview route always points at the primary's group; a WAF policy lets only the
       operator addresses through (`zdd:operatorIpAddresses`), so the preview endpoint is no
       way into the read-write primary for anyone else.
-    - While a read-only clone may hold traffic, the public WAF policy refuses every request
-      that is not GET, HEAD or OPTIONS at the edge (status 429, see `READ_ONLY_STATUS`).
+    - While a read-only clone may hold traffic, the public route carries the `readonly` rule
+      set: every request that is not GET, HEAD or OPTIONS goes to a small origin that answers
+      503 with Retry-After. It is attached in the same route update as the switch, so the
+      refusal and the switch are one global change with one `deploymentStatus`.
+    - Every origin is reached by its own host name (`*.azurewebsites.net`, whose certificate
+      App Service provides): a custom domain is the visitors' host at the edge only, and Front
+      Door passes it on in `X-Forwarded-Host`. No app binds it, so primary and clone can both
+      serve it.
     """
 
     def __init__(
@@ -59,7 +92,10 @@ class AzureFrontDoor(pulumi.ComponentResource):
         self.origins: dict[Instance, cdn.AFDOrigin] = {}
         for role, site in args.origins.items():
             self.groups[role] = self._origin_group(f"{name}-{role}-origins", str(role))
-            self.origins[role] = self._origin(f"{name}-{role}", self.groups[role], role, site)
+            self.origins[role] = self._origin(
+                f"{name}-{role}", self.groups[role], str(role), _host_of(site)
+            )
+        self.read_only_app, self.read_only_group, self.read_only_rules = self._read_only(name)
         self.custom_domain: cdn.AFDCustomDomain | None = None
         if settings.custom_domain:
             self.custom_domain = cdn.AFDCustomDomain(
@@ -74,29 +110,21 @@ class AzureFrontDoor(pulumi.ComponentResource):
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
             )
-        public_domains = [self.public_endpoint.id]
-        if self.custom_domain is not None:
-            public_domains.append(self.custom_domain.id)
-        self.public_waf = self._waf_policy(
-            f"{name}-public-waf",
-            f"{prefix}public",
-            [_read_only_rule(enabled=args.refuse_writes)],
-            public_domains,
-        )
         self.preview_waf = self._waf_policy(
             f"{name}-preview-waf",
             f"{prefix}preview",
             [_operator_only_rule(settings.operator_ip_addresses)],
             [self.preview_endpoint.id],
         )
-        # The switch: writes are refused at the edge before the route moves to a read-only
-        # clone (the route waits for the WAF policy).
+        # The switch: the origin group and, while a read-only clone may serve, the rule set that
+        # refuses writes, in one route update (the rule set and its origin exist from `idle` on).
         self.public_route = self._route(
             f"{name}-public-route",
             self.public_endpoint,
             self.groups[args.traffic],
-            [*self.origins.values(), *self.public_waf],
+            [*self.origins.values(), *self.read_only_rules],
             custom_domain=self.custom_domain,
+            rule_set=self.read_only_rules[0] if args.refuse_writes else None,
         )
         self.preview_route = self._route(
             f"{name}-preview-route",
@@ -115,9 +143,14 @@ class AzureFrontDoor(pulumi.ComponentResource):
         self.driver_outputs: dict[str, pulumi.Input[Any]] = {
             "profile_id": foundation.profile.id,
             "public_route_id": self.public_route.id,
+            # The drain counts the public endpoint's requests only, never the preview's.
+            "public_endpoint_host": self.public_endpoint.host_name,
             "origin_hosts": {str(role): _host_of(site) for role, site in args.origins.items()},
+            # What the driver requests through the public endpoint to keep its counters fed.
+            "heartbeat_path": settings.app.health.path,
             "settle_seconds": settings.switch_settle_seconds,
             "quiet_seconds": settings.drain_quiet_seconds,
+            "switch_floor_seconds": settings.switch_floor_seconds,
             "switch_timeout_seconds": settings.switch_timeout_seconds,
         }
         self.register_outputs({"public_url": self.public_url, "preview_url": self.preview_url})
@@ -149,20 +182,18 @@ class AzureFrontDoor(pulumi.ComponentResource):
         )
 
     def _origin(
-        self, logical: str, group: cdn.AFDOriginGroup, role: Instance, site: SiteLike
+        self, logical: str, group: cdn.AFDOriginGroup, name: str, host: pulumi.Output[str]
     ) -> cdn.AFDOrigin:
-        host = _host_of(site)
-        # With a custom domain, both sites see the visitors' host (links, cookies, site
-        # mapping); without one, the app's own name (App Service routes by it).
-        host_header = self._foundation.settings.custom_domain or host
+        # The app's own name as Host: App Service routes by it with no binding, and its
+        # certificate matches it. The visitors' host reaches the app as X-Forwarded-Host.
         return cdn.AFDOrigin(
             logical,
-            origin_name=str(role),
+            origin_name=name,
             origin_group_name=group.name,
             profile_name=self._foundation.profile.name,
             resource_group_name=self._foundation.resource_group_name,
             host_name=host,
-            origin_host_header=host_header,
+            origin_host_header=host,
             http_port=80,
             https_port=443,
             priority=1,
@@ -171,6 +202,83 @@ class AzureFrontDoor(pulumi.ComponentResource):
             enforce_certificate_name_check=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+    def _read_only(
+        self, name: str
+    ) -> tuple[web.WebApp, cdn.AFDOriginGroup, tuple[cdn.RuleSet, cdn.Rule]]:
+        """The refusing origin and the rule set that sends writes to it: both always exist, so
+        attaching the rule set to the public route is all a switch changes."""
+        foundation = self._foundation
+        settings = foundation.settings
+        child = pulumi.ResourceOptions(parent=self)
+        app = web.WebApp(
+            f"{name}-read-only-app",
+            name=f"{settings.name_prefix}-readonly",
+            resource_group_name=foundation.resource_group_name,
+            location=settings.location,
+            server_farm_id=foundation.plan.id,
+            kind="app,linux",
+            reserved=True,
+            https_only=True,
+            client_affinity_enabled=False,
+            site_config=web.SiteConfigArgs(
+                linux_fx_version=READ_ONLY_RUNTIME,
+                app_command_line=read_only_server(),
+                always_on=True,
+                min_tls_version=MIN_TLS_VERSION,
+                scm_min_tls_version=MIN_TLS_VERSION,
+                ftps_state=web.FtpsState.DISABLED,
+                ip_security_restrictions=[front_door_only(foundation.front_door_id)],
+                ip_security_restrictions_default_action=web.DefaultAction.DENY,
+            ),
+            tags={"zdd-instance": "read-only"},
+            opts=child,
+        )
+        group = self._origin_group(f"{name}-read-only-origins", "readonly")
+        origin = self._origin(f"{name}-read-only", group, "readonly", app.default_host_name)
+        rule_set = cdn.RuleSet(
+            f"{name}-read-only-rules",
+            rule_set_name="readonly",
+            profile_name=foundation.profile.name,
+            resource_group_name=foundation.resource_group_name,
+            opts=child,
+        )
+        rule = cdn.Rule(
+            f"{name}-read-only-writes",
+            rule_name="writes",
+            rule_set_name=rule_set.name,
+            profile_name=foundation.profile.name,
+            resource_group_name=foundation.resource_group_name,
+            order=1,
+            conditions=[
+                cdn.DeliveryRuleRequestMethodConditionArgs(
+                    name="RequestMethod",
+                    parameters=cdn.RequestMethodMatchConditionParametersArgs(
+                        type_name="DeliveryRuleRequestMethodConditionParameters",
+                        operator=cdn.RequestMethodOperator.EQUAL,
+                        negate_condition=True,
+                        match_values=list(SAFE_METHODS),
+                    ),
+                )
+            ],
+            actions=[
+                # Without a cache configuration, caching is off for these requests.
+                cdn.DeliveryRuleRouteConfigurationOverrideActionArgs(
+                    name="RouteConfigurationOverride",
+                    parameters=cdn.RouteConfigurationOverrideActionParametersArgs(
+                        type_name="DeliveryRuleRouteConfigurationOverrideActionParameters",
+                        origin_group_override=cdn.OriginGroupOverrideArgs(
+                            origin_group=cdn.ResourceReferenceArgs(id=group.id),
+                            forwarding_protocol=cdn.ForwardingProtocol.HTTPS_ONLY,
+                        ),
+                    ),
+                )
+            ],
+            match_processing_behavior=cdn.MatchProcessingBehavior.STOP,
+            # The override needs an origin in its group.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[origin]),
+        )
+        return app, group, (rule_set, rule)
 
     def _waf_policy(
         self,
@@ -190,8 +298,8 @@ class AzureFrontDoor(pulumi.ComponentResource):
             policy_settings=frontdoor.PolicySettingsArgs(
                 enabled_state=frontdoor.PolicyEnabledState.ENABLED,
                 mode=frontdoor.PolicyMode.PREVENTION,
-                custom_block_response_status_code=READ_ONLY_STATUS,
-                custom_block_response_body=base64.b64encode(READ_ONLY_BODY.encode()).decode(),
+                custom_block_response_status_code=PREVIEW_BLOCK_STATUS,
+                custom_block_response_body=base64.b64encode(PREVIEW_BLOCK_BODY.encode()).decode(),
             ),
             custom_rules=frontdoor.CustomRuleListArgs(rules=rules),
             opts=pulumi.ResourceOptions(parent=self),
@@ -222,6 +330,7 @@ class AzureFrontDoor(pulumi.ComponentResource):
         group: cdn.AFDOriginGroup,
         after: list[pulumi.Resource],
         custom_domain: cdn.AFDCustomDomain | None = None,
+        rule_set: cdn.RuleSet | None = None,
     ) -> cdn.Route:
         return cdn.Route(
             logical,
@@ -233,6 +342,7 @@ class AzureFrontDoor(pulumi.ComponentResource):
             custom_domains=[cdn.ActivatedResourceReferenceArgs(id=custom_domain.id)]
             if custom_domain
             else None,
+            rule_sets=[cdn.ResourceReferenceArgs(id=rule_set.id)] if rule_set else [],
             supported_protocols=[cdn.AFDEndpointProtocols.HTTP, cdn.AFDEndpointProtocols.HTTPS],
             patterns_to_match=["/*"],
             forwarding_protocol=cdn.ForwardingProtocol.HTTPS_ONLY,
@@ -242,27 +352,6 @@ class AzureFrontDoor(pulumi.ComponentResource):
             # A route needs an origin in its group.
             opts=pulumi.ResourceOptions(parent=self, depends_on=after),
         )
-
-
-def _read_only_rule(*, enabled: bool) -> frontdoor.CustomRuleArgs:
-    """Refuse writes at the edge: anything but GET, HEAD and OPTIONS is blocked."""
-    return frontdoor.CustomRuleArgs(
-        name="readonly",
-        priority=10,
-        rule_type=frontdoor.RuleType.MATCH_RULE,
-        action=frontdoor.ActionType.BLOCK,
-        enabled_state=frontdoor.CustomRuleEnabledState.ENABLED
-        if enabled
-        else frontdoor.CustomRuleEnabledState.DISABLED,
-        match_conditions=[
-            frontdoor.MatchConditionArgs(
-                match_variable=frontdoor.MatchVariable.REQUEST_METHOD,
-                operator=frontdoor.Operator.EQUAL,
-                negate_condition=True,
-                match_value=list(SAFE_METHODS),
-            )
-        ],
-    )
 
 
 def _operator_only_rule(addresses: tuple[str, ...]) -> frontdoor.CustomRuleArgs:

@@ -1,9 +1,9 @@
 """The Azure stack's settings, and what several Azure components share.
 
-`AzureSettings` is what `infra.azure.target` reads from the stack config. The other two are
-here because more than one component uses them: the foundation, the site and the front door
-all admit the operator addresses, and the SQL server and the web apps require the same minimum
-TLS version.
+`AzureSettings` is what `infra.azure.target` reads from the stack config. The rest is here
+because more than one component uses it: the foundation, the site and the front door all admit
+the operator addresses, the SQL server and the web apps require the same minimum TLS version,
+and every web app (the sites, the front door's refusing origin) admits this profile only.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ import ipaddress
 from dataclasses import dataclass
 
 import pulumi
+from pulumi_azure_native import web
 
 from zdd.appspec import AppSpec, ReleaseKind
 from zdd.phases import DatabaseMode, Instance
 
 MIN_TLS_VERSION = "1.2"
+# Front Door sends this header with the profile's id; the web apps accept nothing else.
+FRONT_DOOR_ID_HEADER = "x-azure-fdid"
+FRONT_DOOR_SERVICE_TAG = "AzureFrontDoor.Backend"
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class AzureSettings:
     container_port: int = 8000
     # A private registry (resource id) the web apps pull from with a managed identity.
     container_registry_id: str | None = None
-    # The visitors' host name: sent to both sites as their Host header.
+    # The visitors' host name, at the edge only: the sites get it as X-Forwarded-Host.
     custom_domain: str | None = None
     # Opt-in to the 0.0.0.0 rule ("every Azure service", any customer's); the policy reports it.
     allow_azure_services: bool = False
@@ -67,6 +71,9 @@ class AzureSettings:
     # The driver's switch and drain gates (exported for zdd/azure.py).
     switch_settle_seconds: int = 240
     drain_quiet_seconds: int = 300
+    # After this long a switch whose route Azure accepted is judged by the drain alone, whatever
+    # its `deploymentStatus` says (Front Door FAQ: a change takes up to 20 minutes).
+    switch_floor_seconds: int = 1200
     switch_timeout_seconds: int = 2700
 
     @property
@@ -89,3 +96,16 @@ class AzureSettings:
 def operator_network(address: str) -> ipaddress.IPv4Network:
     """An operator address (`zdd:operatorIpAddresses`) as the network a rule admits."""
     return ipaddress.IPv4Network(address, strict=False)
+
+
+def front_door_only(front_door_id: pulumi.Input[str]) -> web.IpSecurityRestrictionArgs:
+    """The access rule that admits this stack's Front Door profile and no other."""
+    return web.IpSecurityRestrictionArgs(
+        name="front-door",
+        description="Only this stack's Front Door profile",
+        action="Allow",
+        priority=100,
+        tag=web.IpFilterTag.SERVICE_TAG,
+        ip_address=FRONT_DOOR_SERVICE_TAG,
+        headers={FRONT_DOOR_ID_HEADER: [front_door_id]},
+    )

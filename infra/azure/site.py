@@ -11,14 +11,10 @@ from pulumi_azure_native import web
 from pulumi_command import local
 
 from infra.azure.foundation import AzureFoundation, app_service_plan, app_subnet
-from infra.azure.settings import MIN_TLS_VERSION, operator_network
+from infra.azure.settings import MIN_TLS_VERSION, front_door_only, operator_network
 from infra.components import SiteArgs
 from zdd.appspec import fill
 from zdd.phases import DATABASE_MODE_SETTINGS, Instance
-
-# Front Door sends this header with the profile's id; the web apps accept nothing else.
-FRONT_DOOR_ID_HEADER = "x-azure-fdid"
-FRONT_DOOR_SERVICE_TAG = "AzureFrontDoor.Backend"
 
 
 class AzureSite(pulumi.ComponentResource):
@@ -58,7 +54,18 @@ class AzureSite(pulumi.ComponentResource):
             *(web.NameValuePairArgs(name=key, value=mode) for key in DATABASE_MODE_SETTINGS),
             web.NameValuePairArgs(name="ZDD_DATABASE_NAME", value=args.database.database_name),
         ]
-        taken = {pair.name for pair in app_settings} | {"WEBSITE_RUN_FROM_PACKAGE", "WEBSITES_PORT"}
+        if settings.custom_domain:
+            # No app binds the visitors' host (App Service allows a host name once per
+            # deployment unit, and both apps serve it): a site that cannot read it from
+            # X-Forwarded-Host finds it here.
+            app_settings.append(
+                web.NameValuePairArgs(name="ZDD_PUBLIC_HOST", value=settings.custom_domain)
+            )
+        taken = {pair.name for pair in app_settings} | {
+            "ZDD_PUBLIC_HOST",
+            "WEBSITE_RUN_FROM_PACKAGE",
+            "WEBSITES_PORT",
+        }
         for key, value in settings.app.env.items():
             if key in taken:
                 raise pulumi.RunError(
@@ -93,15 +100,7 @@ class AzureSite(pulumi.ComponentResource):
                 )
                 pull_with = foundation.pull_identity.client_id
         restrictions = [
-            web.IpSecurityRestrictionArgs(
-                name="front-door",
-                description="Only this stack's Front Door profile",
-                action="Allow",
-                priority=100,
-                tag=web.IpFilterTag.SERVICE_TAG,
-                ip_address=FRONT_DOOR_SERVICE_TAG,
-                headers={FRONT_DOOR_ID_HEADER: [foundation.front_door_id]},
-            ),
+            front_door_only(foundation.front_door_id),
             *(
                 web.IpSecurityRestrictionArgs(
                     name=f"operator-{index}",
@@ -155,17 +154,6 @@ class AzureSite(pulumi.ComponentResource):
             tags={"zdd-instance": instance, "zdd-version": spec.version, "zdd-database-mode": mode},
             opts=pulumi.ResourceOptions(parent=self, depends_on=after_grant),
         )
-        if settings.custom_domain:
-            # Both sites answer to the visitors' host (Front Door sends it as Host). App Service
-            # checks the domain's `asuid` TXT record (docs/azure.md, first deployment).
-            web.WebAppHostNameBinding(
-                f"{name}-host-name",
-                name=self.app.name,
-                host_name=settings.custom_domain,
-                resource_group_name=foundation.resource_group_name,
-                host_name_type=web.HostNameType.VERIFIED,
-                opts=child,
-            )
         self.host_name: pulumi.Output[str] = self.app.default_host_name
         self.url: pulumi.Output[str] = pulumi.Output.concat("https://", self.host_name)
         self.hooks: list[local.Command] = []

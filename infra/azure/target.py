@@ -165,6 +165,7 @@ def read_azure_settings(config: pulumi.Config) -> AzureSettings:
         database_create_timeout=create_timeout,
         switch_settle_seconds=_positive(config, "switchSettleSeconds", 240),
         drain_quiet_seconds=_positive(config, "drainQuietSeconds", 300),
+        switch_floor_seconds=_positive(config, "switchFloorSeconds", 1200),
         switch_timeout_seconds=_positive(config, "switchTimeoutSeconds", 2700),
     )
 

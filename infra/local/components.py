@@ -13,6 +13,7 @@ from pulumi.dynamic import Resource
 from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs
 from infra.local import providers
 from zdd.appspec import AppSpec, Placement
+from zdd.environment import log_file
 from zdd.phases import MIGRATION_SUFFIX, RESTORE_POINT_SUFFIX, DatabaseMode, Instance
 from zdd.sqlite_files import files_folder, restore_point_file_name
 
@@ -198,7 +199,7 @@ class LocalSite(pulumi.ComponentResource):
                 "env": placement.apply(app.environment),
                 "port": settings.port(str(site.instance)),
                 "start_timeout": app.health.timeout_seconds,
-                "log_path": str(settings.state_dir / f"{site.instance}.log"),
+                "log_path": str(log_file(settings.state_dir, str(site.instance))),
                 "ports_dir": str(settings.ports_dir),
             },
             pulumi.ResourceOptions(parent=self),
@@ -233,7 +234,7 @@ class LocalFrontDoor(pulumi.ComponentResource):
                 "hold_seconds": args.hold_seconds,
                 "health_path": settings.app.health.path,
                 "folder": str(settings.state_dir),
-                "log_path": str(settings.state_dir / "frontdoor.log"),
+                "log_path": str(log_file(settings.state_dir, "frontdoor")),
                 "ports_dir": str(settings.ports_dir),
             },
             pulumi.ResourceOptions(parent=self),

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,8 +172,8 @@ def render(config: FrontDoorConfig) -> str:
             "    retry-on conn-failure empty-response",
             "    option httpchk",
             f"    http-check send meth GET uri {_quoted(config.health_path)}",
-            # Any 2xx, as the app spec's `health` documents.
-            "    http-check expect rstatus ^2",
+            # Any 2xx passes, as the gates judge a health path (a site may answer 204).
+            "    http-check expect rstatus ^2[0-9][0-9]$",
             f"    http-response set-header {SERVED_BY_HEADER} %s",
             *servers(backend_checks=True),
             "",
@@ -247,6 +249,24 @@ class ServerState:
         return self.status == "UP"
 
 
+# A unix socket's address holds at most 107 bytes; a stack folder in a deep checkout is longer.
+_SOCKET_PATH_MAX = 107
+
+
+@contextmanager
+def _reachable(path: str) -> Iterator[str]:
+    """An address for the socket at `path` that fits: a long one is reached through a
+    descriptor of its folder (/proc/self/fd/N/name), which names the same file."""
+    if len(os.fsencode(path)) <= _SOCKET_PATH_MAX:
+        yield path
+        return
+    folder = os.open(os.path.dirname(path), os.O_PATH)
+    try:
+        yield f"/proc/self/fd/{folder}/{os.path.basename(path)}"
+    finally:
+        os.close(folder)
+
+
 class AdminSocket:
     """HAProxy's runtime API on the stack's unix socket."""
 
@@ -255,10 +275,10 @@ class AdminSocket:
         self.timeout = timeout
 
     def ask(self, command: str) -> str:
-        with socket.socket(socket.AF_UNIX) as sock:
+        with socket.socket(socket.AF_UNIX) as sock, _reachable(self.path) as address:
             sock.settimeout(self.timeout)
             try:
-                sock.connect(self.path)
+                sock.connect(address)
                 sock.sendall(command.encode() + b"\n")
                 chunks = []
                 while chunk := sock.recv(65536):

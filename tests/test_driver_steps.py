@@ -1,0 +1,152 @@
+"""The driver's order of steps against a fake stack and a fake target: which update, which gate
+and which restore point come first. No engine, no cloud: the gates only record that they ran."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zdd import driver as driver_module
+from zdd.actions import Action
+from zdd.driver import Driver
+from zdd.environment import Environment
+from zdd.errors import RefusedTransition
+from zdd.phases import Phase, settings_digest
+from zdd.results import DeployResult
+from zdd.stack import Outcome
+from zdd.targets import TargetOps
+
+AZURE_CLOCK_POINT = "2025-03-01T10:20:01Z"
+
+
+class FakeStack:
+    """A stack whose every update applies its config at once; `events` records each update."""
+
+    def __init__(self, config: dict[str, str], events: list[tuple[str, ...]]) -> None:
+        self._config = dict(config)
+        self._outputs: dict[str, Any] = {}
+        self.events = events
+        self._apply()
+
+    def _apply(self) -> None:
+        self._outputs = {
+            "phase": self._config["phase"],
+            "settings_digest": settings_digest(self._config),
+        }
+
+    def config(self) -> dict[str, str]:
+        return dict(self._config)
+
+    def outputs(self) -> dict[str, Any]:
+        return dict(self._outputs)
+
+    def set_config(self, change: Mapping[str, str | None]) -> None:
+        for key, value in change.items():
+            if value is None:
+                self._config.pop(key, None)
+            else:
+                self._config[key] = str(value)
+
+    def up(self, **_options: Any) -> Outcome:
+        self.events.append(("up", self._config["phase"]))
+        self._apply()
+        return Outcome(changes={}, seconds=0.0, changed=[])
+
+    def restore_point_in_state(self, _point: str | None) -> None:
+        return None
+
+    def wait_for_running_update(self, _say: Callable[[str], None]) -> None:
+        pass
+
+    def drop_pending_operations(self, _say: Callable[[str], None]) -> None:
+        pass
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[..., Driver]]:
+    """A driver on a fake stack of a fake target that takes restore points on its own clock."""
+    monkeypatch.setenv("ZDD_POLICY_PACK", "none")
+
+    def make(
+        config: dict[str, str], events: list[tuple[str, ...]], restorable: str | None = None
+    ) -> Driver:
+        def take_restore_point() -> str:
+            events.append(("restore point",))
+            return AZURE_CLOCK_POINT
+
+        ops = TargetOps(
+            "fake-cloud",
+            resolve_version=lambda _version, _config: None,
+            initial_config=lambda _env, _stack: {},
+            in_flight=lambda _outputs, _origin: 0,
+            take_restore_point=take_restore_point,
+            restorable_problem=lambda _outputs: restorable,
+        )
+
+        def gate(src: Phase, dst: Phase, *_args: Any, **_kwargs: Any) -> None:
+            if (src, dst) != (src, src):
+                events.append(("gate", str(src), str(dst)))
+
+        monkeypatch.setattr(driver_module, "ops_for", lambda _name: ops)
+        monkeypatch.setattr(driver_module, "pass_gate", gate)
+        stack = FakeStack({"target": "fake-cloud", "deploymentId": "d1", **config}, events)
+        return Driver(Environment(tmp_path), "s", stack=stack)  # type: ignore[arg-type]
+
+    yield make
+
+
+def _run(driver: Driver, action: Action, **options: Any) -> DeployResult:
+    result, _change = driver.begin(action, **options)
+    while driver.advance(result):
+        pass
+    return result
+
+
+def test_a_rollforward_from_cutover_takes_its_restore_point_after_the_drain(steps) -> None:
+    events: list[tuple[str, ...]] = []
+    driver = steps(
+        {"phase": "cutover", "currentVersion": "v1", "targetVersion": "v2", "mode": "read-only"},
+        events,
+    )
+    result, _change = driver.begin(Action.ROLLFORWARD, version="v3")
+    assert "restorePoint" not in driver.stack.config()  # nothing taken before the drain
+    while driver.advance(result) and driver.stack.config()["phase"] != "deploy":
+        pass
+    drained = events.index(("gate", "cutover", "deploy"))
+    assert events.index(("restore point",)) > drained
+    assert driver.stack.config()["restorePoint"] == AZURE_CLOCK_POINT
+    assert events.count(("restore point",)) == 1
+
+
+def test_an_abort_from_cutover_moves_the_traffic_back_before_the_clone_goes(steps) -> None:
+    events: list[tuple[str, ...]] = []
+    driver = steps(
+        {"phase": "cutover", "currentVersion": "v1", "targetVersion": "v2", "cutoverAt": "1.0"},
+        events,
+    )
+    _run(driver, Action.ABORT)
+    assert events == [
+        # The untouched primary proves itself, then gets the traffic back; the clone stays.
+        ("gate", "cutover", "withdraw"),
+        ("up", "withdraw"),
+        # Only once that switch is out and the clone drained does the update delete the clone.
+        ("gate", "withdraw", "idle"),
+        ("up", "idle"),
+    ]
+    config = driver.stack.config()
+    assert config["phase"] == "idle" and config["currentVersion"] == "v1"
+    assert "targetVersion" not in config and "cutoverAt" not in config
+
+
+def test_a_deployment_is_refused_while_the_primary_database_cannot_be_restored(steps) -> None:
+    events: list[tuple[str, ...]] = []
+    wait = "no restorable point yet; deploy again after 10:20 UTC"
+    driver = steps({"phase": "idle", "currentVersion": "v1"}, events, restorable=wait)
+    before = driver.stack.config()
+    with pytest.raises(RefusedTransition, match="deploy again after 10:20 UTC") as refused:
+        driver.begin(Action.DEPLOY, version="v2")
+    assert refused.value.exit_code == 3
+    assert driver.stack.config() == before and events == []
