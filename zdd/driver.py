@@ -179,6 +179,7 @@ class Driver:
             target_version=settings.target_version,
             traffic=outputs.get("traffic", "primary"),
             mode=str(settings.mode),
+            strategy=str(settings.strategy),
             deployment_in_progress=state.in_progress or pending,
             read_only_window_seconds=window,
             public_url=outputs.get("public_url"),

@@ -33,6 +33,8 @@ class Status:
     database_generation: int
     # Each component of the last update: {"url", "listening", "answering"}.
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The path a deployment in progress takes (`clone` or `compatible`).
+    strategy: str = "clone"
 
     def as_json(self) -> dict[str, Any]:
         return dict(vars(self))
