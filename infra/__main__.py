@@ -23,6 +23,7 @@ pulumi.export("current_version", settings.stack.current_version)
 pulumi.export("target_version", settings.stack.target_version)
 pulumi.export("primary_version", settings.declaration.primary.version)
 pulumi.export("mode", str(settings.stack.mode))
+pulumi.export("strategy", str(settings.stack.strategy))
 # The restore point as its resource recorded it when taken, not as the config names it.
 pulumi.export("restore_point", built.primary_database.restore_point_taken)
 pulumi.export("primary_url", built.primary.url)

@@ -46,6 +46,9 @@ class DatabaseArgs:
     copy_of: DatabaseLike | None = None
     # A primary database generation above 1 is restored from this restore point.
     restored_from: str | None = None
+    # An earlier generation of the primary database that a compatible clone still serves
+    # after a rollback with database: only pointed at, never created, changed or deleted.
+    existing: bool = False
     # A read-write clone's database keeps a baseline of the copy (what the clone started from).
     keep_baseline: bool = False
     # A read-only clone's database refuses writes in the database itself (rule 9).

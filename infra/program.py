@@ -51,7 +51,21 @@ def build(
     primary = target.site("primary", SiteArgs(declaration.primary, primary_database), opts)
     origins: dict[Instance, SiteLike] = {Instance.PRIMARY: primary}
     clone_database = clone = None
-    if declaration.clone is not None:
+    if declaration.clone is not None and declaration.clone.database is Instance.PRIMARY:
+        # The compatible strategy: a second instance of the site on the primary database.
+        shared = declaration.shared_database_generation
+        if shared is not None and shared != declaration.primary_database_generation:
+            # Restored meanwhile: the clone stays on the generation it serves (never restarts).
+            clone_database = target.database(
+                "shared-db",
+                DatabaseArgs(role=Instance.PRIMARY, generation=shared, existing=True),
+                opts,
+            )
+        clone = target.site(
+            "clone", SiteArgs(declaration.clone, clone_database or primary_database), opts
+        )
+        origins[Instance.CLONE] = clone
+    elif declaration.clone is not None:
         clone_database = target.database(
             "clone-db",
             DatabaseArgs(

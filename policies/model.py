@@ -18,6 +18,7 @@ from zdd.phases import (
     DatabaseMode,
     InvalidStackConfig,
     Mode,
+    Strategy,
     accepts_data_loss,
     database_generation,
 )
@@ -89,6 +90,12 @@ class StackConfig:
         )
 
     @property
+    def clone_shares_primary_database(self) -> bool:
+        """The compatible strategy: the clone is a second instance on the primary database, so
+        what it writes stays there (a rehearsal proved the release runs on the new schema)."""
+        return self.get("strategy") == Strategy.COMPATIBLE
+
+    @property
     def generation(self) -> int | None:
         """The primary database's generation, when the config says which one."""
         if not self.known:
@@ -144,7 +151,9 @@ def clone_mode_problems(
     for key, mode in modes.items():
         if mode == DatabaseMode.READ_ONLY:
             continue
-        if mode == DatabaseMode.READ_WRITE and config.data_loss_acknowledged:
+        if mode == DatabaseMode.READ_WRITE and (
+            config.data_loss_acknowledged or config.clone_shares_primary_database
+        ):
             continue
         if mode == DatabaseMode.READ_WRITE:
             why = (

@@ -81,7 +81,8 @@ POLICIES: tuple[PolicySpec, ...] = _table(
     _resource_policy(
         "clone-read-only",
         "The clone runs ReadOnly unless the stack acknowledges data loss "
-        "(zdd:mode read-write and zdd:acceptDataLoss true).",
+        "(zdd:mode read-write and zdd:acceptDataLoss true) or it serves the primary database "
+        "itself (zdd:strategy compatible).",
     ),
     _resource_policy(
         "primary-database-protected",

@@ -26,6 +26,7 @@ READ_ONLY = "ReadOnly"
 IDENTITY_PATH = "/__identity"
 # How long a refused writer should wait: a deployment's read-only window is well under this.
 RETRY_AFTER_SECONDS = 30
+PAGE_COLUMNS = ("slug", "title", "body")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class Settings:
 def create_app(settings: Settings) -> Starlette:
     engine = db.open_engine(settings.database, read_only=settings.read_only)
     text_col = settings.version.text_column
+    extras = settings.version.extra_columns
+    article_columns = ("id", "title", text_col, "updated_at", *extras)
+    # Columns read back with every article (`summary` is only ever written).
+    shown = "".join(f", {c}" for c in extras if c != "summary")
     identity = {
         "version": settings.version.name,
         "instance": settings.instance,
@@ -57,7 +62,8 @@ def create_app(settings: Settings) -> Starlette:
         )
 
     def article_row(row: Any) -> dict[str, Any]:
-        return {"id": row.id, "title": row.title, "text": row.text, "updated_at": row.updated_at}
+        fields = {"id": row.id, "title": row.title, "text": row.text, "updated_at": row.updated_at}
+        return {**fields, **{c: getattr(row, c) for c in extras if c != "summary"}}
 
     def healthz(_: Request) -> Response:
         if not settings.version.healthy:
@@ -66,12 +72,16 @@ def create_app(settings: Settings) -> Starlette:
             revision = db.current_revision(engine)
         except Exception as exc:
             return JSONResponse({"status": "database-error", "detail": str(exc)}, status_code=500)
-        if revision != settings.version.schema_revision:
+        # The code runs wherever every column it uses is there: on its own schema and on one
+        # that only added to it, never on one that renamed or dropped what it reads.
+        missing = db.missing_columns(engine, {"articles": article_columns, "pages": PAGE_COLUMNS})
+        if missing:
             return JSONResponse(
                 {
                     "status": "schema-mismatch",
                     "expected": settings.version.schema_revision,
                     "found": revision,
+                    "missing": missing,
                     **identity,
                 },
                 status_code=500,
@@ -83,7 +93,7 @@ def create_app(settings: Settings) -> Starlette:
 
     def list_articles(request: Request) -> Response:
         title = request.query_params.get("title")
-        query = f"SELECT id, title, {text_col} AS text, updated_at FROM articles"
+        query = f"SELECT id, title, {text_col} AS text, updated_at{shown} FROM articles"
         params: dict[str, Any] = {}
         if title is not None:
             query += " WHERE title = :title"
@@ -103,7 +113,8 @@ def create_app(settings: Settings) -> Starlette:
         with engine.connect() as conn:
             row = conn.execute(
                 text(
-                    f"SELECT id, title, {text_col} AS text, updated_at FROM articles WHERE id = :id"
+                    f"SELECT id, title, {text_col} AS text, updated_at{shown} FROM articles "
+                    "WHERE id = :id"
                 ),
                 {"id": request.path_params["id"]},
             ).first()
@@ -117,13 +128,21 @@ def create_app(settings: Settings) -> Starlette:
         payload = await request.json()
         columns = f"title, {text_col}, updated_at"
         values = ":title, :text, :now"
-        if settings.version.name != "v1":
+        if "summary" in extras:
             columns += ", summary"
             values += ", substr(:text, 1, 80)"
+        if "author" in extras:
+            columns += ", author"
+            values += ", :author"
         with engine.begin() as conn:
             result = conn.execute(
                 text(f"INSERT INTO articles ({columns}) VALUES ({values})"),
-                {"title": payload["title"], "text": payload.get("text", ""), "now": time.time()},
+                {
+                    "title": payload["title"],
+                    "text": payload.get("text", ""),
+                    "now": time.time(),
+                    "author": payload.get("author"),
+                },
             )
             new_id = result.lastrowid
         return JSONResponse({"id": new_id, "title": payload["title"]}, status_code=201)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -55,3 +56,14 @@ def migrate(path: Path, revision: str) -> None:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def missing_columns(engine: Engine, wanted: Mapping[str, Sequence[str]]) -> list[str]:
+    """`table.column` for each wanted column the database does not have."""
+    found = inspect(engine)
+    tables = set(found.get_table_names())
+    missing = []
+    for table, columns in wanted.items():
+        have = {c["name"] for c in found.get_columns(table)} if table in tables else set()
+        missing += [f"{table}.{column}" for column in columns if column not in have]
+    return missing

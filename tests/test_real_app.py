@@ -134,11 +134,16 @@ def test_mlflow_deploys_smoothly_and_rolls_back_with_its_database(
     assert served_version(public) == OLDER
     assert_data_written_before(public, run_id)
 
-    # The same deployment to its end.
-    done = zdd("deploy", "-s", *deploy)
+    # The same deployment to its end, as `auto` ships it: its rehearsal finds OLDER refusing
+    # NEWER's schema, so the clone path runs.
+    done = zdd("deploy", "-s", *deploy, "--strategy", "auto")
     assert done.code == 0, done.stderr
     report = done.json()
     assert report["outcome"] == "succeeded" and "read_only_violation" not in report
+    rehearsal = report["rehearsal"]
+    assert report["strategy"] == "clone" and rehearsal["migration_ok"], rehearsal
+    assert rehearsal["failure"]["step"] == "start"
+    assert "Detected out-of-date database schema" in "\n".join(rehearsal["failure"]["log"])
     probe = assert_no_failed_request(report)
     assert probe["writes_lost"] == 0 and probe["writes_hidden"] == 0
     # Held, then carried out by the new primary: none refused within the hold bound.
@@ -158,5 +163,6 @@ def test_mlflow_deploys_smoothly_and_rolls_back_with_its_database(
         f"{probe['writes_acknowledged']} writes acknowledged ({probe['writes_held']} held, the "
         f"longest {probe['longest_hold_seconds']} s), {probe['writes_refused']} refused, "
         f"{probe['writes_lost']} lost; read-only window {report['read_only_window_seconds']} s; "
-        f"phases {[(p['name'], p['seconds']) for p in report['phases']]}"
+        f"phases {[(p['name'], p['seconds']) for p in report['phases']]}; rehearsal "
+        f"{rehearsal['seconds']} s (migration {rehearsal['migration_seconds']} s)"
     )

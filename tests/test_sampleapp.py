@@ -79,5 +79,22 @@ def test_unhealthy_and_bad_migration_versions(v1_db: Path) -> None:
 
 
 def test_unknown_version() -> None:
-    with pytest.raises(UnknownVersion, match="known: v1, v2"):
+    with pytest.raises(UnknownVersion, match=r"known: v1, v1\.1, v2"):
         resolve("v7")
+
+
+def test_v1_runs_on_the_additive_v1_1_schema_and_v1_1_needs_its_migration(v1_db: Path) -> None:
+    with client(v1_db, "v1.1") as early:
+        assert early.get("/healthz").json()["missing"] == ["articles.author"]
+    db.migrate(v1_db, resolve("v1.1").schema_revision)
+    with client(v1_db, "v1") as old:
+        assert old.get("/healthz").status_code == 200
+        assert old.post("/api/articles", json={"title": "from v1"}).status_code == 201
+    with client(v1_db, "v1.1") as new:
+        assert new.get("/healthz").status_code == 200
+        created = new.post("/api/articles", json={"title": "by", "author": "ann"})
+        assert new.get(f"/api/articles/{created.json()['id']}").json()["author"] == "ann"
+        assert new.get("/api/articles", params={"title": "from v1"}).json()[0]["author"] is None
+    db.migrate(v1_db, resolve("v2").schema_revision)  # v2's chain holds v1.1's migration
+    with client(v1_db, "v2") as v2:
+        assert v2.get("/healthz").status_code == 200

@@ -53,6 +53,7 @@ from zdd.phases import Mode
 if TYPE_CHECKING:
     from zdd.actions import Action
     from zdd.api import ActionRequest, Probe, SmoothStack, init_stack, open_stack
+    from zdd.rehearsal import RehearsalPlan, RehearsalReport, StrategyChoice
     from zdd.results import DeployResult, PhaseTiming, Status
     from zdd.targets import LogLocation
 
@@ -68,6 +69,9 @@ _LAZY = {
     "PhaseTiming": "zdd.results",
     "Status": "zdd.results",
     "LogLocation": "zdd.targets",
+    "RehearsalPlan": "zdd.rehearsal",
+    "RehearsalReport": "zdd.rehearsal",
+    "StrategyChoice": "zdd.rehearsal",
 }
 
 
@@ -91,9 +95,12 @@ __all__ = [
     "PolicyViolation",
     "Probe",
     "RefusedTransition",
+    "RehearsalPlan",
+    "RehearsalReport",
     "SmoothStack",
     "StackBusy",
     "Status",
+    "StrategyChoice",
     "ZddError",
     "init_stack",
     "open_stack",

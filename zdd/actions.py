@@ -18,7 +18,9 @@ from zdd.phases import (
     Mode,
     Phase,
     StackSettings,
+    Strategy,
     next_phase,
+    restored_in_deployment,
 )
 
 ConfigChange = dict[str, str | None]
@@ -115,6 +117,7 @@ def plan(
     mode: Mode = Mode.READ_ONLY,
     accept_data_loss: bool = False,
     wait_for_approval: bool = False,
+    strategy: Strategy = Strategy.CLONE,
 ) -> ConfigChange:
     """The config change that starts `action`, or Refused with what to do instead."""
     s = state.settings
@@ -131,6 +134,7 @@ def plan(
             "targetVersion": version,
             "mode": mode,
             "acceptDataLoss": "true" if accept_data_loss else "false",
+            "strategy": strategy if strategy is not Strategy.CLONE else None,
             **approval,
         }
     if action is Action.ABORT:
@@ -196,6 +200,13 @@ def plan(
             "migrateTo": schema_now,
             **approval,
         }
+    compatible = s.strategy is Strategy.COMPATIBLE
+    if action is Action.ROLLBACK_DATABASE and compatible and restored_in_deployment(s):
+        raise Refused(
+            "the primary database was already restored from this deployment's restore point "
+            "while the current release kept serving the one before; use "
+            "`zdd rollback --code-only` or `zdd rollforward`"
+        )
     if action is Action.ROLLBACK_DATABASE:
         return {
             "phase": Phase.DEPLOY,
@@ -227,7 +238,7 @@ def plan_app_change(state: StackState, app: str) -> ConfigChange:
 
 
 def _deployment_cleared() -> ConfigChange:
-    return {**_target_cleared(), "cutoverAt": None}
+    return {**_target_cleared(), "cutoverAt": None, "strategy": None}
 
 
 def next_step(state: StackState) -> ConfigChange:

@@ -19,9 +19,11 @@ from zdd.actions import Action
 from zdd.driver import Driver, Say
 from zdd.environment import Environment, LoggedComponent, find_project_root
 from zdd.errors import BadInput
-from zdd.phases import Mode, Phase
+from zdd.phases import Mode, Phase, Strategy
 from zdd.probe import LoadProbe, ProbeTarget
 from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
+from zdd.rehearsal import RehearsalPlan, RehearsalReport, StrategyChoice, decide
+from zdd.rehearsal import run as run_rehearsal
 from zdd.results import DeployResult, Status
 from zdd.stack import check_stack_name
 from zdd.targets import LogLocation, check_version_format, ops_for
@@ -57,11 +59,20 @@ class ActionRequest:
     wait_for_approval: bool = False
     # If the new primary fails: the recovery to apply by itself (a rollback), else stop.
     on_failure: Action | None = None
+    # A deployment's path; `auto` and `compatible` rehearse first (`zdd.rehearsal`).
+    strategy: StrategyChoice = StrategyChoice.CLONE
 
     def check(self, action: Action) -> None:
         """Refuse what no stack could accept (raises BadInput); the driver judges the rest."""
         if action in (Action.DEPLOY, Action.ROLLFORWARD) and self.version is None:
             raise BadInput(f"{action} needs a version")
+        if self.strategy.rehearses and action is not Action.DEPLOY:
+            raise BadInput(f"--strategy is for deploy, not {action}")
+        if self.strategy.rehearses and self.mode is Mode.READ_WRITE:
+            raise BadInput(
+                "--mode read-write is for the clone path's clone; --strategy "
+                f"{self.strategy} may take the compatible path, which has none"
+            )
         if self.version is not None:
             check_version_format(self.version)
         recovery(self.on_failure)
@@ -135,16 +146,24 @@ class SmoothStack:
         """What an action (or a move to a phase) would change; changes nothing. An action's
         name wins where a phase has the same one (deploy)."""
         request = request or ActionRequest()
+        rehearsal = None
         if str(action) in {str(a) for a in Action}:
             chosen = Action(str(action))
             request.check(chosen)
-            _, change = self._begin(chosen, request, dry_run=True)
+            # `auto` may take either path: what it would do is the rehearsal, then the path
+            # the rehearsal picks; the compatible one is shown, the clone one is the default's.
+            strategy = Strategy.COMPATIBLE if request.strategy.rehearses else Strategy.CLONE
+            _, change = self._begin(chosen, request, dry_run=True, strategy=strategy)
+            if request.strategy.rehearses:
+                assert request.version is not None
+                rehearsal = self._driver.rehearsal(request.version).as_json()
         elif str(action) in {str(p) for p in Phase}:
             self._driver.check_move(Phase(str(action)))
             change = {"phase": str(action)}
         else:
             raise BadInput(f"unknown action or phase {action!r}")
-        return self._driver.preview(change)
+        shown = self._driver.preview(change)
+        return {**shown, "rehearsal": rehearsal} if rehearsal else shown
 
     # -- actions -------------------------------------------------------------------------
 
@@ -157,12 +176,32 @@ class SmoothStack:
         wait_for_approval: bool = False,
         on_failure: Action | str | None = None,
         probe: Probe | None = None,
+        strategy: StrategyChoice | str = StrategyChoice.CLONE,
     ) -> DeployResult:
-        """Ship `version` with no downtime: clone, cutover, deploy, verify, return, clean up."""
+        """Ship `version` with no downtime: clone, cutover, deploy, verify, return, clean up.
+        `strategy` `auto` rehearses first and skips the read-only window when the rehearsal
+        proves the running release compatible; `compatible` refuses when it does not."""
         request = ActionRequest(
-            version, mode, accept_data_loss, wait_for_approval, recovery(on_failure)
+            version,
+            mode,
+            accept_data_loss,
+            wait_for_approval,
+            recovery(on_failure),
+            StrategyChoice.parse(strategy),
         )
         return self.act(Action.DEPLOY, request, probe=probe)
+
+    def rehearse(self, version: str) -> RehearsalReport:
+        """Rehearse `version` on a copy of the primary's data (`zdd.rehearsal`): nothing public
+        changes and nothing is left behind."""
+        check_version_format(version)
+        with self._driver.exclusive():
+            return run_rehearsal(self._driver.rehearsal(version), self._driver.say)
+
+    def rehearsal_plan(self, version: str) -> RehearsalPlan:
+        """What `rehearse(version)` would do; does nothing."""
+        check_version_format(version)
+        return self._driver.rehearsal(version)
 
     def rollforward(
         self, version: str, *, wait_for_approval: bool = False, probe: Probe | None = None
@@ -172,12 +211,21 @@ class SmoothStack:
         return self.act(Action.ROLLFORWARD, request, probe=probe)
 
     def rollback(
-        self, *, with_database: bool, wait_for_approval: bool = False, probe: Probe | None = None
+        self,
+        *,
+        with_database: bool,
+        wait_for_approval: bool = False,
+        probe: Probe | None = None,
+        accept_data_loss: bool = False,
     ) -> DeployResult:
         """While the clone holds the traffic: the version before the deployment, and with
-        `with_database` the database from the proven restore point."""
+        `with_database` the database from the proven restore point (on the compatible path
+        that loses the writes made since, so it needs `accept_data_loss`)."""
         action = Action.ROLLBACK_DATABASE if with_database else Action.ROLLBACK_CODE
-        return self.act(action, ActionRequest(wait_for_approval=wait_for_approval), probe=probe)
+        request = ActionRequest(
+            wait_for_approval=wait_for_approval, accept_data_loss=accept_data_loss
+        )
+        return self.act(action, request, probe=probe)
 
     def abort(self) -> DeployResult:
         """Before the primary was changed: traffic back to it, clone destroyed."""
@@ -202,8 +250,16 @@ class SmoothStack:
         with self._driver.exclusive():
             self._begin(action, request, dry_run=True)
             confirm()
+            report = None
+            if request.strategy.rehearses:
+                assert request.version is not None
+                report = run_rehearsal(self._driver.rehearsal(request.version), self._driver.say)
+            decision = decide(request.strategy, report)
+            self._driver.say(f"strategy {decision.strategy}: {decision.reason}")
             load = self._load_probe(probe)
-            result, _ = self._begin(action, request)
+            result, _ = self._begin(action, request, strategy=decision.strategy)
+            result.strategy_reason = decision.reason
+            result.rehearsal = report.as_json() if report else None
             return self._drive(result, probe, load, request.on_failure)
 
     def set_app(self, app_file: Path) -> DeployResult:
@@ -250,7 +306,12 @@ class SmoothStack:
     # -- steps ---------------------------------------------------------------------------
 
     def _begin(
-        self, action: Action, request: ActionRequest, *, dry_run: bool = False
+        self,
+        action: Action,
+        request: ActionRequest,
+        *,
+        dry_run: bool = False,
+        strategy: Strategy = Strategy.CLONE,
     ) -> tuple[DeployResult, dict[str, str | None]]:
         return self._driver.begin(
             action,
@@ -259,6 +320,7 @@ class SmoothStack:
             accept_data_loss=request.accept_data_loss,
             wait_for_approval=request.wait_for_approval,
             dry_run=dry_run,
+            strategy=strategy,
         )
 
     def _load_probe(self, probe: Probe | None, public_url: str | None = None) -> LoadProbe | None:

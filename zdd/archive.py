@@ -78,6 +78,11 @@ def _tables(conn: sqlite3.Connection) -> dict[str, Table]:
     return {t.name: t for t in tables(conn) if t.kind in ("table", "virtual")}
 
 
+def _differ(old: Row, new: Row) -> bool:
+    """On the columns both have: a column a migration added since is not a visitor's write."""
+    return any(old[column] != new[column] for column in old.keys() & new.keys())
+
+
 def compare(baseline: Path, current: Path) -> dict[str, TableChanges]:
     """Row by row, what `current` has that `baseline` had not (by rowid or primary key)."""
     with (
@@ -91,7 +96,9 @@ def compare(baseline: Path, current: Path) -> dict[str, TableChanges]:
             new = _rows(after, has[table]) if table in has else {}
             result[table] = TableChanges(
                 added=[new[k] for k in sorted(new.keys() - old.keys())],
-                changed=[new[k] for k in sorted(new.keys() & old.keys()) if new[k] != old[k]],
+                changed=[
+                    new[k] for k in sorted(new.keys() & old.keys()) if _differ(old[k], new[k])
+                ],
                 deleted=[old[k] for k in sorted(old.keys() - new.keys())],
             )
         return result
@@ -100,3 +107,9 @@ def compare(baseline: Path, current: Path) -> dict[str, TableChanges]:
 def clone_writes(archive: Path) -> LostWrites:
     """What a read-write clone was given: its archive compared with the copy it started from."""
     return LostWrites(str(archive), compare(baseline_path(archive), archive))
+
+
+def writes_since(restore_point: Path, served: Path) -> LostWrites:
+    """What the database a compatible clone kept serving took after the restore point that the
+    primary was rolled back to: those writes are not in the restored primary."""
+    return LostWrites(str(served), compare(restore_point, served))

@@ -26,6 +26,7 @@ from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment,
 from zdd.errors import BadInput, ZddError, exit_codes_text
 from zdd.phases import Mode
 from zdd.registry import DEFAULT_TARGET, TARGETS
+from zdd.rehearsal import StrategyChoice
 from zdd.results import DeployResult
 from zdd.stack import Stack
 
@@ -158,10 +159,12 @@ def _act(
     probe: bool = False,
     probe_rate: float = 400.0,
     chart: str | None = None,
+    strategy: str = StrategyChoice.CLONE,
 ) -> None:
     """Validate an action, then preview it or carry it out to its end."""
+    choice = _run(as_json, lambda: StrategyChoice.parse(strategy))
     smooth = _open(stack, as_json)
-    request = ActionRequest(version, mode, accept_data_loss, wait_for_approval, on_failure)
+    request = ActionRequest(version, mode, accept_data_loss, wait_for_approval, on_failure, choice)
     if preview:
         shown = _run(as_json, lambda: smooth.preview(action, request))
         _emit(shown, as_json, lambda: _print_preview(shown))
@@ -209,6 +212,14 @@ def deploy(
     probe: ProbeOpt = False,
     probe_rate: RateOpt = 400.0,
     chart: ChartOpt = None,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="clone (a read-only copy serves meanwhile), auto (rehearse, then the compatible "
+            "path if the running release passed on the migrated copy, else clone) or compatible "
+            "(refused unless the rehearsal passes).",
+        ),
+    ] = StrategyChoice.CLONE,
     as_json: JsonOpt = False,
 ) -> None:
     """Ship VERSION with no downtime: clone, cutover, deploy + migrate, verify, return, clean up."""
@@ -221,8 +232,29 @@ def deploy(
     _act(
         stack, Action.DEPLOY, as_json=as_json, preview=preview, yes=yes, version=version,
         mode=mode, accept_data_loss=accept_data_loss, wait_for_approval=wait_for_approval,
-        on_failure=recovery, probe=probe, probe_rate=probe_rate, chart=chart,
+        on_failure=recovery, probe=probe, probe_rate=probe_rate, chart=chart, strategy=strategy,
     )  # fmt: skip
+
+
+@app.command()
+def rehearse(
+    stack: StackOpt,
+    version: Annotated[str, typer.Option(help="The release whose migration is rehearsed.")],
+    preview: Annotated[
+        bool, typer.Option("--preview", help="Only say what the rehearsal would do.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Does the running release work on VERSION's schema? Migrates a copy of the primary's data
+    and tries the running release on it; nothing public changes, nothing is left behind. The
+    verdict is `compatible` (exit 0 either way)."""
+    smooth = _open(stack, as_json)
+    if preview:
+        plan = _run(as_json, lambda: smooth.rehearsal_plan(version))
+        _emit(plan.as_json(), as_json, lambda: err.print("\n".join(plan.steps())))
+        return
+    report = _run(as_json, lambda: smooth.rehearse(version))
+    _emit(report.as_json(), as_json, lambda: _print_rehearsal(report.as_json()))
 
 
 @app.command()
@@ -257,6 +289,14 @@ def rollback(
         ),
     ] = False,
     wait_for_approval: WaitOpt = False,
+    accept_data_loss: Annotated[
+        bool,
+        typer.Option(
+            "--accept-data-loss",
+            help="Needed with --with-database on the compatible path: the writes made since "
+            "the restore point are lost.",
+        ),
+    ] = False,
     preview: PreviewOpt = False,
     probe: ProbeOpt = False,
     probe_rate: RateOpt = 400.0,
@@ -268,7 +308,7 @@ def rollback(
     action = Action.ROLLBACK_CODE if code_only else Action.ROLLBACK_DATABASE
     _act(
         stack, action, as_json=as_json, preview=preview, wait_for_approval=wait_for_approval,
-        probe=probe, probe_rate=probe_rate,
+        probe=probe, probe_rate=probe_rate, accept_data_loss=accept_data_loss,
     )  # fmt: skip
 
 
@@ -488,6 +528,20 @@ def _print_result(report: dict[str, Any]) -> None:
             "{longest_hold_seconds:.2f}s), {writes_refused} refused, {writes_lost} lost, "
             "{writes_hidden} hidden".format(**report["probe"])
         )
+
+
+def _print_rehearsal(report: dict[str, Any]) -> None:
+    verdict = "compatible" if report["compatible"] else "not compatible"
+    copy, migration = report["copy"], "ok" if report["migration_ok"] else "FAILED"
+    err.print(f"[bold]{verdict}[/bold]: {escape(report['verdict'])}")
+    err.print(
+        f"copy: {copy['rows']} rows, {copy['bytes']} bytes in {copy['seconds']:.2f}s; "
+        f"migration {migration} in {report['migration_seconds']:.2f}s; "
+        f"{report['seconds']:.2f}s in all"
+    )
+    failure = report["failure"]
+    if failure and failure["log"]:
+        err.print("the site's last log lines:\n" + "\n".join(failure["log"]), markup=False)
 
 
 def _print_preview(shown: dict[str, Any]) -> None:

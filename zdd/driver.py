@@ -53,11 +53,13 @@ from zdd.phases import (
     Mode,
     Phase,
     StackSettings,
+    Strategy,
     check_operational_config,
     check_transition,
     settings_digest,
 )
 from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
+from zdd.rehearsal import RehearsalPlan
 from zdd.results import DeployResult, PhaseTiming, Status
 from zdd.stack import Stack
 from zdd.targets import TargetOps, check_version, ops_for
@@ -158,7 +160,8 @@ class Driver:
         cutover_at = config.get("cutoverAt")
         window = None
         if cutover_at and state.traffic_on_clone:
-            window = time.time() - float(cutover_at)
+            compatible = settings.strategy is Strategy.COMPATIBLE
+            window = 0.0 if compatible else time.time() - float(cutover_at)
         pending = outputs.get("settings_digest") != settings_digest(config)
         if state.awaiting_approval and not pending:
             label = "awaiting-approval"
@@ -176,6 +179,7 @@ class Driver:
             target_version=settings.target_version,
             traffic=outputs.get("traffic", "primary"),
             mode=str(settings.mode),
+            strategy=str(settings.strategy),
             deployment_in_progress=state.in_progress or pending,
             read_only_window_seconds=window,
             public_url=outputs.get("public_url"),
@@ -221,6 +225,25 @@ class Driver:
         self.stack.remove()
         ops.forget(self.env, self.stack_name)
 
+    # -- rehearsal -----------------------------------------------------------------------
+
+    def rehearsal(self, version: str) -> RehearsalPlan:
+        """What a rehearsal of `version` would do on this stack (`zdd.rehearsal`). Refused
+        while a deployment is in progress: the primary's data is what that one changes."""
+        config, state, outputs, ops = self._read()
+        ops.check_ready()
+        check_version(version, ops, config)
+        if version == state.settings.current_version:
+            raise BadInput(f"stack {self.stack_name!r} already runs {version}")
+        if state.in_progress:
+            raise RefusedTransition(
+                f"rehearse refused on stack {self.stack_name!r}: a deployment is in progress "
+                f"(phase {state.settings.phase}); finish it first"
+            )
+        if ops.rehearsal is None:
+            raise BadInput(f"target {ops.name} cannot rehearse a release; use --strategy clone")
+        return ops.rehearsal(self.env, self.stack_name, config, outputs, version)
+
     # -- actions -------------------------------------------------------------------------
 
     def begin(
@@ -232,6 +255,7 @@ class Driver:
         accept_data_loss: bool = False,
         wait_for_approval: bool = False,
         dry_run: bool = False,
+        strategy: Strategy = Strategy.CLONE,
     ) -> tuple[DeployResult, ConfigChange]:
         """Validate `action` and (unless `dry_run`) record it in the stack config."""
         config, state, outputs, ops = self._read(evidence=action is not Action.DEPLOY)
@@ -253,6 +277,7 @@ class Driver:
                 mode=mode,
                 accept_data_loss=accept_data_loss,
                 wait_for_approval=wait_for_approval,
+                strategy=strategy,
             )
         except Refused as exc:
             raise RefusedTransition(
@@ -260,6 +285,13 @@ class Driver:
             ) from None
         if action is Action.ROLLBACK_DATABASE:
             self._check_restore_point(state, ops)
+            compatible = state.settings.strategy is Strategy.COMPATIBLE
+            if compatible and not accept_data_loss:
+                raise BadInput(
+                    "rollback --with-database on the compatible path needs --accept-data-loss: "
+                    "the current release kept writing to the primary database after its restore "
+                    "point, and those writes are not in it"
+                )
         if action is Action.DEPLOY:
             self._check_restorable(ops, outputs)
             change["deploymentId"] = uuid.uuid4().hex[:12]
@@ -271,7 +303,10 @@ class Driver:
             from_version=settings.current_version,
             to_version=str(change.get("targetVersion") or settings.target_version or ""),
             mode=str(change.get("mode") or settings.mode),
+            strategy=str(change.get("strategy") or settings.strategy),
         )
+        if result.strategy == Strategy.COMPATIBLE:
+            result.read_only_window_seconds = 0.0
         if not dry_run:
             taken = state.proven_restore_point
             if action is Action.ROLLBACK_DATABASE and ops.wait_restorable and taken:
@@ -400,6 +435,8 @@ class Driver:
                 )
                 if result.read_only_violation:
                     self.say(result.read_only_violation)
+            if settings.phase is Phase.IDLE and outputs.get("strategy") == Strategy.COMPATIBLE:
+                self._report_writes_after_restore(outputs, ops, result)
             self._up(settings.phase, str(settings.phase), result, self._message(config, result))
             if archive:
                 self._report_clone_writes(archive, ops, result)
@@ -456,6 +493,21 @@ class Driver:
         result.lost_writes = report.as_json()
         self.say(report.in_words())
 
+    def _report_writes_after_restore(
+        self, outputs: dict[str, Any], ops: TargetOps, result: DeployResult
+    ) -> None:
+        """A rollback with database on the compatible path: the writes the current release
+        took after the restore point are not in the restored primary (rule 4 of
+        docs/design.md); reported before the idle update deletes the restore point."""
+        lost = (
+            ops.writes_after_restore(self.env, self.stack_name, outputs)
+            if ops.writes_after_restore
+            else None
+        )
+        if lost is not None:
+            result.lost_writes = lost.as_json()
+            self.say(lost.in_words())
+
     @staticmethod
     def _following(state: StackState) -> Phase:
         return Phase(str(next_step(state)["phase"]))
@@ -500,7 +552,9 @@ class Driver:
             if cutover_at:
                 back = switched or time.time()
                 result.window = (float(cutover_at), back)
-                result.read_only_window_seconds = back - float(cutover_at)
+                # The compatible path's clone took writes all along: no read-only window.
+                compatible = self.stack.config().get("strategy") == Strategy.COMPATIBLE
+                result.read_only_window_seconds = 0.0 if compatible else back - float(cutover_at)
 
     def clear_interrupted_update(self) -> None:
         """Make an update possible after a driver or CLI died in the middle of one: wait for a

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from zdd import appspec, gates
-from zdd.phases import DatabaseMode, Instance, Mode, Phase, StackSettings
+from zdd.phases import DatabaseMode, Instance, Mode, Phase, StackSettings, Strategy
 from zdd.targets import TargetOps
 
 
@@ -59,7 +59,8 @@ def pass_gate(
     # minutes), or the stack's `zdd:gateTimeoutSeconds` over both.
     override = config.get("gateTimeoutSeconds")
     health = appspec.health_of(config) or appspec.Health(timeout_seconds=ops.timeouts.healthy)
-    read_write = settings.mode is Mode.READ_WRITE
+    # On the compatible strategy the clone is a second instance on the primary's database.
+    read_write = settings.mode is Mode.READ_WRITE or settings.strategy is Strategy.COMPATIBLE
     gate(
         gates.GateContext(
             outputs=outputs,

@@ -11,11 +11,12 @@ from typing import Any
 from infra.local.haproxy import AdminSocket, FrontDoorError
 from zdd import appspec, processes
 from zdd.actions import RestorePointTaken
-from zdd.archive import clone_writes
+from zdd.archive import LostWrites, clone_writes, writes_since
 from zdd.environment import Environment, log_file, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import SERVED_BY_HEADER, Mode
 from zdd.registry import LOCAL_TARGET
+from zdd.rehearsal import RehearsalPlan
 from zdd.sqlite_files import data_digest, restore_point_file_name
 from zdd.targets import LogLocation, TargetOps, app_spec
 
@@ -104,6 +105,40 @@ def _restore_point_problem(env: Environment, stack: str, taken: RestorePointTake
     return None
 
 
+def _writes_after_restore(
+    env: Environment, stack: str, outputs: Mapping[str, Any]
+) -> LostWrites | None:
+    """The compatible clone's database (an earlier primary generation) against the restore
+    point the primary was restored from; None when the clone served the primary itself."""
+    taken = RestorePointTaken.from_record(outputs.get("restore_point"))
+    served = outputs.get("clone_database")
+    if taken is None or not served or served == outputs.get("primary_database"):
+        return None
+    folder = env.stack_dir(stack)
+    return writes_since(folder / restore_point_file_name(taken.id), folder / str(served))
+
+
+def _rehearsal(
+    env: Environment,
+    stack: str,
+    config: Mapping[str, str],
+    outputs: Mapping[str, Any],
+    version: str,
+) -> RehearsalPlan:
+    """A rehearsal on a copy of the primary's SQLite file, in the stack's own folder."""
+    database = outputs.get("primary_database")
+    if not database:
+        raise BadInput(f"stack {stack!r} has no primary database yet; run `zdd resume`")
+    return RehearsalPlan(
+        stack=stack,
+        stack_dir=env.stack_dir(stack),
+        source=env.stack_dir(stack) / str(database),
+        spec=app_spec(config),
+        from_version=config["currentVersion"],
+        version=version,
+    )
+
+
 def _log_of(
     env: Environment, stack: str, _config: Mapping[str, str], component: str
 ) -> LogLocation:
@@ -121,5 +156,7 @@ LOCAL = TargetOps(
     restore_point_problem=_restore_point_problem,
     served_by_header=SERVED_BY_HEADER,
     forget=_forget,
+    rehearsal=_rehearsal,
+    writes_after_restore=_writes_after_restore,
     log_of=_log_of,
 )

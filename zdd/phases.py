@@ -32,6 +32,16 @@ class Mode(StrEnum):
     READ_WRITE = "read-write"
 
 
+class Strategy(StrEnum):
+    """How a deployment keeps the site up while the primary database changes."""
+
+    # A copy of the database serves, read-only, while the primary is migrated.
+    CLONE = "clone"
+    # A rehearsal proved the running release works on the new schema: it keeps serving the
+    # primary database, writes and all, while that database is migrated in place.
+    COMPATIBLE = "compatible"
+
+
 class Instance(StrEnum):
     PRIMARY = "primary"
     CLONE = "clone"
@@ -156,6 +166,7 @@ class StackSettings:
     # (0: refuse at once); the deployment stops for approval with writes refused.
     hold_writes_seconds: float = DEFAULT_HOLD_WRITES_SECONDS
     await_approval: bool = False
+    strategy: Strategy = Strategy.CLONE
 
     @classmethod
     def from_config(cls, values: Mapping[str, str]) -> StackSettings:
@@ -185,6 +196,7 @@ class StackSettings:
             restored_from=values.get("restoredFrom") or None,
             hold_writes_seconds=_seconds(values, "holdWritesSeconds", DEFAULT_HOLD_WRITES_SECONDS),
             await_approval=values.get("awaitApproval", "false").lower() == "true",
+            strategy=Strategy(enum_value(Strategy, "strategy", Strategy.CLONE)),
         )
         settings.validate()
         return settings
@@ -207,6 +219,11 @@ class StackSettings:
             raise InvalidStackConfig(
                 "zdd:mode read-write needs zdd:acceptDataLoss true: writes to the clone are "
                 "not kept when it is destroyed"
+            )
+        if self.strategy is Strategy.COMPATIBLE and self.mode is Mode.READ_WRITE:
+            raise InvalidStackConfig(
+                "zdd:strategy compatible has no clone database, so zdd:mode read-write means "
+                "nothing there: remove one of them"
             )
         if not 0 <= self.hold_writes_seconds <= MAX_HOLD_WRITES_SECONDS:
             raise InvalidStackConfig(
@@ -236,7 +253,7 @@ class StackSettings:
 DECIDING_KEYS = (
     "phase", "currentVersion", "targetVersion", "mode", "acceptDataLoss", "restorePoint",
     "databaseGeneration", "databaseVersion", "migrateTo", "restoredFrom", "app",
-    "holdWritesSeconds", "awaitApproval",
+    "holdWritesSeconds", "awaitApproval", "strategy",
 )  # fmt: skip
 
 
@@ -297,6 +314,10 @@ class Declaration:
     # What a front door that switches at once does with a write (rule 11 of docs/design.md).
     edge_writes: EdgeWrites = EdgeWrites.PASS
     hold_writes_seconds: float = DEFAULT_HOLD_WRITES_SECONDS
+    # The compatible strategy's clone: the primary database generation it serves. After a
+    # rollback with database it stays on the one the deployment began on, so the instance that
+    # holds the traffic never restarts; what it writes there is lost, and reported.
+    shared_database_generation: int | None = None
 
     @property
     def has_clone(self) -> bool:
@@ -320,7 +341,19 @@ def declare(settings: StackSettings) -> Declaration:
         database_mode=DatabaseMode.READ_WRITE,
     )
     clone = None
-    if phase is not Phase.IDLE:
+    shared_generation = None
+    if phase is not Phase.IDLE and settings.strategy is Strategy.COMPATIBLE:
+        shared_generation = settings.database_generation - int(restored_in_deployment(settings))
+        # The current release's second instance, on the primary database itself: it holds
+        # the traffic, writes included, while the primary instance drains, its database is
+        # migrated in place and it restarts on the target version (rule 14).
+        clone = SiteDeclaration(
+            instance=Instance.CLONE,
+            version=settings.current_version,
+            database=Instance.PRIMARY,
+            database_mode=DatabaseMode.READ_WRITE,
+        )
+    elif phase is not Phase.IDLE:
         clone = SiteDeclaration(
             instance=Instance.CLONE,
             version=settings.current_version,
@@ -346,7 +379,13 @@ def declare(settings: StackSettings) -> Declaration:
         restored_from=settings.restored_from if settings.database_generation > 1 else None,
         edge_writes=edge_writes(settings),
         hold_writes_seconds=settings.hold_writes_seconds,
+        shared_database_generation=shared_generation,
     )
+
+
+def restored_in_deployment(settings: StackSettings) -> bool:
+    """The primary database generation was restored from this deployment's restore point."""
+    return settings.restored_from is not None and settings.restored_from == settings.restore_point
 
 
 def edge_writes(settings: StackSettings) -> EdgeWrites:
@@ -359,6 +398,8 @@ def edge_writes(settings: StackSettings) -> EdgeWrites:
         Phase.WITHDRAW,
     ):
         return EdgeWrites.PASS
+    if settings.strategy is Strategy.COMPATIBLE:
+        return EdgeWrites.PASS  # both instances serve the one database
     waiting_for_a_person = settings.phase is Phase.DEPLOY and settings.await_approval
     if settings.hold_writes_seconds == 0 or waiting_for_a_person:
         return EdgeWrites.REFUSE

@@ -33,6 +33,8 @@ class Status:
     database_generation: int
     # Each component of the last update: {"url", "listening", "answering"}.
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The path a deployment in progress takes (`clone` or `compatible`).
+    strategy: str = "clone"
 
     def as_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -58,6 +60,10 @@ class DeployResult:
     # Read-only mode: the clone's database changed although it was read-only (rule 9 of
     # docs/design.md).
     read_only_violation: str | None = None
+    # The path the deployment took (`clone` or `compatible`), why, and the rehearsal behind it.
+    strategy: str = "clone"
+    strategy_reason: str | None = None
+    rehearsal: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -78,7 +84,11 @@ class DeployResult:
             ),
             "traffic_on_clone": list(self.window) if self.window else None,
             "changed": self.changed,
+            "strategy": self.strategy,
+            "strategy_reason": self.strategy_reason,
         }
+        if self.rehearsal is not None:
+            result["rehearsal"] = self.rehearsal
         if self.lost_writes is not None:
             result["lost_writes"] = self.lost_writes
         if self.read_only_violation is not None:

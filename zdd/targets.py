@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zdd import appspec, registry
 from zdd.actions import RestorePointTaken
@@ -17,6 +17,9 @@ from zdd.environment import Environment
 from zdd.errors import BadInput
 from zdd.gates import APP_IDENTITY_HEADER
 from zdd.phases import is_valid_version
+
+if TYPE_CHECKING:
+    from zdd.rehearsal import RehearsalPlan
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,17 @@ class TargetOps:
     # After `pulumi destroy`: removes what the stack had outside its resources (locally its
     # folder, and any process of its own a failed update left behind).
     forget: Callable[[Environment, str], None] = lambda _env, _stack: None
+    # After a rollback with database on the compatible path, before the clone goes: what the
+    # database it kept serving took since the restore point (outputs of the last update).
+    writes_after_restore: (
+        Callable[[Environment, str, Mapping[str, Any]], LostWrites | None] | None
+    ) = None
+    # What a rehearsal of a version does on the stack (config, outputs, version); None: this
+    # target cannot rehearse, so its deployments take the clone path.
+    rehearsal: (
+        Callable[[Environment, str, Mapping[str, str], Mapping[str, Any], str], RehearsalPlan]
+        | None
+    ) = None
 
 
 def check_version_format(version: str) -> None:

@@ -92,6 +92,15 @@ class LocalDatabase(pulumi.ComponentResource):
         super().__init__("zdd:local:Database", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         path = settings.state_dir / f"{args.role}-g{args.generation}.sqlite"
+        self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
+        self.database_name: pulumi.Output[str] = pulumi.Output.from_input(path.name)
+        if args.existing:
+            # A primary generation a rollback with database left on disk (never deleted).
+            self.connection: pulumi.Output[str] = pulumi.Output.from_input(str(path))
+            self.archive: pulumi.Output[str] | None = None
+            self.copy_digest: pulumi.Output[str] | None = None
+            self.register_outputs({"connection": self.connection})
+            return
         source: pulumi.Input[str] | None = None
         if args.copy_of is not None:
             source = args.copy_of.connection
@@ -114,15 +123,10 @@ class LocalDatabase(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self, retain_on_delete=args.role is Instance.PRIMARY),
             outputs=("size_bytes", "copy_seconds", "archive_path", "digest"),
         )
-        self.copy_digest: pulumi.Output[str] | None = (
-            self.file.out("digest") if args.copy_of is not None else None
-        )
-        self.archive: pulumi.Output[str] | None = (
-            self.file.out("archive_path") if args.keep_baseline else None
-        )
+        self.copy_digest = self.file.out("digest") if args.copy_of is not None else None
+        self.archive = self.file.out("archive_path") if args.keep_baseline else None
         ready: pulumi.Output[Any] = self.file.id
         self.restore_point: _Dynamic | None = None
-        self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
         if args.restore_point:
             self.restore_point = _Dynamic(
                 providers.RestorePointProvider(),
@@ -166,8 +170,7 @@ class LocalDatabase(pulumi.ComponentResource):
                 pulumi.ResourceOptions(parent=self, depends_on=after),
             )
             ready = migration.id
-        self.connection: pulumi.Output[str] = ready.apply(lambda _: str(path))
-        self.database_name: pulumi.Output[str] = pulumi.Output.from_input(path.name)
+        self.connection = ready.apply(lambda _: str(path))
         self.register_outputs({"connection": self.connection})
 
 

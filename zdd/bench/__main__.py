@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from zdd.bench import frontdoor, proof
+from zdd.bench import frontdoor, paths, proof
 from zdd.bench.database import grow_database
 from zdd.bench.load import LEAD_SECONDS, say
 from zdd.bench.metrics import BUCKET_SECONDS, parse_sizes, rounded
@@ -41,6 +41,8 @@ NOTES = [
     "saw: first to last answer served by the clone",
     "side_by_side runs without the probe; its gate part is the driver's time outside calls on "
     "its stack (its checks), engine is the driver's pulumi up minus the raw one",
+    "additive_release: the same additive release (v1 -> v1.1) on a fresh stack per path; the "
+    "compatible path's total includes its rehearsal, as `zdd deploy --strategy auto` runs it",
     "other work may share the cores (see the load averages): figures are noisy",
 ]
 
@@ -106,6 +108,8 @@ def main() -> None:
                 )
             )
 
+    additive = paths.figures(env, RATE, sizes[0])
+
     front_door = frontdoor.figures(lambda: fresh_stack(env, "frontdoor"), free_port, say)
     proof_figures = proof.figures(PROOF_SIZE_MB, say)
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -113,6 +117,7 @@ def main() -> None:
         "machine": info,
         "side_by_side": side,
         "strategies": strategies,
+        "additive_release": additive,
         "db_copy": db_copy,
         "read_only_window": windows,
         "goals": goals(db_copy, windows, side),
@@ -146,6 +151,8 @@ def main() -> None:
     )
     say(f"wrote {out_dir / 'results.json'} and the charts in {time.time() - started:.0f}s")
     print_summary(results)
+    for line in paths.summary(additive):
+        say(line)
 
 
 def _interrupted(signum: int, _frame: object) -> None:
