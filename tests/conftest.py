@@ -58,6 +58,21 @@ class Result:
         return json.loads(self.stdout)
 
 
+def build_releases(app: str, *versions: str) -> None:
+    """A real application's releases, built once and cached across sessions
+    (apps/<app>/build_releases.py, apps/release_cache.py)."""
+    built = subprocess.run(
+        [sys.executable, "-m", f"apps.{app}.build_releases", *versions],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    print(built.stdout, end="")
+
+
 def run(argv: list[str], env: dict[str, str], timeout: float = 600) -> Result:
     done = subprocess.run(
         argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False

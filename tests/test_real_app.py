@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Result, stack_dir
+from tests.conftest import ROOT, Result, build_releases, stack_dir
 from zdd.processes import free_port
 
 pytestmark = pytest.mark.engine
@@ -30,16 +29,7 @@ NOTE = "written before the deployment"
 
 @pytest.fixture(scope="session")
 def mlflow_releases() -> None:
-    """Both releases, built once and cached across sessions (see apps/mlflow/build_releases.py)."""
-    built = subprocess.run(
-        [sys.executable, str(APP / "build_releases.py"), OLDER, NEWER],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    print(built.stdout, end="")
+    build_releases("mlflow", OLDER, NEWER)
 
 
 def call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Result, stack_dir
+from tests.conftest import ROOT, Result, build_releases, stack_dir
 from zdd.sqlite_files import files_folder
 
 pytestmark = pytest.mark.engine
@@ -82,16 +81,7 @@ with transaction.atomic():
 
 @pytest.fixture(scope="session")
 def djangocms_releases() -> None:
-    """Both releases, built once and cached across sessions (apps/djangocms/build_releases.py)."""
-    built = subprocess.run(
-        [sys.executable, str(APP / "build_releases.py"), OLDER, NEWER],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    print(built.stdout, end="")
+    build_releases("djangocms", OLDER, NEWER)
 
 
 def manage_shell(version: str, database: Path, files: Path, script: str) -> Result:
