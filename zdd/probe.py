@@ -47,7 +47,8 @@ HELD_HEADER = "X-ZDD-Held"
 # its own time: the probe waits as long as an impatient visitor's browser would.
 REQUEST_TIMEOUT_SECONDS = 60
 # Writes outstanding at once, per read slot: enough for a whole hold at the probe's write rate.
-WRITE_SLOTS_PER_READ_SLOT = 20
+WRITE_SLOTS_PER_READ_SLOT = 50
+KEEPALIVE_SECONDS = 5.0
 # Read-backs pick among the most recently acknowledged writes.
 _RECENT = 50
 
@@ -297,7 +298,11 @@ class LoadProbe:
         # Writes have slots of their own: a front door holding them for seconds must not take
         # the slots of the reads, which would then go unmeasured for as long as it holds.
         write_slots = self.concurrency * WRITE_SLOTS_PER_READ_SLOT
-        connector = aiohttp.TCPConnector(limit=self.concurrency + write_slots)
+        # Idle connections are closed well before the front door's keep-alive timeout (30 s):
+        # a POST on a connection the server closed that very moment is failed, never retried.
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency + write_slots, keepalive_timeout=KEEPALIVE_SECONDS
+        )
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
         async with aiohttp.ClientSession(
             self.public_url, connector=connector, timeout=timeout
