@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -33,7 +32,7 @@ class Settings:
     version: SiteVersion
     instance: str  # "primary" or "clone"
     database_mode: str  # "ReadWrite" or "ReadOnly"
-    database: Path
+    database: db.Database
 
     @property
     def read_only(self) -> bool:
@@ -120,12 +119,14 @@ def create_app(settings: Settings) -> Starlette:
         if settings.version.name != "v1":
             columns += ", summary"
             values += ", substr(:text, 1, 80)"
+        # PostgreSQL's drivers have no last row id: the server says it.
+        returning = " RETURNING id" if engine.dialect.name == "postgresql" else ""
         with engine.begin() as conn:
             result = conn.execute(
-                text(f"INSERT INTO articles ({columns}) VALUES ({values})"),
+                text(f"INSERT INTO articles ({columns}) VALUES ({values}){returning}"),
                 {"title": payload["title"], "text": payload.get("text", ""), "now": time.time()},
             )
-            new_id = result.lastrowid
+            new_id = result.scalar_one() if returning else result.lastrowid
         return JSONResponse({"id": new_id, "title": payload["title"]}, status_code=201)
 
     async def update_article(request: Request) -> Response:
