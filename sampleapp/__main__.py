@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> None:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Longer than the front door keeps an idle connection to it: HAProxy closes first. A
+        # site that closed first could do so just as HAProxy sends a write on that connection,
+        # which HAProxy cannot retry and passes on to the visitor as a dropped connection.
+        timeout_keep_alive=75,
         backlog=2048,
     )
 

@@ -65,7 +65,7 @@ def test_full_deployment_on_postgresql_under_load_loses_nothing(
     assert probe["writes_acknowledged"] > 0 and probe["writes_refused"] == 0
     assert report.get("read_only_violation") is None
     # The server is the stack's own, and goes with the stack.
-    assert processes_naming(postgres.data_dir(stack_dir(stack["stack"])))
+    assert processes_naming(stack_dir(stack["stack"]))
 
 
 def test_rollback_with_database_after_a_failed_migration_serves_every_acknowledged_row(
