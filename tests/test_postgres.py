@@ -159,6 +159,16 @@ def test_the_engine_is_read_from_the_app_spec() -> None:
         appspec.from_document({**base, "database": {"size": 1}}, None)
 
 
+def test_a_stack_keeps_its_database_engine() -> None:
+    base = {"releases": "/r/{version}", "start": ["bin/site"]}
+    sqlite = appspec.from_document(base, None)
+    server = appspec.from_document({**base, "database": {"engine": "postgresql"}}, None)
+    appspec.check_same_engine(None, server)
+    appspec.check_same_engine(server, server)
+    with pytest.raises(BadInput, match="keeps its database engine"):
+        appspec.check_same_engine(sqlite, server)
+
+
 def test_missing_server_programs_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -209,6 +209,16 @@ class AppSpec:
         return json.dumps(document, sort_keys=True)
 
 
+def check_same_engine(running: AppSpec | None, new: AppSpec) -> None:
+    """A stack keeps its database engine: a new spec on another one would start the site on an
+    empty database, with the data left behind in the old one."""
+    if running is not None and running.engine is not new.engine:
+        raise InvalidAppSpec(
+            f"the stack's site runs on {running.engine} and the new app spec asks for "
+            f"{new.engine}; a stack keeps its database engine: move the data with a new stack"
+        )
+
+
 def read_file(path: Path) -> AppSpec:
     """The app spec in the file at `path` (`zdd init --app`, `zdd app set`)."""
     try:
