@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from zdd.errors import BadInput
-from zdd.sqlite_files import copy_files, digest_files, files_folder
+from zdd.sqlite_files import digest_files, files_folder
 
 # The OS user the server runs as when the update runs as root (Debian's package creates it).
 SERVER_USER = "postgres"
@@ -188,10 +188,6 @@ def _give_to_server_user(path: Path) -> None:
     if os.getuid() == 0:
         user = pwd.getpwnam(SERVER_USER)
         os.chown(path, user.pw_uid, user.pw_gid)
-
-
-def is_initialized(data_dir: Path) -> bool:
-    return (data_dir / "PG_VERSION").is_file()
 
 
 def init_cluster(data_dir: Path, socket_dir: Path, binaries: Path, admin_password: str) -> None:
@@ -529,10 +525,6 @@ def site_data_digest(server: Server, name: str, files: Path) -> str:
 def files_of(state_dir: Path, name: str) -> Path:
     """The site's persistent files beside a database of the stack's cluster."""
     return files_folder(state_dir / f"{name}.pg")
-
-
-def copy_site_files(source: Path, destination: Path) -> None:
-    copy_files(source, destination)
 
 
 def _run(argv: list[str], what: str) -> None:

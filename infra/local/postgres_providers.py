@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
@@ -180,8 +179,3 @@ class PostgresRestorePointProvider(ResourceProvider):
         backup = Path(props["backup_path"])
         backup.unlink(missing_ok=True)
         shutil.rmtree(files_folder(backup), ignore_errors=True)
-
-
-def server_props(props: dict[str, Any]) -> dict[str, Any]:
-    """What a database resource needs of the cluster's outputs to reach it."""
-    return {key: props[key] for key in ("port", "bin_dir", *SECRET_OUTPUTS)}
