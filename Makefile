@@ -22,8 +22,9 @@ test: lint typecheck
 unit: setup
 	$(BIN)/pytest -q -m "not engine"
 
+# DATABASE=postgresql runs the sample site on the stack's own PostgreSQL cluster.
 demo: setup
-	$(BIN)/zdd demo
+	$(BIN)/zdd demo $(if $(DATABASE),--database $(DATABASE))
 
 bench: setup
 	$(BIN)/python -m zdd.bench

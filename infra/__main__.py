@@ -39,6 +39,9 @@ pulumi.export("clone_archive", built.clone_database.archive if built.clone_datab
 pulumi.export(
     "clone_database_digest", built.clone_database.copy_digest if built.clone_database else None
 )
+# A local stack's PostgreSQL server (port, programs, role passwords as secrets): the driver
+# reads the clone's digest through it.
+pulumi.export("database_server", getattr(built.primary_database, "server_outputs", None))
 pulumi.export("public_url", built.front_door.public_url)
 pulumi.export("preview_url", built.front_door.preview_url)
 # Locally the driver reads the drain from HAProxy's counters, over its admin socket.

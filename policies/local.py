@@ -12,13 +12,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePath
 
 from policies.model import Resource, StackConfig, TargetChecks, Violation, clone_mode_problems
+from zdd import postgres
 from zdd.sqlite_files import restore_point_file_name
 
-# The local target's resources (dynamic resources; see infra/local/components.py).
+# The local target's resources (dynamic resources; see infra/local/components.py and, for a
+# stack on PostgreSQL, infra/local/postgres_components.py).
 PRIMARY_DB_FILE = "primary-db-file"
 CLONE_DB_FILE = "clone-db-file"
+PRIMARY_DB_SERVER = "primary-db-database"
+CLONE_DB_SERVER = "clone-db-database"
 
 _PRIMARY_FILE_RE = re.compile(r"^primary-g(\d+)\.sqlite$")
+_PRIMARY_DATABASE_RE = re.compile(r"^primary_g(\d+)$")
 
 
 def _is_local_site(resource: Resource) -> bool:
@@ -47,6 +52,8 @@ def check_clone_read_only(resource: Resource, config: StackConfig) -> list[str]:
 def check_primary_database_protected(resource: Resource, config: StackConfig) -> list[str]:
     """What replaces the file (a new `path` or `source`) can only change with a new database
     generation, and a new generation only comes from the recorded restore point."""
+    if resource.is_dynamic and resource.name == PRIMARY_DB_SERVER:
+        return _primary_server_database_problems(resource, config)
     if not (resource.is_dynamic and resource.name == PRIMARY_DB_FILE):
         return []
     path = PurePath(str(resource.prop("path", "")))
@@ -100,6 +107,47 @@ def check_primary_database_protected(resource: Resource, config: StackConfig) ->
     return problems
 
 
+def _primary_server_database_problems(resource: Resource, config: StackConfig) -> list[str]:
+    """As for a file: a database of the stack's cluster is of the current generation, never a
+    copy, and a generation above 1 comes from the restore point of its rollback."""
+    name = str(resource.prop("name", ""))
+    match = _PRIMARY_DATABASE_RE.match(name)
+    if match is None:
+        return [f"{resource.name}: {name} is not a primary database generation"]
+    problems = []
+    generation, wanted = int(match.group(1)), config.generation
+    if wanted is not None and generation != wanted:
+        problems.append(
+            f"{resource.name}: {name} is generation {generation}, the stack's primary database "
+            f"is generation {wanted} (zdd:databaseGeneration): that would replace it"
+        )
+    if resource.prop("source"):
+        problems.append(f"{resource.name}: the primary database is never a copy of another one")
+    restore_from = resource.prop("restore_from")
+    restored_from = config.get("restoredFrom")
+    if generation == 1 and restore_from:
+        problems.append(f"{resource.name}: generation 1 is the original database, never restored")
+    if generation > 1 and (
+        not restore_from
+        or restored_from is None
+        or PurePath(str(restore_from)).name != postgres.restore_point_file_name(restored_from)
+    ):
+        problems.append(
+            f"{resource.name}: generation {generation} is only made from the restore point "
+            f"zdd:restoredFrom of a rollback with database, not from {restore_from}"
+        )
+    return problems
+
+
+def _primary_generation(resource: Resource) -> int | None:
+    """The generation a primary database resource (a file or a server's database) holds."""
+    if resource.name == PRIMARY_DB_SERVER:
+        match = _PRIMARY_DATABASE_RE.match(str(resource.prop("name", "")))
+    else:
+        match = _PRIMARY_FILE_RE.match(PurePath(str(resource.prop("path", ""))).name)
+    return int(match.group(1)) if match else None
+
+
 def check_primary_database_present(
     resources: Sequence[Resource], config: StackConfig
 ) -> list[Violation]:
@@ -109,15 +157,17 @@ def check_primary_database_present(
         return []
     problems: list[Violation] = []
     wanted = config.generation
-    files = [r for r in resources if r.is_dynamic and r.name == PRIMARY_DB_FILE]
+    files = [
+        r for r in resources if r.is_dynamic and r.name in (PRIMARY_DB_FILE, PRIMARY_DB_SERVER)
+    ]
     if len(files) != 1:
         problems.append(
             Violation(f"the stack has {len(files)} primary database files, it needs one")
         )
     for file in files:
-        name = PurePath(str(file.prop("path", ""))).name
-        match = _PRIMARY_FILE_RE.match(name)
-        if match is None or (wanted is not None and int(match.group(1)) != wanted):
+        generation = _primary_generation(file)
+        if generation is None or (wanted is not None and generation != wanted):
+            name = file.prop("path") or file.prop("name")
             problems.append(
                 Violation(
                     f"{file.name}: {name} is not generation {wanted} of the primary database",
@@ -162,6 +212,12 @@ def check_one_public_origin(resources: Sequence[Resource], _config: StackConfig)
 
 
 def check_clone_database_is_copy(resource: Resource, config: StackConfig) -> list[str]:
+    if resource.is_dynamic and resource.name == CLONE_DB_SERVER:
+        source = str(resource.prop("source") or "")
+        wanted = config.generation
+        if source != postgres.database_name("primary", wanted or 1):
+            return [f"{resource.name}: copies {source!r}, not the current primary database"]
+        return []
     if not (resource.is_dynamic and resource.name == CLONE_DB_FILE):
         return []
     source = resource.prop("source")

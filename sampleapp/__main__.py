@@ -7,6 +7,7 @@ holds `bin/sampleapp`, which runs this code as that version (`apps/sample/app.ya
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,23 @@ def make_releases(folder: Path) -> None:
             launcher.chmod(0o755)
 
 
+# A server's URL holds a password: it comes in the environment, never on the command line,
+# which every user of the machine can read.
+DATABASE_URL_VARIABLE = "DATABASE_URL"
+DATABASE_HELP = (
+    f"the SQLite file; without it, the database server's URL in ${DATABASE_URL_VARIABLE}"
+)
+
+
+def _database(parser: argparse.ArgumentParser, path: Path | None) -> db.Database:
+    if path is not None:
+        return path
+    url = os.environ.get(DATABASE_URL_VARIABLE)
+    if not url:
+        parser.error(f"give --database FILE or set {DATABASE_URL_VARIABLE}")
+    return url
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sampleapp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,11 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--version", required=True)
     serve.add_argument("--instance", choices=["primary", "clone"], required=True)
     serve.add_argument("--database-mode", choices=["ReadWrite", "ReadOnly"], required=True)
-    serve.add_argument("--database", type=Path, required=True)
+    serve.add_argument("--database", type=Path, help=DATABASE_HELP)
     serve.add_argument("--port", type=int, required=True)
     migrate = sub.add_parser("migrate", help="migrate a database to what a version needs")
     migrate.add_argument("--version", required=True)
-    migrate.add_argument("--database", type=Path, required=True)
+    migrate.add_argument("--database", type=Path, help=DATABASE_HELP)
     releases = sub.add_parser("releases", help="make a release folder per version")
     releases.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
@@ -57,10 +75,11 @@ def main(argv: list[str] | None = None) -> None:
         make_releases(args.folder)
         return
     version = resolve(args.version)
+    database = _database(parser, args.database)
     if args.command == "migrate":
-        db.migrate(args.database, version.schema_revision)
+        db.migrate(database, version.schema_revision)
         return
-    app = create_app(Settings(version, args.instance, args.database_mode, args.database))
+    app = create_app(Settings(version, args.instance, args.database_mode, database))
     uvicorn.run(
         app,
         host="127.0.0.1",
@@ -68,6 +87,10 @@ def main(argv: list[str] | None = None) -> None:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Longer than the front door keeps an idle connection to it: HAProxy closes first. A
+        # site that closed first could do so just as HAProxy sends a write on that connection,
+        # which HAProxy cannot retry and passes on to the visitor as a dropped connection.
+        timeout_keep_alive=75,
         backlog=2048,
     )
 

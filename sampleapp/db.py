@@ -1,4 +1,5 @@
-"""Database access for the sample site: SQLite through SQLAlchemy, schema through Alembic."""
+"""Database access for the sample site: SQLite or PostgreSQL through SQLAlchemy, schema through
+Alembic. A database is a SQLite file's path or a server's URL (`postgresql://...`)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,24 @@ from sqlalchemy import Engine, create_engine, event, inspect
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def url_for(path: Path, *, read_only: bool = False) -> str:
+# What names a database: a SQLite file, or a database server's URL.
+Database = Path | str
+
+
+def url_for(path: Database, *, read_only: bool = False) -> str:
+    if isinstance(path, str):
+        # A server's URL: a read-only clone's role and database refuse writes themselves.
+        return path
     # A read-only connection makes the ReadOnly promise physical: the clone cannot write.
     if read_only:
         return f"sqlite:///file:{path}?mode=ro&uri=true"
     return f"sqlite:///{path}"
 
 
-def open_engine(path: Path, *, read_only: bool = False) -> Engine:
+def open_engine(path: Database, *, read_only: bool = False) -> Engine:
+    if isinstance(path, str):
+        # Pre-ping: a connection kept from before a server restart is replaced, not failed.
+        return create_engine(path, pool_size=8, max_overflow=8, pool_pre_ping=True)
     engine = create_engine(
         url_for(path, read_only=read_only),
         connect_args={"check_same_thread": False, "timeout": 30},
@@ -40,16 +51,17 @@ def open_engine(path: Path, *, read_only: bool = False) -> Engine:
     return engine
 
 
-def alembic_config(path: Path) -> Config:
+def alembic_config(path: Database) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url_for(path))
     return config
 
 
-def migrate(path: Path, revision: str) -> None:
-    """Bring the database at `path` to `revision` (creating it if needed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def migrate(path: Database, revision: str) -> None:
+    """Bring the database at `path` to `revision` (creating a SQLite file if needed)."""
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(path), revision)
 
 

@@ -100,4 +100,10 @@ if ! command -v wrk >/dev/null; then
   if apt_install wrk; then step "installed wrk (Debian package) for make bench"
   else step "no wrk: make bench skips its front door figures (Debian/Ubuntu: sudo apt-get install wrk)"; fi
 fi
+# 5. PostgreSQL for sites whose app spec asks for it (database: {engine: postgresql}): the
+# server's programs only; zdd/postgres.py runs one cluster per stack, never the package's own.
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v postgres >/dev/null; then
+  if apt_install postgresql; then step "installed PostgreSQL (Debian package postgresql)"
+  else step "no PostgreSQL: stacks on it are refused (Debian/Ubuntu: sudo apt-get install postgresql)"; fi
+fi
 step "ready: pulumi $(version_of "$cli"), HAProxy $(haproxy_version), $("$venv/bin/python" --version)"

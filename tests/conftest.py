@@ -25,6 +25,20 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.pop("COLUMNS", None)
 
 
+def processes_naming(folder: Path) -> list[int]:
+    """Pids of any user's processes whose command line names `folder` (a database server runs
+    as its own OS user, out of reach of the owner ids)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if entry.name.isdigit() and f"{folder}/" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def stack_dir(name: str) -> Path:
     """Where a local stack's own files live."""
     return stack_dir_under(ROOT / STATE_ROOT, name)
@@ -122,3 +136,4 @@ def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[..., dict[str, 
         state_dir = stack_dir(name)
         assert not state_dir.exists()
         assert find_owned_under(state_dir) == [], f"processes left running for {name}"
+        assert processes_naming(state_dir) == [], f"a server left running for {name}"

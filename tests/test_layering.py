@@ -26,6 +26,7 @@ NEUTRAL = frozenset(
         "zdd.environment",
         "zdd.errors",
         "zdd.phases",
+        "zdd.postgres",
         "zdd.processes",
         "zdd.registry",
         "zdd.sqlite_files",

@@ -16,6 +16,7 @@ from typing import Any
 
 from zdd import appspec
 from zdd.actions import Action
+from zdd.appspec import DatabaseEngine
 from zdd.driver import Driver, Say
 from zdd.environment import Environment, LoggedComponent, find_project_root
 from zdd.errors import BadInput
@@ -387,15 +388,35 @@ def init_stack(
     app: Path | None = None,
     project: Path | None = None,
     on_progress: Say | None = None,
+    database: DatabaseEngine | None = None,
 ) -> SmoothStack:
-    """Create a stack for the site `app` describes (locally the sample site by default) and
-    bring it to `idle` on `version`."""
+    """Create a stack for the site `app` describes (locally the sample site by default, on
+    `database`) and bring it to `idle` on `version`."""
     check_stack_name(name)
     check_version_format(version)
     env = engine_environment(name, target, project=project)
+    app = sample_or_spec(env, app, database)
     driver = Driver(env, name, on_progress or _quiet)
     driver.init(target, version, app)
     return SmoothStack(driver)
+
+
+def sample_or_spec(
+    env: Environment, app: Path | None, database: DatabaseEngine | None
+) -> Path | None:
+    """`--database` picks the sample site's spec on that engine; with `--app`, the spec says
+    which engine it runs on, and a `--database` that says otherwise is refused."""
+    if database is None:
+        return app
+    if app is None:
+        return env.sample_app_on(str(database))
+    engine = appspec.read_file(app).engine
+    if engine is not database:
+        raise BadInput(
+            f"--database {database} but the app spec {app} runs on {engine} "
+            "(its `database.engine`): drop --database, or change the spec"
+        )
+    return app
 
 
 def _quiet(_message: str) -> None:

@@ -18,6 +18,7 @@ the Pulumi program reads it back from there. An example, `apps/sample/app.yaml`:
       path: /healthz                # answers 2xx once the site is ready
       timeoutSeconds: 30            # how long to wait for it (start and gates)
     probe: {}                       # optional: what the load probe reads and writes
+    database: {engine: sqlite}      # or postgresql: one PostgreSQL cluster per stack
 
 Placeholders the platform fills (`{{` and `}}` stand for literal braces):
 
@@ -25,6 +26,11 @@ Placeholders the platform fills (`{{` and `}}` stand for literal braces):
 - `{database}`: the SQLite file; `{database_url}`: its URL, `sqlite:////ABSOLUTE/PATH`, the
   form SQLAlchemy and Django's dj-database-url both read (a read-only clone's file is marked
   read-only in its own header, so SQLite refuses its writes whatever the site opens it with);
+  with `database: {engine: postgresql}`, `{database}` is the database's name in the stack's
+  cluster and `{database_url}` is `postgresql://ROLE:PASSWORD@127.0.0.1:PORT/NAME`, which
+  SQLAlchemy 2.1 (psycopg 3 by default), dj-database-url, psycopg and libpq all read (a
+  read-only clone logs in as a role that may only read, in a database whose transactions are
+  read-only);
 - `{files}`: the site's persistent files folder (uploads, media): one per database
   generation, copied into the clone, part of every restore point, restored with the database;
 - `{database_mode}`: `ReadOnly` or `ReadWrite`; `{instance}`: `primary` or `clone`;
@@ -72,7 +78,7 @@ PLACEHOLDERS = frozenset(
 REMOTE_PLACEHOLDERS = frozenset({"port", "database", "database_mode", "instance", "version"})
 # A cloud web app pulls its image or package and starts in minutes, not seconds.
 DEFAULT_REMOTE_HEALTH_TIMEOUT_SECONDS = 600.0
-_FIELDS = ("releases", "start", "env", "migrate", "digest", "health", "probe")
+_FIELDS = ("releases", "start", "env", "migrate", "digest", "health", "probe", "database")
 # An image name before its tag: [registry[:port]/]path, lower case (the Docker reference).
 _IMAGE_NAME_RE = re.compile(
     r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)+$"
@@ -83,6 +89,13 @@ _HEALTH_FIELDS = ("path", "timeoutSeconds")
 
 class InvalidAppSpec(BadInput, ValueError):
     """The app spec cannot be used; the message names the field and the fix."""
+
+
+class DatabaseEngine(StrEnum):
+    """What holds the site's database on the local target."""
+
+    SQLITE = "sqlite"  # a file per database generation
+    POSTGRESQL = "postgresql"  # a database per generation in the stack's PostgreSQL cluster
 
 
 class ReleaseKind(StrEnum):
@@ -121,12 +134,14 @@ class Placement:
     database: str
     files: str
     port: int
+    # A database server's URL (credentials included); None: `database` is a SQLite file.
+    server_url: str | None = None
 
     @property
     def database_url(self) -> str:
         # The plain form every framework's URL parser reads (SQLAlchemy, dj-database-url, ...):
         # a read-only clone's file refuses writes by itself, so the URL needs no options.
-        return f"sqlite:///{self.database}"
+        return self.server_url or f"sqlite:///{self.database}"
 
     def values(self) -> dict[str, str]:
         return {
@@ -155,6 +170,8 @@ class AppSpec:
     probe: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # Prints a digest of the database's content (a cloud target's restore point records it).
     digest: tuple[str, ...] = ()
+    # What holds the database on the local target.
+    engine: DatabaseEngine = DatabaseEngine.SQLITE
 
     @property
     def release_kind(self) -> ReleaseKind:
@@ -186,7 +203,20 @@ class AppSpec:
             document["probe"] = dict(self.probe)
         if self.digest:
             document["digest"] = list(self.digest)
+        # Only when not the default: the stored spec of a SQLite site stays what it was.
+        if self.engine is not DatabaseEngine.SQLITE:
+            document["database"] = {"engine": str(self.engine)}
         return json.dumps(document, sort_keys=True)
+
+
+def check_same_engine(running: AppSpec | None, new: AppSpec) -> None:
+    """A stack keeps its database engine: a new spec on another one would start the site on an
+    empty database, with the data left behind in the old one."""
+    if running is not None and running.engine is not new.engine:
+        raise InvalidAppSpec(
+            f"the stack's site runs on {running.engine} and the new app spec asks for "
+            f"{new.engine}; a stack keeps its database engine: move the data with a new stack"
+        )
 
 
 def read_file(path: Path) -> AppSpec:
@@ -265,7 +295,23 @@ def from_document(document: object, folder: str | None) -> AppSpec:
             folder,
             remote=remote,
         ),
+        engine=_engine(document.get("database")),
     )
+
+
+def _engine(value: object) -> DatabaseEngine:
+    database = _mapping(value, "database")
+    unknown = sorted(set(database) - {"engine"})
+    if unknown:
+        raise InvalidAppSpec(f"app spec field `database.{unknown[0]}` is unknown; use `engine`")
+    raw = database.get("engine", DatabaseEngine.SQLITE)
+    try:
+        return DatabaseEngine(raw)
+    except ValueError:
+        allowed = ", ".join(engine.value for engine in DatabaseEngine)
+        raise InvalidAppSpec(
+            f"app spec field `database.engine` {raw!r} is not one of: {allowed}"
+        ) from None
 
 
 def fill(template: str, values: Mapping[str, str]) -> str:

@@ -19,7 +19,16 @@ from rich.table import Table
 
 from zdd import logs as zdd_logs
 from zdd.actions import Action
-from zdd.api import ActionRequest, Probe, SmoothStack, engine_environment, init_stack, open_stack
+from zdd.api import (
+    ActionRequest,
+    Probe,
+    SmoothStack,
+    engine_environment,
+    init_stack,
+    open_stack,
+    sample_or_spec,
+)
+from zdd.appspec import DatabaseEngine
 from zdd.console import stderr_console
 from zdd.driver import Driver
 from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment, LoggedComponent
@@ -48,6 +57,12 @@ app.add_typer(app_spec_commands, name="app")
 
 StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+DatabaseOpt = Annotated[
+    DatabaseEngine | None,
+    typer.Option(
+        help="The sample site's database engine (without --app); with --app, the spec's own.",
+    ),
+]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 PreviewOpt = Annotated[
     bool, typer.Option("--preview", help="Only show what the action would change (pulumi preview).")
@@ -127,11 +142,15 @@ def init(
             "apps/sample/app.yaml.",
         ),
     ] = None,
+    database: DatabaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a stack for the site its app spec describes and bring it to `idle` on VERSION."""
     made = _run(
-        as_json, lambda: init_stack(stack, version, target=target, app=app_file, on_progress=_say)
+        as_json,
+        lambda: init_stack(
+            stack, version, target=target, app=app_file, on_progress=_say, database=database
+        ),
     )
     status = _run(as_json, made.status)
     _emit(status.as_json(), as_json, lambda: _print_status(status.as_json()))
@@ -468,10 +487,12 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Leave the site running to browse it.")] = False,
     probe_rate: RateOpt = 400.0,
     chart: ChartOpt = None,
+    database: DatabaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A full smooth deployment on this machine: a fresh stack on v1, then v2 under load."""
     env = _env(stack, DEFAULT_TARGET, as_json)
+    app_file = _run(as_json, lambda: sample_or_spec(env, None, database))
     if Stack.exists(env, stack):
         previous = Driver(env, stack, _say)
         if _run(as_json, previous.stack.config).get(MADE_BY_KEY) != "demo":
@@ -489,7 +510,7 @@ def demo(
         _run(as_json, previous.destroy)
     driver = Driver(env, stack, _say)
     try:
-        _run(as_json, lambda: driver.init(DEFAULT_TARGET, SAMPLE_FROM_VERSION))
+        _run(as_json, lambda: driver.init(DEFAULT_TARGET, SAMPLE_FROM_VERSION, app_file))
         driver.stack.set_config({MADE_BY_KEY: "demo"})
         _act(stack, Action.DEPLOY, as_json=as_json, version=SAMPLE_TO_VERSION, probe=True,
              probe_rate=probe_rate, chart=chart)  # fmt: skip

@@ -338,7 +338,9 @@ class Driver:
         input. Either way nothing is written."""
         config, state, _outputs, ops = self._read()
         ops.check_ready()
-        app = appspec.read_file(app_file).to_config()
+        new_spec = appspec.read_file(app_file)
+        appspec.check_same_engine(appspec.from_config(config), new_spec)
+        app = new_spec.to_config()
         try:
             change = plan_app_change(state, app)
         except Refused as exc:

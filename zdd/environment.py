@@ -85,6 +85,14 @@ class Environment:
         """The bundled sample site's app spec: what a local stack runs when given no other."""
         return self.root / "apps" / "sample" / "app.yaml"
 
+    def sample_app_on(self, engine: str) -> Path:
+        """The sample site's app spec on a database engine (`sqlite`, `postgresql`)."""
+        return (
+            self.sample_app
+            if engine == "sqlite"
+            else self.sample_app.with_name(f"app-{engine}.yaml")
+        )
+
     def policy_packs(self) -> list[str]:
         """The policy pack every update runs: `policies/`, another one named by
         ZDD_POLICY_PACK, or none with ZDD_POLICY_PACK=none."""

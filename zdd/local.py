@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from infra.local.haproxy import AdminSocket, FrontDoorError
-from zdd import appspec, processes
+from zdd import appspec, postgres, processes
 from zdd.actions import RestorePointTaken
 from zdd.archive import LostWrites, clone_writes, writes_since
 from zdd.environment import Environment, log_file, ports_dir
 from zdd.errors import BadInput, GateFailed
-from zdd.phases import SERVED_BY_HEADER, Mode
+from zdd.phases import PORTS_PER_STACK, SERVED_BY_HEADER, Mode
 from zdd.registry import LOCAL_TARGET
 from zdd.rehearsal import RehearsalPlan
 from zdd.sqlite_files import data_digest, restore_point_file_name
@@ -35,11 +35,14 @@ def _resolve(version: str, config: Mapping[str, str]) -> None:
             f"app spec `releases`: version {version!r} has no release folder {release}; "
             "build that release there, or fix `releases`"
         )
+    if spec.engine is appspec.DatabaseEngine.POSTGRESQL:
+        postgres.require_bin_dir()
 
 
-def _free_port_block(registry: Path, size: int = 3, attempts: int = 200) -> int:
-    """A base port with `size` free ports after it (front door, primary, clone), none of them
-    held by another stack in the port registry (whose processes may be down just now)."""
+def _free_port_block(registry: Path, size: int = PORTS_PER_STACK, attempts: int = 200) -> int:
+    """A base port with `size` free ports after it (front door, primary, clone, database
+    server), none of them held by another stack in the port registry (whose processes may be
+    down just now)."""
     bases = processes.server_ports(step=10)
     for _ in range(attempts):
         base = random.choice(bases)
@@ -69,8 +72,15 @@ def _in_flight(outputs: Mapping[str, Any], origin: str) -> int:
 
 def _read_only_violation(env: Environment, stack: str, outputs: Mapping[str, Any]) -> str | None:
     copied = outputs.get("clone_database_digest")
+    if outputs.get("mode") != Mode.READ_ONLY or not copied:
+        return None
+    server = outputs.get("database_server")
+    if server:
+        return _server_read_only_violation(
+            env, stack, str(outputs["clone_database"]), server, copied
+        )
     database = env.stack_dir(stack) / str(outputs.get("clone_database"))
-    if outputs.get("mode") != Mode.READ_ONLY or not copied or not database.exists():
+    if not database.exists():
         return None
     now = data_digest(database)
     if now == copied:
@@ -82,6 +92,26 @@ def _read_only_violation(env: Environment, stack: str, outputs: Mapping[str, Any
     )
 
 
+def _server_read_only_violation(
+    env: Environment, stack: str, name: str, outputs: Mapping[str, Any], copied: str
+) -> str | None:
+    """As for a SQLite copy, with the digest the server computes of the clone's database."""
+    server = postgres.server_from_outputs(outputs)
+    try:
+        if not postgres.database_exists(server, name):
+            return None
+        now = postgres.site_data_digest(server, name, postgres.files_of(env.stack_dir(stack), name))
+    except (postgres.DatabaseError, postgres.PostgresFailed):
+        return None
+    if now == copied:
+        return None
+    return (
+        f"read-only violation: the read-only clone's database {name} or its files changed "
+        f"after they were copied (digest {copied[:12]} then, {now[:12]} now): the site wrote "
+        "to them in ReadOnly mode"
+    )
+
+
 def _forget(env: Environment, stack: str) -> None:
     """Only the stack's own folder (logs, retired database generations), derived from its name,
     never one its config names; archives and other stacks' folders stay. Only processes whose
@@ -89,11 +119,17 @@ def _forget(env: Environment, stack: str) -> None:
     folder = env.stack_dir(stack)
     for pid in processes.find_owned_under(folder):
         processes.terminate(pid, timeout=5)
+    # A database server runs as its own OS user, out of reach of the owner ids: it is found by
+    # the pid file in its data folder, inside the stack's folder.
+    postgres.stop_cluster(postgres.data_dir(folder), postgres.bin_dir(), mode="immediate")
     shutil.rmtree(folder, ignore_errors=True)
 
 
 def _restore_point_problem(env: Environment, stack: str, taken: RestorePointTaken) -> str | None:
-    path = env.stack_dir(stack) / restore_point_file_name(taken.id)
+    # A SQLite file, or a PostgreSQL dump: both are proven by their bytes and their files.
+    folder = env.stack_dir(stack)
+    dump = folder / postgres.restore_point_file_name(taken.id)
+    path = dump if dump.is_file() else folder / restore_point_file_name(taken.id)
     if not path.is_file():
         return f"its file {path} is gone"
     try:
@@ -126,6 +162,12 @@ def _rehearsal(
     version: str,
 ) -> RehearsalPlan:
     """A rehearsal on a copy of the primary's SQLite file, in the stack's own folder."""
+    spec = app_spec(config)
+    if spec.engine is not appspec.DatabaseEngine.SQLITE:
+        raise BadInput(
+            f"stack {stack!r} runs on {spec.engine}: a rehearsal copies SQLite files only so "
+            "far; deploy with --strategy clone"
+        )
     database = outputs.get("primary_database")
     if not database:
         raise BadInput(f"stack {stack!r} has no primary database yet; run `zdd resume`")
@@ -133,7 +175,7 @@ def _rehearsal(
         stack=stack,
         stack_dir=env.stack_dir(stack),
         source=env.stack_dir(stack) / str(database),
-        spec=app_spec(config),
+        spec=spec,
         from_version=config["currentVersion"],
         version=version,
     )

@@ -262,11 +262,14 @@ def settings_digest(config: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(deciding, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# A local stack's ports from `zdd:basePort` on: front door, primary, clone, database server.
+PORTS_PER_STACK = 4
+
 # The `zdd:*` keys that tune a stack without deciding what exists: (kind, smallest, largest).
 OPERATIONAL_KEYS: dict[str, tuple[type[int] | type[float], float, float]] = {
     "gateTimeoutSeconds": (float, 1, 86_400),
     "archiveRetention": (int, 1, 1_000),
-    "basePort": (int, 1_024, 65_533),
+    "basePort": (int, 1_024, 65_536 - PORTS_PER_STACK),
 }
 
 

@@ -125,7 +125,13 @@ def data_digest(database: Path) -> str:
     folder, byte for byte: it costs one sequential read, less than the copy it proves."""
     digest = hashlib.sha256()
     _hash_file(database, digest)
-    folder = files_folder(database)
+    digest_files(files_folder(database), digest)
+    return digest.hexdigest()
+
+
+def digest_files(folder: Path, digest: hashlib._Hash) -> None:
+    """Add a files folder to `digest`: every path, link target and byte, in a fixed order (a
+    missing folder adds nothing)."""
     for path in sorted(_files_under(folder)):
         relative = path.relative_to(folder).as_posix()
         digest.update(f"\0{relative}\0".encode())
@@ -133,7 +139,6 @@ def data_digest(database: Path) -> str:
             digest.update(os.readlink(path).encode())
         else:
             _hash_file(path, digest)
-    return digest.hexdigest()
 
 
 def _files_under(folder: Path) -> Iterator[Path]:

@@ -38,6 +38,16 @@ HISTORY_PAGE_SIZE = 100
 _WORKSPACES: dict[tuple[str, tuple[tuple[str, str], ...]], auto.LocalWorkspace] = {}
 
 
+def _holds_mask(value: object) -> bool:
+    """Whether a masked secret is in `value`, at any depth (a secret object keeps its keys and
+    shows its values masked)."""
+    if isinstance(value, dict):
+        return any(_holds_mask(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_mask(item) for item in value)
+    return value == SECRET_MASK
+
+
 def check_stack_name(name: str) -> None:
     if not _STACK_NAME.match(name):
         raise BadInput(
@@ -354,7 +364,7 @@ class Stack:
         finally:
             self._stack.reads_after_up = True
         # Secret outputs reach the events masked: those (and only those) are read from the CLI.
-        masked = log.outputs is None or SECRET_MASK in log.outputs.values()
+        masked = log.outputs is None or _holds_mask(log.outputs)
         self._outputs = None if masked else log.outputs
         summary = log.summary
         seconds = float(summary.duration_seconds) if summary else 0.0
@@ -397,7 +407,7 @@ class Stack:
         """The outputs in one CLI run; a second run, which derives the passphrase key, only
         when a value is secret (the Automation API always runs both)."""
         values: dict[str, Any] = json.loads(self._cli("stack", "output", "--json"))
-        if SECRET_MASK in values.values():
+        if _holds_mask(values):
             values = json.loads(self._cli("stack", "output", "--json", "--show-secrets"))
         return values
 

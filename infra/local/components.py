@@ -1,11 +1,12 @@
-"""Local target components: a SQLite database, a site process, a front door process."""
+"""Local target components: a SQLite database, a site process, a front door process (the
+PostgreSQL database is in infra/local/postgres_components.py)."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pulumi
 from pulumi.dynamic import Resource
@@ -34,7 +35,16 @@ class LocalSettings:
     python: str = str(Path(sys.prefix) / "bin" / "python")
 
     def port(self, role: str) -> int:
-        return self.base_port + {"frontdoor": 0, "primary": 1, "clone": 2}[role]
+        return self.base_port + {"frontdoor": 0, "primary": 1, "clone": 2, "database": 3}[role]
+
+
+@runtime_checkable
+class PlacesSites(Protocol):
+    """A database that says itself what its sites are told (a server's URL and role)."""
+
+    def placement(
+        self, version: str, instance: Instance, mode: DatabaseMode
+    ) -> pulumi.Output[Placement]: ...
 
 
 def restore_point_path(settings: LocalSettings, restore_point: str) -> Path:
@@ -184,8 +194,12 @@ class LocalSite(pulumi.ComponentResource):
     ) -> None:
         super().__init__("zdd:local:Site", name, None, opts)
         site, app = args.spec, settings.app
-        placement = _placement(
-            settings, site.version, site.instance, site.database_mode, args.database.connection
+        placement = (
+            args.database.placement(site.version, site.instance, site.database_mode)
+            if isinstance(args.database, PlacesSites)
+            else _placement(
+                settings, site.version, site.instance, site.database_mode, args.database.connection
+            )
         )
         self.process = _Dynamic(
             providers.WebAppProvider(),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pulumi
 
+from infra.components import DatabaseArgs, DatabaseLike
 from infra.local.components import LocalDatabase, LocalFrontDoor, LocalSettings, LocalSite
+from infra.local.postgres_components import PostgresCluster, PostgresDatabase
 from infra.program import Target
 from zdd import appspec
-from zdd.appspec import AppSpec
+from zdd.appspec import AppSpec, DatabaseEngine
 from zdd.environment import STATE_ROOT, archive_dir, ports_dir, stack_dir
 from zdd.phases import OPERATIONAL_KEYS, InvalidStackConfig, check_operational_config
 
@@ -42,10 +45,29 @@ def local_target(config: pulumi.Config) -> Target:
     )
     return Target(
         name="local",
-        database=lambda name, args, opts: LocalDatabase(name, args, settings, opts),
+        database=_database_maker(settings),
         site=lambda name, args, opts: LocalSite(name, args, settings, opts),
         front_door=lambda name, args, opts: LocalFrontDoor(name, args, settings, opts),
     )
+
+
+def _database_maker(
+    settings: LocalSettings,
+) -> Callable[[str, DatabaseArgs, pulumi.ResourceOptions | None], DatabaseLike]:
+    """SQLite files, or databases of the stack's PostgreSQL cluster, which is declared with the
+    first database (so it has the same options, the phase guard among them)."""
+    if settings.app.engine is DatabaseEngine.SQLITE:
+        return lambda name, args, opts: LocalDatabase(name, args, settings, opts)
+    clusters: list[PostgresCluster] = []
+
+    def database(
+        name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None
+    ) -> DatabaseLike:
+        if not clusters:
+            clusters.append(PostgresCluster("database-server", settings, opts))
+        return PostgresDatabase(name, args, settings, clusters[0], opts)
+
+    return database
 
 
 def _app(config: pulumi.Config) -> AppSpec:

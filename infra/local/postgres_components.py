@@ -1,0 +1,188 @@
+"""Local target components on PostgreSQL: the stack's cluster and a database in it, with the
+same shape as the SQLite database (connection, name, copy digest, restore point, migration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from infra.components import DatabaseArgs
+from infra.local import postgres_providers as providers
+from infra.local.components import LocalSettings, _Dynamic
+from infra.local.providers import MigrationProvider
+from zdd import postgres
+from zdd.appspec import Placement
+from zdd.environment import log_file
+from zdd.phases import MIGRATION_SUFFIX, RESTORE_POINT_SUFFIX, DatabaseMode, Instance
+
+# The cluster's log name (`zdd logs` reads the stack's logs by component name).
+LOG_NAME = "postgresql"
+
+
+class PostgresCluster(pulumi.ComponentResource):
+    """The stack's PostgreSQL server, on the fourth port of its block."""
+
+    def __init__(
+        self, name: str, settings: LocalSettings, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("zdd:local:DatabaseServer", name, None, opts)
+        self.server = _Dynamic(
+            providers.PostgresClusterProvider(),
+            f"{name}-cluster",
+            {
+                "data_dir": str(postgres.data_dir(settings.state_dir)),
+                "socket_dir": str(postgres.socket_dir(settings.state_dir)),
+                "bin_dir": str(postgres.require_bin_dir()),
+                "port": settings.port("database"),
+                "log_path": str(log_file(settings.state_dir, LOG_NAME)),
+                "ports_dir": str(settings.ports_dir),
+            },
+            pulumi.ResourceOptions(
+                parent=self, additional_secret_outputs=list(providers.SECRET_OUTPUTS)
+            ),
+            outputs=("pid", *providers.SECRET_OUTPUTS),
+        )
+        # What a database resource (and the driver, from the stack's outputs) reaches it with.
+        self.outputs: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(
+            pulumi.Output.all(
+                port=self.server.out("port"),
+                bin_dir=self.server.out("bin_dir"),
+                **{key: self.server.out(key) for key in providers.SECRET_OUTPUTS},
+            )
+        )
+        self.register_outputs({})
+
+
+class PostgresDatabase(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        args: DatabaseArgs,
+        settings: LocalSettings,
+        cluster: PostgresCluster,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("zdd:local:Database", name, None, opts)
+        if args.keep_baseline:
+            raise pulumi.RunError(
+                "a read-write clone is not available on PostgreSQL yet (its writes could not be "
+                "archived): deploy with --mode read-only"
+            )
+        child = pulumi.ResourceOptions(parent=self)
+        db_name = postgres.database_name(str(args.role), args.generation)
+        files = postgres.files_of(settings.state_dir, db_name)
+        self._settings, self._files, self._cluster = settings, files, cluster
+        self._read_only = args.read_only
+        restore_from = (
+            str(_restore_point_path(settings, args.restored_from)) if args.restored_from else None
+        )
+        source: pulumi.Input[str] | None = None
+        source_files = None
+        if isinstance(args.copy_of, PostgresDatabase):
+            source, source_files = args.copy_of.connection, str(args.copy_of.files)
+        self.database = _Dynamic(
+            providers.PostgresDatabaseProvider(),
+            f"{name}-database",
+            {
+                "server": cluster.outputs,
+                "name": db_name,
+                "files": str(files),
+                "source": source,
+                "source_files": source_files,
+                "restore_from": restore_from if source is None else None,
+                "read_only": args.read_only,
+                "front_door_folder": str(settings.state_dir) if args.hold_writes_for_copy else None,
+            },
+            # A primary database is never dropped by an update: a new generation (a rollback
+            # with database) leaves the old one in the cluster.
+            pulumi.ResourceOptions(
+                parent=self,
+                retain_on_delete=args.role is Instance.PRIMARY,
+                depends_on=[cluster],
+            ),
+            outputs=("copy_seconds", "digest"),
+        )
+        self.copy_digest: pulumi.Output[str] | None = (
+            self.database.out("digest") if args.copy_of is not None else None
+        )
+        self.archive: pulumi.Output[str] | None = None
+        ready: pulumi.Output[Any] = self.database.id
+        self.restore_point: _Dynamic | None = None
+        self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
+        if args.restore_point:
+            self.restore_point = _Dynamic(
+                providers.PostgresRestorePointProvider(),
+                f"{name}{RESTORE_POINT_SUFFIX}",
+                {
+                    "restore_point": args.restore_point,
+                    "server": cluster.outputs,
+                    "database": self.database.id,
+                    "files": str(files),
+                    "backup_path": str(_restore_point_path(settings, args.restore_point)),
+                },
+                child,
+                outputs=("taken_at", "digest"),
+            )
+            point = self.restore_point
+            self.restore_point_taken = pulumi.Output.all(
+                restore_point=point.out("restore_point"),
+                taken_at=point.out("taken_at"),
+                digest=point.out("digest"),
+            )
+        if args.schema_version:
+            # The migration waits for the restore point: no change before it is recorded.
+            after = [self.restore_point] if self.restore_point else []
+            version = args.schema_version
+            placement = self.placement(version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
+            migration = _Dynamic(
+                MigrationProvider(),
+                f"{name}{MIGRATION_SUFFIX}",
+                {
+                    # Names the migration's lock and owner id, beside the files folder.
+                    "database_path": self.database.id.apply(
+                        lambda n: str(settings.state_dir / f"{n}.pg")
+                    ),
+                    "version": version,
+                    "generation": args.generation,
+                    "release": settings.app.release(version),
+                    "argv": placement.apply(settings.app.migrate_command),
+                    "env": placement.apply(settings.app.environment),
+                },
+                pulumi.ResourceOptions(parent=self, depends_on=after),
+            )
+            ready = migration.id
+        self.connection: pulumi.Output[str] = ready.apply(lambda _: db_name)
+        self.database_name: pulumi.Output[str] = pulumi.Output.from_input(db_name)
+        self.server_outputs = cluster.outputs
+        self.register_outputs({"connection": self.connection})
+
+    @property
+    def files(self) -> Path:
+        return self._files
+
+    def placement(
+        self, version: str, instance: Instance, mode: DatabaseMode
+    ) -> pulumi.Output[Placement]:
+        """The values an app spec's placeholders take for one instance on this database: a
+        read-only clone's URL names the role that may only read."""
+        settings = self._settings
+        return pulumi.Output.all(self.database.id, self._cluster.outputs).apply(
+            lambda values: Placement(
+                version=version,
+                release=settings.app.release(version),
+                instance=str(instance),
+                database_mode=mode,
+                database=str(values[0]),
+                files=str(self._files),
+                port=settings.port(str(instance)),
+                server_url=postgres.server_from_outputs(values[1]).url(
+                    str(values[0]), read_only=self._read_only
+                ),
+            )
+        )
+
+
+def _restore_point_path(settings: LocalSettings, restore_point: str) -> Path:
+    return settings.state_dir / postgres.restore_point_file_name(restore_point)

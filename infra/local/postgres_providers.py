@@ -1,0 +1,181 @@
+"""Pulumi dynamic providers for a local stack on PostgreSQL: its cluster (a supervised server
+process like every other of the stack), its databases, and their restore points.
+
+The roles' passwords are generated when the cluster is created and kept in its state as
+secrets (`additional_secret_outputs`), as the Azure target keeps its clone's password.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+
+from infra.local import haproxy
+from infra.local.providers import Props, _changed, _ProcessProvider, _whole
+from zdd import postgres, processes
+from zdd.sqlite_files import copy_files, data_digest, files_folder
+
+# A server that was killed replays its write-ahead log before it takes logins again.
+SERVER_READY_SECONDS = 120.0
+# The role passwords the cluster's state keeps encrypted.
+SECRET_OUTPUTS = ("admin_password", "site_password", "reader_password")
+
+
+def _server(props: Props) -> postgres.Server:
+    return postgres.server_from_outputs(props["server"])
+
+
+class PostgresClusterProvider(_ProcessProvider):
+    """One PostgreSQL cluster per stack: `initdb` into the stack's folder at create, the server
+    run supervised under the stack's owner id (it comes back if it dies), found and stopped
+    through its own pid file, which lies in the stack's folder."""
+
+    _RESTART_ON = ("port", "bin_dir")
+    _REPLACE_ON = ("data_dir",)
+
+    def _stop(self, props: Props) -> None:
+        """The supervisor is asked to stop first (so it starts nothing again); the server then
+        gets a fast shutdown, which ends the sites' sessions instead of waiting for them."""
+        owner = self._owner(props)
+        for pid in processes.find_owned(owner):
+            processes.terminate(pid, timeout=0)
+        postgres.stop_cluster(Path(props["data_dir"]), Path(props["bin_dir"]))
+        processes.stop_owned(owner, timeout=5)
+        postgres.stop_cluster(Path(props["data_dir"]), Path(props["bin_dir"]), mode="immediate")
+
+    def _start(self, props: Props) -> Props:
+        props = _whole(props)
+        self._stop(props)
+        data, run, binaries = (Path(props[k]) for k in ("data_dir", "socket_dir", "bin_dir"))
+        run.mkdir(parents=True, exist_ok=True)
+        server = postgres.server_from_outputs(props)
+        try:
+            pid = self._launch(
+                props, postgres.server_argv(data, run, binaries, int(props["port"])), timeout=60
+            )
+            postgres.wait_ready(server, timeout=SERVER_READY_SECONDS)
+            postgres.ensure_roles(server)
+        except BaseException:
+            self._stop(props)
+            raise
+        return {**props, "pid": pid}
+
+    def create(self, props: Props) -> CreateResult:
+        props = {
+            **props,
+            **{key: postgres.generate_password() for key in SECRET_OUTPUTS},
+        }
+        # Nothing in the state owns a data folder left by a create that did not finish.
+        self._stop(props)
+        postgres.init_cluster(
+            Path(props["data_dir"]),
+            Path(props["socket_dir"]),
+            Path(props["bin_dir"]),
+            props["admin_password"],
+        )
+        outs = self._start(props)
+        return CreateResult(id_=f"postgresql:{outs['port']}", outs=outs)
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        replaces = _changed(olds, news, self._REPLACE_ON)
+        restart = _changed(olds, news, self._RESTART_ON)
+        return DiffResult(
+            changes=bool(replaces or restart) or not self._alive(olds),
+            replaces=replaces,
+            delete_before_replace=True,
+        )
+
+    def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
+        kept = {key: olds[key] for key in SECRET_OUTPUTS}
+        return UpdateResult(outs=self._start({**news, **kept}))
+
+    def delete(self, _id: str, props: Props) -> None:
+        self._stop(props)
+        super().delete(_id, props)
+        shutil.rmtree(Path(props["data_dir"]).parent, ignore_errors=True)
+
+
+class PostgresDatabaseProvider(ResourceProvider):
+    """A database of the stack's cluster and the site's files folder beside it; with `source`,
+    a consistent copy of another database of the cluster taken at create while that one keeps
+    being written (`read_only`: the clone's role may only read it, and every transaction in it
+    is read-only); with `restore_from`, a restore point's dump restored into it."""
+
+    # As for SQLite: a copy is taken once, when it is created, never again under a live clone.
+    _REPLACE_ON = ("name", "read_only", "restore_from")
+
+    def create(self, props: Props) -> CreateResult:
+        server, name, files = _server(props), props["name"], Path(props["files"])
+        started = time.monotonic()
+        digest = None
+        if props.get("source"):
+            if props.get("front_door_folder"):
+                # Writes wait at the front door from now until the primary serves again.
+                haproxy.hold_writes_for_copy(Path(props["front_door_folder"]), timeout=60)
+            postgres.copy_database(server, props["source"], name)
+            copy_files(Path(props["source_files"]), files)
+            if props.get("read_only"):
+                postgres.make_read_only(server, name)
+            digest = postgres.site_data_digest(server, name, files)
+        elif props.get("restore_from"):
+            dump = Path(props["restore_from"])
+            postgres.restore_database(server, dump, name)
+            copy_files(files_folder(dump), files)
+        else:
+            # A primary database is never emptied by a create (its state may have been lost).
+            if not postgres.database_exists(server, name):
+                postgres.create_database(server, name)
+            files.mkdir(parents=True, exist_ok=True)
+        outs = {
+            **props,
+            "copy_seconds": round(time.monotonic() - started, 3) if props.get("source") else 0.0,
+            "digest": digest,
+        }
+        return CreateResult(id_=name, outs=outs)
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        replaces = _changed(olds, news, self._REPLACE_ON)
+        try:
+            missing = not postgres.database_exists(_server(news), olds["name"])
+        except (postgres.DatabaseError, KeyError):
+            # The server is down: its own resource brings it back; nothing is known here.
+            missing = False
+        missing = missing or not Path(olds["files"]).is_dir()
+        return DiffResult(
+            changes=bool(replaces) or missing or olds.get("server") != news.get("server"),
+            replaces=replaces or (["name"] if missing else []),
+            delete_before_replace=True,
+        )
+
+    def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
+        # Only the server's description changed (its passwords after a new cluster).
+        kept = {key: olds.get(key) for key in ("copy_seconds", "digest")}
+        return UpdateResult(outs={**news, **kept})
+
+    def delete(self, _id: str, props: Props) -> None:
+        postgres.drop_database(_server(props), props["name"])
+        shutil.rmtree(Path(props["files"]), ignore_errors=True)
+
+
+class PostgresRestorePointProvider(ResourceProvider):
+    """A restore point of the primary database and its files, taken before their first change:
+    a dump (one snapshot), read-only on disk, and its digest as proof."""
+
+    def create(self, props: Props) -> CreateResult:
+        backup = Path(props["backup_path"])
+        postgres.dump_database(_server(props), props["database"], backup)
+        copy_files(Path(props["files"]), files_folder(backup))
+        outs = {**props, "taken_at": time.time(), "digest": data_digest(backup)}
+        return CreateResult(id_=props["restore_point"], outs=outs)
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        replaces = _changed(olds, news, ("restore_point", "backup_path"))
+        return DiffResult(changes=bool(replaces), replaces=replaces)
+
+    def delete(self, _id: str, props: Props) -> None:
+        backup = Path(props["backup_path"])
+        backup.unlink(missing_ok=True)
+        shutil.rmtree(files_folder(backup), ignore_errors=True)

@@ -1,0 +1,178 @@
+"""A stack's PostgreSQL, on a real server the tests start and stop: the clone's copy is
+consistent while the primary writes and does not hold it up, a write reaching the read-only
+clone is refused by the server itself, and a restore point restores exactly what it proved."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from zdd import appspec, postgres
+from zdd.errors import BadInput
+from zdd.processes import free_port
+
+pytestmark = pytest.mark.skipif(postgres.bin_dir() is None, reason="PostgreSQL is not installed")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[postgres.Server]:
+    folder = tmp_path_factory.mktemp("postgresql")
+    binaries = postgres.require_bin_dir()
+    found = postgres.Server(
+        port=free_port(),
+        admin_password=postgres.generate_password(),
+        site_password=postgres.generate_password(),
+        reader_password=postgres.generate_password(),
+        bin_dir=binaries,
+    )
+    data, run = folder / "data", folder / "run"
+    postgres.init_cluster(data, run, binaries, found.admin_password)
+    with open(folder / "server.log", "ab") as log:
+        process = subprocess.Popen(
+            postgres.server_argv(data, run, binaries, found.port), stdout=log, stderr=log
+        )
+    try:
+        postgres.wait_ready(found)
+        postgres.ensure_roles(found)
+        yield found
+    finally:
+        postgres.stop_cluster(data, binaries)
+        process.wait(timeout=30)
+
+
+def _articles(server: postgres.Server, name: str, rows: int) -> None:
+    postgres.create_database(server, name)
+    with psycopg.connect(server.url(name), autocommit=True) as conn:
+        conn.execute("CREATE TABLE articles (id bigserial PRIMARY KEY, title text NOT NULL)")
+        conn.execute(
+            "INSERT INTO articles (title) SELECT 'row ' || g FROM generate_series(1, %s) g",
+            (rows,),
+        )
+
+
+def test_copy_is_one_moment_of_a_primary_that_keeps_writing(server: postgres.Server) -> None:
+    _articles(server, "busy_g1", 200_000)
+    stop = threading.Event()
+    slowest = 0.0
+
+    def write() -> None:
+        nonlocal slowest
+        with psycopg.connect(server.url("busy_g1"), autocommit=True) as conn:
+            while not stop.is_set():
+                started = time.monotonic()
+                conn.execute("INSERT INTO articles (title) VALUES ('during the copy')")
+                slowest = max(slowest, time.monotonic() - started)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        time.sleep(0.2)
+        postgres.copy_database(server, "busy_g1", "busy_copy")
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        writer.join()
+    with psycopg.connect(server.url("busy_copy")) as conn:
+        count, highest = conn.execute("SELECT count(*), max(id) FROM articles").fetchone() or (0, 0)
+    with psycopg.connect(server.url("busy_g1")) as conn:
+        (later,) = conn.execute("SELECT count(*) FROM articles").fetchone() or (0,)
+    # One snapshot: every row up to the newest it holds, none after it, and the primary went on.
+    assert count == highest and count > 200_000
+    assert later > count
+    # The writer was never held up by the copy.
+    assert slowest < 1.0
+
+
+def test_a_write_reaching_the_read_only_clone_is_refused_by_the_server(
+    server: postgres.Server,
+) -> None:
+    _articles(server, "ro_g1", 10)
+    postgres.copy_database(server, "ro_g1", "ro_clone")
+    postgres.make_read_only(server, "ro_clone")
+    with psycopg.connect(server.url("ro_clone", read_only=True), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM articles").fetchone() == (10,)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("INSERT INTO articles (title) VALUES ('refused')")
+        # Even a session that turns the read-only default off: the role may only read.
+        conn.execute("SET default_transaction_read_only = off")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO articles (title) VALUES ('refused')")
+    # The owner's role, by a site that kept the primary's URL: refused too.
+    with (
+        psycopg.connect(server.url("ro_clone"), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
+    ):
+        conn.execute("DELETE FROM articles")
+    # The reader cannot reach the primary at all.
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(server.url("ro_g1", read_only=True)).close()
+
+
+def test_a_restore_point_restores_exactly_what_its_digest_proves(
+    server: postgres.Server, tmp_path: Path
+) -> None:
+    _articles(server, "rp_g1", 1_000)
+    before = postgres.content_digest(server, "rp_g1")
+    dump = tmp_path / postgres.restore_point_file_name("2026-01-01T00:00:00Z")
+    postgres.dump_database(server, "rp_g1", dump)
+    with psycopg.connect(server.url("rp_g1"), autocommit=True) as conn:
+        conn.execute("ALTER TABLE articles ADD COLUMN summary text")
+        conn.execute("UPDATE articles SET title = title || '!' WHERE id < 10")
+    assert postgres.content_digest(server, "rp_g1") != before
+    postgres.restore_database(server, dump, "rp_g2")
+    assert postgres.content_digest(server, "rp_g2") == before
+    # The dump is kept read-only on disk.
+    assert dump.stat().st_mode & 0o222 == 0
+
+
+def test_the_digest_sees_a_changed_row_and_not_the_storage_order(
+    server: postgres.Server,
+) -> None:
+    _articles(server, "dg_a", 100)
+    _articles(server, "dg_b", 100)
+    with psycopg.connect(server.url("dg_b"), autocommit=True) as conn:
+        # Same rows, other physical order.
+        conn.execute("UPDATE articles SET title = title WHERE id % 2 = 0")
+    assert postgres.content_digest(server, "dg_a") == postgres.content_digest(server, "dg_b")
+    with psycopg.connect(server.url("dg_b"), autocommit=True) as conn:
+        conn.execute("UPDATE articles SET title = 'changed' WHERE id = 50")
+    assert postgres.content_digest(server, "dg_a") != postgres.content_digest(server, "dg_b")
+
+
+def test_the_engine_is_read_from_the_app_spec() -> None:
+    base = {"releases": "/r/{version}", "start": ["bin/site"]}
+    assert appspec.from_document(base, None).engine is appspec.DatabaseEngine.SQLITE
+    spec = appspec.from_document({**base, "database": {"engine": "postgresql"}}, None)
+    assert spec.engine is appspec.DatabaseEngine.POSTGRESQL
+    assert appspec.from_config({"app": spec.to_config()}) == spec
+    # A SQLite site's stored spec is what it was before engines existed.
+    assert "database" not in appspec.from_document(base, None).to_config()
+    with pytest.raises(BadInput, match=r"database\.engine"):
+        appspec.from_document({**base, "database": {"engine": "mysql"}}, None)
+    with pytest.raises(BadInput, match=r"database\.size"):
+        appspec.from_document({**base, "database": {"size": 1}}, None)
+
+
+def test_a_stack_keeps_its_database_engine() -> None:
+    base = {"releases": "/r/{version}", "start": ["bin/site"]}
+    sqlite = appspec.from_document(base, None)
+    server = appspec.from_document({**base, "database": {"engine": "postgresql"}}, None)
+    appspec.check_same_engine(None, server)
+    appspec.check_same_engine(server, server)
+    with pytest.raises(BadInput, match="keeps its database engine"):
+        appspec.check_same_engine(sqlite, server)
+
+
+def test_missing_server_programs_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(postgres.BIN_DIR_VARIABLE, str(tmp_path))
+    assert postgres.bin_dir() is None
+    with pytest.raises(postgres.PostgresMissing, match="make setup"):
+        postgres.require_bin_dir()

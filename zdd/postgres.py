@@ -1,0 +1,533 @@
+"""The local target's PostgreSQL: one cluster per stack and its databases, created, copied while
+the primary writes, made read-only, dumped for restore points and proven by a digest the server
+computes, for the program and the driver alike (no Pulumi).
+
+The server refuses to run as root: as root, every server-side program (initdb, postgres, pg_ctl)
+runs as Debian's `postgres` user through `setpriv`, which executes it in place (no child, unlike
+`runuser`), so the supervisor's signals reach the server itself. Clients (pg_dump, pg_restore,
+psycopg) run as whoever runs the update and log in over TCP with a password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import sql
+
+from zdd.errors import BadInput
+from zdd.sqlite_files import digest_files, files_folder
+
+# The OS user the server runs as when the update runs as root (Debian's package creates it).
+SERVER_USER = "postgres"
+# Where Debian installs each major version's programs; the newest is used.
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
+# Set to a folder to use its programs instead (a folder without them: PostgreSQL is missing).
+BIN_DIR_VARIABLE = "ZDD_POSTGRESQL_BIN_DIR"
+# The cluster's roles: the administrator (a superuser the platform uses for copies and dumps),
+# the site (owns the primary database and migrates it) and the reader (a read-only clone).
+ADMIN_ROLE = "zdd_admin"
+SITE_ROLE = "site"
+READER_ROLE = "site_reader"
+HOST = "127.0.0.1"
+# A restore point of a PostgreSQL database is a dump in pg_dump's custom format.
+DUMP_SUFFIX = ".pgdump"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+# What psycopg raises when the server refuses or cannot be reached.
+DatabaseError = psycopg.Error
+
+
+class PostgresMissing(BadInput):
+    """The app spec asks for PostgreSQL where its server programs are not installed."""
+
+
+class PostgresFailed(RuntimeError):
+    """A server program or a statement failed; the message carries its output."""
+
+
+def bin_dir() -> Path | None:
+    """The folder of the newest installed server's programs, None when there is none."""
+    chosen = os.environ.get(BIN_DIR_VARIABLE)
+    candidates = (
+        [Path(chosen)]
+        if chosen
+        else sorted(DEBIAN_ROOT.glob("*/bin"), key=_major, reverse=True)
+        + [Path(p).parent for p in [shutil.which("postgres")] if p]
+    )
+    for folder in candidates:
+        if all((folder / name).is_file() for name in ("initdb", "postgres", "pg_ctl", "pg_dump")):
+            return folder
+    return None
+
+
+def _major(folder: Path) -> int:
+    name = folder.parent.name
+    return int(name) if name.isdigit() else 0
+
+
+def require_bin_dir() -> Path:
+    found = bin_dir()
+    if found is None:
+        raise PostgresMissing(
+            "the app spec asks for database engine postgresql, but PostgreSQL's server programs "
+            "(initdb, postgres, pg_ctl, pg_dump) are not installed: run `make setup` (it installs "
+            "Debian's postgresql package as root) or `apt-get install postgresql`"
+        )
+    return found
+
+
+def generate_password() -> str:
+    """A password that needs no quoting in a URL, a connection string or a shell."""
+    return secrets.token_hex(24)
+
+
+def database_name(role: str, generation: int) -> str:
+    """A database's name in the stack's cluster: one per role and generation."""
+    name = f"{role}_g{generation}"
+    if not _NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a database name")
+    return name
+
+
+def restore_point_file_name(restore_point: str) -> str:
+    return f"restore-{restore_point.replace(':', '')}{DUMP_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class Server:
+    """How the platform reaches one stack's cluster: its port and the role passwords."""
+
+    port: int
+    admin_password: str
+    site_password: str
+    reader_password: str
+    bin_dir: Path
+
+    def url(self, database: str, *, read_only: bool = False) -> str:
+        """What a site connects with: SQLAlchemy 2.1 (psycopg 3 is its default PostgreSQL
+        driver), Django's dj-database-url, psycopg and libpq all read this one form."""
+        role, password = (
+            (READER_ROLE, self.reader_password) if read_only else (SITE_ROLE, self.site_password)
+        )
+        return f"postgresql://{role}:{password}@{HOST}:{self.port}/{database}"
+
+    def _admin_conninfo(self, database: str) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=HOST,
+            port=self.port,
+            user=ADMIN_ROLE,
+            password=self.admin_password,
+            dbname=database,
+            connect_timeout=10,
+        )
+
+    @contextmanager
+    def admin(self, database: str = "postgres") -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+        with psycopg.connect(self._admin_conninfo(database), autocommit=True) as conn:
+            yield conn
+
+    def client_env(self) -> dict[str, str]:
+        """The environment a client program (pg_dump, pg_restore) logs in with."""
+        return {
+            **os.environ,
+            "PGHOST": HOST,
+            "PGPORT": str(self.port),
+            "PGUSER": ADMIN_ROLE,
+            "PGPASSWORD": self.admin_password,
+        }
+
+    def program(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+
+def server_from_outputs(outputs: Mapping[str, Any]) -> Server:
+    """The server as the stack's `database_server` output describes it."""
+    return Server(
+        port=int(outputs["port"]),
+        admin_password=str(outputs["admin_password"]),
+        site_password=str(outputs["site_password"]),
+        reader_password=str(outputs["reader_password"]),
+        bin_dir=Path(str(outputs["bin_dir"])),
+    )
+
+
+def data_dir(stack_dir: Path) -> Path:
+    """The stack's cluster: its data folder, inside the stack's own folder."""
+    return stack_dir / "postgresql" / "data"
+
+
+def socket_dir(stack_dir: Path) -> Path:
+    return stack_dir / "postgresql" / "run"
+
+
+# -- the cluster ------------------------------------------------------------------------------
+
+
+def as_server_user(argv: list[str]) -> list[str]:
+    """`argv` as the server's own user when we are root (the server refuses root)."""
+    if os.getuid() != 0:
+        return argv
+    return ["setpriv", f"--reuid={SERVER_USER}", f"--regid={SERVER_USER}", "--init-groups", *argv]
+
+
+def _give_to_server_user(path: Path) -> None:
+    if os.getuid() == 0:
+        user = pwd.getpwnam(SERVER_USER)
+        os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def init_cluster(data_dir: Path, socket_dir: Path, binaries: Path, admin_password: str) -> None:
+    """`initdb` into `data_dir` (a half-made one from an interrupted run is made again), with
+    password logins only: no local user, root included, gets in without one."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    for folder in (data_dir, socket_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        _give_to_server_user(folder)
+    # The server's user must be able to reach its folders: every folder above them is
+    # traversable (no listing) for it.
+    for parent in data_dir.parents:
+        if parent == Path("/") or os.getuid() != 0:
+            break
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+    password_file = socket_dir / "initdb.pw"
+    password_file.write_text(admin_password)
+    password_file.chmod(0o600)
+    _give_to_server_user(password_file)
+    try:
+        _run(
+            as_server_user(
+                [
+                    str(binaries / "initdb"),
+                    "--pgdata",
+                    str(data_dir),
+                    "--username",
+                    ADMIN_ROLE,
+                    "--pwfile",
+                    str(password_file),
+                    "--auth",
+                    "scram-sha-256",
+                    "--encoding",
+                    "UTF8",
+                    "--locale",
+                    "C",
+                    "--no-instructions",
+                ]
+            ),
+            "initdb",
+        )
+    finally:
+        password_file.unlink(missing_ok=True)
+
+
+def server_argv(data_dir: Path, socket_dir: Path, binaries: Path, port: int) -> list[str]:
+    """The server in the foreground, on 127.0.0.1 only, logging to its output (the stack's
+    log file)."""
+    return as_server_user(
+        [
+            str(binaries / "postgres"),
+            "-D",
+            str(data_dir),
+            "-p",
+            str(port),
+            "-k",
+            str(socket_dir),
+            "-c",
+            f"listen_addresses={HOST}",
+            "-c",
+            "logging_collector=off",
+        ]
+    )
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The running server's pid, as its own pid file names it."""
+    try:
+        return int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stop_cluster(data_dir: Path, binaries: Path | None, mode: str = "fast") -> None:
+    """Stop the server of `data_dir` (found by its own pid file in the stack's folder, never by
+    a pattern): `fast` ends sessions and shuts down cleanly, `immediate` does not wait."""
+    if binaries is None or postmaster_pid(data_dir) is None:
+        return
+    subprocess.run(
+        as_server_user(
+            [str(binaries / "pg_ctl"), "stop", "-D", str(data_dir), "-m", mode, "-w", "-t", "30"]
+        ),
+        capture_output=True,
+        check=False,
+    )
+
+
+def wait_ready(server: Server, timeout: float = 60.0) -> None:
+    """Until the server takes logins (it listens before its crash recovery has finished)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with server.admin() as conn:
+                conn.execute("SELECT 1")
+            return
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise PostgresFailed(
+                    f"the server takes no logins after {timeout:.0f}s: {exc}"
+                ) from None
+            time.sleep(0.2)
+
+
+def ensure_roles(server: Server) -> None:
+    """The site's and the reader's roles, with the stack's passwords (idempotent)."""
+    with server.admin() as conn:
+        for role, password in (
+            (SITE_ROLE, server.site_password),
+            (READER_ROLE, server.reader_password),
+        ):
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            verb = sql.SQL("ALTER ROLE") if exists else sql.SQL("CREATE ROLE")
+            conn.execute(
+                sql.SQL("{} {} LOGIN PASSWORD {}").format(
+                    verb, sql.Identifier(role), sql.Literal(password)
+                )
+            )
+
+
+# -- databases --------------------------------------------------------------------------------
+
+
+def database_exists(server: Server, name: str) -> bool:
+    with server.admin() as conn:
+        return (
+            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            is not None
+        )
+
+
+def create_database(server: Server, name: str) -> None:
+    """A new, empty database owned by the site's role, which only the site may connect to."""
+    with server.admin() as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(SITE_ROLE)
+            )
+        )
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+
+
+def drop_database(server: Server, name: str) -> None:
+    with server.admin() as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def copy_database(server: Server, source: str, destination: str) -> None:
+    """A consistent copy of a live database: pg_dump reads one snapshot of `source` (a
+    repeatable-read transaction, whose table locks block no insert, update or delete) and
+    pg_restore writes it, as the site's role, into a new database."""
+    create_database(server, destination)
+    env = server.client_env()
+    dump = subprocess.Popen(
+        [
+            server.program("pg_dump"),
+            "--format=custom",
+            "--compress=0",
+            "--no-owner",
+            "--no-acl",
+            "--dbname",
+            source,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert dump.stdout is not None
+    restore = subprocess.run(
+        _restore_argv(server, destination),
+        stdin=dump.stdout,
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    dump.stdout.close()
+    dump_errors = dump.stderr.read() if dump.stderr else b""
+    if dump.wait() != 0 or restore.returncode != 0:
+        raise PostgresFailed(
+            f"copying database {source} into {destination} failed:\n"
+            f"{dump_errors.decode(errors='replace')}{restore.stderr.decode(errors='replace')}"
+        )
+
+
+def _restore_argv(server: Server, destination: str) -> list[str]:
+    return [
+        server.program("pg_restore"),
+        "--no-owner",
+        "--no-acl",
+        f"--role={SITE_ROLE}",
+        "--exit-on-error",
+        "--single-transaction",
+        "--dbname",
+        destination,
+    ]
+
+
+def make_read_only(server: Server, name: str) -> None:
+    """The reader may connect and read, nothing else; and every transaction in the database
+    starts read-only, whoever connects (a write reaching it is refused by the server)."""
+    with server.admin() as conn:
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(name), sql.Identifier(READER_ROLE)
+            )
+        )
+    with server.admin(name) as conn:
+        reader = sql.Identifier(READER_ROLE)
+        for schema in _user_schemas(conn):
+            ident = sql.Identifier(schema)
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, reader))
+            conn.execute(
+                sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(ident, reader)
+            )
+            conn.execute(
+                sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(ident, reader)
+            )
+    # Last: from here on every transaction in it is read-only, grants included.
+    with server.admin() as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+                sql.Identifier(name)
+            )
+        )
+
+
+def _user_schemas(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+        "AND nspname <> 'information_schema' ORDER BY nspname"
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def dump_database(server: Server, name: str, path: Path) -> None:
+    """A dump of `name` at one moment into `path`, made read-only once complete."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    done = subprocess.run(
+        [
+            server.program("pg_dump"),
+            "--format=custom",
+            "--no-owner",
+            "--no-acl",
+            "--file",
+            str(partial),
+            "--dbname",
+            name,
+        ],
+        capture_output=True,
+        env=server.client_env(),
+        check=False,
+    )
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise PostgresFailed(
+            f"dumping database {name} failed:\n{done.stderr.decode(errors='replace')}"
+        )
+    partial.chmod(0o444)
+    partial.replace(path)
+
+
+def restore_database(server: Server, dump: Path, name: str) -> None:
+    """A new database `name` holding exactly what `dump` holds."""
+    create_database(server, name)
+    done = subprocess.run(
+        [*_restore_argv(server, name), str(dump)],
+        capture_output=True,
+        env=server.client_env(),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise PostgresFailed(
+            f"restoring {dump.name} into database {name} failed:\n"
+            f"{done.stderr.decode(errors='replace')}"
+        )
+
+
+# -- proofs -----------------------------------------------------------------------------------
+
+# Per table, computed by the server in one scan and no sort: the row count and the sum of a
+# 64-bit hash of each row's text (two seeds), as numeric so nothing overflows; a sum does not
+# depend on the order rows are stored in. Python only combines one line per table.
+# `hashtextextended` is the server's own hash (the one its hash indexes use): several times
+# cheaper than md5 per row, so the proof costs less than the copy it proves.
+_TABLE_DIGEST: LiteralString = (
+    "SELECT count(*), "
+    "coalesce(sum(hashtextextended(t::text, 0)::numeric), 0), "
+    "coalesce(sum(hashtextextended(t::text, 1)::numeric), 0) "
+    "FROM {} AS t"
+)
+_COLUMNS: LiteralString = (
+    "SELECT table_schema, table_name, column_name, data_type, ordinal_position "
+    "FROM information_schema.columns "
+    "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') "
+    "ORDER BY table_schema, table_name, ordinal_position"
+)
+_TABLES: LiteralString = (
+    "SELECT table_schema, table_name FROM information_schema.tables "
+    "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') "
+    "ORDER BY table_schema, table_name"
+)
+
+
+def content_digest(server: Server, name: str) -> str:
+    """A digest of a database's schema and rows, the same for two databases with the same
+    content (a copy and its source at the copy's moment, a dump and what it restores to)."""
+    digest = hashlib.sha256()
+    with server.admin(name) as conn, conn.transaction():
+        # One snapshot for every table.
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        for column in conn.execute(_COLUMNS):
+            digest.update(repr(column).encode())
+        for schema, table in conn.execute(_TABLES).fetchall():
+            query = sql.SQL(_TABLE_DIGEST).format(sql.Identifier(str(schema), str(table)))
+            row = conn.execute(query).fetchone()
+            digest.update(f"{schema}.{table}:{row}".encode())
+    return digest.hexdigest()
+
+
+def site_data_digest(server: Server, name: str, files: Path) -> str:
+    """A database's content digest and its files folder's, as one proof."""
+    digest = hashlib.sha256(content_digest(server, name).encode())
+    digest_files(files, digest)
+    return digest.hexdigest()
+
+
+def files_of(state_dir: Path, name: str) -> Path:
+    """The site's persistent files beside a database of the stack's cluster."""
+    return files_folder(state_dir / f"{name}.pg")
+
+
+def _run(argv: list[str], what: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise PostgresFailed(f"{what} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
