@@ -3,8 +3,10 @@ time is split and judged, and the medians over rounds (no engine)."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
+from zdd.bench.frontdoor import front_door_for, trivial_origin
 from zdd.bench.sidebyside import (
     BY_HAND,
     config_commands,
@@ -13,6 +15,8 @@ from zdd.bench.sidebyside import (
     up_command,
     within_goal,
 )
+from zdd.phases import SERVED_BY_HEADER
+from zdd.processes import free_port
 
 
 def test_by_hand_config_is_typed_as_the_readme_does_it() -> None:
@@ -67,3 +71,11 @@ def test_medians_over_rounds_judge_each_phase() -> None:
     assert first["difference"] == pytest.approx(0.3)
     assert first["gate"] == pytest.approx(0.3)
     assert first["within_goal"] is True
+
+
+def test_the_front_door_section_runs_the_providers_front_door_before_its_origin() -> None:
+    port = free_port()
+    with trivial_origin(port), front_door_for(port, free_port()) as door:
+        answer = httpx.get(f"{door}/healthz", timeout=10)
+    assert answer.status_code == 200 and answer.text == "ok"
+    assert answer.headers[SERVED_BY_HEADER] == "primary"
