@@ -50,6 +50,8 @@ class Instance(StrEnum):
 # The response header a front door of the platform's own (HAProxy locally) sets on every answer
 # from a site: the `Instance` that gave it. An answer without it came from the front door itself.
 SERVED_BY_HEADER = "X-ZDD-Server"
+# The answer header of a write the front door held before passing it on: how long, in ms.
+HELD_HEADER = "X-ZDD-Held"
 
 
 class DatabaseMode(StrEnum):

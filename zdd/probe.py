@@ -36,13 +36,11 @@ import aiohttp
 import httpx
 
 from zdd.appspec import AppSpec, InvalidAppSpec, parse_file_text
-from zdd.phases import SERVED_BY_HEADER
+from zdd.phases import HELD_HEADER, SERVED_BY_HEADER
 
 Outcome = Literal["ok", "refused", "failed", "hidden"]
 Kind = Literal["read", "write", "read-back"]
 TITLE = "{title}"
-# The answer header of a write the front door held, in milliseconds (infra.local.haproxy).
-HELD_HEADER = "X-ZDD-Held"
 # A write may wait at the front door for up to its hold bound (30 s by default) and then take
 # its own time: the probe waits as long as an impatient visitor's browser would.
 REQUEST_TIMEOUT_SECONDS = 60

@@ -62,12 +62,6 @@ def make_read_only(path: Path) -> None:
         handle.write(bytes([_READ_ONLY_WRITE_VERSION]) + read_version)
 
 
-def is_read_only(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        handle.seek(_WRITE_VERSION_OFFSET)
-        return handle.read(1)[0] > 2
-
-
 def files_folder(database: Path) -> Path:
     """The site's persistent files (uploads) that belong with a database file: one folder per
     database generation, copied, proven and restored with it."""

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from zdd.phases import SERVED_BY_HEADER, EdgeWrites
+from zdd.phases import HELD_HEADER, SERVED_BY_HEADER, EdgeWrites
 
 BACKEND = "site"
 WRITES_BACKEND = "site_writes"
@@ -34,8 +34,6 @@ READ_METHODS = ("GET", "HEAD", "OPTIONS")
 RETRY_AFTER_SECONDS = 30
 # The map entries the edge's write handling reads: what to do, and how long a hold may last.
 _WRITES_KEY, _HOLD_KEY = "writes", "hold_ms"
-# The answer header that tells a client how long its write was held (milliseconds).
-HELD_HEADER = "X-ZDD-Held"
 # `show servers state` admin bits that keep new requests away: forced maintenance (the CLI's
 # `maint`, or `disabled` in the config) and forced drain.
 _FORCED_MAINT, _FORCED_DRAIN = 0x01, 0x08
