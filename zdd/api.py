@@ -17,7 +17,8 @@ from typing import Any
 from zdd import appspec
 from zdd.actions import Action
 from zdd.appspec import DatabaseEngine
-from zdd.driver import Driver, Say
+from zdd.console import Say
+from zdd.driver import Driver
 from zdd.environment import Environment, LoggedComponent, find_project_root
 from zdd.errors import BadInput
 from zdd.phases import Mode, Phase, Strategy

@@ -309,22 +309,3 @@ def write_timeline(
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return out
-
-
-def write_deployment_timeline(
-    path: str | Path,
-    samples: Sequence[Sample],
-    started_at: float,
-    phases: Sequence[PhaseSpan],
-    *,
-    title: str = "deployment",
-    note: str = "",
-    window: tuple[float, float] | None = None,
-) -> Path:
-    """The chart of a single deployment (`zdd deploy --probe --chart FILE`).
-
-    `samples` and `started_at` come from the `LoadProbe`, `phases` are (name, start epoch,
-    end epoch) (see `spans_from_durations`), `window` e.g. `DeployResult.window`.
-    """
-    run = TimelineRun(title, samples, started_at, phases, note=note, window=window)
-    return write_timeline(path, [run])

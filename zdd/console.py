@@ -4,8 +4,12 @@ lines, and a table keeps the width it needs when the output is not a terminal.""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from rich.console import Console
+
+# Where a long step tells the operator how it is going: a line at a time, in the user's words.
+Say = Callable[[str], None]
 
 # Without a terminal to ask, Rich lays everything out for 80 columns: `make chaos`'s table was
 # squeezed to three letters a column and a long path was split over two lines. Piped output (a

@@ -15,7 +15,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from zdd.actions import (
     plan,
     plan_app_change,
 )
+from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, StackBusy
 from zdd.gatekeeper import pass_gate
@@ -63,8 +64,6 @@ from zdd.rehearsal import RehearsalPlan
 from zdd.results import DeployResult, PhaseTiming, Status
 from zdd.stack import Stack
 from zdd.targets import TargetOps, check_version, ops_for
-
-Say = Callable[[str], None]
 
 
 class Driver:

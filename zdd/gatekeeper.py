@@ -3,11 +3,12 @@ its target's operations and timeouts, so that the checks never need to know the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from zdd import appspec, gates
+from zdd.console import Say
 from zdd.phases import DatabaseMode, Instance, Mode, Phase, StackSettings, Strategy
 from zdd.targets import TargetOps
 
@@ -19,7 +20,7 @@ def pass_gate(
     outputs: Mapping[str, Any],
     ops: TargetOps,
     config: Mapping[str, str],
-    say: Callable[[str], None],
+    say: Say,
     *,
     stack: str,
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 
 from zdd.appspec import DEFAULT_HEALTH_PATH
+from zdd.console import Say
 from zdd.environment import LoggedComponent
 from zdd.errors import GateFailed
 from zdd.phases import DatabaseMode, Instance, Phase
@@ -213,7 +214,7 @@ class GateContext:
     healthy_within: float
     moved_within: float
     served_by_header: str
-    say: Callable[[str], None]
+    say: Say
     # A cloud front door: when the switch to an origin was deployed everywhere (None locally).
     wait_switched: Callable[[Instance], datetime | None]
     # Rules 2 and 5 of docs/design.md: no public request reaches the origin any more.

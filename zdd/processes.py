@@ -35,10 +35,6 @@ def owner_id(stack_dir: Path, resource: str) -> str:
     return f"{stack_dir.resolve()}#{resource}"
 
 
-def _environ_entry(owner: str) -> bytes:
-    return f"{OWNER_VARIABLE}={owner}".encode()
-
-
 def start_detached(
     argv: list[str],
     log_path: Path,

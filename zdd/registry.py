@@ -1,8 +1,9 @@
 """The targets a stack can name in `zdd:target`, and where each keeps its program and operations.
 
 Adding a target is one line here plus its own modules. Each reference is `module:attribute`,
-imported only when a stack names that target: so the program never loads the driver's side,
-the driver never loads the program's, and a cloud SDK loads only for its own stacks.
+imported only when a stack names that target: so the program never loads the driver's side, a
+cloud SDK loads only for its own stacks, and the driver loads a target's program modules only
+where both sides share one client (the local front door's admin socket).
 """
 
 from __future__ import annotations

@@ -30,12 +30,12 @@ import httpx
 
 from zdd import processes
 from zdd.appspec import AppSpec, Placement
+from zdd.console import Say
 from zdd.errors import BadInput, RefusedTransition
 from zdd.phases import DatabaseMode, Instance, Strategy
 from zdd.probe import TITLE, ProbeTarget
 from zdd.sqlite_files import copy_site_data, files_folder, tables
 
-Say = Callable[[str], None]
 # The scratch folder in the stack's folder, and the owner ids of the rehearsal's processes.
 SCRATCH = "rehearsal"
 SITE_OWNER = "rehearsal-site"

@@ -21,6 +21,7 @@ from pulumi import automation as auto
 from pulumi.automation._stack import StackInitMode
 
 from zdd.actions import RestorePointTaken
+from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, PolicyViolation
 from zdd.phases import MIGRATION_SUFFIX, RESTORE_POINT_SUFFIX
@@ -186,7 +187,7 @@ def _under_a_pulumi_cli(pid: int) -> bool:
     return False
 
 
-def _stop_orphaned_plugins(say: Callable[[str], None]) -> None:
+def _stop_orphaned_plugins(say: Say) -> None:
     """Stop this project's engine plugins whose update is gone (no CLI above them any more)."""
     interpreter = str(Path(sys.prefix) / "bin")
     for pid in find_by_command_line(interpreter):
@@ -337,7 +338,7 @@ class Stack:
 
     def up(
         self,
-        on_output: Callable[[str], None] | None = None,
+        on_output: Say | None = None,
         policy_packs: list[str] | None = None,
         **kwargs: Any,
     ) -> Outcome:
@@ -442,7 +443,7 @@ class Stack:
                 return str(version) if version else None
         return None
 
-    def destroy(self, on_output: Callable[[str], None] | None = None) -> None:
+    def destroy(self, on_output: Say | None = None) -> None:
         self._outputs = None
         try:
             self._stack.destroy(on_output=on_output, color="never")
@@ -470,7 +471,7 @@ class Stack:
         locks = Path(backend.removeprefix("file://")) / ".pulumi" / "locks"
         return [p for p in locks.glob(f"*/*/{self.name}/*.json")]
 
-    def wait_for_running_update(self, say: Callable[[str], None], timeout: float = 600) -> None:
+    def wait_for_running_update(self, say: Say, timeout: float = 600) -> None:
         """Wait for an update that a dead driver's CLI still runs; clear a dead CLI's lock."""
         deadline = time.monotonic() + timeout
         while locks := self._lock_files():
@@ -487,7 +488,7 @@ class Stack:
             say("waiting for an update that is still running on this stack")
             time.sleep(1)
 
-    def drop_pending_operations(self, say: Callable[[str], None]) -> None:
+    def drop_pending_operations(self, say: Say) -> None:
         """An update that was killed leaves pending operations that block the next one."""
         exported = self._stack.export_stack()
         state = dict(exported.deployment or {})

@@ -13,6 +13,7 @@ from zdd import appspec, registry
 from zdd.actions import RestorePointTaken
 from zdd.appspec import AppSpec
 from zdd.archive import LostWrites
+from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput
 from zdd.gates import APP_IDENTITY_HEADER
@@ -63,17 +64,15 @@ class TargetOps:
     check_ready: Callable[[], None] = lambda: None
     # A cloud front door: waits until a traffic switch is deployed everywhere (plus a settle
     # time), returning when it was confirmed; then judges an origin's drain from that moment.
-    wait_switched: Callable[[Mapping[str, Any], str, Callable[[str], None]], datetime] | None = None
-    wait_drained: (
-        Callable[[Mapping[str, Any], str, Callable[[str], None], datetime], None] | None
-    ) = None
+    wait_switched: Callable[[Mapping[str, Any], str, Say], datetime] | None = None
+    wait_drained: Callable[[Mapping[str, Any], str, Say, datetime], None] | None = None
     # Before a rollback with database: what is wrong with the proven restore point now (it
     # changed or went since it was taken), in words; None when it still holds what was recorded.
     # Absent: the target cannot read a restore point before it restores it.
     restore_point_problem: Callable[[Environment, str, RestorePointTaken], str | None] | None = None
     # A cloud front door's counters: before traffic leaves an origin, they are shown to see
     # requests to it (a drain judged from counters that cannot see it would pass at once).
-    prove_counted: Callable[[Mapping[str, Any], str, Callable[[str], None]], None] | None = None
+    prove_counted: Callable[[Mapping[str, Any], str, Say], None] | None = None
     # A restore point id taken on the target's own clock (default: the driver's).
     take_restore_point: Callable[[], str] | None = None
     # Before a deployment: why the primary database could not be restored to a point taken now
@@ -81,7 +80,7 @@ class TargetOps:
     restorable_problem: Callable[[Mapping[str, Any]], str | None] | None = None
     # Before a rollback with database: waits until the target can restore to the restore point
     # (a cloud database's log backup covers it), or refuses one it never can.
-    wait_restorable: Callable[[Mapping[str, Any], str, Callable[[str], None]], None] | None = None
+    wait_restorable: Callable[[Mapping[str, Any], str, Say], None] | None = None
     # Where a component's log is (`zdd logs`), from the stack's name and config (None: this
     # target cannot say).
     log_of: Callable[[Environment, str, Mapping[str, str], str], LogLocation] | None = None

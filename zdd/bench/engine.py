@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +16,7 @@ from pulumi import automation as auto
 from zdd.actions import RestorePointTaken
 from zdd.bench.metrics import rounded
 from zdd.chart import PhaseSpan
+from zdd.console import Say
 from zdd.stack import Outcome, Stack
 
 # Resource outputs worth keeping in a step's record.
@@ -216,11 +217,11 @@ class TimedStack(Stack):
         with self._timed("reads", "restore_point_in_state"):
             return super().restore_point_in_state(restore_point)
 
-    def wait_for_running_update(self, say: Callable[[str], None], timeout: float = 600) -> None:
+    def wait_for_running_update(self, say: Say, timeout: float = 600) -> None:
         with self._timed("reads", "wait_for_running_update"):
             super().wait_for_running_update(say, timeout)
 
-    def drop_pending_operations(self, say: Callable[[str], None]) -> None:
+    def drop_pending_operations(self, say: Say) -> None:
         with self._timed("reads", "drop_pending_operations"):
             super().drop_pending_operations(say)
 

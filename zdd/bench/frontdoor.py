@@ -25,6 +25,7 @@ from aiohttp import web
 
 from infra.local.providers import FrontDoorProvider
 from zdd.bench.stacks import BenchSite
+from zdd.console import Say
 
 WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
 WRK_THREADS = 2
@@ -135,7 +136,7 @@ def front_door_for(origin_port: int, port: int) -> Iterator[str]:
 def figures(
     sample_site: Callable[[], AbstractContextManager[BenchSite]],
     free_port: Callable[[], int],
-    say: Callable[[str], None],
+    say: Say,
 ) -> dict[str, Any]:
     """The section of `bench/results.json`; `sample_site()` gives a fresh idle stack."""
     if shutil.which("wrk") is None:

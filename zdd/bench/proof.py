@@ -13,6 +13,7 @@ from typing import Any
 
 from zdd.bench.database import grow_database
 from zdd.bench.metrics import MIB, rounded, throughput_mb_s
+from zdd.console import Say
 from zdd.sqlite_files import (
     content_digest,
     copy_site_data,
@@ -25,7 +26,7 @@ from zdd.sqlite_files import (
 REPEATS = 3
 
 
-def figures(size_mb: float, say: Callable[[str], None], repeats: int = REPEATS) -> dict[str, Any]:
+def figures(size_mb: float, say: Say, repeats: int = REPEATS) -> dict[str, Any]:
     """Median seconds of the copy (`copy_site_data`: online backup plus the files folder), the
     proof (`data_digest` of the copy: what a restore point records and a rollback checks) and
     the row-by-row `content_digest` the proof replaced, on a database of `size_mb` MiB."""
