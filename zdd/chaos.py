@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.table import Table
 
 from zdd import processes
+from zdd.config_file import StackConfigFile
 from zdd.console import stderr_console
 from zdd.environment import (
     SAMPLE_FROM_VERSION,
@@ -175,11 +175,7 @@ def _victim_pid(victim: str, stack_dir: Path, driver: subprocess.Popen[str]) -> 
 
 
 def _configured_phase(env: Environment, stack: str) -> str | None:
-    try:
-        document = yaml.safe_load((env.root / "stacks" / f"Pulumi.{stack}.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return str((document.get("config") or {}).get("zdd:phase"))
+    return StackConfigFile(env.root, stack).values(strict=False).get("phase")
 
 
 # Clients still hold keep-alive connections to a front door that died; their next request on

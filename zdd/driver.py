@@ -36,6 +36,7 @@ from zdd.actions import (
     plan,
     plan_app_change,
 )
+from zdd.config_file import StackConfigFile
 from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, StackBusy
@@ -603,14 +604,7 @@ class Driver:
         The changed config goes to a temporary copy of the stack's config file, so neither the
         stack's config nor its state is written.
         """
-        source = self.env.root / "stacks" / f"Pulumi.{self.stack_name}.yaml"
-        document = yaml.safe_load(source.read_text()) or {}
-        values = document.setdefault("config", {})
-        for key, value in change.items():
-            if value is None:
-                values.pop(f"zdd:{key}", None)
-            else:
-                values[f"zdd:{key}"] = str(value)
+        document = StackConfigFile(self.env.root, self.stack_name).changed(change)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             yaml.safe_dump(document, handle)
         try:

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import yaml
-
+from zdd.config_file import StackConfigFile
 from zdd.registry import DEFAULT_TARGET
 
 # Applies to stacks of the `local` target only; an Azure stack needs the user's own passphrase.
@@ -105,12 +104,7 @@ class Environment:
     def stack_target(self, stack: str) -> str:
         """The `zdd:target` in a stack's config file, read without the engine (the default if
         none)."""
-        path = self.root / "stacks" / f"Pulumi.{stack}.yaml"
-        try:
-            document = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            return DEFAULT_TARGET
-        return str((document.get("config") or {}).get("zdd:target", DEFAULT_TARGET))
+        return StackConfigFile(self.root, stack).values(strict=False).get("target", DEFAULT_TARGET)
 
     def engine_env(self, *, local: bool = True) -> dict[str, str]:
         """Variables for the Pulumi CLI: no update check, no plugin downloads, local state.

@@ -14,20 +14,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-import yaml
 from pulumi import automation as auto
 
 # Not re-exported by `pulumi.automation`; `_EventedStack` is built with it, as `Stack.select` does.
 from pulumi.automation._stack import StackInitMode
 
 from zdd.actions import RestorePointTaken
+from zdd.config_file import NAMESPACE, StackConfigFile
 from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, PolicyViolation
 from zdd.phases import MIGRATION_SUFFIX, RESTORE_POINT_SUFFIX
 from zdd.processes import find_by_command_line, terminate
 
-NAMESPACE = "zdd"
 # Config keys stored encrypted (an Azure stack's generated SQL administrator password).
 SECRET_KEYS = frozenset({"sqlAdminPassword"})
 # How the engine's events show a secret value.
@@ -135,20 +134,6 @@ def _raise_for_policies(stack: str, log: _ChangeLog) -> None:
             f"the policy pack refused the change to stack {stack!r}; nothing was changed:\n"
             + "\n".join(f"  {v}" for v in log.violations)
         )
-
-
-def _is_secure(value: object) -> bool:
-    return isinstance(value, dict) and set(value) == {"secure"}
-
-
-def _config_text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
 
 
 def _error_text(exc: Exception) -> str:
@@ -274,21 +259,11 @@ class Stack:
 
     @property
     def config_file(self) -> Path:
-        return self.env.root / "stacks" / f"Pulumi.{self.name}.yaml"
+        return self._file.path
 
-    def _config_document(self) -> dict[str, Any]:
-        try:
-            document = yaml.safe_load(self.config_file.read_text()) or {}
-        except FileNotFoundError:
-            return {}
-        except (OSError, yaml.YAMLError) as exc:
-            problem = str(exc).splitlines()[0]
-            raise BadInput(
-                f"cannot read the config of stack {self.name!r} ({self.config_file}): {problem}"
-            ) from None
-        if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
-            raise BadInput(f"the config of stack {self.name!r} ({self.config_file}) is not a map")
-        return document
+    @property
+    def _file(self) -> StackConfigFile:
+        return StackConfigFile(self.env.root, self.name)
 
     def config(self) -> dict[str, str]:
         """The plain `zdd:*` config, keys without the namespace, read from the stack's config
@@ -301,13 +276,7 @@ class Stack:
             read_from = None
         if self._config is None or read_from != self._config_read_from:
             self._config_read_from = read_from
-            prefix = f"{NAMESPACE}:"
-            values = self._config_document().get("config") or {}
-            self._config = {
-                key.removeprefix(prefix): _config_text(value)
-                for key, value in values.items()
-                if key.startswith(prefix) and not _is_secure(value)
-            }
+            self._config = self._file.values()
         return dict(self._config)
 
     def set_config(self, values: Mapping[str, str | None]) -> None:
@@ -319,19 +288,7 @@ class Stack:
             self._stack.set_all_config(
                 {f"{NAMESPACE}:{k}": auto.ConfigValue(v, secret=True) for k, v in secrets.items()}
             )
-        document = self._config_document()
-        config = document.setdefault("config", {}) or {}
-        document["config"] = config
-        for key, value in values.items():
-            if key in secrets:
-                continue
-            if value is None:
-                config.pop(f"{NAMESPACE}:{key}", None)
-            else:
-                config[f"{NAMESPACE}:{key}"] = str(value)
-        partial = self.config_file.with_name(f".{self.config_file.name}.partial")
-        partial.write_text(yaml.safe_dump(document, sort_keys=True))
-        os.replace(partial, self.config_file)
+        self._file.write(self._file.changed({k: v for k, v in values.items() if k not in secrets}))
         self._config = None
 
     # -- engine --------------------------------------------------------------------------
