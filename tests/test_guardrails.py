@@ -111,7 +111,7 @@ def test_bad_input_is_refused_with_one_clear_line_and_changes_nothing(
         (["complete", "-s", name], 3, "no deployment is awaiting approval"),
         (["resume", "-s", name], 2, "no deployment in progress"),
         (["preview", "-s", name, "teleport"], 2, "unknown action or phase"),
-        (["preview", "-s", name, "deploy"], 2, "needs --version"),
+        (["preview", "-s", name, "deploy"], 2, "needs a version"),
         (["preview", "-s", name, "cutover"], 3, "cannot move from phase idle to cutover"),
         (["destroy", "-s", name], 2, "confirm with --yes"),
     ]

@@ -18,16 +18,16 @@ from zdd import appspec
 from zdd.actions import Action
 from zdd.appspec import DatabaseEngine
 from zdd.console import Say
-from zdd.driver import Driver
+from zdd.driver import MADE_BY_KEY, Driver
 from zdd.environment import Environment, LoggedComponent, find_project_root
 from zdd.errors import BadInput
 from zdd.phases import Mode, Phase, Strategy
 from zdd.probe import LoadProbe, ProbeTarget
 from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
-from zdd.rehearsal import RehearsalPlan, RehearsalReport, StrategyChoice, decide
+from zdd.rehearsal import Decision, RehearsalPlan, RehearsalReport, StrategyChoice, decide
 from zdd.rehearsal import run as run_rehearsal
 from zdd.results import DeployResult, Status
-from zdd.stack import check_stack_name
+from zdd.stack import Stack, check_stack_name
 from zdd.targets import LogLocation, check_version_format, ops_for
 
 PASSPHRASE_VARIABLES = ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")
@@ -67,7 +67,7 @@ class ActionRequest:
     def check(self, action: Action) -> None:
         """Refuse what no stack could accept (raises BadInput); the driver judges the rest."""
         if action in (Action.DEPLOY, Action.ROLLFORWARD) and self.version is None:
-            raise BadInput(f"{action} needs a version")
+            raise BadInput(f"{action} needs a version (--version)")
         if self.strategy.rehearses and action is not Action.DEPLOY:
             raise BadInput(f"--strategy is for deploy, not {action}")
         if self.strategy.rehearses and self.mode is Mode.READ_WRITE:
@@ -95,7 +95,7 @@ def recovery(name: Action | str | None) -> Action | None:
         return None
     if str(name) not in {str(a) for a in RECOVERIES_ON_FAILURE}:
         allowed = ", ".join(str(a) for a in RECOVERIES_ON_FAILURE)
-        raise BadInput(f"on_failure must be one of: {allowed}")
+        raise BadInput(f"--on-failure must be one of: {allowed}")
     return Action(str(name))
 
 
@@ -112,6 +112,11 @@ class SmoothStack:
         return self._driver.stack_name
 
     # -- reading -------------------------------------------------------------------------
+
+    @property
+    def made_by(self) -> str | None:
+        """The command that made this stack and owns it (`zdd demo`), if one did."""
+        return self._driver.stack.config().get(MADE_BY_KEY)
 
     def status(self) -> Status:
         return self._driver.status()
@@ -250,18 +255,25 @@ class SmoothStack:
         request.check(action)
         self.last_result = None
         with self._driver.exclusive():
-            self._begin(action, request, dry_run=True)
-            confirm()
-            report = None
-            if request.strategy.rehearses:
-                assert request.version is not None
-                report = run_rehearsal(self._driver.rehearsal(request.version), self._driver.say)
-            decision = decide(request.strategy, report)
-            self._driver.say(f"strategy {decision.strategy}: {decision.reason}")
-            load = self._load_probe(probe)
-            result, _ = self._begin(action, request, strategy=decision.strategy)
+            decided: list[tuple[Decision, RehearsalReport | None]] = []
+
+            def choose() -> Strategy:
+                confirm()
+                report = None
+                if request.strategy.rehearses:
+                    assert request.version is not None
+                    plan = self._driver.rehearsal(request.version)
+                    report = run_rehearsal(plan, self._driver.say)
+                decision = decide(request.strategy, report)
+                self._driver.say(f"strategy {decision.strategy}: {decision.reason}")
+                decided.append((decision, report))
+                return decision.strategy
+
+            result, _ = self._begin(action, request, decide=choose)
+            decision, report = decided[0]
             result.strategy_reason = decision.reason
             result.rehearsal = report.as_json() if report else None
+            load = self._load_probe(probe)
             return self._drive(result, probe, load, request.on_failure)
 
     def set_app(self, app_file: Path) -> DeployResult:
@@ -314,6 +326,7 @@ class SmoothStack:
         *,
         dry_run: bool = False,
         strategy: Strategy = Strategy.CLONE,
+        decide: Callable[[], Strategy] | None = None,
     ) -> tuple[DeployResult, dict[str, str | None]]:
         return self._driver.begin(
             action,
@@ -323,6 +336,7 @@ class SmoothStack:
             wait_for_approval=request.wait_for_approval,
             dry_run=dry_run,
             strategy=strategy,
+            decide=decide,
         )
 
     def _load_probe(self, probe: Probe | None, public_url: str | None = None) -> LoadProbe | None:
@@ -390,16 +404,22 @@ def init_stack(
     project: Path | None = None,
     on_progress: Say | None = None,
     database: DatabaseEngine | None = None,
+    made_by: str | None = None,
 ) -> SmoothStack:
     """Create a stack for the site `app` describes (locally the sample site by default, on
-    `database`) and bring it to `idle` on `version`."""
+    `database`) and bring it to `idle` on `version`; `made_by` marks a stack a command owns."""
     check_stack_name(name)
     check_version_format(version)
     env = engine_environment(name, target, project=project)
     app = sample_or_spec(env, app, database)
     driver = Driver(env, name, on_progress or _quiet)
-    driver.init(target, version, app)
+    driver.init(target, version, app, made_by)
     return SmoothStack(driver)
+
+
+def stack_exists(name: str, *, project: Path | None = None) -> bool:
+    check_stack_name(name)
+    return Stack.exists(engine_environment(name, project=project), name)
 
 
 def sample_or_spec(

@@ -23,21 +23,19 @@ from zdd.api import (
     ActionRequest,
     Probe,
     SmoothStack,
-    engine_environment,
     init_stack,
     open_stack,
-    sample_or_spec,
+    recovery,
+    stack_exists,
 )
 from zdd.appspec import DatabaseEngine
 from zdd.console import stderr_console
-from zdd.driver import Driver
-from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, Environment, LoggedComponent
+from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, LoggedComponent
 from zdd.errors import BadInput, ZddError, exit_codes_text
 from zdd.phases import Mode
 from zdd.registry import DEFAULT_TARGET, TARGETS
 from zdd.rehearsal import StrategyChoice
 from zdd.results import DeployResult
-from zdd.stack import Stack
 
 app = typer.Typer(
     help=f"{(__doc__ or '').strip()}\n\n{exit_codes_text()}.",
@@ -46,8 +44,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = stderr_console()
-# Marks a stack `zdd demo` made, which a later demo may replace without asking.
-MADE_BY_KEY = "madeBy"
+# What `zdd demo` marks its own stack with, so that a later demo may remove it.
+DEMO = "demo"
 T = TypeVar("T")
 TARGET_HELP = f"Where the site runs: {', '.join(TARGETS)} ({DEFAULT_TARGET} is this machine)."
 
@@ -82,11 +80,6 @@ WaitOpt = Annotated[
 ChartOpt = Annotated[
     str | None, typer.Option("--chart", help="With --probe: write a timeline PNG to this file.")
 ]
-
-
-def _env(stack: str, target: str, as_json: bool) -> Environment:
-    """The engine environment; the default passphrase only ever applies to local stacks."""
-    return _run(as_json, lambda: engine_environment(stack, target))
 
 
 def _open(stack: str, as_json: bool) -> SmoothStack:
@@ -174,7 +167,7 @@ def _act(
     mode: Mode = Mode.READ_ONLY,
     accept_data_loss: bool = False,
     wait_for_approval: bool = False,
-    on_failure: Action | None = None,
+    on_failure: str | None = None,
     probe: bool = False,
     probe_rate: float = 400.0,
     chart: str | None = None,
@@ -182,8 +175,11 @@ def _act(
 ) -> None:
     """Validate an action, then preview it or carry it out to its end."""
     choice = _run(as_json, lambda: StrategyChoice.parse(strategy))
+    recovery_on_failure = _run(as_json, lambda: recovery(on_failure))
+    request = ActionRequest(
+        version, mode, accept_data_loss, wait_for_approval, recovery_on_failure, choice
+    )
     smooth = _open(stack, as_json)
-    request = ActionRequest(version, mode, accept_data_loss, wait_for_approval, on_failure, choice)
     if preview:
         shown = _run(as_json, lambda: smooth.preview(action, request))
         _emit(shown, as_json, lambda: _print_preview(shown))
@@ -242,16 +238,10 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> None:
     """Ship VERSION with no downtime: clone, cutover, deploy + migrate, verify, return, clean up."""
-    recovery = None
-    if on_failure is not None:
-        allowed = {Action.ROLLBACK_CODE.value, Action.ROLLBACK_DATABASE.value}
-        if on_failure not in allowed:
-            _fail(BadInput(f"--on-failure must be one of: {', '.join(sorted(allowed))}"), as_json)
-        recovery = Action(on_failure)
     _act(
         stack, Action.DEPLOY, as_json=as_json, preview=preview, yes=yes, version=version,
         mode=mode, accept_data_loss=accept_data_loss, wait_for_approval=wait_for_approval,
-        on_failure=recovery, probe=probe, probe_rate=probe_rate, chart=chart, strategy=strategy,
+        on_failure=on_failure, probe=probe, probe_rate=probe_rate, chart=chart, strategy=strategy,
     )  # fmt: skip
 
 
@@ -375,8 +365,6 @@ def preview(
     as_json: JsonOpt = False,
 ) -> None:
     """Show what an action or a phase would create, update, replace and delete; change nothing."""
-    if action in (Action.DEPLOY, Action.ROLLFORWARD) and version is None:
-        _fail(BadInput(f"{action} needs --version"), as_json)
     smooth = _open(stack, as_json)
     shown = _run(as_json, lambda: smooth.preview(action, ActionRequest(version=version)))
     _emit(shown, as_json, lambda: _print_preview(shown))
@@ -491,11 +479,9 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """A full smooth deployment on this machine: a fresh stack on v1, then v2 under load."""
-    env = _env(stack, DEFAULT_TARGET, as_json)
-    app_file = _run(as_json, lambda: sample_or_spec(env, None, database))
-    if Stack.exists(env, stack):
-        previous = Driver(env, stack, _say)
-        if _run(as_json, previous.stack.config).get(MADE_BY_KEY) != "demo":
+    if _run(as_json, lambda: stack_exists(stack)):
+        previous = _open(stack, as_json)
+        if _run(as_json, lambda: previous.made_by) != DEMO:
             question = f"stack {stack} exists and was not made by `zdd demo`: destroy it?"
             if as_json or not sys.stdin.isatty():
                 _fail(
@@ -508,19 +494,25 @@ def demo(
             typer.confirm(question, abort=True)
         _say(f"removing the previous {stack} stack")
         _run(as_json, previous.destroy)
-    driver = Driver(env, stack, _say)
+    smooth: SmoothStack | None = None
     try:
-        _run(as_json, lambda: driver.init(DEFAULT_TARGET, SAMPLE_FROM_VERSION, app_file))
-        driver.stack.set_config({MADE_BY_KEY: "demo"})
+        smooth = _run(
+            as_json,
+            lambda: init_stack(
+                stack, SAMPLE_FROM_VERSION, on_progress=_say, database=database, made_by=DEMO
+            ),
+        )
         _act(stack, Action.DEPLOY, as_json=as_json, version=SAMPLE_TO_VERSION, probe=True,
              probe_rate=probe_rate, chart=chart)  # fmt: skip
     finally:
-        if keep:
+        if smooth is None and _run(as_json, lambda: stack_exists(stack)):
+            smooth = _open(stack, as_json)  # an init that failed half way
+        if smooth is not None and keep:
             _say(
-                f"the site stays up at {driver.status().public_url}; `zdd destroy -s {stack} --yes`"
+                f"the site stays up at {smooth.status().public_url}; `zdd destroy -s {stack} --yes`"
             )
-        else:
-            _run(as_json, driver.destroy)
+        elif smooth is not None:
+            _run(as_json, smooth.destroy)
 
 
 def _print_status(status: dict[str, Any]) -> None:

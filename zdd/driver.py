@@ -15,7 +15,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,9 @@ from zdd.rehearsal import RehearsalPlan
 from zdd.results import DeployResult, PhaseTiming, Status
 from zdd.stack import Stack
 from zdd.targets import TargetOps, check_version, ops_for
+
+# The command that made a stack and may remove it without asking (`zdd demo`'s own stack).
+MADE_BY_KEY = "madeBy"
 
 
 class Driver:
@@ -191,9 +194,12 @@ class Driver:
 
     # -- init / destroy ------------------------------------------------------------------
 
-    def init(self, target: str, version: str, app_file: Path | None = None) -> Status:
+    def init(
+        self, target: str, version: str, app_file: Path | None = None, made_by: str | None = None
+    ) -> Status:
         """Create the stack for the site its app spec describes (kept in its config) on
-        `version`; a local stack given no spec runs the bundled sample site."""
+        `version`; a local stack given no spec runs the bundled sample site. `made_by` names
+        the command that owns the stack (`zdd:madeBy`), when one does."""
         ops = ops_for(target)
         if app_file is None and target == LOCAL_TARGET:
             app_file = self.env.sample_app
@@ -211,6 +217,7 @@ class Driver:
                 "currentVersion": version,
                 **described,
                 **ops.initial_config(self.env, self.stack_name),
+                **({MADE_BY_KEY: made_by} if made_by else {}),
             }
         )
         self._up(Phase.IDLE, "init", None, {"action": "init", "to": version})
@@ -256,8 +263,11 @@ class Driver:
         wait_for_approval: bool = False,
         dry_run: bool = False,
         strategy: Strategy = Strategy.CLONE,
+        decide: Callable[[], Strategy] | None = None,
     ) -> tuple[DeployResult, ConfigChange]:
-        """Validate `action` and (unless `dry_run`) record it in the stack config."""
+        """Validate `action` and (unless `dry_run`) record it in the stack config. `decide`, if
+        given, is asked once the action is known to be legal and before anything is written:
+        it may raise to stop, or name the strategy to take instead of `strategy`."""
         config, state, outputs, ops = self._read(evidence=action is not Action.DEPLOY)
         ops.check_ready()
         if version is not None:
@@ -269,20 +279,24 @@ class Driver:
                 "read-write mode needs --accept-data-loss: writes to the clone are not kept "
                 "when it is destroyed"
             )
-        try:
-            change = plan(
-                action,
-                state,
-                version=version,
-                mode=mode,
-                accept_data_loss=accept_data_loss,
-                wait_for_approval=wait_for_approval,
-                strategy=strategy,
-            )
-        except Refused as exc:
-            raise RefusedTransition(
-                f"{action} refused on stack {self.stack_name!r}: {exc}"
-            ) from None
+
+        def planned(strategy: Strategy) -> ConfigChange:
+            try:
+                return plan(
+                    action,
+                    state,
+                    version=version,
+                    mode=mode,
+                    accept_data_loss=accept_data_loss,
+                    wait_for_approval=wait_for_approval,
+                    strategy=strategy,
+                )
+            except Refused as exc:
+                raise RefusedTransition(
+                    f"{action} refused on stack {self.stack_name!r}: {exc}"
+                ) from None
+
+        change = planned(strategy)
         if action is Action.ROLLBACK_DATABASE:
             self._check_restore_point(state, ops)
             compatible = state.settings.strategy is Strategy.COMPATIBLE
@@ -294,6 +308,11 @@ class Driver:
                 )
         if action is Action.DEPLOY:
             self._check_restorable(ops, outputs)
+        if decide is not None:
+            chosen = decide()
+            if chosen is not strategy:
+                change = planned(chosen)
+        if action is Action.DEPLOY:
             change["deploymentId"] = uuid.uuid4().hex[:12]
         settings = state.settings
         result = DeployResult(
