@@ -47,6 +47,7 @@ from zdd.history import (
     history_message,
     pending_gate_failure,
     read_history,
+    strategy_field,
 )
 from zdd.phases import (
     InvalidStackConfig,
@@ -520,6 +521,7 @@ class Driver:
             "deployment": config.get("deploymentId"),
             "from": result.from_version,
             "to": result.to_version,
+            **strategy_field(config),
             **({"read_only_violation": v} if (v := result.read_only_violation) else {}),
             **pending_gate_failure(config),
         }
