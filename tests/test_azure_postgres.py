@@ -284,7 +284,8 @@ def _copy(server: FakeServer, pipes: list[Any], *, read_only: bool = True, code:
 
 
 def test_the_copy_is_one_dump_restored_as_the_migrators_then_a_read_only_role() -> None:
-    server, pipes = FakeServer(refuse_first=1), []
+    server = FakeServer(refuse_first=1)
+    pipes: list[Any] = []
     outs = _copy(server, pipes)
     ((dump, restore, env),) = pipes
     assert dump[0] == "pg_dump" and "dbname=site " in dump[-1]
