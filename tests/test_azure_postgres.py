@@ -4,7 +4,10 @@ mocks (the recording monitor of tests/test_azure_phases.py), and the clone's cop
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,8 +20,11 @@ from infra.azure.postgres_copy import (
     copy_database,
     dump_and_restore,
 )
+from policies.model import Resource, StackConfig
+from policies.rules import evaluate
 from tests import test_azure_phases as phases
 from tests.test_azure_phases import (
+    BASE_CONFIG,
     CLONE_PASSWORD,
     DYNAMIC,
     PASSWORD,
@@ -31,7 +37,12 @@ from tests.test_azure_phases import (
     run_program,
     stack,
 )
-from zdd.phases import Mode, Phase
+from tests.test_policies import _resource as policy_resource
+from tests.test_policies import changed, check, config_for, named, stack_check
+from zdd import azure
+from zdd.azure import DatabaseBackups
+from zdd.errors import RefusedTransition
+from zdd.phases import Mode, Phase, StackSettings
 
 SERVER = "azure-native:dbforpostgresql:Server"
 PG_DATABASE = "azure-native:dbforpostgresql:Database"
@@ -330,3 +341,115 @@ def test_a_read_write_role_may_write_rows_and_the_tables_a_migration_adds() -> N
     assert dump_and_restore("h", "a", "b", "admin", None)[1][-1].endswith(
         "user=admin sslmode=require"
     )
+
+
+# -- the driver: when a flexible server can restore a point ---------------------------------
+
+PG_ID = (
+    f"{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.DBforPostgreSQL/flexibleServers/x-pg-g1"
+)
+SQL_ID = f"{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.Sql/servers/x/databases/site-g1"
+T0 = datetime(2025, 3, 1, 10, 0, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeArm:
+    """Resource Manager in virtual time, answering for one server."""
+
+    backups: DatabaseBackups
+    elapsed: float = 0.0
+
+    def database_backups(self, database_id: str) -> DatabaseBackups:
+        assert database_id == PG_ID
+        return self.backups
+
+    def now(self) -> datetime:
+        return T0 + timedelta(seconds=self.elapsed)
+
+    def sleep(self, seconds: float) -> None:
+        self.elapsed += seconds
+
+    def route_state(self, route_id: str) -> Any:
+        raise AssertionError("no Front Door here")
+
+    def origin_requests(self, *args: Any) -> Any:
+        raise AssertionError("no Front Door here")
+
+
+def test_a_flexible_servers_backups_are_read_where_its_api_puts_them() -> None:
+    server = {
+        "properties": {"backup": {"earliestRestoreDate": "2025-02-26T10:00:00.1234567+00:00"}},
+        "systemData": {"createdAt": "2025-01-01T00:00:00Z"},
+    }
+    backups = azure.backups_of(PG_ID, server)
+    assert backups.earliest_restore == datetime(2025, 2, 26, 10, 0, 0, 123456, tzinfo=UTC)
+    assert backups.created == datetime(2025, 1, 1, tzinfo=UTC)
+    # The same answer read as an Azure SQL database has no restorable point at all.
+    assert azure.backups_of(SQL_ID, server).earliest_restore is None
+    assert azure.on_postgres(PG_ID) and not azure.on_postgres(SQL_ID)
+
+
+def test_a_rollback_waits_until_the_wal_archive_covers_the_point() -> None:
+    fake = FakeArm(DatabaseBackups(T0 - timedelta(days=3), T0 - timedelta(days=30)))
+    point = T0 - timedelta(minutes=2)
+    said: list[str] = []
+    outputs = {"primary_database_id": PG_ID}
+    azure.wait_restorable(
+        outputs, f"{point:%Y-%m-%dT%H:%M:%SZ}", said.append, fake, azure.Clock(sleep=fake.sleep)
+    )
+    covered = point + timedelta(seconds=azure.WAL_ARCHIVED_COVERED_SECONDS)
+    assert azure.WAL_ARCHIVED_COVERED_SECONDS > azure.LOG_BACKUP_COVERED_SECONDS
+    assert covered <= fake.now() < covered + timedelta(seconds=31)
+    assert said and "write-ahead log" in said[0] and "PostgreSQL" in said[0]
+    young = FakeArm(DatabaseBackups(T0 - timedelta(minutes=1), T0 - timedelta(minutes=5)))
+    with pytest.raises(RefusedTransition, match="Azure Database for PostgreSQL cannot restore"):
+        azure.wait_restorable(outputs, f"{point:%Y-%m-%dT%H:%M:%SZ}", print, young)
+
+
+# -- the policy pack checks what it checks for Azure SQL ------------------------------------
+
+PG_SCENARIOS = {
+    "idle": stack(Phase.IDLE),
+    "deploy": stack(Phase.DEPLOY),
+    "rollback-database": stack(Phase.DEPLOY, target_version="v1", migrate_to="v1", **RESTORED),
+    "idle-after-rollback-database": stack(Phase.IDLE, **RESTORED),
+}
+
+
+def _pg_resources(settings: StackSettings) -> list[Resource]:
+    return [policy_resource(r) for r in run_program(settings, app=POSTGRES_APP).registrations]
+
+
+def _pg_config(settings: StackSettings) -> StackConfig:
+    return config_for(settings, {**BASE_CONFIG, "zdd:app": POSTGRES_APP})
+
+
+@pytest.mark.parametrize("scenario", list(PG_SCENARIOS))
+def test_a_postgres_stack_passes_every_policy(scenario: str) -> None:
+    settings = PG_SCENARIOS[scenario]
+    assert evaluate(_pg_resources(settings), _pg_config(settings)) == {}
+
+
+def test_the_policies_guard_a_postgres_primary_as_they_guard_an_azure_sql_one() -> None:
+    settings = PG_SCENARIOS["rollback-database"]
+    resources, config = _pg_resources(settings), _pg_config(settings)
+    restored = named(resources, "primary-db-g2")
+    assert check("primary-database-protected", restored, config) == []
+    unprotected = dataclasses.replace(restored, protect=False)
+    assert check("primary-database-protected", unprotected, config)
+    elsewhere = changed(
+        restored, "sourceServerResourceId", restored.props["sourceServerResourceId"][:-1] + "7"
+    )
+    assert "must restore generation 1" in check("primary-database-protected", elsewhere, config)[0]
+    wrong_time = changed(restored, "pointInTimeUTC", "2025-03-01T10:00:00Z")
+    assert (
+        "not to the recorded restore point"
+        in check("primary-database-protected", wrong_time, config)[0]
+    )
+    short = changed(restored, "backup.backupRetentionDays", 3)
+    assert "3 days" in check("backup-retention-7-days", short, config)[0]
+    (rule, *_) = [r for r in resources if r.type == PG_FIREWALL]
+    open_rule = changed(changed(rule, "startIpAddress", "0.0.0.0"), "endIpAddress", "0.0.0.0")
+    assert check("sql-server-not-open-to-all", open_rule, config)
+    gone = [r for r in resources if r.name != "primary-db-g2"]
+    assert stack_check("primary-database-present", gone, config)
