@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import httpx
 
 from zdd.appspec import ReleaseKind
+from zdd.azure_rehearsal import rehearsal_of
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed, RefusedTransition
 from zdd.phases import MIN_BACKUP_RETENTION_DAYS
@@ -833,4 +834,5 @@ AZURE = TargetOps(
     restorable_problem=restorable_problem,
     wait_restorable=wait_restorable,
     log_of=log_of,
+    rehearsal=rehearsal_of,
 )

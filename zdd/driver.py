@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ from zdd.phases import (
     settings_digest,
 )
 from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
-from zdd.rehearsal import RehearsalPlan
+from zdd.rehearsal import Rehearsal
 from zdd.results import DeployResult, PhaseTiming, Status
 from zdd.stack import Stack
 from zdd.targets import TargetOps, check_version, ops_for
@@ -228,7 +229,7 @@ class Driver:
 
     # -- rehearsal -----------------------------------------------------------------------
 
-    def rehearsal(self, version: str) -> RehearsalPlan:
+    def rehearsal(self, version: str) -> Rehearsal:
         """What a rehearsal of `version` would do on this stack (`zdd.rehearsal`). Refused
         while a deployment is in progress: the primary's data is what that one changes."""
         config, state, outputs, ops = self._read()
@@ -243,7 +244,9 @@ class Driver:
             )
         if ops.rehearsal is None:
             raise BadInput(f"target {ops.name} cannot rehearse a release; use --strategy clone")
-        return ops.rehearsal(self.env, self.stack_name, config, outputs, version)
+        return ops.rehearsal(
+            self.env, self.stack_name, config, outputs, version, _RehearsalUpdates(self, version)
+        )
 
     # -- actions -------------------------------------------------------------------------
 
@@ -631,3 +634,20 @@ class Driver:
             "would_change": [{"resource": name, "op": op} for name, op in changed],
             "diff": result.stdout,
         }
+
+
+@dataclass
+class _RehearsalUpdates:
+    """The engine of a rehearsal that only the engine can make (`zdd:rehearse`, a stack at
+    rest): each change is one update, recorded in the history as `rehearse`."""
+
+    driver: Driver
+    version: str
+
+    def apply(self, change: dict[str, str | None], label: str) -> dict[str, Any]:
+        driver = self.driver
+        driver.stack.set_config(change)
+        current = driver.stack.config().get("currentVersion")
+        record = {"action": "rehearse", "from": current, "to": self.version}
+        driver._up(Phase.IDLE, label, None, record)
+        return driver.stack.outputs()

@@ -69,16 +69,9 @@ class AzureDatabase(pulumi.ComponentResource):
         self.previous: sql.Database | None = None
         self.migration: local.Command | None = None
         if args.existing:
-            # An earlier generation a compatible clone still serves: declared by the update
-            # that made it (kept), only read here.
-            self.database = sql.Database.get(
-                f"{name}-g{args.generation}",
-                pulumi.Output.concat(
-                    foundation.sql.id, f"/databases/{settings.database_name}-g{args.generation}"
-                ),
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-        elif args.role is Instance.PRIMARY:
+            self._point_at_existing(args.generation)
+            return
+        if args.role is Instance.PRIMARY:
             if args.generation > 1 and args.restored_from is None:
                 raise pulumi.RunError(
                     f"database generation {args.generation} needs the restore point it was "
@@ -201,6 +194,24 @@ class AzureDatabase(pulumi.ComponentResource):
         self.register_outputs(
             {"database_name": self.database_name, "database_id": self.database_id}
         )
+
+    def _point_at_existing(self, generation: int) -> None:
+        """An earlier generation a compatible clone still serves: declared (kept) by the
+        update that restored the primary, only named here, so the clone never restarts."""
+        foundation = self._foundation
+        settings = foundation.settings
+        name = f"{settings.database_name}-g{generation}"
+        self.access = None
+        self.archive = None
+        self.copy_digest = None
+        self.restore_point = None
+        self.restore_point_taken = None
+        self.database_name = pulumi.Output.from_input(name)
+        self.database_id = pulumi.Output.concat(foundation.sql.id, f"/databases/{name}")
+        self.connection = pulumi.Output.secret(
+            self._connection_string(settings.sql_admin_login, settings.sql_admin_password)
+        )
+        self.register_outputs({"database_name": self.database_name})
 
     def _generation(
         self,
@@ -364,7 +375,7 @@ class AzureDatabase(pulumi.ComponentResource):
         return pulumi.Output.secret(
             pulumi.Output.all(
                 foundation.sql.fully_qualified_domain_name,
-                (database or self.database).name,
+                database.name if database else self.database_name,
                 login,
                 password,
             ).apply(render)

@@ -230,4 +230,4 @@ def azure_target(config: pulumi.Config) -> Target:
     ) -> AzureFrontDoor:
         return AzureFrontDoor(name, args, foundation(opts), opts)
 
-    return Target(name="azure", database=database, site=site, front_door=front_door)
+    return Target(name="azure", database=database, site=site, front_door=front_door, rehearses=True)
