@@ -93,6 +93,25 @@ def pg_program(phase: Phase, **overrides: Any) -> Run:
     return run_program(stack(phase, **overrides), app=POSTGRES_APP, **keys)
 
 
+# Each scenario is declared once for the whole module (a program run costs about a second).
+PG_SCENARIOS = {
+    "idle": stack(Phase.IDLE),
+    "clone": stack(Phase.CLONE),
+    "deploy": stack(Phase.DEPLOY),
+    "rollback-database": stack(Phase.DEPLOY, target_version="v1", migrate_to="v1", **RESTORED),
+    "idle-after-rollback-database": stack(Phase.IDLE, **RESTORED),
+}
+
+
+@pytest.fixture(scope="module")
+def pg_runs() -> Iterator[dict[str, Run]]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(phases, "_mock_state", _postgres_state)
+        yield {
+            name: run_program(settings, app=POSTGRES_APP) for name, settings in PG_SCENARIOS.items()
+        }
+
+
 def _connection(app: Registration) -> str:
     (entry,) = app.inputs["siteConfig"]["connectionStrings"]
     assert entry["name"] == "EPiServerDB" and entry["type"] == "PostgreSQL"
@@ -103,8 +122,10 @@ def _connection(app: Registration) -> str:
 # -- the primary ---------------------------------------------------------------------------
 
 
-def test_the_primary_is_a_protected_flexible_server_with_the_sites_database() -> None:
-    run = pg_program(Phase.IDLE)
+def test_the_primary_is_a_protected_flexible_server_with_the_sites_database(
+    pg_runs: dict[str, Run],
+) -> None:
+    run = pg_runs["idle"]
     assert not run.of_type("azure-native:sql:Server") and not run.of_type(
         "azure-native:sql:Database"
     )
@@ -123,8 +144,10 @@ def test_the_primary_is_a_protected_flexible_server_with_the_sites_database() ->
     assert run.outputs["primary_database"] == "site"
 
 
-def test_the_operator_reaches_each_server_through_its_firewall_and_the_apps_privately() -> None:
-    run = pg_program(Phase.IDLE)
+def test_the_operator_reaches_each_server_through_its_firewall_and_the_apps_privately(
+    pg_runs: dict[str, Run],
+) -> None:
+    run = pg_runs["idle"]
     (rule,) = run.of_type(PG_FIREWALL)
     assert rule.inputs["serverName"] == "zdd-test-a1b2c3-pg-g1"
     assert rule.inputs["startIpAddress"] == rule.inputs["endIpAddress"] == "203.0.113.7"
@@ -142,8 +165,8 @@ def test_the_operator_reaches_each_server_through_its_firewall_and_the_apps_priv
     assert all(r.inputs["startIpAddress"] != "0.0.0.0" for r in run.of_type(PG_FIREWALL))
 
 
-def test_the_site_gets_a_postgresql_url_with_tls_as_a_secret() -> None:
-    run = pg_program(Phase.IDLE)
+def test_the_site_gets_a_postgresql_url_with_tls_as_a_secret(pg_runs: dict[str, Run]) -> None:
+    run = pg_runs["idle"]
     url = _connection(run.named("primary-app"))
     assert url == database_url(HOST_G1, "site", "zddadmin", PASSWORD)
     assert url.startswith(f"postgresql://zddadmin:{PASSWORD.replace('!', '%21')}@{HOST_G1}:5432/")
@@ -151,8 +174,10 @@ def test_the_site_gets_a_postgresql_url_with_tls_as_a_secret() -> None:
     assert run.outputs["connection_is_secret"] is True
 
 
-def test_the_restore_point_is_recorded_before_the_migration_which_runs_as_the_migrator() -> None:
-    run = pg_program(Phase.DEPLOY)
+def test_the_restore_point_is_recorded_before_the_migration_which_runs_as_the_migrator(
+    pg_runs: dict[str, Run],
+) -> None:
+    run = pg_runs["deploy"]
     point = run.named("primary-db-restore-point")
     assert point.inputs["restore_point"] == RESTORE_POINT
     assert point.inputs["database"] == "zdd-test-a1b2c3-pg-g1"
@@ -169,8 +194,10 @@ def test_the_restore_point_is_recorded_before_the_migration_which_runs_as_the_mi
     assert migration.urn in run.named("primary-app").dependencies
 
 
-def test_a_rollback_with_database_restores_into_a_new_server_at_the_restore_point() -> None:
-    run = pg_program(Phase.DEPLOY, target_version="v1", migrate_to="v1", **RESTORED)
+def test_a_rollback_with_database_restores_into_a_new_server_at_the_restore_point(
+    pg_runs: dict[str, Run],
+) -> None:
+    run = pg_runs["rollback-database"]
     restored = run.named("primary-db-g2")
     assert restored.inputs["createMode"] == "PointInTimeRestore"
     assert restored.inputs["sourceServerResourceId"].endswith(
@@ -192,8 +219,10 @@ def test_a_rollback_with_database_restores_into_a_new_server_at_the_restore_poin
 # -- the clone -----------------------------------------------------------------------------
 
 
-def test_a_read_only_clone_reads_a_copy_in_the_primarys_server_as_its_own_role() -> None:
-    run = pg_program(Phase.CLONE)
+def test_a_read_only_clone_reads_a_copy_in_the_primarys_server_as_its_own_role(
+    pg_runs: dict[str, Run],
+) -> None:
+    run = pg_runs["clone"]
     copy = run.named("clone-db-copy")
     assert copy.type == PG_DATABASE and copy.inputs["databaseName"] == "site-clone"
     assert copy.inputs["serverName"] == "zdd-test-a1b2c3-pg-g1"
@@ -212,8 +241,10 @@ def test_a_read_only_clone_reads_a_copy_in_the_primarys_server_as_its_own_role()
     assert not run.has("clone-db-migration")
 
 
-def test_a_later_restore_of_the_primary_leaves_the_clones_copy_where_it_is() -> None:
-    run = pg_program(Phase.DEPLOY, target_version="v1", migrate_to="v1", **RESTORED)
+def test_a_later_restore_of_the_primary_leaves_the_clones_copy_where_it_is(
+    pg_runs: dict[str, Run],
+) -> None:
+    run = pg_runs["rollback-database"]
     access = run.named("clone-db-access")
     assert {"host", "source"} <= set(access.ignore_changes)
     assert "serverName" in run.named("clone-db-copy").ignore_changes
@@ -408,16 +439,9 @@ def test_a_rollback_waits_until_the_wal_archive_covers_the_point() -> None:
 
 # -- the policy pack checks what it checks for Azure SQL ------------------------------------
 
-PG_SCENARIOS = {
-    "idle": stack(Phase.IDLE),
-    "deploy": stack(Phase.DEPLOY),
-    "rollback-database": stack(Phase.DEPLOY, target_version="v1", migrate_to="v1", **RESTORED),
-    "idle-after-rollback-database": stack(Phase.IDLE, **RESTORED),
-}
 
-
-def _pg_resources(settings: StackSettings) -> list[Resource]:
-    return [policy_resource(r) for r in run_program(settings, app=POSTGRES_APP).registrations]
+def _pg_resources(run: Run) -> list[Resource]:
+    return [policy_resource(r) for r in run.registrations]
 
 
 def _pg_config(settings: StackSettings) -> StackConfig:
@@ -425,14 +449,16 @@ def _pg_config(settings: StackSettings) -> StackConfig:
 
 
 @pytest.mark.parametrize("scenario", list(PG_SCENARIOS))
-def test_a_postgres_stack_passes_every_policy(scenario: str) -> None:
+def test_a_postgres_stack_passes_every_policy(pg_runs: dict[str, Run], scenario: str) -> None:
     settings = PG_SCENARIOS[scenario]
-    assert evaluate(_pg_resources(settings), _pg_config(settings)) == {}
+    assert evaluate(_pg_resources(pg_runs[scenario]), _pg_config(settings)) == {}
 
 
-def test_the_policies_guard_a_postgres_primary_as_they_guard_an_azure_sql_one() -> None:
+def test_the_policies_guard_a_postgres_primary_as_they_guard_an_azure_sql_one(
+    pg_runs: dict[str, Run],
+) -> None:
     settings = PG_SCENARIOS["rollback-database"]
-    resources, config = _pg_resources(settings), _pg_config(settings)
+    resources, config = _pg_resources(pg_runs["rollback-database"]), _pg_config(settings)
     restored = named(resources, "primary-db-g2")
     assert check("primary-database-protected", restored, config) == []
     unprotected = dataclasses.replace(restored, protect=False)

@@ -4,6 +4,7 @@ driver's side of a rehearsal against a fake engine and a fake clone web app."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any, cast
@@ -13,18 +14,23 @@ import pulumi
 import pytest
 
 from infra.program import Target, build
+from policies.rules import evaluate
 from tests import test_azure_phases as phases
 from tests.test_azure_phases import (
+    BASE_CONFIG,
     DATABASE,
     PASSWORD,
     RESTORE_POINT,
     ROUTE,
     Registration,
+    Run,
     app_spec,
     run_program,
     stack,
 )
 from tests.test_azure_postgres import POSTGRES_APP, _postgres_state
+from tests.test_policies import _resource as policy_resource
+from tests.test_policies import config_for
 from zdd import appspec
 from zdd.actions import Action, StackState, plan
 from zdd.azure import AZURE
@@ -66,6 +72,12 @@ def postgres_aware_mocks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def rehearsing(**overrides: Any) -> StackSettings:
     return StackSettings.from_config({"currentVersion": "v1", **REHEARSING, **overrides})
+
+
+@pytest.fixture(scope="module")
+def sql_rehearsal() -> Run:
+    """The Azure SQL stack at rest with `zdd:rehearse v1.1`, declared once for the module."""
+    return run_program(rehearsing())
 
 
 def _connection(app: Registration) -> str:
@@ -121,8 +133,10 @@ def test_a_target_that_rehearses_without_the_engine_refuses_the_key() -> None:
 # -- the rehearsal's resources, under mocks --------------------------------------------------
 
 
-def test_azure_sql_rehearsal_migrates_a_copy_and_runs_the_current_release_on_it() -> None:
-    run = run_program(rehearsing())
+def test_azure_sql_rehearsal_migrates_a_copy_and_runs_the_current_release_on_it(
+    sql_rehearsal: Run,
+) -> None:
+    run = sql_rehearsal
     copy = run.named("clone-db-copy")
     assert copy.type == DATABASE and copy.inputs["createMode"] == "Copy"
     assert copy.inputs["databaseName"] == "site-rehearsal"
@@ -349,3 +363,15 @@ def test_each_rehearsal_update_is_recorded_as_one() -> None:
         (Phase.IDLE, "rehearse", "v1.1"),
         (Phase.IDLE, "rehearse", "v1.1"),
     ]
+
+
+def test_the_policy_pack_lets_a_rehearsal_clone_write_and_only_a_rehearsal(
+    sql_rehearsal: Run,
+) -> None:
+    settings = rehearsing()
+    resources = [policy_resource(r) for r in sql_rehearsal.registrations]
+    at_rest = config_for(settings, BASE_CONFIG)
+    rehearsal = dataclasses.replace(at_rest, values={**at_rest.values, "zdd:rehearse": "v1.1"})
+    assert evaluate(resources, rehearsal) == {}
+    # The same read-write clone without the rehearsal's key is a clone that loses writes.
+    assert "clone-read-only" in evaluate(resources, at_rest)
