@@ -30,6 +30,9 @@ AFD_ORIGIN = "azure-native:cdn:AFDOrigin"
 POSTGRES_SERVER = "azure-native:dbforpostgresql:Server"
 POSTGRES_FIREWALL_RULE = "azure-native:dbforpostgresql:FirewallRule"
 PRIMARY_TYPES = (SQL_DATABASE, POSTGRES_SERVER)
+POSTGRES_CONFIGURATION = "azure-native:dbforpostgresql:Configuration"
+# Server parameters that keep a flexible server's connections encrypted (on by default).
+POSTGRES_TLS_PARAMETERS = {"require_secure_transport": "on"}
 
 MIN_TLS = (1, 2)
 # Azure's "allow Azure services and resources to access this server" rule.
@@ -362,6 +365,21 @@ def check_sql_server_tls(resource: Resource, _config: StackConfig) -> list[str]:
     return []
 
 
+def check_postgres_server_tls(resource: Resource, _config: StackConfig) -> list[str]:
+    """A flexible server requires TLS unless a server parameter turns it off; the program
+    never declares one, and nothing else may."""
+    if resource.type != POSTGRES_CONFIGURATION:
+        return []
+    name = str(resource.prop("configurationName", ""))
+    wanted = POSTGRES_TLS_PARAMETERS.get(name)
+    value = str(resource.prop("value", "")).lower()
+    if wanted is not None and value != wanted:
+        return [f"{resource.name}: {name} is {value!r}: connections must require TLS"]
+    if name == "ssl_min_protocol_version" and not _tls_at_least(value.removeprefix("tlsv")):
+        return [f"{resource.name}: ssl_min_protocol_version is {value!r}, needs TLSv1.2+"]
+    return []
+
+
 # -- exactly one origin takes public traffic at a time -----------------------------------------
 
 
@@ -430,6 +448,7 @@ CHECKS = TargetChecks(
         "web-app-ftps-disabled": check_ftps_disabled,
         "sql-server-not-open-to-all": check_sql_firewall,
         "sql-server-tls-1-2": check_sql_server_tls,
+        "postgres-server-tls": check_postgres_server_tls,
         "clone-database-is-copy": check_clone_database_is_copy,
     },
     stack={

@@ -479,3 +479,18 @@ def test_the_policies_guard_a_postgres_primary_as_they_guard_an_azure_sql_one(
     assert check("sql-server-not-open-to-all", open_rule, config)
     gone = [r for r in resources if r.name != "primary-db-g2"]
     assert stack_check("primary-database-present", gone, config)
+
+
+def test_no_server_parameter_may_turn_tls_off() -> None:
+    def parameter(name: str, value: str) -> Resource:
+        props = {"configurationName": name, "value": value, "serverName": "x-pg-g1"}
+        return Resource(type="azure-native:dbforpostgresql:Configuration", name=name, props=props)
+
+    config = _pg_config(PG_SCENARIOS["idle"])
+    assert check("postgres-server-tls", parameter("require_secure_transport", "ON"), config) == []
+    assert check("postgres-server-tls", parameter("require_secure_transport", "off"), config)
+    assert (
+        check("postgres-server-tls", parameter("ssl_min_protocol_version", "TLSv1.3"), config) == []
+    )
+    assert check("postgres-server-tls", parameter("ssl_min_protocol_version", "TLSv1.1"), config)
+    assert check("postgres-server-tls", parameter("work_mem", "64MB"), config) == []
