@@ -363,6 +363,11 @@ def test_a_read_write_role_may_write_rows_and_the_tables_a_migration_adds() -> N
     assert statements[0].startswith('ALTER ROLE "zdd_clone" WITH LOGIN')
     assert 'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "public"' in text
     assert 'ALTER DEFAULT PRIVILEGES FOR ROLE "migrator" IN SCHEMA "public"' in text
+    # PUBLIC loses CONNECT on the copy, the migration login (which migrates it) keeps it.
+    revoke = text.index('REVOKE ALL ON DATABASE "site-rehearsal" FROM PUBLIC')
+    assert (
+        text.index('GRANT CONNECT, TEMPORARY ON DATABASE "site-rehearsal" TO "migrator"') > revoke
+    )
     assert "default_transaction_read_only = off" in text
     # A name with a quote cannot break out of its identifier.
     (first, *_rest) = access_statements(

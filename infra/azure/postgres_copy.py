@@ -86,6 +86,11 @@ def access_statements(
         f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC",
         f"GRANT CONNECT ON DATABASE {_ident(database)} TO {role}",
     ]
+    if owner:
+        # The migration login owns what was restored: a rehearsal's migration connects as it.
+        statements.append(
+            f"GRANT CONNECT, TEMPORARY ON DATABASE {_ident(database)} TO {_ident(owner)}"
+        )
     for schema in schemas:
         statements.append(f"GRANT USAGE ON SCHEMA {_ident(schema)} TO {role}")
         if read_only:
