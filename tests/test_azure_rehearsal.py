@@ -38,6 +38,7 @@ from zdd.azure_rehearsal import AzureRehearsal, rehearsal_of
 from zdd.driver import _RehearsalUpdates
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, RefusedTransition
+from zdd.history import group_history
 from zdd.phases import (
     DatabaseMode,
     EdgeWrites,
@@ -363,6 +364,14 @@ def test_each_rehearsal_update_is_recorded_as_one() -> None:
         (Phase.IDLE, "rehearse", "v1.1"),
         (Phase.IDLE, "rehearse", "v1.1"),
     ]
+    # One rehearsal is one entry of `zdd history`, ended by the update that removes it.
+    records = [
+        {**m, "phase": str(p), "result": "succeeded", "started": "t", "seconds": 1.0}
+        for p, _, m in driver.updates
+    ]
+    (entry,) = group_history(list(reversed(records)))
+    assert entry["actions"] == ["rehearse"] and entry["outcome"] == "succeeded"
+    assert entry["deployment"].startswith("rehearsal-") and len(entry["phases"]) == 2
 
 
 def test_the_policy_pack_lets_a_rehearsal_clone_write_and_only_a_rehearsal(

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -643,11 +643,20 @@ class _RehearsalUpdates:
 
     driver: Driver
     version: str
+    # Both updates of one rehearsal are one entry of `zdd history`.
+    rehearsal_id: str = field(default_factory=lambda: f"rehearsal-{uuid.uuid4().hex[:8]}")
 
     def apply(self, change: dict[str, str | None], label: str) -> dict[str, Any]:
         driver = self.driver
         driver.stack.set_config(change)
         current = driver.stack.config().get("currentVersion")
-        record = {"action": "rehearse", "from": current, "to": self.version}
+        record: dict[str, Any] = {
+            "action": "rehearse",
+            "deployment": self.rehearsal_id,
+            "from": current,
+            "to": self.version,
+        }
+        if change.get("rehearse"):
+            record["rehearsing"] = True  # the entry ends with the update that removes it
         driver._up(Phase.IDLE, label, None, record)
         return driver.stack.outputs()

@@ -133,7 +133,12 @@ class _Entry:
 
     @property
     def ended(self) -> bool:
-        return self.last.get("result") == "succeeded" and self.last.get("phase") == Phase.IDLE
+        # A rehearsal's first update leaves the stack at rest with the rehearsal still declared.
+        return (
+            self.last.get("result") == "succeeded"
+            and self.last.get("phase") == Phase.IDLE
+            and not self.last.get("rehearsing")
+        )
 
     def add(self, update: dict[str, Any]) -> None:
         self.last = update
