@@ -99,7 +99,6 @@ PG_SCENARIOS = {
     "clone": stack(Phase.CLONE),
     "deploy": stack(Phase.DEPLOY),
     "rollback-database": stack(Phase.DEPLOY, target_version="v1", migrate_to="v1", **RESTORED),
-    "idle-after-rollback-database": stack(Phase.IDLE, **RESTORED),
 }
 
 
