@@ -49,6 +49,9 @@ class DatabaseArgs:
     # An earlier generation of the primary database that a compatible clone still serves
     # after a rollback with database: only pointed at, never created, changed or deleted.
     existing: bool = False
+    # A rehearsal: the clone's copy is migrated to `schema_version` (the release rehearsed),
+    # so the current release can be tried on it before anything visible changes.
+    rehearsal: bool = False
     # A read-write clone's database keeps a baseline of the copy (what the clone started from).
     keep_baseline: bool = False
     # A read-only clone's database refuses writes in the database itself (rule 9).

@@ -20,6 +20,9 @@ class Target:
     database: Callable[[str, DatabaseArgs, pulumi.ResourceOptions | None], DatabaseLike]
     site: Callable[[str, SiteArgs, pulumi.ResourceOptions | None], SiteLike]
     front_door: Callable[[str, FrontDoorArgs, pulumi.ResourceOptions | None], Any]
+    # The engine makes a rehearsal's copy (`zdd:rehearse`): a cloud target. The local target
+    # rehearses without the engine (`zdd.rehearsal`).
+    rehearses: bool = False
 
 
 @dataclass
@@ -37,6 +40,11 @@ def build(
     """Declare the resources of `declaration.phase`. Names are stable across phases, so the
     primary's resources are updated in place and never replaced by a phase change. `opts`
     applies to every component (the phase guard)."""
+    if declaration.rehearsal_version is not None and not target.rehearses:
+        raise pulumi.RunError(
+            f"zdd:rehearse: target {target.name} rehearses without the engine (`zdd "
+            "rehearse`); remove the key"
+        )
     primary_database = target.database(
         "primary-db",
         DatabaseArgs(
@@ -51,7 +59,20 @@ def build(
     primary = target.site("primary", SiteArgs(declaration.primary, primary_database), opts)
     origins: dict[Instance, SiteLike] = {Instance.PRIMARY: primary}
     clone_database = clone = None
-    if declaration.clone is not None and declaration.clone.database is Instance.PRIMARY:
+    if declaration.rehearsal_version is not None and declaration.clone is not None:
+        # Outside the front door: the operator's gates reach the clone by its own address.
+        clone_database = target.database(
+            "clone-db",
+            DatabaseArgs(
+                role=Instance.CLONE,
+                schema_version=declaration.rehearsal_version,
+                copy_of=primary_database,
+                rehearsal=True,
+            ),
+            opts,
+        )
+        clone = target.site("clone", SiteArgs(declaration.clone, clone_database), opts)
+    elif declaration.clone is not None and declaration.clone.database is Instance.PRIMARY:
         # The compatible strategy: a second instance of the site on the primary database.
         shared = declaration.shared_database_generation
         if shared is not None and shared != declaration.primary_database_generation:

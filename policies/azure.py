@@ -25,6 +25,14 @@ RETENTION = "azure-native:sql:BackupShortTermRetentionPolicy"
 FIREWALL_RULE = "azure-native:sql:FirewallRule"
 IPV6_FIREWALL_RULE = "azure-native:sql:IPv6FirewallRule"
 AFD_ORIGIN = "azure-native:cdn:AFDOrigin"
+# Azure Database for PostgreSQL flexible server (infra/azure/postgres.py): a primary generation
+# is a server; its firewall rules are the server's.
+POSTGRES_SERVER = "azure-native:dbforpostgresql:Server"
+POSTGRES_FIREWALL_RULE = "azure-native:dbforpostgresql:FirewallRule"
+PRIMARY_TYPES = (SQL_DATABASE, POSTGRES_SERVER)
+POSTGRES_CONFIGURATION = "azure-native:dbforpostgresql:Configuration"
+# Server parameters that keep a flexible server's connections encrypted (on by default).
+POSTGRES_TLS_PARAMETERS = {"require_secure_transport": "on"}
 
 MIN_TLS = (1, 2)
 # Azure's "allow Azure services and resources to access this server" rule.
@@ -32,10 +40,26 @@ AZURE_SERVICES_RULE = ("0.0.0.0", "0.0.0.0")
 # A firewall rule wider than this (a /8) is as good as open to everyone.
 MAX_FIREWALL_ADDRESSES = 2**24
 # Kept on a previous primary generation during a rollback with database, so that it is never
-# replaced (infra/azure/database.py AzureDatabase._generation).
+# replaced (infra/azure/database.py AzureDatabase._generation; a PostgreSQL server's in
+# `_Generations`).
 KEPT_IGNORE_CHANGES = frozenset({"createMode", "sourceDatabaseId", "restorePointInTime"})
 
 _AZURE_DATABASE_ID_RE = re.compile(r"/servers/(?P<server>[^/]+)/databases/(?P<database>[^/]+)$")
+_POSTGRES_SERVER_ID_RE = re.compile(r"/flexibleServers/(?P<database>[^/]+)$", re.IGNORECASE)
+
+
+class _Generations:
+    """How one kind of primary generation records where it came from: Azure SQL databases
+    (`createMode: Default`, then copies of a database) and PostgreSQL flexible servers
+    (`createMode: Create`, then restores of a server)."""
+
+    def __init__(self, resource: Resource) -> None:
+        postgres = resource.type == POSTGRES_SERVER
+        self.original = "Create" if postgres else "Default"
+        self.source = "sourceServerResourceId" if postgres else "sourceDatabaseId"
+        self.point = "pointInTimeUTC" if postgres else "restorePointInTime"
+        self.source_re = _POSTGRES_SERVER_ID_RE if postgres else _AZURE_DATABASE_ID_RE
+        self.kept = frozenset({"createMode", self.source, self.point})
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -103,15 +127,16 @@ def check_clone_read_only(resource: Resource, config: StackConfig) -> list[str]:
 
 
 def check_primary_database_protected(resource: Resource, config: StackConfig) -> list[str]:
-    if resource.type != SQL_DATABASE or _database_role(resource) != "primary":
+    if resource.type not in PRIMARY_TYPES or _database_role(resource) != "primary":
         return []
+    kind = _Generations(resource)
     tag = _tags(resource).get("zdd-generation")
     try:
         generation: int | None = int(str(tag)) if tag is not None else None
     except ValueError:
         generation = None
     wanted = config.generation
-    kept = set(resource.ignore_changes) >= KEPT_IGNORE_CHANGES
+    kept = set(resource.ignore_changes) >= kind.kept
     if generation is not None and wanted is not None and generation < wanted:
         # A previous generation: declared only while the rollback with database that replaced
         # it goes on, retained on delete and never replaced (its creation is history).
@@ -132,10 +157,10 @@ def check_primary_database_protected(resource: Resource, config: StackConfig) ->
             "no update deletes or replaces it"
         )
     create_mode = resource.prop("createMode", "Default")
-    if generation == 1 and create_mode != "Default":
+    if generation == 1 and create_mode != kind.original:
         problems.append(
             f"{resource.name}: generation 1 is the original database, createMode must be "
-            f"Default, not {create_mode}"
+            f"{kind.original}, not {create_mode}"
         )
     if generation is not None and generation > 1:
         problems.extend(_check_restored_generation(resource, generation, create_mode, config))
@@ -145,6 +170,7 @@ def check_primary_database_protected(resource: Resource, config: StackConfig) ->
 def _check_restored_generation(
     resource: Resource, generation: int, create_mode: str, config: StackConfig
 ) -> list[str]:
+    kind = _Generations(resource)
     if create_mode != "PointInTimeRestore":
         return [
             f"{resource.name}: generation {generation} must be a point-in-time restore "
@@ -152,15 +178,15 @@ def _check_restored_generation(
             "made by a rollback with database"
         ]
     problems = []
-    source = str(resource.prop("sourceDatabaseId", ""))
-    match = _AZURE_DATABASE_ID_RE.search(source)
+    source = str(resource.prop(kind.source, ""))
+    match = kind.source_re.search(source)
     if match is None or not match.group("database").endswith(f"-g{generation - 1}"):
         problems.append(
             f"{resource.name}: generation {generation} must restore generation "
             f"{generation - 1}, not {source or 'nothing'}"
         )
     restored_from = config.get("restoredFrom")
-    point = resource.prop("restorePointInTime")
+    point = resource.prop(kind.point)
     if restored_from is not None and point is not None:
         wanted, actual = _point_in_time(restored_from), _point_in_time(str(point))
         if wanted is None or actual is None or wanted != actual:
@@ -169,7 +195,7 @@ def _check_restored_generation(
                 f"zdd:restoredFrom {restored_from}"
             )
     elif point is None:
-        problems.append(f"{resource.name}: a point-in-time restore needs restorePointInTime")
+        problems.append(f"{resource.name}: a point-in-time restore needs {kind.point}")
     return problems
 
 
@@ -182,7 +208,7 @@ def check_primary_database_present(
         return []
     problems: list[Violation] = []
     wanted = config.generation
-    primaries = [r for r in resources if r.type == SQL_DATABASE and _database_role(r) == "primary"]
+    primaries = [r for r in resources if r.type in PRIMARY_TYPES and _database_role(r) == "primary"]
     current = [
         r
         for r in primaries
@@ -207,9 +233,13 @@ def check_primary_database_present(
 
 
 def check_backup_retention(resource: Resource, _config: StackConfig) -> list[str]:
-    if resource.type != RETENTION:
+    if resource.type == POSTGRES_SERVER:
+        # A flexible server keeps its own backups: the retention is the server's.
+        days = (resource.prop("backup") or {}).get("backupRetentionDays")
+    elif resource.type == RETENTION:
+        days = resource.prop("retentionDays")
+    else:
         return []
-    days = resource.prop("retentionDays")
     if not isinstance(days, int | float) or days < MIN_BACKUP_RETENTION_DAYS:
         return [
             f"{resource.name}: short-term backup retention is {days} days; a rollback with "
@@ -294,7 +324,7 @@ def check_ftps_disabled(resource: Resource, _config: StackConfig) -> list[str]:
 
 
 def check_sql_firewall(resource: Resource, config: StackConfig) -> list[str]:
-    if resource.type not in (FIREWALL_RULE, IPV6_FIREWALL_RULE):
+    if resource.type not in (FIREWALL_RULE, IPV6_FIREWALL_RULE, POSTGRES_FIREWALL_RULE):
         return []
     start, end = resource.prop("startIpAddress"), resource.prop("endIpAddress")
     if (start, end) == AZURE_SERVICES_RULE:
@@ -332,6 +362,21 @@ def check_sql_server_tls(resource: Resource, _config: StackConfig) -> list[str]:
     minimum = resource.prop("minimalTlsVersion")
     if not _tls_at_least(minimum):
         return [f"{resource.name}: minimalTlsVersion is {minimum}, needs 1.2+"]
+    return []
+
+
+def check_postgres_server_tls(resource: Resource, _config: StackConfig) -> list[str]:
+    """A flexible server requires TLS unless a server parameter turns it off; the program
+    never declares one, and nothing else may."""
+    if resource.type != POSTGRES_CONFIGURATION:
+        return []
+    name = str(resource.prop("configurationName", ""))
+    wanted = POSTGRES_TLS_PARAMETERS.get(name)
+    value = str(resource.prop("value", "")).lower()
+    if wanted is not None and value != wanted:
+        return [f"{resource.name}: {name} is {value!r}: connections must require TLS"]
+    if name == "ssl_min_protocol_version" and not _tls_at_least(value.removeprefix("tlsv")):
+        return [f"{resource.name}: ssl_min_protocol_version is {value!r}, needs TLSv1.2+"]
     return []
 
 
@@ -403,6 +448,7 @@ CHECKS = TargetChecks(
         "web-app-ftps-disabled": check_ftps_disabled,
         "sql-server-not-open-to-all": check_sql_firewall,
         "sql-server-tls-1-2": check_sql_server_tls,
+        "postgres-server-tls": check_postgres_server_tls,
         "clone-database-is-copy": check_clone_database_is_copy,
     },
     stack={

@@ -96,6 +96,12 @@ class StackConfig:
         return self.get("strategy") == Strategy.COMPATIBLE
 
     @property
+    def rehearsing(self) -> bool:
+        """A rehearsal the engine makes (`zdd:rehearse`): the clone tries the current release
+        on a migrated copy of its own, outside the front door; its writes are the test's."""
+        return bool(self.get("rehearse"))
+
+    @property
     def generation(self) -> int | None:
         """The primary database's generation, when the config says which one."""
         if not self.known:
@@ -152,7 +158,9 @@ def clone_mode_problems(
         if mode == DatabaseMode.READ_ONLY:
             continue
         if mode == DatabaseMode.READ_WRITE and (
-            config.data_loss_acknowledged or config.clone_shares_primary_database
+            config.data_loss_acknowledged
+            or config.clone_shares_primary_database
+            or config.rehearsing
         ):
             continue
         if mode == DatabaseMode.READ_WRITE:

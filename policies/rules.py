@@ -112,6 +112,10 @@ POLICIES: tuple[PolicySpec, ...] = _table(
     ),
     _resource_policy("sql-server-tls-1-2", "The SQL server requires TLS 1.2 or newer."),
     _resource_policy(
+        "postgres-server-tls",
+        "A PostgreSQL flexible server's parameters keep requiring TLS 1.2 or newer.",
+    ),
+    _resource_policy(
         "front-door-active-origin",
         "The front door sends public traffic to exactly one of its origins.",
     ),

@@ -10,7 +10,7 @@ import pytest
 
 from zdd import cli
 from zdd import stack as stack_module
-from zdd.history import gate_failure, group_history, pending_gate_failure
+from zdd.history import gate_failure, group_history, pending_gate_failure, strategy_field
 from zdd.phases import Phase
 from zdd.stack import Stack
 
@@ -159,3 +159,23 @@ def test_the_table_shows_the_attempted_version_and_the_outcome_in_words(
         "v1 -> v2" in shown and "rolled back to v1 (code only) after phase deploy failed" in shown
     )
     assert "deploy 1.0s!" in shown  # the update that failed
+
+
+def test_each_deployment_keeps_the_strategy_it_took() -> None:
+    """The last update of a deployment finds `zdd:strategy` cleared: the path is what the
+    updates before it recorded, and an update outside a deployment records none."""
+    compatible = {"phase": "clone", "strategy": "compatible"}
+    assert strategy_field(compatible) == {"strategy": "compatible"}
+    assert strategy_field({"phase": "cutover"}) == {"strategy": "clone"}
+    assert strategy_field({"phase": "idle", "strategy": "compatible"}) == {}
+    later, earlier = group_history(
+        newest_first(
+            update("deploy", "clone", "v1.1", **strategy_field(compatible)),
+            update("deploy", "return", "v1.1", strategy="compatible"),
+            update("deploy", "idle", "v1.1"),
+            update("deploy", "clone", "v2", deployment="d2", since="v1.1", strategy="clone"),
+            update("deploy", "idle", "v2", deployment="d2", since="v1.1"),
+        )
+    )
+    assert (earlier["to_version"], earlier["strategy"]) == ("v1.1", "compatible")
+    assert (later["to_version"], later["strategy"]) == ("v2", "clone")

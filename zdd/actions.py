@@ -135,6 +135,8 @@ def plan(
             "mode": mode,
             "acceptDataLoss": "true" if accept_data_loss else "false",
             "strategy": strategy if strategy is not Strategy.CLONE else None,
+            # A rehearsal that was stopped leaves its key: the deployment's clone replaces it.
+            "rehearse": None,
             **approval,
         }
     if action is Action.ABORT:

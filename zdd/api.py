@@ -24,8 +24,7 @@ from zdd.errors import BadInput
 from zdd.phases import Mode, Phase, Strategy
 from zdd.probe import LoadProbe, ProbeTarget
 from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
-from zdd.rehearsal import Decision, RehearsalPlan, RehearsalReport, StrategyChoice, decide
-from zdd.rehearsal import run as run_rehearsal
+from zdd.rehearsal import Decision, Rehearsal, RehearsalReport, StrategyChoice, decide
 from zdd.results import DeployResult, Status
 from zdd.stack import Stack, check_stack_name
 from zdd.targets import LogLocation, check_version_format, ops_for
@@ -203,9 +202,9 @@ class SmoothStack:
         changes and nothing is left behind."""
         check_version_format(version)
         with self._driver.exclusive():
-            return run_rehearsal(self._driver.rehearsal(version), self._driver.say)
+            return self._driver.rehearsal(version).run(self._driver.say)
 
-    def rehearsal_plan(self, version: str) -> RehearsalPlan:
+    def rehearsal_plan(self, version: str) -> Rehearsal:
         """What `rehearse(version)` would do; does nothing."""
         check_version_format(version)
         return self._driver.rehearsal(version)
@@ -262,8 +261,7 @@ class SmoothStack:
                 report = None
                 if request.strategy.rehearses:
                     assert request.version is not None
-                    plan = self._driver.rehearsal(request.version)
-                    report = run_rehearsal(plan, self._driver.say)
+                    report = self._driver.rehearsal(request.version).run(self._driver.say)
                 decision = decide(request.strategy, report)
                 self._driver.say(f"strategy {decision.strategy}: {decision.reason}")
                 decided.append((decision, report))

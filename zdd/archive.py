@@ -16,6 +16,9 @@ from typing import Any
 from zdd.sqlite_files import Table, baseline_path, tables
 
 Row = dict[str, Any]
+# Tables a migration tool keeps for itself (the schema revision it applied): a migration changes
+# them, a visitor never does, so a row there is never reported as a visitor's write.
+BOOKKEEPING_TABLES = frozenset({"alembic_version"})
 
 
 @dataclass
@@ -74,8 +77,13 @@ def _rows(conn: sqlite3.Connection, table: Table) -> dict[tuple[Any, ...], Row]:
 
 
 def _tables(conn: sqlite3.Connection) -> dict[str, Table]:
-    # What the site sees: its tables and virtual tables, not the shadow tables that store them.
-    return {t.name: t for t in tables(conn) if t.kind in ("table", "virtual")}
+    # What the site sees: its tables and virtual tables, not the shadow tables that store them
+    # nor its migration tool's bookkeeping.
+    return {
+        t.name: t
+        for t in tables(conn)
+        if t.kind in ("table", "virtual") and t.name not in BOOKKEEPING_TABLES
+    }
 
 
 def _differ(old: Row, new: Row) -> bool:

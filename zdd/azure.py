@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import httpx
 
 from zdd.appspec import ReleaseKind
+from zdd.azure_rehearsal import rehearsal_of
 from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed, RefusedTransition
@@ -60,6 +61,10 @@ COUNTED_WITHIN_SECONDS = 2 * METRICS_DELAY_SECONDS + 240
 # as covered 5 minutes after the slowest log backup interval.
 FIRST_FULL_BACKUP_SECONDS = 1800
 LOG_BACKUP_COVERED_SECONDS = 600 + 300
+# Azure Database for PostgreSQL flexible server archives the write-ahead log when a file is
+# ready to be archived (backup and restore docs), so a point can be up to 15 minutes from
+# restorable: counted as covered 5 minutes after that.
+WAL_ARCHIVED_COVERED_SECONDS = 900 + 300
 RESTORABLE_POLL_SECONDS = 30.0
 # Front Door propagates a configuration change to its edge in minutes, not seconds.
 AZURE_TIMEOUTS = GateTimeouts(healthy=600.0, public_origin=1200.0, drained=1200.0)
@@ -167,6 +172,38 @@ class DatabaseBackups:
 
     earliest_restore: datetime | None
     created: datetime | None
+
+
+def on_postgres(database_id: str) -> bool:
+    """The primary database is a PostgreSQL flexible server (its generation is a server)."""
+    return "/microsoft.dbforpostgresql/flexibleservers/" in database_id.lower()
+
+
+def backups_of(database_id: str, body: Mapping[str, Any]) -> DatabaseBackups:
+    """A Resource Manager answer about the primary database, read as its backups: an Azure SQL
+    database's `earliestRestoreDate` and `creationDate`, or a flexible server's
+    `backup.earliestRestoreDate` and `systemData.createdAt`."""
+    properties = body.get("properties") or {}
+    if on_postgres(database_id):
+        earliest = (properties.get("backup") or {}).get("earliestRestoreDate")
+        created = (body.get("systemData") or {}).get("createdAt")
+    else:
+        earliest, created = properties.get("earliestRestoreDate"), properties.get("creationDate")
+    return DatabaseBackups(
+        earliest_restore=_moment(earliest) if earliest else None,
+        created=_moment(created) if created else None,
+    )
+
+
+def _engine_words(database_id: str) -> tuple[str, str, int]:
+    """(the service, how it backs up its log, seconds until a point is surely covered)."""
+    if on_postgres(database_id):
+        return (
+            "Azure Database for PostgreSQL",
+            "archives the write-ahead log as each file fills, up to 15 minutes apart",
+            WAL_ARCHIVED_COVERED_SECONDS,
+        )
+    return "Azure SQL", "backs the log up every 5 to 10 minutes", LOG_BACKUP_COVERED_SECONDS
 
 
 class AzureApi(Protocol):
@@ -531,14 +568,16 @@ def restorable_problem(outputs: Mapping[str, Any], api: AzureApi | None = None) 
     all (Azure SQL takes a new, copied or restored database's first full backup "usually
     within 30 minutes"), with when to try again; None when it has one."""
     api = api or arm_api()
-    backups = api.database_backups(_database_id(outputs))
+    database_id = _database_id(outputs)
+    backups = api.database_backups(database_id)
     if backups.earliest_restore is not None:
         return None
     now = api.now()
     ready = (backups.created or now) + timedelta(seconds=FIRST_FULL_BACKUP_SECONDS)
     minutes = max(1, math.ceil((ready - now).total_seconds() / 60))
     return (
-        f"the primary database has no restorable point yet (Azure SQL backs up a new, copied "
+        f"the primary database has no restorable point yet ({_engine_words(database_id)[0]} "
+        "backs up a new, copied "
         f"or restored database for the first time within about 30 minutes of its creation"
         f"{f' at {backups.created:%H:%M} UTC' if backups.created else ''}), so a restore point "
         f"taken now could not be restored; deploy again after {ready:%H:%M} UTC (in about "
@@ -560,7 +599,8 @@ def wait_restorable(
     point Azure cannot restore at all."""
     api = api or arm_api()
     point = datetime.fromisoformat(restore_point.replace("Z", "+00:00"))
-    backups = api.database_backups(_database_id(outputs))
+    database_id = _database_id(outputs)
+    backups = api.database_backups(database_id)
     if backups.earliest_restore is None or backups.earliest_restore > point:
         earliest = (
             f"{backups.earliest_restore:%Y-%m-%d %H:%M:%S} UTC"
@@ -569,14 +609,16 @@ def wait_restorable(
         )
         raise RefusedTransition(
             f"restore point {restore_point} is before the primary database's earliest "
-            f"restorable point ({earliest}): Azure SQL cannot restore it; nothing was changed. "
+            f"restorable point ({earliest}): {_engine_words(database_id)[0]} cannot restore "
+            "it; nothing was changed. "
             "`zdd rollback --code-only` keeps the database as it is"
         )
-    covered = point + timedelta(seconds=LOG_BACKUP_COVERED_SECONDS)
+    service, cadence, covering = _engine_words(database_id)
+    covered = point + timedelta(seconds=covering)
     while (left := (covered - api.now()).total_seconds()) > 0:
         say(
             f"waiting {left:.0f}s more for a log backup to cover restore point {restore_point} "
-            "(Azure SQL backs the log up every 5 to 10 minutes)"
+            f"({service} {cadence})"
         )
         clock.sleep(min(left, RESTORABLE_POLL_SECONDS))
 
@@ -590,6 +632,8 @@ OIDC_AUDIENCE = "api://AzureADTokenExchange"
 CDN_API_VERSION = "2024-02-01"
 METRICS_API_VERSION = "2023-10-01"
 SQL_API_VERSION = "2021-11-01"
+# The flexible server API the program declares with (pulumi-azure-native 3.29).
+POSTGRES_API_VERSION = "2025-08-01"
 
 
 def _on(name: str) -> bool:
@@ -738,12 +782,8 @@ class ArmApi:
         return series
 
     def database_backups(self, database_id: str) -> DatabaseBackups:
-        properties = self._get(database_id, {"api-version": SQL_API_VERSION}).get("properties", {})
-        earliest, created = properties.get("earliestRestoreDate"), properties.get("creationDate")
-        return DatabaseBackups(
-            earliest_restore=_moment(earliest) if earliest else None,
-            created=_moment(created) if created else None,
-        )
+        version = POSTGRES_API_VERSION if on_postgres(database_id) else SQL_API_VERSION
+        return backups_of(database_id, self._get(database_id, {"api-version": version}))
 
     def now(self) -> datetime:
         self._get("/subscriptions", {"api-version": "2022-12-01"})
@@ -794,4 +834,5 @@ AZURE = TargetOps(
     restorable_problem=restorable_problem,
     wait_restorable=wait_restorable,
     log_of=log_of,
+    rehearsal=rehearsal_of,
 )

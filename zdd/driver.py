@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from zdd.history import (
     history_message,
     pending_gate_failure,
     read_history,
+    strategy_field,
 )
 from zdd.phases import (
     InvalidStackConfig,
@@ -61,7 +63,7 @@ from zdd.phases import (
     settings_digest,
 )
 from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
-from zdd.rehearsal import RehearsalPlan
+from zdd.rehearsal import Rehearsal
 from zdd.results import DeployResult, PhaseTiming, Status
 from zdd.stack import Stack
 from zdd.targets import TargetOps, check_version, ops_for
@@ -234,7 +236,7 @@ class Driver:
 
     # -- rehearsal -----------------------------------------------------------------------
 
-    def rehearsal(self, version: str) -> RehearsalPlan:
+    def rehearsal(self, version: str) -> Rehearsal:
         """What a rehearsal of `version` would do on this stack (`zdd.rehearsal`). Refused
         while a deployment is in progress: the primary's data is what that one changes."""
         config, state, outputs, ops = self._read()
@@ -249,7 +251,9 @@ class Driver:
             )
         if ops.rehearsal is None:
             raise BadInput(f"target {ops.name} cannot rehearse a release; use --strategy clone")
-        return ops.rehearsal(self.env, self.stack_name, config, outputs, version)
+        return ops.rehearsal(
+            self.env, self.stack_name, config, outputs, version, _RehearsalUpdates(self, version)
+        )
 
     # -- actions -------------------------------------------------------------------------
 
@@ -539,6 +543,7 @@ class Driver:
             "deployment": config.get("deploymentId"),
             "from": result.from_version,
             "to": result.to_version,
+            **strategy_field(config),
             **({"read_only_violation": v} if (v := result.read_only_violation) else {}),
             **pending_gate_failure(config),
         }
@@ -641,3 +646,29 @@ class Driver:
             "would_change": [{"resource": name, "op": op} for name, op in changed],
             "diff": result.stdout,
         }
+
+
+@dataclass
+class _RehearsalUpdates:
+    """The engine of a rehearsal that only the engine can make (`zdd:rehearse`, a stack at
+    rest): each change is one update, recorded in the history as `rehearse`."""
+
+    driver: Driver
+    version: str
+    # Both updates of one rehearsal are one entry of `zdd history`.
+    rehearsal_id: str = field(default_factory=lambda: f"rehearsal-{uuid.uuid4().hex[:8]}")
+
+    def apply(self, change: dict[str, str | None], label: str) -> dict[str, Any]:
+        driver = self.driver
+        driver.stack.set_config(change)
+        current = driver.stack.config().get("currentVersion")
+        record: dict[str, Any] = {
+            "action": "rehearse",
+            "deployment": self.rehearsal_id,
+            "from": current,
+            "to": self.version,
+        }
+        if change.get("rehearse"):
+            record["rehearsing"] = True  # the entry ends with the update that removes it
+        driver._up(Phase.IDLE, label, None, record)
+        return driver.stack.outputs()

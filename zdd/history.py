@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from zdd.phases import Phase
+from zdd.phases import Phase, Strategy
 from zdd.stack import Stack
 
 # Marks the update messages the driver wrote, among any others of the stack's history.
@@ -49,6 +49,15 @@ def pending_gate_failure(config: Mapping[str, str]) -> dict[str, Any]:
     except ValueError:
         return {}
     return {FAILED_GATE_FIELD: record} if isinstance(record, dict) and "gate" in record else {}
+
+
+def strategy_field(config: Mapping[str, str]) -> dict[str, str]:
+    """What an update's record says of the path its deployment takes: every update of a
+    deployment but its last (whose config has the key cleared already) records it, so that
+    `zdd history` keeps it per deployment. Outside a deployment: nothing."""
+    if config.get("phase", str(Phase.IDLE)) == Phase.IDLE:
+        return {}
+    return {"strategy": config.get("strategy") or str(Strategy.CLONE)}
 
 
 def read_history(stack: Stack) -> list[dict[str, Any]]:
@@ -116,13 +125,20 @@ class _Entry:
         self.last: dict[str, Any] = first
         self.last_to: str | None = first.get("to")
         self.read_only_violation: str | None = None
+        # The path the deployment took (`clone` or `compatible`), from the updates that ran it.
+        self.strategy: str | None = None
         self.pending: dict[str, Any] | None = None  # a gate failure the config still holds
         self.awaiting = False
         self._gates_seen: set[float] = set()
 
     @property
     def ended(self) -> bool:
-        return self.last.get("result") == "succeeded" and self.last.get("phase") == Phase.IDLE
+        # A rehearsal's first update leaves the stack at rest with the rehearsal still declared.
+        return (
+            self.last.get("result") == "succeeded"
+            and self.last.get("phase") == Phase.IDLE
+            and not self.last.get("rehearsing")
+        )
 
     def add(self, update: dict[str, Any]) -> None:
         self.last = update
@@ -153,6 +169,8 @@ class _Entry:
         )
         if update.get("result") == "failed":
             self.failure = {"phase": str(update.get("phase"))}
+        if update.get("strategy"):
+            self.strategy = str(update["strategy"])
         if update.get("read_only_violation"):
             self.read_only_violation = update["read_only_violation"]
 
@@ -198,6 +216,8 @@ class _Entry:
             "outcome": outcome,
             "outcome_detail": words,
         }
+        if self.strategy is not None:
+            entry["strategy"] = self.strategy
         if failed_at is not None:
             entry["failed_at"] = failed_at
         if outcome == "rolled-back" and self.rollback is not None:

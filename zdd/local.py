@@ -16,7 +16,7 @@ from zdd.environment import Environment, log_file, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import PORTS_PER_STACK, SERVED_BY_HEADER, Mode
 from zdd.registry import LOCAL_TARGET
-from zdd.rehearsal import RehearsalPlan
+from zdd.rehearsal import RehearsalEngine, RehearsalPlan
 from zdd.sqlite_files import data_digest, restore_point_file_name
 from zdd.targets import LogLocation, TargetOps, app_spec
 
@@ -160,6 +160,7 @@ def _rehearsal(
     config: Mapping[str, str],
     outputs: Mapping[str, Any],
     version: str,
+    _engine: RehearsalEngine,
 ) -> RehearsalPlan:
     """A rehearsal on a copy of the primary's SQLite file, in the stack's own folder."""
     spec = app_spec(config)

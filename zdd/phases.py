@@ -169,6 +169,10 @@ class StackSettings:
     hold_writes_seconds: float = DEFAULT_HOLD_WRITES_SECONDS
     await_approval: bool = False
     strategy: Strategy = Strategy.CLONE
+    # A rehearsal the engine makes (a cloud target, whose copy only the engine can make): in
+    # `idle`, the clone's web app runs the current release on a copy of the primary database
+    # migrated to this version, reached by the operator only; nothing public changes.
+    rehearse: str | None = None
 
     @classmethod
     def from_config(cls, values: Mapping[str, str]) -> StackSettings:
@@ -199,6 +203,7 @@ class StackSettings:
             hold_writes_seconds=_seconds(values, "holdWritesSeconds", DEFAULT_HOLD_WRITES_SECONDS),
             await_approval=values.get("awaitApproval", "false").lower() == "true",
             strategy=Strategy(enum_value(Strategy, "strategy", Strategy.CLONE)),
+            rehearse=values.get("rehearse") or None,
         )
         settings.validate()
         return settings
@@ -227,6 +232,16 @@ class StackSettings:
                 "zdd:strategy compatible has no clone database, so zdd:mode read-write means "
                 "nothing there: remove one of them"
             )
+        if self.rehearse is not None:
+            if self.phase is not Phase.IDLE or self.target_version is not None:
+                raise InvalidStackConfig(
+                    "zdd:rehearse is for a stack at rest (phase idle, no deployment): a "
+                    "deployment's clone would be the rehearsal's; remove zdd:rehearse"
+                )
+            if not is_valid_version(self.rehearse) or self.rehearse == self.current_version:
+                raise InvalidStackConfig(
+                    f"zdd:rehearse {self.rehearse!r} is not a version other than the current one"
+                )
         if not 0 <= self.hold_writes_seconds <= MAX_HOLD_WRITES_SECONDS:
             raise InvalidStackConfig(
                 f"zdd:holdWritesSeconds must be from 0 to {MAX_HOLD_WRITES_SECONDS:g} seconds"
@@ -255,7 +270,7 @@ class StackSettings:
 DECIDING_KEYS = (
     "phase", "currentVersion", "targetVersion", "mode", "acceptDataLoss", "restorePoint",
     "databaseGeneration", "databaseVersion", "migrateTo", "restoredFrom", "app",
-    "holdWritesSeconds", "awaitApproval", "strategy",
+    "holdWritesSeconds", "awaitApproval", "strategy", "rehearse",
 )  # fmt: skip
 
 
@@ -323,6 +338,9 @@ class Declaration:
     # rollback with database it stays on the one the deployment began on, so the instance that
     # holds the traffic never restarts; what it writes there is lost, and reported.
     shared_database_generation: int | None = None
+    # A rehearsal (`zdd:rehearse`): the clone's copy is migrated to this version and the clone
+    # runs the current release on it, outside the front door.
+    rehearsal_version: str | None = None
 
     @property
     def has_clone(self) -> bool:
@@ -347,7 +365,16 @@ def declare(settings: StackSettings) -> Declaration:
     )
     clone = None
     shared_generation = None
-    if phase is not Phase.IDLE and settings.strategy is Strategy.COMPATIBLE:
+    if settings.rehearse is not None:
+        # The current release on a migrated copy, writes and all (a write it refuses is the
+        # rehearsal's answer); the copy is the rehearsal's own, never served to a visitor.
+        clone = SiteDeclaration(
+            instance=Instance.CLONE,
+            version=settings.current_version,
+            database=Instance.CLONE,
+            database_mode=DatabaseMode.READ_WRITE,
+        )
+    elif phase is not Phase.IDLE and settings.strategy is Strategy.COMPATIBLE:
         shared_generation = settings.database_generation - int(restored_in_deployment(settings))
         # The current release's second instance, on the primary database itself: it holds
         # the traffic, writes included, while the primary instance drains, its database is
@@ -385,6 +412,7 @@ def declare(settings: StackSettings) -> Declaration:
         edge_writes=edge_writes(settings),
         hold_writes_seconds=settings.hold_writes_seconds,
         shared_database_generation=shared_generation,
+        rehearsal_version=settings.rehearse,
     )
 
 

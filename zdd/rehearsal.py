@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -120,6 +120,37 @@ class RehearsalReport:
         }
 
 
+class Rehearsal(Protocol):
+    """A rehearsal of `version` on one stack, as a target makes it: `steps()` is its preview,
+    `run` does it and reports (leaving nothing behind)."""
+
+    @property
+    def stack(self) -> str: ...
+
+    @property
+    def spec(self) -> AppSpec: ...
+
+    @property
+    def from_version(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def steps(self) -> list[str]: ...
+
+    def as_json(self) -> dict[str, Any]: ...
+
+    def run(self, say: Say) -> RehearsalReport: ...
+
+
+class RehearsalEngine(Protocol):
+    """The driver's engine, for a rehearsal that only the engine can make (a cloud copy):
+    `apply` sets the stack config `change`, runs an update of the stack at rest, and returns
+    its outputs; it raises `EngineFailed` (the update's error) when the update fails."""
+
+    def apply(self, change: dict[str, str | None], label: str) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class RehearsalPlan:
     """What a rehearsal of `version` does on one stack; `steps()` is its preview."""
@@ -165,6 +196,9 @@ class RehearsalPlan:
             f"ask it: {', '.join(asks)}",
             f"stop it and remove {self.scratch}; nothing public changes",
         ]
+
+    def run(self, say: Say = lambda _: None) -> RehearsalReport:
+        return run(self, say)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -275,15 +309,26 @@ def _try_current_release(plan: RehearsalPlan, port: int, passed: list[str]) -> F
     except processes.ProcessFailed as exc:
         return Failure("start", command, process.poll(), str(exc).splitlines()[0], _log(log))
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-        for step, method, path, body, ok in _requests(plan, timeout):
-            request = f"{method} {path}"
-            try:
-                response = ok(client, method, path, body)
-            except httpx.HTTPError as exc:
-                return Failure(step, request, None, f"no answer ({exc!r})", _log(log))
-            if isinstance(response, httpx.Response):
-                return Failure(step, request, response.status_code, response.text[:500], _log(log))
-            passed.append(request)
+        return ask_site(plan, client, passed, lambda: _log(log))
+
+
+def ask_site(
+    plan: Rehearsal | RehearsalPlan,
+    client: httpx.Client,
+    passed: list[str],
+    log: Callable[[], tuple[str, ...]] = tuple,
+) -> Failure | None:
+    """Ask the current release, running on the migrated copy behind `client`, for its health
+    path and the app spec's probe reads, write and lookup; the first that fails, or None."""
+    for step, method, path, body, ok in _requests(plan, plan.spec.health.timeout_seconds):
+        request = f"{method} {path}"
+        try:
+            response = ok(client, method, path, body)
+        except httpx.HTTPError as exc:
+            return Failure(step, request, None, f"no answer ({exc!r})", log())
+        if isinstance(response, httpx.Response):
+            return Failure(step, request, response.status_code, response.text[:500], log())
+        passed.append(request)
     return None
 
 
@@ -291,7 +336,9 @@ def _try_current_release(plan: RehearsalPlan, port: int, passed: list[str]) -> F
 Check = Callable[[httpx.Client, str, str, Any], httpx.Response | None]
 
 
-def _requests(plan: RehearsalPlan, health_timeout: float) -> list[tuple[str, str, str, Any, Check]]:
+def _requests(
+    plan: Rehearsal | RehearsalPlan, health_timeout: float
+) -> list[tuple[str, str, str, Any, Check]]:
     probe = ProbeTarget.of(plan.spec)
     steps: list[tuple[str, str, str, Any, Check]] = [
         ("health", "GET", plan.spec.health.path, None, _healthy(plan, health_timeout)),
@@ -323,7 +370,7 @@ def _shows(title: str) -> Check:
     return check
 
 
-def _healthy(plan: RehearsalPlan, timeout: float) -> Check:
+def _healthy(plan: Rehearsal | RehearsalPlan, timeout: float) -> Check:
     """2xx from the current release (if the site reports its version there). A site may
     listen before it is ready: its answer is asked again for a few seconds, not for the whole
     health timeout, which a release that refuses the schema would otherwise always use up."""

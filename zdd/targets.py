@@ -20,7 +20,7 @@ from zdd.gates import APP_IDENTITY_HEADER
 from zdd.phases import is_valid_version
 
 if TYPE_CHECKING:
-    from zdd.rehearsal import RehearsalPlan
+    from zdd.rehearsal import Rehearsal, RehearsalEngine
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,14 @@ class TargetOps:
     writes_after_restore: (
         Callable[[Environment, str, Mapping[str, Any]], LostWrites | None] | None
     ) = None
-    # What a rehearsal of a version does on the stack (config, outputs, version); None: this
-    # target cannot rehearse, so its deployments take the clone path.
+    # What a rehearsal of a version does on the stack (config, outputs, version, and the
+    # driver's engine for a copy only the engine can make); None: this target cannot
+    # rehearse, so its deployments take the clone path.
     rehearsal: (
-        Callable[[Environment, str, Mapping[str, str], Mapping[str, Any], str], RehearsalPlan]
+        Callable[
+            [Environment, str, Mapping[str, str], Mapping[str, Any], str, RehearsalEngine],
+            Rehearsal,
+        ]
         | None
     ) = None
 

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 import pulumi
-from pulumi_azure_native import sql
+from pulumi_azure_native import sql, web
 from pulumi_command import local
 
 from infra.azure.clone_access import CloneAccess
@@ -49,8 +49,12 @@ class AzureDatabase(pulumi.ComponentResource):
       restored it goes on (its restore point is `restored_from`), generation N-1 stays declared,
       unprotected but retained on delete: when the deployment ends Pulumi forgets it and never
       drops it;
-    - clone: `createMode: Copy` of the primary, never migrated.
+    - clone: `createMode: Copy` of the primary, never migrated; a rehearsal's copy
+      (`<databaseName>-rehearsal`) is migrated to the release rehearsed;
+    - existing: an earlier generation that a compatible clone still serves, only read.
     """
+
+    connection_type = web.ConnectionStringType.SQL_AZURE
 
     def __init__(
         self,
@@ -64,6 +68,9 @@ class AzureDatabase(pulumi.ComponentResource):
         settings = foundation.settings
         self.previous: sql.Database | None = None
         self.migration: local.Command | None = None
+        if args.existing:
+            self._point_at_existing(args.generation)
+            return
         if args.role is Instance.PRIMARY:
             if args.generation > 1 and args.restored_from is None:
                 raise pulumi.RunError(
@@ -77,7 +84,7 @@ class AzureDatabase(pulumi.ComponentResource):
                 name, args.generation, args.restored_from, kept=False, after=self.previous
             )
         else:
-            if args.schema_version is not None:
+            if args.schema_version is not None and not args.rehearsal:
                 raise pulumi.RunError("a clone's database is a copy: it is never migrated")
             source = args.copy_of
             if not isinstance(source, AzureDatabase):
@@ -85,15 +92,16 @@ class AzureDatabase(pulumi.ComponentResource):
             # A read-write clone's database takes writes the primary never sees: it is kept
             # (retained on delete, under its deployment's name) as the archive of those writes.
             archived = args.keep_baseline
-            clone_name = (
-                f"{settings.database_name}-clone-{settings.deployment_id}"
-                if archived and settings.deployment_id
-                else f"{settings.database_name}-clone"
-            )
+            if args.rehearsal:
+                clone_name = f"{settings.database_name}-rehearsal"
+            elif archived and settings.deployment_id:
+                clone_name = f"{settings.database_name}-clone-{settings.deployment_id}"
+            else:
+                clone_name = f"{settings.database_name}-clone"
             self.database = sql.Database(
                 f"{name}-copy",
                 database_name=clone_name,
-                server_name=foundation.sql_server.name,
+                server_name=foundation.sql.name,
                 resource_group_name=foundation.resource_group_name,
                 location=settings.location,
                 sku=sql.SkuArgs(name=settings.database_sku),
@@ -111,7 +119,7 @@ class AzureDatabase(pulumi.ComponentResource):
             )
         # Who the site connects as: the clone as its own user (below), never the administrator.
         self.access: CloneAccess | None = None
-        if args.role is Instance.CLONE:
+        if args.role is Instance.CLONE and not args.existing:
             self.access = self._clone_access(name, read_only=args.read_only)
         self.database_name: pulumi.Output[str] = self.database.name
         self.database_id: pulumi.Output[str] = self.database.id
@@ -124,7 +132,10 @@ class AzureDatabase(pulumi.ComponentResource):
         before_changes: list[pulumi.Resource] = [self.database, *foundation.firewall_rules]
         app = settings.app
         schema = args.schema_version
-        if args.role is Instance.PRIMARY and schema and (app.migrate or app.digest):
+        # A rehearsal's copy is migrated like the primary (the release rehearsed), no
+        # restore point taken.
+        migrates = (args.role is Instance.PRIMARY and not args.existing) or args.rehearsal
+        if migrates and schema and (app.migrate or app.digest):
             login, password = settings.migration_login, settings.migration_password
             if login is None or password is None:
                 raise pulumi.RunError(
@@ -132,7 +143,7 @@ class AzureDatabase(pulumi.ComponentResource):
                     "zdd:migrationPassword (secret): they never run as the SQL administrator "
                     "(docs/azure.md)"
                 )
-            if args.restore_point and app.digest:
+            if args.role is Instance.PRIMARY and args.restore_point and app.digest:
                 # The database the point was taken on: a restored generation is not it.
                 self.restore_point = self._restore_point(
                     name,
@@ -184,6 +195,24 @@ class AzureDatabase(pulumi.ComponentResource):
             {"database_name": self.database_name, "database_id": self.database_id}
         )
 
+    def _point_at_existing(self, generation: int) -> None:
+        """An earlier generation a compatible clone still serves: declared (kept) by the
+        update that restored the primary, only named here, so the clone never restarts."""
+        foundation = self._foundation
+        settings = foundation.settings
+        name = f"{settings.database_name}-g{generation}"
+        self.access = None
+        self.archive = None
+        self.copy_digest = None
+        self.restore_point = None
+        self.restore_point_taken = None
+        self.database_name = pulumi.Output.from_input(name)
+        self.database_id = pulumi.Output.concat(foundation.sql.id, f"/databases/{name}")
+        self.connection = pulumi.Output.secret(
+            self._connection_string(settings.sql_admin_login, settings.sql_admin_password)
+        )
+        self.register_outputs({"database_name": self.database_name})
+
     def _generation(
         self,
         name: str,
@@ -203,7 +232,7 @@ class AzureDatabase(pulumi.ComponentResource):
             create_mode = sql.CreateMode.POINT_IN_TIME_RESTORE
             # The previous generation's id, known without declaring it (it may be long gone).
             source_id = pulumi.Output.concat(
-                foundation.sql_server.id,
+                foundation.sql.id,
                 f"/databases/{settings.database_name}-g{generation - 1}",
             )
             point_in_time = restore_point_in_time(restored_from) if restored_from else None
@@ -222,7 +251,7 @@ class AzureDatabase(pulumi.ComponentResource):
         database = sql.Database(
             f"{name}-g{generation}",
             database_name=f"{settings.database_name}-g{generation}",
-            server_name=foundation.sql_server.name,
+            server_name=foundation.sql.name,
             resource_group_name=foundation.resource_group_name,
             location=settings.location,
             sku=sql.SkuArgs(name=settings.database_sku),
@@ -236,7 +265,7 @@ class AzureDatabase(pulumi.ComponentResource):
             f"{name}-g{generation}-retention",
             policy_name="default",
             database_name=database.name,
-            server_name=foundation.sql_server.name,
+            server_name=foundation.sql.name,
             resource_group_name=foundation.resource_group_name,
             retention_days=settings.backup_retention_days,
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=kept),
@@ -315,7 +344,7 @@ class AzureDatabase(pulumi.ComponentResource):
         settings = foundation.settings
         return CloneAccess(
             f"{name}-access",
-            server=foundation.sql_server.fully_qualified_domain_name,
+            server=foundation.sql.fully_qualified_domain_name,
             database=self.database.name,
             admin_login=settings.sql_admin_login,
             admin_password=settings.sql_admin_password,
@@ -345,8 +374,8 @@ class AzureDatabase(pulumi.ComponentResource):
 
         return pulumi.Output.secret(
             pulumi.Output.all(
-                foundation.sql_server.fully_qualified_domain_name,
-                (database or self.database).name,
+                foundation.sql.fully_qualified_domain_name,
+                database.name if database else self.database_name,
                 login,
                 password,
             ).apply(render)

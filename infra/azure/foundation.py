@@ -10,7 +10,16 @@ from __future__ import annotations
 import uuid
 
 import pulumi
-from pulumi_azure_native import authorization, cdn, managedidentity, network, resources, sql, web
+from pulumi_azure_native import (
+    authorization,
+    cdn,
+    managedidentity,
+    network,
+    privatedns,
+    resources,
+    sql,
+    web,
+)
 
 from infra.azure.settings import MIN_TLS_VERSION, AzureSettings, operator_network
 
@@ -19,7 +28,11 @@ ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 # The web apps reach Azure SQL from this network (VNet integration + a Microsoft.Sql service
 # endpoint), never through the "allow every Azure service" rule.
 VNET_RANGE = "10.80.0.0/16"
-SUBNETS = {"apps": "10.80.0.0/24", "clone-apps": "10.80.1.0/24"}
+SUBNETS = {"apps": "10.80.0.0/24", "clone-apps": "10.80.1.0/24", "data": "10.80.2.0/24"}
+# A PostgreSQL flexible server takes no service endpoint: the web apps reach each server of the
+# stack through a private endpoint in the subnet `data`, named in this private DNS zone (public
+# access stays on for the operator's firewall rules, which the migration and the copy use).
+POSTGRES_PRIVATE_ZONE = "privatelink.postgres.database.azure.com"
 
 
 class AzureFoundation(pulumi.ComponentResource):
@@ -42,6 +55,9 @@ class AzureFoundation(pulumi.ComponentResource):
         )
         self.resource_group_name: pulumi.Output[str] = self.resource_group.name
         self.plan = app_service_plan(f"{name}-plan", f"{prefix}-plan", self, child)
+        self.sql_server: sql.Server | None = None
+        self.data_subnet: network.Subnet | None = None
+        self.postgres_zone: privatedns.PrivateZone | None = None
         administrators = None
         if settings.sql_entra_admin_login and settings.sql_entra_admin_object_id:
             administrators = sql.ServerExternalAdministratorArgs(
@@ -50,19 +66,8 @@ class AzureFoundation(pulumi.ComponentResource):
                 sid=settings.sql_entra_admin_object_id,
                 azure_ad_only_authentication=False,
             )
-        self.sql_server = sql.Server(
-            f"{name}-sql",
-            server_name=f"{prefix}-sql",
-            resource_group_name=self.resource_group_name,
-            location=settings.location,
-            version="12.0",
-            administrator_login=settings.sql_admin_login,
-            administrator_login_password=settings.sql_admin_password,
-            administrators=administrators,
-            minimal_tls_version=MIN_TLS_VERSION,
-            public_network_access="Enabled",
-            opts=keep,
-        )
+        if not settings.on_postgres:
+            self.sql_server = self._sql_server(name, administrators, keep)
         # The web apps reach Azure SQL from their own subnet (service endpoint).
         self.vnet = network.VirtualNetwork(
             f"{name}-vnet",
@@ -74,12 +79,14 @@ class AzureFoundation(pulumi.ComponentResource):
         )
         self.apps_subnet = app_subnet(f"{name}-apps-subnet", "apps", self, child)
         self.firewall_rules: list[pulumi.Resource] = []
-        if settings.allow_azure_services:
+        if settings.on_postgres:
+            self._postgres_network(name, child)
+        elif settings.allow_azure_services:
             self.firewall_rules.append(
                 sql.FirewallRule(
                     f"{name}-sql-azure-services",
                     firewall_rule_name="AllowAllWindowsAzureIps",
-                    server_name=self.sql_server.name,
+                    server_name=self.sql.name,
                     resource_group_name=self.resource_group_name,
                     start_ip_address="0.0.0.0",
                     end_ip_address="0.0.0.0",
@@ -87,12 +94,14 @@ class AzureFoundation(pulumi.ComponentResource):
                 )
             )
         for index, address in enumerate(settings.operator_ip_addresses):
+            if settings.on_postgres:
+                break  # each PostgreSQL server has its own rules (infra/azure/postgres.py)
             operator = operator_network(address)
             self.firewall_rules.append(
                 sql.FirewallRule(
                     f"{name}-sql-operator-{index}",
                     firewall_rule_name=f"zdd-operator-{index}",
-                    server_name=self.sql_server.name,
+                    server_name=self.sql.name,
                     resource_group_name=self.resource_group_name,
                     start_ip_address=str(operator.network_address),
                     end_ip_address=str(operator.broadcast_address),
@@ -139,10 +148,71 @@ class AzureFoundation(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "resource_group_name": self.resource_group_name,
-                "sql_server": self.sql_server.fully_qualified_domain_name,
+                "sql_server": self.sql_server.fully_qualified_domain_name
+                if self.sql_server
+                else None,
                 "front_door_id": self.front_door_id,
             }
         )
+
+    def _sql_server(
+        self,
+        name: str,
+        administrators: sql.ServerExternalAdministratorArgs | None,
+        keep: pulumi.ResourceOptions,
+    ) -> sql.Server:
+        settings = self.settings
+        prefix = settings.name_prefix
+        return sql.Server(
+            f"{name}-sql",
+            server_name=f"{prefix}-sql",
+            resource_group_name=self.resource_group_name,
+            location=settings.location,
+            version="12.0",
+            administrator_login=settings.sql_admin_login,
+            administrator_login_password=settings.sql_admin_password,
+            administrators=administrators,
+            minimal_tls_version=MIN_TLS_VERSION,
+            public_network_access="Enabled",
+            opts=keep,
+        )
+
+    def _postgres_network(self, name: str, child: pulumi.ResourceOptions) -> None:
+        """The subnet of the servers' private endpoints and the private DNS zone that names
+        them inside the network (linked to it)."""
+        self.data_subnet = network.Subnet(
+            f"{name}-data-subnet",
+            subnet_name="data",
+            virtual_network_name=self.vnet.name,
+            resource_group_name=self.resource_group_name,
+            address_prefix=SUBNETS["data"],
+            private_endpoint_network_policies=network.VirtualNetworkPrivateEndpointNetworkPolicies.DISABLED,
+            opts=child,
+        )
+        self.postgres_zone = privatedns.PrivateZone(
+            f"{name}-postgres-zone",
+            private_zone_name=POSTGRES_PRIVATE_ZONE,
+            resource_group_name=self.resource_group_name,
+            location="global",
+            opts=child,
+        )
+        privatedns.VirtualNetworkLink(
+            f"{name}-postgres-zone-link",
+            virtual_network_link_name=f"{self.settings.name_prefix}-vnet",
+            private_zone_name=self.postgres_zone.name,
+            resource_group_name=self.resource_group_name,
+            location="global",
+            virtual_network=privatedns.SubResourceArgs(id=self.vnet.id),
+            registration_enabled=False,
+            opts=child,
+        )
+
+    @property
+    def sql(self) -> sql.Server:
+        """The Azure SQL server (a stack on Azure SQL only)."""
+        if self.sql_server is None:
+            raise pulumi.RunError("this stack's database is PostgreSQL: it has no Azure SQL server")
+        return self.sql_server
 
 
 def app_subnet(
@@ -157,13 +227,17 @@ def app_subnet(
         resource_group_name=foundation.resource_group_name,
         address_prefix=SUBNETS[subnet],
         delegations=[network.DelegationArgs(name="web", service_name="Microsoft.Web/serverFarms")],
-        service_endpoints=[network.ServiceEndpointPropertiesFormatArgs(service="Microsoft.Sql")],
+        service_endpoints=None
+        if foundation.sql_server is None
+        else [network.ServiceEndpointPropertiesFormatArgs(service="Microsoft.Sql")],
         opts=opts,
     )
+    if foundation.sql_server is None:
+        return created  # PostgreSQL: reached through its servers' private endpoints
     sql.VirtualNetworkRule(
         f"{logical}-sql",
         virtual_network_rule_name=f"zdd-{subnet}",
-        server_name=foundation.sql_server.name,
+        server_name=foundation.sql.name,
         resource_group_name=foundation.resource_group_name,
         virtual_network_subnet_id=created.id,
         opts=opts,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_azure_native import web
 
-from zdd.appspec import AppSpec, ReleaseKind
+from zdd.appspec import AppSpec, DatabaseEngine, ReleaseKind
 from zdd.phases import DatabaseMode, Instance
 
 MIN_TLS_VERSION = "1.2"
@@ -75,10 +75,26 @@ class AzureSettings:
     # its `deploymentStatus` says (Front Door FAQ: a change takes up to 20 minutes).
     switch_floor_seconds: int = 1200
     switch_timeout_seconds: int = 2700
+    # Azure Database for PostgreSQL flexible server, for an app spec whose `database.engine`
+    # is postgresql (the administrator is zdd:sqlAdminLogin / zdd:sqlAdminPassword).
+    postgres_version: str = "16"
+    postgres_sku: str = "Standard_B1ms"
+    postgres_storage_gb: int = 32
 
     @property
     def runs_from_package(self) -> bool:
         return self.app.release_kind is ReleaseKind.PACKAGE
+
+    @property
+    def on_postgres(self) -> bool:
+        """The site's database is Azure Database for PostgreSQL, not Azure SQL."""
+        return self.app.engine is DatabaseEngine.POSTGRESQL
+
+    @property
+    def postgres_tier(self) -> str:
+        """The compute tier a flexible server SKU name belongs to (Standard_B1ms: Burstable)."""
+        family = self.postgres_sku.removeprefix("Standard_")[:1].upper()
+        return {"B": "Burstable", "E": "MemoryOptimized"}.get(family, "GeneralPurpose")
 
     def placeholders(
         self, version: str, instance: Instance, mode: DatabaseMode, database: str

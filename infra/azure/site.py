@@ -144,7 +144,9 @@ class AzureSite(pulumi.ComponentResource):
                     web.ConnStringInfoArgs(
                         name=settings.connection_string_name,
                         connection_string=args.database.connection,
-                        type=web.ConnectionStringType.SQL_AZURE,
+                        type=getattr(
+                            args.database, "connection_type", web.ConnectionStringType.SQL_AZURE
+                        ),
                     )
                 ],
                 ip_security_restrictions=restrictions,

@@ -17,6 +17,7 @@ import pulumi
 from infra.azure.database import AzureDatabase
 from infra.azure.foundation import AzureFoundation
 from infra.azure.frontdoor import AzureFrontDoor
+from infra.azure.postgres import AzurePostgresDatabase
 from infra.azure.settings import AzureSettings
 from infra.azure.site import AzureSite
 from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs
@@ -40,6 +41,9 @@ _REGISTRY_ID_RE = re.compile(
 )
 _DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _TIMEOUT_RE = re.compile(r"^\d+[hm]$")
+# Major versions of Azure Database for PostgreSQL flexible server the program declares.
+POSTGRES_VERSIONS = ("13", "14", "15", "16", "17")
+_POSTGRES_SKU_RE = re.compile(r"^Standard_[BDE][A-Za-z0-9_]+$")
 
 
 def _fail(message: str) -> pulumi.RunError:
@@ -134,6 +138,17 @@ def read_azure_settings(config: pulumi.Config) -> AzureSettings:
             "zdd:sqlAdminPassword is not set: `zdd init` generates one, or run "
             "`pulumi config set --secret zdd:sqlAdminPassword <password>`"
         )
+    postgres_version = config.get("postgresVersion") or "16"
+    if postgres_version not in POSTGRES_VERSIONS:
+        raise _fail(
+            f"zdd:postgresVersion {postgres_version!r} is not one of {', '.join(POSTGRES_VERSIONS)}"
+        )
+    postgres_sku = config.get("postgresSku") or "Standard_B1ms"
+    if not _POSTGRES_SKU_RE.match(postgres_sku):
+        raise _fail(
+            f"zdd:postgresSku {postgres_sku!r} is not a flexible server SKU (for example "
+            "Standard_B1ms or Standard_D2ds_v5)"
+        )
     return AzureSettings(
         location=config.get("azureLocation") or "westeurope",
         resource_group_name=config.get("resourceGroupName") or f"rg-{name_prefix}",
@@ -167,6 +182,9 @@ def read_azure_settings(config: pulumi.Config) -> AzureSettings:
         drain_quiet_seconds=_positive(config, "drainQuietSeconds", 300),
         switch_floor_seconds=_positive(config, "switchFloorSeconds", 1200),
         switch_timeout_seconds=_positive(config, "switchTimeoutSeconds", 2700),
+        postgres_version=postgres_version,
+        postgres_sku=postgres_sku,
+        postgres_storage_gb=_positive(config, "postgresStorageGb", 32),
     )
 
 
@@ -199,7 +217,9 @@ def azure_target(config: pulumi.Config) -> Target:
 
     def database(
         name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None
-    ) -> AzureDatabase:
+    ) -> AzureDatabase | AzurePostgresDatabase:
+        if settings.on_postgres:
+            return AzurePostgresDatabase(name, args, foundation(opts), opts)
         return AzureDatabase(name, args, foundation(opts), opts)
 
     def site(name: str, args: SiteArgs, opts: pulumi.ResourceOptions | None) -> AzureSite:
@@ -210,4 +230,4 @@ def azure_target(config: pulumi.Config) -> Target:
     ) -> AzureFrontDoor:
         return AzureFrontDoor(name, args, foundation(opts), opts)
 
-    return Target(name="azure", database=database, site=site, front_door=front_door)
+    return Target(name="azure", database=database, site=site, front_door=front_door, rehearses=True)

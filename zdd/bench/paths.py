@@ -37,7 +37,7 @@ class PathRun:
     def run(self, site: BenchSite, _probe: LoadProbe, spans: list[PhaseSpan]) -> None:
         if self.strategy is Strategy.COMPATIBLE:
             with step(spans, "rehearsal"):
-                self.report = rehearsal.run(site.driver.rehearsal(ADDITIVE_VERSION), say)
+                self.report = site.driver.rehearsal(ADDITIVE_VERSION).run(say)
             if not self.report.compatible:
                 raise RuntimeError(f"the additive release failed its rehearsal: {self.report}")
         with step(spans, "deployment"):
