@@ -23,6 +23,7 @@ NEUTRAL = frozenset(
     {
         "zdd",
         "zdd.appspec",
+        "zdd.config_file",
         "zdd.environment",
         "zdd.errors",
         "zdd.phases",
