@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from infra.local.haproxy import AdminSocket, FrontDoorError
-from zdd import appspec, postgres, processes
+
+# `zdd.postgres` is imported by the functions that need it: psycopg's import would cost every
+# `zdd` command, on SQLite stacks too, a tenth of a second.
+from zdd import appspec, processes
 from zdd.actions import RestorePointTaken
 from zdd.archive import LostWrites, clone_writes, writes_since
 from zdd.environment import Environment, log_file, ports_dir
@@ -23,6 +26,8 @@ from zdd.targets import LogLocation, TargetOps, app_spec
 
 def _resolve(version: str, config: Mapping[str, str]) -> None:
     """A version is deployable when its release folder exists."""
+    from zdd import postgres
+
     spec = app_spec(config)
     if spec.release_kind is not appspec.ReleaseKind.FOLDER:
         raise BadInput(
@@ -96,6 +101,8 @@ def _server_read_only_violation(
     env: Environment, stack: str, name: str, outputs: Mapping[str, Any], copied: str
 ) -> str | None:
     """As for a SQLite copy, with the digest the server computes of the clone's database."""
+    from zdd import postgres
+
     server = postgres.server_from_outputs(outputs)
     try:
         if not postgres.database_exists(server, name):
@@ -116,6 +123,8 @@ def _forget(env: Environment, stack: str) -> None:
     """Only the stack's own folder (logs, retired database generations), derived from its name,
     never one its config names; archives and other stacks' folders stay. Only processes whose
     owner id names that folder are stopped."""
+    from zdd import postgres
+
     folder = env.stack_dir(stack)
     for pid in processes.find_owned_under(folder):
         processes.terminate(pid, timeout=5)
@@ -127,6 +136,8 @@ def _forget(env: Environment, stack: str) -> None:
 
 def _restore_point_problem(env: Environment, stack: str, taken: RestorePointTaken) -> str | None:
     # A SQLite file, or a PostgreSQL dump: both are proven by their bytes and their files.
+    from zdd import postgres
+
     folder = env.stack_dir(stack)
     dump = folder / postgres.restore_point_file_name(taken.id)
     path = dump if dump.is_file() else folder / restore_point_file_name(taken.id)

@@ -30,13 +30,15 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 import httpx
 
 from zdd.appspec import AppSpec, InvalidAppSpec, parse_file_text
 from zdd.phases import HELD_HEADER, SERVED_BY_HEADER
+
+if TYPE_CHECKING:
+    import aiohttp
 
 Outcome = Literal["ok", "refused", "failed", "hidden"]
 Kind = Literal["read", "write", "read-back"]
@@ -244,6 +246,8 @@ class LoadProbe:
         kind: Kind,
         title: str | None,
     ) -> None:
+        import aiohttp
+
         write = self.target.write
         sent = time.monotonic()
         held: int | None = None
@@ -293,6 +297,10 @@ class LoadProbe:
         )
 
     async def _run(self) -> None:
+        # Imported here: building its default TLS context is a third of a `zdd` command's start,
+        # and most commands never start a probe.
+        import aiohttp
+
         # Writes have slots of their own: a front door holding them for seconds must not take
         # the slots of the reads, which would then go unmeasured for as long as it holds.
         write_slots = self.concurrency * WRITE_SLOTS_PER_READ_SLOT

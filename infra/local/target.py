@@ -9,7 +9,6 @@ import pulumi
 
 from infra.components import DatabaseArgs, DatabaseLike
 from infra.local.components import LocalDatabase, LocalFrontDoor, LocalSettings, LocalSite
-from infra.local.postgres_components import PostgresCluster, PostgresDatabase
 from infra.program import Target
 from zdd import appspec
 from zdd.appspec import AppSpec, DatabaseEngine
@@ -58,6 +57,9 @@ def _database_maker(
     first database (so it has the same options, the phase guard among them)."""
     if settings.app.engine is DatabaseEngine.SQLITE:
         return lambda name, args, opts: LocalDatabase(name, args, settings, opts)
+    # Imported here: psycopg's import would slow every update of a SQLite stack.
+    from infra.local.postgres_components import PostgresCluster, PostgresDatabase
+
     clusters: list[PostgresCluster] = []
 
     def database(
