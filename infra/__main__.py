@@ -46,5 +46,5 @@ pulumi.export("public_url", built.front_door.public_url)
 pulumi.export("preview_url", built.front_door.preview_url)
 # Locally the driver reads the drain from HAProxy's counters, over its admin socket.
 pulumi.export("front_door_socket", getattr(built.front_door, "admin_socket", None))
-# On Azure the driver's switch and drain gates poll these (zdd/azure.py).
+# On Azure the driver's switch and drain gates poll these (zdd/targets/azure.py).
 pulumi.export("front_door", getattr(built.front_door, "driver_outputs", None))

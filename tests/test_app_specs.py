@@ -17,8 +17,8 @@ import yaml
 from sampleapp.__main__ import make_releases
 from tests.conftest import ROOT, Result
 from zdd.environment import Environment
-from zdd.local import LOCAL
 from zdd.sqlite_files import data_digest
+from zdd.targets.local import LOCAL
 
 SAMPLE = yaml.safe_load((ROOT / "apps" / "sample" / "app.yaml").read_text())
 # A release whose migration works (v2's) but whose site exits as soon as it starts.

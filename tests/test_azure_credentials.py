@@ -14,8 +14,8 @@ from azure.identity import (
     ManagedIdentityCredential,
 )
 
-from zdd import azure
 from zdd.errors import BadInput
+from zdd.targets import azure
 
 CLIENT, TENANT = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
 RUNNER_VARIABLES = (

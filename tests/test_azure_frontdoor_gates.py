@@ -18,8 +18,11 @@ import pytest
 
 from tests.test_azure_gates import stand_in  # noqa: F401 - the loopback server fixture
 from tests.test_azure_phases import app_spec
-from zdd import azure
-from zdd.azure import (
+from zdd.errors import GateFailed, RefusedTransition
+from zdd.gatekeeper import pass_gate
+from zdd.phases import Instance, Phase, StackSettings
+from zdd.targets import TargetOps, azure
+from zdd.targets.azure import (
     Clock,
     DatabaseBackups,
     FrontDoorRefs,
@@ -32,10 +35,6 @@ from zdd.azure import (
     wait_restorable,
     wait_switched,
 )
-from zdd.errors import GateFailed, RefusedTransition
-from zdd.gatekeeper import pass_gate
-from zdd.phases import Instance, Phase, StackSettings
-from zdd.targets import TargetOps
 
 PROFILE = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Cdn/profiles/fd"
 ROUTE = f"{PROFILE}/afdEndpoints/p/routes/site"
@@ -396,7 +395,7 @@ def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(stand_in):  
 
 def test_no_azure_credentials_fail_in_one_line(tmp_path):
     environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    probe = "from zdd.azure import AZURE\nAZURE.check_ready()\n"
+    probe = "from zdd.targets.azure import AZURE\nAZURE.check_ready()\n"
     done = subprocess.run(
         [sys.executable, "-c", probe],
         env=environment,

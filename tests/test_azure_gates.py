@@ -23,13 +23,13 @@ from infra.azure.target import _NAME_PREFIX_RE
 from tests.test_azure_phases import app_spec, run_program, stack
 from zdd import appspec, gates
 from zdd.appspec import ReleaseKind, release_kind
-from zdd.azure import AZURE, generate_password
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed
-from zdd.local import LOCAL
 from zdd.phases import Phase
 from zdd.stack import SECRET_KEYS
 from zdd.targets import check_version, ops_for
+from zdd.targets.azure import AZURE, generate_password
+from zdd.targets.local import LOCAL
 
 Answer = tuple[int, dict[str, str], bytes]
 _ROOT = Path(__file__).resolve().parents[1]

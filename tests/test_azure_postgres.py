@@ -39,10 +39,10 @@ from tests.test_azure_phases import (
 )
 from tests.test_policies import _resource as policy_resource
 from tests.test_policies import changed, check, config_for, named, stack_check
-from zdd import azure
-from zdd.azure import DatabaseBackups
 from zdd.errors import RefusedTransition
 from zdd.phases import Mode, Phase, StackSettings
+from zdd.targets import azure
+from zdd.targets.azure import DatabaseBackups
 
 SERVER = "azure-native:dbforpostgresql:Server"
 PG_DATABASE = "azure-native:dbforpostgresql:Database"

@@ -33,8 +33,6 @@ from tests.test_policies import _resource as policy_resource
 from tests.test_policies import config_for
 from zdd import appspec
 from zdd.actions import Action, StackState, plan
-from zdd.azure import AZURE
-from zdd.azure_rehearsal import AzureRehearsal, rehearsal_of
 from zdd.driver import _RehearsalUpdates
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, RefusedTransition
@@ -50,6 +48,8 @@ from zdd.phases import (
     declare,
 )
 from zdd.rehearsal import StrategyChoice, decide
+from zdd.targets.azure import AZURE
+from zdd.targets.azure_rehearsal import AzureRehearsal, rehearsal_of
 
 REHEARSING = {"rehearse": "v1.1"}
 NO_ENV = cast(Environment, None)  # an Azure rehearsal reads nothing of this machine

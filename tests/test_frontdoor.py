@@ -31,9 +31,9 @@ from infra.local.haproxy import AdminSocket, hold_writes_for_copy
 from infra.local.providers import FrontDoorProvider
 from zdd import gates
 from zdd.bench.frontdoor import parse_wrk
-from zdd.local import LOCAL
 from zdd.phases import SERVED_BY_HEADER
 from zdd.processes import free_port
+from zdd.targets.local import LOCAL
 
 MIB = 2**20
 PATTERN = bytes(range(256)) * (MIB // 256)

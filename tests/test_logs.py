@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from zdd import azure, cli, logs
+from zdd import cli, logs
 from zdd.environment import Environment
 from zdd.errors import GateFailed
 from zdd.gatekeeper import pass_gate
-from zdd.local import LOCAL
 from zdd.phases import Phase, StackSettings
 from zdd.processes import free_port
+from zdd.targets import azure
+from zdd.targets.local import LOCAL
 
 
 def test_the_last_lines_of_a_log_and_the_offset_to_follow_from(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ class TargetEntry:
 
 
 TARGETS: dict[str, TargetEntry] = {
-    LOCAL_TARGET: TargetEntry("infra.local.target:local_target", "zdd.local:LOCAL"),
-    "azure": TargetEntry("infra.azure.target:azure_target", "zdd.azure:AZURE"),
+    LOCAL_TARGET: TargetEntry("infra.local.target:local_target", "zdd.targets.local:LOCAL"),
+    "azure": TargetEntry("infra.azure.target:azure_target", "zdd.targets.azure:AZURE"),
 }
 
 

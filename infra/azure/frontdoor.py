@@ -139,7 +139,7 @@ class AzureFrontDoor(pulumi.ComponentResource):
             "https://", self.preview_endpoint.host_name
         )
         self.front_door_id: pulumi.Output[str] = foundation.front_door_id
-        # What the driver's Azure gates read (zdd/azure.py): which resource to poll and count.
+        # What the driver's Azure gates read (zdd/targets/azure.py): what to poll and count.
         self.driver_outputs: dict[str, pulumi.Input[Any]] = {
             "profile_id": foundation.profile.id,
             "public_route_id": self.public_route.id,

@@ -68,7 +68,7 @@ class AzureSettings:
     migration_retry_seconds: int = 60
     # Pulumi's create timeout for a database copy or point-in-time restore.
     database_create_timeout: str = "12h"
-    # The driver's switch and drain gates (exported for zdd/azure.py).
+    # The driver's switch and drain gates (exported for zdd/targets/azure.py).
     switch_settle_seconds: int = 240
     drain_quiet_seconds: int = 300
     # After this long a switch whose route Azure accepted is judged by the drain alone, whatever

@@ -3,7 +3,7 @@
 The site is the stack's app spec (`zdd:app`, as on the local target): its `releases` is a
 container image or package URL template, and its health path, start, migrate and digest
 commands are used as they are. Every other key is documented in
-`stacks/Pulumi.azure-example.yaml`; `zdd.azure.initial_config` writes the ones a new stack
+`stacks/Pulumi.azure-example.yaml`; `zdd.targets.azure.initial_config` writes the ones a new stack
 needs. A wrong value fails the program with one clear line (`pulumi.RunError`) before anything
 is declared.
 """

@@ -38,12 +38,12 @@ from typing import Any, Protocol
 import httpx
 
 from zdd.appspec import ReleaseKind
-from zdd.azure_rehearsal import rehearsal_of
 from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed, RefusedTransition
 from zdd.phases import MIN_BACKUP_RETENTION_DAYS
 from zdd.targets import GateTimeouts, LogLocation, TargetOps, app_spec
+from zdd.targets.azure_rehearsal import rehearsal_of
 
 DEPLOYED = "Succeeded"
 FAILED = "Failed"
