@@ -29,11 +29,15 @@ def test_the_database_server_is_a_victim_on_postgresql_only() -> None:
 
 
 def test_failures_while_the_database_is_down_are_counted_apart_whatever_their_status() -> None:
-    def failed(at: float, status: int) -> Sample:
-        return Sample(at=at, kind="read", status=status, outcome="failed", origin=None)
+    def failed(at: float, status: int, seconds: float = 0.01) -> Sample:
+        return Sample(
+            at=at, kind="read", status=status, outcome="failed", origin=None, seconds=seconds
+        )
 
-    samples = [failed(9.0, 500), failed(10.5, 500), failed(12.0, 0), failed(20.0, 500)]
+    samples = [failed(9.0, 500), failed(9.95, 500, 0.1), failed(10.5, 500), failed(12.0, 0)]
+    samples.append(failed(20.0, 500))
     ok = Sample(at=11.0, kind="read", status=200, outcome="ok", origin="primary")
     during, span = chaos._database_failures([*samples, ok], (10.0, 11.0))
-    assert during == 2 and span == 11.0  # 10.5 and 12.0 (within the reconnect slack)
+    # Answered after the kill (one sent just before it), and within the reconnect slack.
+    assert during == 3 and span == 11.0
     assert chaos._database_failures(samples, None) == (0, 11.0)

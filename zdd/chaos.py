@@ -257,11 +257,13 @@ def _server_ready_again(port: int, timeout: float = 120.0) -> float:
 def _database_failures(
     samples: list[Sample], down: tuple[float, float] | None
 ) -> tuple[int, float]:
-    """Failed requests from the database server's kill until the sites reconnected to it (any
-    answer: the site says 500 or 503 while its database is gone), and the seconds all failures
-    spanned."""
+    """Failed requests answered from the database server's kill until the sites reconnected to
+    it (any answer: the site says 500 or 503 while its database is gone; a request sent just
+    before the kill is answered after it), and the seconds all failures spanned."""
     failed = [s for s in samples if s.outcome == "failed"]
-    during = sum(1 for s in failed if down and down[0] <= s.at <= down[1] + RECONNECT_SECONDS)
+    during = sum(
+        1 for s in failed if down and down[0] <= s.at + s.seconds <= down[1] + RECONNECT_SECONDS
+    )
     times = [s.at for s in failed]
     return during, (max(times) - min(times)) if times else 0.0
 
