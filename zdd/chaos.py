@@ -430,15 +430,20 @@ def _finish(zdd: Zdd, stack: str, run: ChaosRun) -> str:
 def _table(runs: list[ChaosRun]) -> Table:
     table = Table(
         "#", "database", "killed", "phase", "after s", "outcome", "version", "requests",
-        "failed", "failed span s", "down s", "failed while down", "writes lost", "left",
+        "failed", "failed span s", "front door down s", "database down s", "failed while down",
+        "writes lost", "left",
     )  # fmt: skip
+
+    def seconds(value: float | None) -> str:
+        return f"{value:.2f}" if value is not None else "-"
+
     for r in runs:
-        down = r.database_down_seconds if r.victim == DATABASE_SERVER else r.front_door_down_seconds
         table.add_row(
             str(r.run), r.database, r.victim if r.killed_pid else f"({r.victim}: none)",
             r.killed_in_phase or r.server_kill_phase or "-", f"{r.killed_after_seconds or 0:.1f}",
             r.outcome, r.final_version or "-", str(r.requests), str(r.failed),
-            f"{r.failed_seconds:.1f}", f"{down:.2f}" if down is not None else "-",
+            f"{r.failed_seconds:.1f}", seconds(r.front_door_down_seconds),
+            seconds(r.database_down_seconds),
             str(r.failed_while_front_door_down + r.failed_while_database_down),
             str(r.writes_lost), str(r.processes_left),
         )  # fmt: skip
