@@ -154,7 +154,7 @@ def _pids_with(marker: str) -> Iterator[int]:
     [
         # The clone's copy, the restore point (a dump into a file), the migration.
         "pg_dump --format=custom --compress=0",
-        "pg_dump --format=custom --no-owner --no-acl --file",
+        "pg_dump --format=custom --no-owner --no-acl --compress=0 --file",
         "sampleapp migrate",
     ],
     ids=["copy", "restore-point", "migration"],
