@@ -35,4 +35,4 @@ chaos: setup
 	$(BIN)/python -m zdd.chaos
 
 clean:
-	rm -rf .pulumi-state .zdd bench/results.json bench/*.png bench/chaos.json
+	rm -rf .pulumi-state .zdd bench/results.json bench/*.png bench/chaos*.json
