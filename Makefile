@@ -30,8 +30,9 @@ bench: setup
 	$(BIN)/python -m zdd.bench
 
 # Not part of `make test`: CHAOS_RUNS deployments (default 20), each with a process SIGKILLed.
+# CHAOS_DATABASE=postgresql (or mixed) runs the sample site on PostgreSQL and kills its server too.
 chaos: setup
 	$(BIN)/python -m zdd.chaos
 
 clean:
-	rm -rf .pulumi-state .zdd bench/results.json bench/*.png bench/chaos.json
+	rm -rf .pulumi-state .zdd bench/results.json bench/*.png bench/chaos*.json

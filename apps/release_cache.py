@@ -1,6 +1,7 @@
 """Release folders of the third-party sites the tests deploy: one virtual environment per
-version, built once and kept under `${XDG_CACHE_HOME:-~/.cache}/smooth-deploy/apps/<app>/<version>`,
-linked from `apps/<app>/releases/<version>` (where each app spec's `releases` looks).
+version, built once and kept under
+`${XDG_CACHE_HOME:-~/.cache}/smooth-deploy/apps/<app>/<version>-<inputs digest>`, linked from
+`apps/<app>/releases/<version>` (where each app spec's `releases` looks).
 
 A release whose stamp names its version and the digest of what it was built from (pins, hooks,
 project files) is reused; any other (an interrupted build, a changed input) is built again from
@@ -59,9 +60,11 @@ def build(recipe: Recipe, version: str) -> Release:
     if not re.fullmatch(r"\d+(\.\d+)*", version):
         raise BuildFailed(f"{version!r} is not a {recipe.name} release number such as 1.2.3")
     started = time.monotonic()
-    folder = recipe.cache / version
     stamp = {"version": version, "inputs": _digest(recipe.folder, recipe.inputs())}
-    with _locked(recipe.cache / f"{version}.lock"):
+    # One folder per version and inputs: a checkout with other pins or hooks (another branch)
+    # builds beside this one instead of replacing a release that its tests may be running.
+    folder = recipe.cache / f"{version}-{stamp['inputs'][:12]}"
+    with _locked(recipe.cache / f"{folder.name}.lock"):
         reused = _read_stamp(folder) == stamp
         if not reused:
             shutil.rmtree(folder, ignore_errors=True)

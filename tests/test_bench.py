@@ -3,9 +3,14 @@ time is split and judged, and the medians over rounds (no engine)."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import httpx
 import pytest
 
+from zdd import postgres
+from zdd.bench import pgcopy
 from zdd.bench.frontdoor import front_door_for, trivial_origin
 from zdd.bench.sidebyside import (
     BY_HAND,
@@ -79,3 +84,20 @@ def test_the_front_door_section_runs_the_providers_front_door_before_its_origin(
         answer = httpx.get(f"{door}/healthz", timeout=10)
     assert answer.status_code == 200 and answer.text == "ok"
     assert answer.headers[SERVED_BY_HEADER] == "primary"
+
+
+@pytest.mark.skipif(postgres.bin_dir() is None, reason="PostgreSQL is not installed")
+def test_the_postgresql_section_times_ours_beside_every_raw_tool_and_leaves_nothing() -> None:
+    lines: list[str] = []
+    before = set(Path(tempfile.gettempdir()).glob("zdd-bench-pg-*"))
+    result = pgcopy.figures(8, lines.append)  # pgbench's smallest scale: about 15 MiB
+    assert set(Path(tempfile.gettempdir()).glob("zdd-bench-pg-*")) == before
+    seconds = result["seconds"]
+    for label in ("clone_copy", "restore_point", "pg_dump_pipe_pg_restore", "pg_basebackup",
+                  "pg_dump_dir_j2_pg_restore_j2", "pg_dump_file"):  # fmt: skip
+        assert seconds[label] > 0, label
+    copy = result["clone_copy"]
+    ratio = seconds["clone_copy"] / seconds[copy["best_raw"]]
+    assert copy["over_best_raw"] == pytest.approx(ratio, rel=0.05)
+    assert result["bytes"] > 10 * 2**20
+    assert any("restore point" in line for line in lines)

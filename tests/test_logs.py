@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from zdd import cli, logs
+from zdd import appspec, cli, logs
 from zdd.environment import Environment
-from zdd.errors import GateFailed
+from zdd.errors import BadInput, GateFailed
 from zdd.gatekeeper import pass_gate
 from zdd.phases import Phase, StackSettings
 from zdd.processes import free_port
@@ -95,3 +95,17 @@ def test_an_unknown_component_or_following_as_json_is_refused_with_exit_2() -> N
     assert unknown.exit_code == 2
     both = runner.invoke(cli.app, ["logs", "--stack", "site", "clone", "--follow", "--json"])
     assert both.exit_code == 2 and "cannot be one JSON document" in both.output
+
+
+def test_the_database_servers_log_is_the_stacks_own_and_only_where_it_runs(tmp_path: Path) -> None:
+    assert LOCAL.log_of is not None
+    base = {"releases": str(tmp_path / "{version}"), "start": ["bin/site"]}
+    on_server = appspec.from_document({**base, "database": {"engine": "postgresql"}}, None)
+    config = {"app": on_server.to_config()}
+    where = LOCAL.log_of(Environment(tmp_path), "site", config, "postgresql")
+    assert where.path == tmp_path / ".zdd" / "stacks" / "site" / "postgresql.log"
+    sqlite = {"app": appspec.from_document(base, None).to_config()}
+    with pytest.raises(BadInput, match="runs no database server"):
+        LOCAL.log_of(Environment(tmp_path), "site", sqlite, "postgresql")
+    cloud = azure.log_of(Environment(tmp_path), "site", {"resourceGroupName": "rg"}, "postgresql")
+    assert cloud.path is None and "server-logs list --resource-group rg" in cloud.where

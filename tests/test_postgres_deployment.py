@@ -108,6 +108,10 @@ def test_a_write_reaching_the_clone_database_is_refused_by_postgresql(
             pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
         ):
             conn.execute("INSERT INTO articles (title, body, updated_at) VALUES ('x', 'x', 0)")
+    # What the server refused is in its log, which `zdd logs` shows.
+    log = zdd("logs", "--stack", name, "postgresql", "--lines", "200")
+    assert log.code == 0, log.stderr
+    assert "cannot execute INSERT in a read-only transaction" in log.stdout
     done = zdd("complete", "--stack", name, "--json")
     assert done.code == 0, done.stderr
     assert done.json().get("read_only_violation") is None
@@ -150,7 +154,7 @@ def _pids_with(marker: str) -> Iterator[int]:
     [
         # The clone's copy, the restore point (a dump into a file), the migration.
         "pg_dump --format=custom --compress=0",
-        "pg_dump --format=custom --no-owner --no-acl --file",
+        "pg_dump --format=custom --no-owner --no-acl --compress=0 --file",
         "sampleapp migrate",
     ],
     ids=["copy", "restore-point", "migration"],

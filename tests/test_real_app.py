@@ -156,3 +156,60 @@ def test_mlflow_deploys_smoothly_and_rolls_back_with_its_database(
         f"phases {[(p['name'], p['seconds']) for p in report['phases']]}; rehearsal "
         f"{rehearsal['seconds']} s (migration {rehearsal['migration_seconds']} s)"
     )
+
+
+def test_mlflow_on_postgresql_deploys_smoothly(
+    mlflow_releases: None,
+    local_stack: Callable[..., dict[str, Any]],
+    zdd: Callable[..., Result],
+    pulumi: Callable[..., Result],
+) -> None:
+    """The same releases on MLflow's PostgreSQL backend store (the stack's own cluster): while
+    the deployment waits for approval the clone serves OLDER from its read-only copy and the
+    new primary NEWER on the migrated database; then it completes. Under the probe throughout,
+    on one stack."""
+    stack = local_stack(OLDER, APP / "app-postgresql.yaml")
+    name, public = stack["stack"], stack["public_url"]
+    # Writes wait at most 45 s, under the probe's 60 s request timeout: on a machine so busy
+    # that the primary takes longer to serve again, a write is refused with Retry-After (rule
+    # 4) rather than given up on by the probe.
+    assert pulumi("config", "set", "-s", name, "zdd:holdWritesSeconds", "45").code == 0
+    experiment_id = call(public, "POST", "/experiments/create", {"name": EXPERIMENT})[
+        "experiment_id"
+    ]
+    tags = [{"key": "note", "value": NOTE}]
+    run = call(public, "POST", "/runs/create", {"experiment_id": experiment_id, "tags": tags})
+    run_id = run["run"]["info"]["run_id"]
+
+    paused = zdd("deploy", "-s", name, "--version", NEWER, "--probe", "--yes", "--json",
+                 "--wait-for-approval")  # fmt: skip
+    assert paused.code == 0, paused.stderr
+    assert paused.json()["outcome"] == "awaiting-approval"
+    paused_probe = assert_no_failed_request(paused.json())
+    assert paused_probe["writes_lost"] == 0 and paused_probe["writes_hidden"] == 0
+    status = zdd("status", "-s", name, "--json").json()
+    assert status["traffic"] == "clone" and served_version(public) == OLDER
+    assert_data_written_before(public, run_id)  # the clone, on its read-only copy
+    assert served_version(status["preview_url"]) == NEWER
+    assert_data_written_before(status["preview_url"], run_id)
+
+    done = zdd("complete", "-s", name, "--probe", "--json")
+    assert done.code == 0, done.stderr
+    report = done.json()
+    assert report["outcome"] == "succeeded" and "read_only_violation" not in report
+    probe = assert_no_failed_request(report)
+    assert probe["writes_acknowledged"] > 0
+    assert probe["writes_lost"] == 0 and probe["writes_hidden"] == 0
+    status = zdd("status", "-s", name, "--json").json()
+    assert status["phase"] == "idle" and status["current_version"] == NEWER
+    assert served_version(public) == NEWER
+    assert_data_written_before(public, run_id)
+    requests = paused_probe["requests"] + probe["requests"]
+    acknowledged = paused_probe["writes_acknowledged"] + probe["writes_acknowledged"]
+    refused = paused_probe["writes_refused"] + probe["writes_refused"]
+    print(
+        f"\nmlflow on postgresql {OLDER} -> {NEWER}: {requests} requests, 0 failed, "
+        f"{acknowledged} writes acknowledged, {refused} refused (while it waited for approval "
+        f"or past the hold bound), 0 lost; phases "
+        f"{[(p['name'], p['seconds']) for r in (paused.json(), report) for p in r['phases']]}"
+    )

@@ -125,7 +125,8 @@ class SmoothStack:
         return self._driver.history()
 
     def log(self, component: LoggedComponent | str) -> LogLocation:
-        """Where the log of `component` (`primary`, `clone` or `frontdoor`) is: a file on this
+        """Where the log of `component` (`primary`, `clone`, `frontdoor`, or
+        `postgresql`: the stack's database server) is: a file on this
         machine (refused while the component has never run), or where a cloud keeps it."""
         if component not in set(LoggedComponent):
             known = ", ".join(LoggedComponent)

@@ -385,7 +385,10 @@ def history(stack: StackOpt, as_json: JsonOpt = False) -> None:
 def logs(
     stack: StackOpt,
     component: Annotated[
-        LoggedComponent, typer.Argument(help="Whose log: primary, clone or frontdoor.")
+        LoggedComponent,
+        typer.Argument(
+            help="Whose log: primary, clone, frontdoor or postgresql (the stack's database server)."
+        ),
     ],
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing what is added, until Ctrl-C.")
@@ -395,7 +398,7 @@ def logs(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the log of the primary, the clone or the front door; --follow streams it.
+    """Print the log of the primary, the clone, the front door or the database server.
 
     A local stack keeps them in `.zdd/stacks/<stack>/`; `--follow` prints what is added until
     interrupted (Ctrl-C). A gate that fails names this command. For an Azure stack it says

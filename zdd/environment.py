@@ -31,6 +31,8 @@ class LoggedComponent(StrEnum):
     PRIMARY = "primary"
     CLONE = "clone"
     FRONTDOOR = "frontdoor"
+    # The stack's own database server (a site on PostgreSQL): `postgresql.log`.
+    POSTGRESQL = "postgresql"
 
 
 def log_file(stack_folder: Path, component: str) -> Path:

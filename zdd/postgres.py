@@ -430,7 +430,11 @@ def _user_schemas(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
 
 
 def dump_database(server: Server, name: str, path: Path) -> None:
-    """A dump of `name` at one moment into `path`, made read-only once complete."""
+    """A dump of `name` at one moment into `path`, made read-only once complete.
+
+    Uncompressed, as the clone's copy: a restore point is taken inside the read-only window,
+    where pg_dump's gzip (one core) would cost more than writing the bytes; `make bench`
+    measures both."""
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
     done = subprocess.run(
@@ -439,6 +443,7 @@ def dump_database(server: Server, name: str, path: Path) -> None:
             "--format=custom",
             "--no-owner",
             "--no-acl",
+            "--compress=0",
             "--file",
             str(partial),
             "--dbname",

@@ -1,6 +1,7 @@
 """Builds the MLflow tracking server's release folders, one per version, cached between runs
 (apps/release_cache.py): a virtual environment with MLflow at that version (dependencies pinned
-by `constraints.txt`) plus the migrate hook `migrate_db.py`.
+by `constraints.txt`, the PostgreSQL driver psycopg2 among them) plus the migrate hook
+`migrate_db.py`.
 
     python -m apps.mlflow.build_releases [VERSION ...]   # default: the versions the test deploys
 """
@@ -17,7 +18,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def _install(version: str, folder: Path, python: str) -> None:
-    pip_install(python, HERE / "constraints.txt", f"mlflow=={version}")
+    # psycopg2: the driver MLflow's SQLAlchemy 2.0 uses for its PostgreSQL backend store.
+    pip_install(python, HERE / "constraints.txt", f"mlflow=={version}", "psycopg2-binary")
     shutil.copyfile(HERE / "migrate_db.py", folder / "migrate_db.py")
 
 

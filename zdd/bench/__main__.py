@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from zdd.bench import frontdoor, paths, proof
+from zdd.bench import frontdoor, paths, pgcopy, proof
 from zdd.bench.database import grow_database
 from zdd.bench.load import LEAD_SECONDS, say
 from zdd.bench.metrics import BUCKET_SECONDS, parse_sizes, rounded
@@ -43,6 +43,10 @@ NOTES = [
     "its stack (its checks), engine is the driver's pulumi up minus the raw one",
     "additive_release: the same additive release (v1 -> v1.1) on a fresh stack per path; the "
     "compatible path's total includes its rehearsal, as `zdd deploy --strategy auto` runs it",
+    "postgresql: at BENCH_PROOF_MB, one run each on one pgbench database, in order: the "
+    "clone's copy (pg_dump | pg_restore, uncompressed, one snapshot), then its read-only "
+    "switch and digest, a restore point (pg_dump -Fc into a file and its digest), then the raw "
+    "tools with their defaults; over_best_raw is ours over the fastest raw tool for that job",
     "other work may share the cores (see the load averages): figures are noisy",
 ]
 
@@ -112,6 +116,7 @@ def main() -> None:
 
     front_door = frontdoor.figures(lambda: fresh_stack(env, "frontdoor"), free_port, say)
     proof_figures = proof.figures(PROOF_SIZE_MB, say)
+    postgresql_figures = pgcopy.figures(PROOF_SIZE_MB, say)
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results = {
         "machine": info,
@@ -123,6 +128,7 @@ def main() -> None:
         "goals": goals(db_copy, windows, side),
         "front_door": front_door,
         "proof": proof_figures,
+        "postgresql": postgresql_figures,
         "settings": {
             "probe_rate_per_second": RATE,
             "probe_write_every": 10,
@@ -152,6 +158,8 @@ def main() -> None:
     say(f"wrote {out_dir / 'results.json'} and the charts in {time.time() - started:.0f}s")
     print_summary(results)
     for line in paths.summary(additive):
+        say(line)
+    for line in pgcopy.summary(postgresql_figures):
         say(line)
 
 

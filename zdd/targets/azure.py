@@ -802,7 +802,13 @@ def log_of(_env: Environment, stack: str, config: Mapping[str, str], component: 
     """App Service keeps a web app's output (its log stream); Front Door its access log in the
     diagnostic settings' Log Analytics workspace, if the profile has one."""
     group = config.get("resourceGroupName", "<resource group>")
-    if component == "frontdoor":
+    if component == "postgresql":
+        where = (
+            f"the database of stack {stack} is a managed Azure database server: its server log "
+            f"is in the server's diagnostic settings and `az postgres flexible-server "
+            f"server-logs list --resource-group {group} --server-name <server>`"
+        )
+    elif component == "frontdoor":
         where = (
             f"the front door of stack {stack} is Azure Front Door: its access log goes to the "
             f"Log Analytics workspace of its diagnostic settings (resource group {group})"

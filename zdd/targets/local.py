@@ -193,9 +193,15 @@ def _rehearsal(
     )
 
 
-def _log_of(
-    env: Environment, stack: str, _config: Mapping[str, str], component: str
-) -> LogLocation:
+def _log_of(env: Environment, stack: str, config: Mapping[str, str], component: str) -> LogLocation:
+    if (
+        component == "postgresql"
+        and app_spec(config).engine is not appspec.DatabaseEngine.POSTGRESQL
+    ):
+        raise BadInput(
+            f"stack {stack!r} keeps its site's database in SQLite files: it runs no database "
+            "server, so there is no postgresql log (its site's own logs: primary, clone)"
+        )
     path = log_file(env.stack_dir(stack), component)
     return LogLocation(component, path, str(path))
 
