@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, Result, build_releases, stack_dir
+from zdd.probe import REQUEST_TIMEOUT_SECONDS
 from zdd.processes import free_port
 
 pytestmark = pytest.mark.engine
@@ -88,8 +89,10 @@ def test_mlflow_deploys_smoothly_and_rolls_back_with_its_database(
     stack = local_stack(OLDER, APP / "app.yaml")
     name, public = stack["stack"], stack["public_url"]
     # MLflow's clone starts in seconds on a busy test machine: writes may wait longer than the
-    # default 30 s for the primary to serve again.
-    assert pulumi("config", "set", "-s", name, "zdd:holdWritesSeconds", "120").code == 0
+    # default 30 s for the primary to serve again, but a hold must end (carried out or refused)
+    # before the probe gives up on the request, or a held write would count as failed.
+    hold = REQUEST_TIMEOUT_SECONDS - 5
+    assert pulumi("config", "set", "-s", name, "zdd:holdWritesSeconds", str(hold)).code == 0
     assert served_version(public) == OLDER
     experiment_id = call(public, "POST", "/experiments/create", {"name": EXPERIMENT})[
         "experiment_id"
