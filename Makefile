@@ -16,8 +16,12 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy zdd infra sampleapp policies tests apps
 
+# Most of a test's time is spent waiting on processes (engine, sites, front door), not computing:
+# two workers per core keep the cores busy.
+TEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc) )))
+
 test: lint typecheck
-	$(BIN)/pytest -q -n 2 --durations=15
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --durations=15
 
 unit: setup
 	$(BIN)/pytest -q -m "not engine"

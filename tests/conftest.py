@@ -137,3 +137,15 @@ def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[..., dict[str, 
         assert not state_dir.exists()
         assert find_owned_under(state_dir) == [], f"processes left running for {name}"
         assert processes_naming(state_dir) == [], f"a server left running for {name}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that run the real engine first, the longest of them (`engine(minutes=N)`) first of
+    all: each takes seconds to minutes, the others milliseconds, so started first they overlap
+    with everything else instead of leaving one worker running a deployment alone at the end."""
+
+    def order(item: pytest.Item) -> float:
+        engine = item.get_closest_marker("engine")
+        return -float(engine.kwargs.get("minutes", 1)) if engine else 0.0
+
+    items.sort(key=order)

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import Result
 from tests.test_app_specs import write_spec
 
-pytestmark = pytest.mark.engine
+pytestmark = pytest.mark.engine(minutes=2)
 
 # The failing release, the exit code its deployment stops with, and what the error says.
 FAILURES = {

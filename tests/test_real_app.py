@@ -19,7 +19,8 @@ from tests.conftest import ROOT, Result, build_releases, stack_dir
 from zdd.probe import REQUEST_TIMEOUT_SECONDS
 from zdd.processes import free_port
 
-pytestmark = pytest.mark.engine
+# Builds a real application's releases, then deploys it: minutes, so scheduled first.
+pytestmark = pytest.mark.engine(minutes=3)
 
 APP = ROOT / "apps" / "mlflow"
 OLDER, NEWER = "2.16.2", "2.17.2"

@@ -19,7 +19,8 @@ import pytest
 from tests.conftest import ROOT, Result, build_releases, stack_dir
 from zdd.sqlite_files import files_folder
 
-pytestmark = pytest.mark.engine
+# Builds a real application's releases, then deploys it: minutes, so scheduled first.
+pytestmark = pytest.mark.engine(minutes=3)
 
 APP = ROOT / "apps" / "djangocms"
 OLDER, NEWER = "5.0.13", "5.1.3"
