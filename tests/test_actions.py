@@ -7,12 +7,11 @@ import pytest
 from zdd.actions import (
     Action,
     Refused,
-    RestorePointTaken,
     StackState,
     next_step,
     plan,
 )
-from zdd.phases import Mode, Phase, StackSettings, settings_digest
+from zdd.phases import Mode, Phase, RestorePointTaken, StackSettings, settings_digest
 
 POINT = "2026-01-01T00:00:00Z"
 

@@ -23,8 +23,8 @@ from tests.test_azure_phases import (
     run_program,
     stack,
 )
-from zdd.actions import Action, Refused, RestorePointTaken, StackState, plan
-from zdd.phases import RESTORE_POINT_SUFFIX, Phase
+from zdd.actions import Action, Refused, StackState, plan
+from zdd.phases import RESTORE_POINT_SUFFIX, Phase, RestorePointTaken
 
 POINT = f"primary-db{RESTORE_POINT_SUFFIX}"
 

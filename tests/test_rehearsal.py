@@ -15,9 +15,18 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, Result, stack_dir
-from zdd.actions import Action, Refused, RestorePointTaken, StackState, plan
+from zdd.actions import Action, Refused, StackState, plan
 from zdd.errors import RefusedTransition
-from zdd.phases import DatabaseMode, EdgeWrites, Instance, Phase, StackSettings, Strategy, declare
+from zdd.phases import (
+    DatabaseMode,
+    EdgeWrites,
+    Instance,
+    Phase,
+    RestorePointTaken,
+    StackSettings,
+    Strategy,
+    declare,
+)
 from zdd.probe import LoadProbe, ProbeTarget
 from zdd.processes import find_owned, owner_id
 from zdd.rehearsal import (

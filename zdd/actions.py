@@ -7,7 +7,6 @@ anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,6 +16,7 @@ from zdd.phases import (
     IllegalTransition,
     Mode,
     Phase,
+    RestorePointTaken,
     StackSettings,
     Strategy,
     next_phase,
@@ -48,27 +48,6 @@ RECOVERY_HINT = (
 def new_restore_point_id(now: datetime | None = None) -> str:
     """An id that is also the point in time (UTC, ISO 8601) an Azure restore goes back to."""
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class RestorePointTaken:
-    """A restore point as the update that took it recorded it in the stack's state."""
-
-    id: str
-    taken_at: float  # epoch seconds
-    digest: str  # of the database's content at that moment
-
-    @classmethod
-    def from_record(cls, record: object) -> RestorePointTaken | None:
-        """The proof in a stack output or resource state, or None when it is not complete."""
-        if not isinstance(record, Mapping):
-            return None
-        point, taken_at, digest = (record.get(k) for k in ("restore_point", "taken_at", "digest"))
-        if not (isinstance(point, str) and point and isinstance(digest, str) and digest):
-            return None
-        if not isinstance(taken_at, int | float) or taken_at <= 0:
-            return None
-        return cls(point, float(taken_at), digest)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,29 @@ ABORT_ORDER: tuple[Phase, ...] = (Phase.CUTOVER, Phase.WITHDRAW, Phase.IDLE)
 # Every target names its restore point resource `<database>-restore-point`, with outputs
 # `restore_point`, `taken_at` and `digest`: the driver looks for it in the stack's state.
 RESTORE_POINT_SUFFIX = "-restore-point"
+
+
+@dataclass(frozen=True)
+class RestorePointTaken:
+    """A restore point as the update that took it recorded it in the stack's state."""
+
+    id: str
+    taken_at: float  # epoch seconds
+    digest: str  # of the database's content at that moment
+
+    @classmethod
+    def from_record(cls, record: object) -> RestorePointTaken | None:
+        """The proof in a stack output or resource state, or None when it is not complete."""
+        if not isinstance(record, Mapping):
+            return None
+        point, taken_at, digest = (record.get(k) for k in ("restore_point", "taken_at", "digest"))
+        if not (isinstance(point, str) and point and isinstance(digest, str) and digest):
+            return None
+        if not isinstance(taken_at, int | float) or taken_at <= 0:
+            return None
+        return cls(point, float(taken_at), digest)
+
+
 # A target that migrates through a resource of its own names it `<database>-migration`, with the
 # output `version`: after a failed update the state tells which migration really ran last.
 MIGRATION_SUFFIX = "-migration"

@@ -19,12 +19,11 @@ from pulumi import automation as auto
 # Not re-exported by `pulumi.automation`; `_EventedStack` is built with it, as `Stack.select` does.
 from pulumi.automation._stack import StackInitMode
 
-from zdd.actions import RestorePointTaken
 from zdd.config_file import NAMESPACE, StackConfigFile
 from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, PolicyViolation
-from zdd.phases import MIGRATION_SUFFIX, RESTORE_POINT_SUFFIX
+from zdd.phases import MIGRATION_SUFFIX, RESTORE_POINT_SUFFIX, RestorePointTaken
 from zdd.processes import find_by_command_line, terminate
 
 # Config keys stored encrypted (an Azure stack's generated SQL administrator password).

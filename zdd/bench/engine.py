@@ -13,10 +13,10 @@ from typing import Any
 
 from pulumi import automation as auto
 
-from zdd.actions import RestorePointTaken
 from zdd.bench.metrics import rounded
 from zdd.chart import PhaseSpan
 from zdd.console import Say
+from zdd.phases import RestorePointTaken
 from zdd.stack import Outcome, Stack
 
 # Resource outputs worth keeping in a step's record.

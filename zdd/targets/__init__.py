@@ -10,14 +10,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from zdd import appspec, registry
-from zdd.actions import RestorePointTaken
 from zdd.appspec import AppSpec
 from zdd.archive import LostWrites
 from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput
 from zdd.gates import APP_IDENTITY_HEADER
-from zdd.phases import is_valid_version
+from zdd.phases import RestorePointTaken, is_valid_version
 
 if TYPE_CHECKING:
     from zdd.rehearsal import Rehearsal, RehearsalEngine

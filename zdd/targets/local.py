@@ -13,11 +13,10 @@ from infra.local.haproxy import AdminSocket, FrontDoorError
 # `zdd.postgres` is imported by the functions that need it: psycopg's import would cost every
 # `zdd` command, on SQLite stacks too, a tenth of a second.
 from zdd import appspec, processes
-from zdd.actions import RestorePointTaken
 from zdd.archive import LostWrites, clone_writes, writes_since
 from zdd.environment import Environment, log_file, ports_dir
 from zdd.errors import BadInput, GateFailed
-from zdd.phases import PORTS_PER_STACK, SERVED_BY_HEADER, Mode
+from zdd.phases import PORTS_PER_STACK, SERVED_BY_HEADER, Mode, RestorePointTaken
 from zdd.registry import LOCAL_TARGET
 from zdd.rehearsal import RehearsalEngine, RehearsalPlan
 from zdd.sqlite_files import data_digest, restore_point_file_name
