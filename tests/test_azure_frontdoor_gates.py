@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.test_azure_gates import stand_in  # noqa: F401 - the loopback server fixture
-from tests.test_azure_phases import app_spec
+from tests.helpers.azure_mocks import app_spec
+from tests.helpers.stand_in import site
 from zdd import azure
 from zdd.azure import (
     Clock,
@@ -340,9 +340,7 @@ def test_a_point_before_the_earliest_restorable_one_is_refused():
 # -- the driver's gates: a clone is deleted only once its origin is idle -------------------
 
 
-def test_the_gates_check_the_stacks_health_path(stand_in):  # noqa: F811
-    from tests.test_azure_gates import site
-
+def test_the_gates_check_the_stacks_health_path(stand_in):
     # Only the configured path answers; /healthz is the site's page for something else.
     app = stand_in(
         lambda path: site("clone", mode="ReadOnly") if path == "/status" else (404, {}, b"")
@@ -360,9 +358,7 @@ def test_the_gates_check_the_stacks_health_path(stand_in):  # noqa: F811
     assert counted == [Instance.PRIMARY]
 
 
-def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(stand_in):  # noqa: F811
-    from tests.test_azure_gates import site
-
+def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(stand_in):
     public = stand_in(lambda path: site("primary", version="v2"))
     calls: list[tuple[str, str]] = []
 

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Result, stack_dir
+from tests.helpers.commands import ROOT, Result, config_file, stack_dir
 from zdd.sqlite_files import data_digest, files_folder
 
 pytestmark = pytest.mark.engine
@@ -76,7 +76,7 @@ def test_a_restore_point_that_was_never_taken_is_never_restored_and_abort_still_
     # killed in between, or a deploy update that failed while taking the restore point).
     for key, value in (("phase", "deploy"), ("restorePoint", "rp-never-taken")):
         assert pulumi("config", "set", "-s", name, f"zdd:{key}", value).code == 0
-    config = ROOT / "stacks" / f"Pulumi.{name}.yaml"
+    config = config_file(name)
     before = config.read_text()
 
     refused = zdd("rollback", "-s", name, "--with-database", "--json")
@@ -294,7 +294,7 @@ def test_a_restore_point_changed_since_it_was_taken_is_never_restored(
     paused = zdd("deploy", "-s", name, "--version", "v2", "--wait-for-approval", "--yes", "--json")
     assert paused.code == 0, paused.stderr
     backup = Path(resource_outputs(pulumi, name, "primary-db-restore-point")["backup_path"])
-    config = ROOT / "stacks" / f"Pulumi.{name}.yaml"
+    config = config_file(name)
     before = config.read_text()
 
     # A file planted in its files folder: the files are part of what it proves.

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from tests.conftest import ROOT
+from tests.helpers.commands import ROOT
 from zdd.environment import Environment
 from zdd.stack import Stack
 

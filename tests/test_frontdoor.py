@@ -17,7 +17,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from multidict import CIMultiDict
 
 from infra.local.haproxy import AdminSocket, hold_writes_for_copy
 from infra.local.providers import FrontDoorProvider
+from tests.helpers.waiting import wait_for
 from zdd import gates
 from zdd.bench.frontdoor import parse_wrk
 from zdd.local import LOCAL
@@ -232,13 +233,6 @@ def front_door(origins: dict[str, Origin]) -> Iterator[FrontDoor]:
     yield door
     door.stop()
     shutil.rmtree(state_dir)
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def served_by(response: httpx.Response | http.client.HTTPResponse) -> str | None:

@@ -25,16 +25,14 @@ from infra.targets import target_for
 from policies.azure import AFD_ORIGIN, FIREWALL_RULE, FTP_ALLOWED, IPV6_FIREWALL_RULE, MIN_TLS
 from policies.model import DYNAMIC, Resource, StackConfig, Violation
 from policies.rules import POLICIES, evaluate, policy_named
-from tests.test_azure_phases import (
+from tests.helpers.azure_mocks import (
     BASE_CONFIG,
-    RESTORE_POINT,
-    SCENARIOS,
     AzureMocks,
     RecordingMonitor,
     Registration,
     run_program,
 )
-from tests.test_azure_phases import stack as azure_stack
+from tests.helpers.settings import RESTORE_POINT, SCENARIOS, phase_settings, restored
 from zdd.appspec import parse_file_text
 from zdd.environment import STATE_ROOT, Environment, stack_dir
 from zdd.phases import (
@@ -124,16 +122,10 @@ def azure_resources(settings: StackSettings, **config: str) -> list[Resource]:
 
 
 def local(phase: Phase, **overrides: Any) -> StackSettings:
-    values: dict[str, Any] = {"phase": phase, "current_version": "v1"}
-    if phase is not Phase.IDLE:
-        values["target_version"] = "v2"
-    if phase in (Phase.DEPLOY, Phase.RETURN):
-        values["restore_point"] = LOCAL_RESTORE_POINT
-    values.update(overrides)
-    return StackSettings(**values)
+    return phase_settings(phase, point=LOCAL_RESTORE_POINT, **overrides)
 
 
-LOCAL_RESTORED: dict[str, Any] = {"database_generation": 2, "restored_from": LOCAL_RESTORE_POINT}
+LOCAL_RESTORED = restored(LOCAL_RESTORE_POINT)
 LOCAL_SCENARIOS: dict[str, StackSettings] = {
     "idle": local(Phase.IDLE),
     "clone": local(Phase.CLONE),
@@ -148,7 +140,7 @@ LOCAL_SCENARIOS: dict[str, StackSettings] = {
 }
 AZURE_SCENARIOS: dict[str, StackSettings] = {
     **SCENARIOS,
-    "read-write-clone": azure_stack(Phase.CUTOVER, mode=Mode.READ_WRITE, accept_data_loss=True),
+    "read-write-clone": phase_settings(Phase.CUTOVER, mode=Mode.READ_WRITE, accept_data_loss=True),
 }
 
 

@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.waiting import wait_for
 from zdd import processes
 
 
@@ -23,13 +23,6 @@ def owner() -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:8]}#resource"
     yield name
     processes.stop_owned(name, timeout=2)
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def sleeper(owner: str, log: Path) -> subprocess.Popen[bytes]:
