@@ -4,6 +4,7 @@ series, and a virtual clock (nothing sleeps for real)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from zdd.azure import (
     FrontDoorRefs,
     MetricPoint,
     RouteState,
+    read_drain,
     restorable_problem,
     take_restore_point,
     wait_counted,
@@ -235,10 +237,22 @@ def test_requests_from_a_late_edge_start_the_quiet_period_again():
 
 
 def test_minutes_before_the_switch_do_not_count():
-    # The primary served visitors until the switch at 10:00:30.
+    # The primary served visitors until the switch at 10:00:30, in the minute from 10:00.
     fake = FakeAzure(requests={T0: 500.0})
     since = T0 + timedelta(seconds=30)
-    assert drained_after(fake, since) < 300 + azure.METRICS_DELAY_SECONDS + 120
+    said: list[str] = []
+    wait_origin_idle(
+        fake, REFS, "primary", since, said.append, fake.heartbeat, quiet=300, timeout=7200,
+        clock=fake.clock,
+    )  # fmt: skip
+    # Judged from the first whole minute after the switch: none of those requests counted.
+    assert not [line for line in said if "request(s) reached the primary" in line], said
+    reading = read_drain(fake, REFS, "primary", since)
+    assert (reading.count, reading.last_busy) == (0, None)
+    # Drained at the first poll once 10:01 plus the quiet period has been processed.
+    first_minute = (minute(since) + timedelta(minutes=1) - T0).total_seconds()
+    due = first_minute + 300 + azure.METRICS_DELAY_SECONDS
+    assert fake.elapsed == math.ceil(due / azure.METRICS_POLL_SECONDS) * azure.METRICS_POLL_SECONDS
 
 
 def test_a_primary_that_keeps_getting_requests_is_never_touched():
