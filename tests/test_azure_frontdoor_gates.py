@@ -18,8 +18,10 @@ import httpx
 import pytest
 
 from tests.helpers.azure_mocks import app_spec
+from tests.helpers.fake_stack import FakeStack
 from tests.helpers.stand_in import site
 from zdd import azure
+from zdd import driver as driver_module
 from zdd.azure import (
     Clock,
     DatabaseBackups,
@@ -34,9 +36,12 @@ from zdd.azure import (
     wait_restorable,
     wait_switched,
 )
+from zdd.driver import Driver
+from zdd.environment import Environment
 from zdd.errors import GateFailed, RefusedTransition
 from zdd.gatekeeper import pass_gate
 from zdd.phases import Instance, Phase, StackSettings
+from zdd.results import DeployResult
 from zdd.targets import TargetOps
 
 PROFILE = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Cdn/profiles/fd"
@@ -372,17 +377,23 @@ def test_the_gates_check_the_stacks_health_path(stand_in):
     assert counted == [Instance.PRIMARY]
 
 
-def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(stand_in):
+def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(
+    stand_in, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    # The driver itself, from the update that moved the traffic back to the primary, on a
+    # fake stack: Front Door's metrics show the clone busy once, then idle.
     public = stand_in(lambda path: site("primary", version="v2"))
-    calls: list[tuple[str, str]] = []
+    events: list[tuple[str, ...]] = []
+    busy = [True, False]
 
     def wait_for_switch(outputs: Any, origin: str, say: Any) -> datetime:
-        calls.append(("switched", origin))
+        events.append(("switched", origin))
         return T0
 
-    def refuse_drain(outputs: Any, origin: str, say: Any, since: datetime) -> None:
-        calls.append(("drained", origin))
-        raise GateFailed(f"drain check: the {origin} still got requests")
+    def drain(outputs: Any, origin: str, say: Any, since: datetime) -> None:
+        events.append(("drained", origin))
+        if busy.pop(0):
+            raise GateFailed(f"drain check: the {origin} still got requests")
 
     ops = TargetOps(
         "fake-azure",
@@ -390,15 +401,30 @@ def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(stand_in):
         lambda env, stack: {},
         lambda outputs, origin: 0,
         wait_switched=wait_for_switch,
-        wait_drained=refuse_drain,
+        wait_drained=drain,
     )
-    settings = StackSettings(phase=Phase.RETURN, current_version="v1", target_version="v2",
-                             restore_point="2025-03-01T10:00:13Z")  # fmt: skip
-    outputs = {"public_url": public.url, "primary_url": public.url}
+    monkeypatch.setattr(driver_module, "ops_for", lambda _name: ops)
+    monkeypatch.setenv("ZDD_POLICY_PACK", "none")
+    config = {"target": "fake-azure", "deploymentId": "d1", "phase": "return",
+              "currentVersion": "v1", "targetVersion": "v2",
+              "restorePoint": "2025-03-01T10:00:13Z"}  # fmt: skip
+    urls = {"public_url": public.url, "primary_url": public.url}
+    stack = FakeStack(config, events, outputs=urls)
+    driver = Driver(Environment(tmp_path), "s", stack=stack)  # type: ignore[arg-type]
+    result = DeployResult("running", "s", "resume", "v1", "v2", "read-only")
+
     with pytest.raises(GateFailed, match="clone still got requests"):
-        pass_gate(Phase.RETURN, Phase.IDLE, settings, outputs, ops, {}, print, stack="s")
-    # The idle update (which deletes the clone) runs only after this gate passes.
-    assert calls == [("switched", Instance.PRIMARY), ("drained", Instance.CLONE)]
+        driver.run(result)
+    # The idle update (which deletes the clone) did not run: the stack still has its clone.
+    assert events == [("switched", Instance.PRIMARY), ("drained", Instance.CLONE)]
+    assert stack.outputs()["phase"] == "return"
+
+    driver.run(result)  # `zdd resume`, once the metrics show the clone idle
+    assert events[2:] == [
+        ("switched", Instance.PRIMARY),
+        ("drained", Instance.CLONE),
+        ("up", "idle"),
+    ]
 
 
 # -- no credentials: one line, nothing changed ---------------------------------------------
