@@ -27,6 +27,7 @@ import yaml
 from infra.azure.database import restore_point_in_time, retrying
 from infra.azure.target import azure_target
 from tests.helpers.azure_mocks import (
+    APP,
     BASE_CONFIG,
     CLONE_PASSWORD,
     COMMAND,
@@ -51,7 +52,16 @@ from tests.helpers.azure_mocks import (
     run_program,
 )
 from tests.helpers.settings import RESTORE_POINT, SCENARIOS, phase_settings
-from zdd.phases import DECIDING_KEYS, RESTORE_POINT_SUFFIX, Mode, Phase, declare
+from zdd.phases import (
+    DECIDING_KEYS,
+    MIN_BACKUP_RETENTION_DAYS,
+    RESTORE_POINT_SUFFIX,
+    Mode,
+    Phase,
+    declare,
+)
+
+ADMIN = BASE_CONFIG["zdd:sqlAdminLogin"]  # the SQL administrator the stack config names
 
 # -- the scenarios -------------------------------------------------------------------------
 
@@ -177,7 +187,8 @@ def test_primary_database_is_the_same_in_every_phase_but_a_rollback_with_databas
 def test_primary_database_keeps_backups_for_a_week_or_more(runs: dict[str, Run], scenario: str):
     generation = SCENARIOS[scenario].database_generation
     policy = runs[scenario].named(f"primary-db-g{generation}-retention")
-    assert policy.inputs["retentionDays"] == 14 >= 7
+    days = policy.inputs["retentionDays"]
+    assert days == int(BASE_CONFIG["zdd:backupRetentionDays"]) >= MIN_BACKUP_RETENTION_DAYS
     assert policy.inputs["policyName"] == "default"
     assert policy.inputs["databaseName"] == f"site-g{generation}"
 
@@ -271,7 +282,7 @@ def test_each_connection_string_names_its_own_database(runs: dict[str, Run], sce
         assert "site-g" not in clone
         # The clone connects as its own user, never with the administrator's credentials.
         assert f"User ID=zdd_clone;Password={CLONE_PASSWORD};" in clone
-        assert "zddadmin" not in clone and PASSWORD not in clone
+        assert ADMIN not in clone and PASSWORD not in clone
 
 
 @pytest.mark.parametrize("scenario", WITH_CLONE)
@@ -284,7 +295,7 @@ def test_a_read_only_clones_database_is_read_only_before_the_clone_starts(
     assert access.inputs["database"] == "site-clone"
     assert access.inputs["server"] == "zdd-test-a1b2c3-sql.database.windows.net"
     # Given by the administrator (who alone may), whose password stays a secret.
-    assert access.inputs["admin_login"] == "zddadmin" and "admin_password" in access.secrets
+    assert access.inputs["admin_login"] == ADMIN and "admin_password" in access.secrets
     assert access.inputs["read_only"] is True
     # After the copy exists and this machine may reach the server; before the clone's app.
     assert run.named("clone-db-copy").urn in access.dependencies
@@ -363,7 +374,7 @@ def test_web_apps_are_hardened_and_reachable_only_through_this_front_door(
         assert app.inputs["kind"] == "app,linux"
         config = app.inputs["siteConfig"]
         assert config["alwaysOn"] is True
-        assert config["healthCheckPath"] == "/healthz"
+        assert config["healthCheckPath"] == APP["health"]["path"]
         assert config["minTlsVersion"] == "1.2"
         assert config["ftpsState"] == "Disabled"
         assert config["linuxFxVersion"].startswith(f"DOCKER|{REGISTRY_HOST}/site:")
@@ -653,7 +664,7 @@ def test_front_door_standard_profile_endpoints_and_routes(runs: dict[str, Run]):
     )
     # The drain counts the public endpoint's requests only; the heartbeat is the health path.
     assert front_door["public_endpoint_host"] == "zdd-test-a1b2c3-public-h7c2d5e.z01.azurefd.net"
-    assert front_door["heartbeat_path"] == "/healthz"
+    assert front_door["heartbeat_path"] == APP["health"]["path"]
 
 
 # -- the migration hook --------------------------------------------------------------------
@@ -696,7 +707,7 @@ def test_migration_runs_on_the_primary_database_only(runs: dict[str, Run], scena
     assert f"Initial Catalog=site-g{generation};" in connection
     # Its own login, never the SQL administrator's.
     assert f"User ID=migrator;Password={MIGRATION_PASSWORD};" in connection
-    assert PASSWORD not in connection and "zddadmin" not in connection
+    assert PASSWORD not in connection and ADMIN not in connection
     # Never the copy: no command anywhere sees the clone's database.
     for command in run.of_type(COMMAND):
         assert "site-clone" not in repr(command.inputs)
@@ -816,7 +827,7 @@ def test_sql_server_and_resource_group_are_protected(runs: dict[str, Run]):
     run = runs["idle"]
     server = run.named("azure-sql")
     assert server.protect and run.named("azure-rg").protect
-    assert server.inputs["administratorLogin"] == "zddadmin"
+    assert server.inputs["administratorLogin"] == ADMIN
     assert server.inputs["administratorLoginPassword"] == PASSWORD
     assert "administratorLoginPassword" in server.secrets
     assert server.inputs["minimalTlsVersion"] == "1.2"

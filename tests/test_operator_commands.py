@@ -22,6 +22,7 @@ import yaml
 from tests.helpers.commands import ROOT, Result, config_file, stack_dir
 from zdd import stack as stack_module
 from zdd.api import open_stack
+from zdd.history import FAILED_GATE_KEY
 from zdd.processes import find_owned_under
 
 pytestmark = pytest.mark.engine
@@ -137,7 +138,7 @@ def test_app_set_fixes_a_spec_and_a_failed_clone_gate_is_told_truthfully(
         assert (deployment["from_version"], deployment["to_version"]) == ("v1", "v2")
         assert (change["actions"], change["outcome"]) == (["app-set"], "succeeded")
         assert (init["outcome"], init["failed_at"]) == ("failed", {"phase": "idle"})
-        assert "failedGate" not in config.read_text()  # the history holds it now
+        assert FAILED_GATE_KEY not in config.read_text()  # the history holds it now
 
         # Every page: read two updates at a time, the history is the same.
         for key, value in engine_env.items():

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from sampleapp.app import IDENTITY_PATH
+from sampleapp.versions import VERSIONS
 from tests.helpers.commands import ROOT, Result, stack_dir
 from tests.helpers.driver import Driver, snapshot, update_locks
 from tests.helpers.waiting import wait_for
@@ -89,11 +90,25 @@ def test_roll_forward_after_an_unhealthy_release(site: Make, zdd: Callable[..., 
 def test_roll_back_code_only(site: Make, zdd: Callable[..., Result]) -> None:
     stack = site("v2")
     name = stack["stack"]
+    public = stack["public_url"]
+    written = httpx.post(f"{public}/api/articles", json={"title": "kept", "text": "x"})
+    assert written.status_code == 201
+    primary = stack_dir(name) / "primary-g1.sqlite"
+    inode = primary.stat().st_ino
     assert zdd("deploy", "-s", name, "--version", "v3-unhealthy", "--yes", "--json").code == 4
     back = zdd("rollback", "-s", name, "--code-only", "--probe", "--json")
     assert back.code == 0, back.stderr
     assert_clean_finish(back.json(), stack, "v2")
-    # Code only: the database was not replaced.
+    # Code only: the database was not replaced. The primary still runs on the very file it
+    # had, no new generation was made, and the file keeps its rows and the schema the failed
+    # release migrated it to.
+    assert sorted(stack_dir(name).glob("primary-g*.sqlite")) == [primary]
+    assert primary.stat().st_ino == inode
+    with sqlite3.connect(f"file:{primary}?mode=ro", uri=True) as database:
+        assert "kept" in {row[0] for row in database.execute("SELECT title FROM articles")}
+        (schema,) = database.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert schema == VERSIONS["v3-unhealthy"].schema_revision
+    assert "kept" in httpx.get(f"{public}/api/articles/titles", timeout=10).json()
     assert not any(c["resource"] == "primary-db-file" for c in back.json()["changed"])
 
 
