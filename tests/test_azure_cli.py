@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from tests.helpers.azure_mocks import app_spec
+from tests.helpers.commands import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 STACK = "shop"
 CONFIG = {
     "zdd:target": "azure",

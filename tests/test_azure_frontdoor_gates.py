@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.helpers.azure_mocks import app_spec
+from tests.helpers.commands import ROOT
 from tests.helpers.fake_stack import FakeStack
 from tests.helpers.stand_in import site
 from zdd import azure
@@ -436,7 +437,7 @@ def test_no_azure_credentials_fail_in_one_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", probe],
         env=environment,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,

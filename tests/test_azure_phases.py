@@ -51,6 +51,7 @@ from tests.helpers.azure_mocks import (
     app_spec,
     run_program,
 )
+from tests.helpers.commands import ROOT
 from tests.helpers.settings import RESTORE_POINT, SCENARIOS, phase_settings
 from zdd.phases import (
     DECIDING_KEYS,
@@ -898,7 +899,7 @@ def test_runs_do_not_share_state():
 
 # -- the example stack ---------------------------------------------------------------------
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "stacks" / "Pulumi.azure-example.yaml"
+EXAMPLE = ROOT / "stacks" / "Pulumi.azure-example.yaml"
 
 
 class RecordingConfig(pulumi.Config):

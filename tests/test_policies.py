@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -32,6 +31,7 @@ from tests.helpers.azure_mocks import (
     Registration,
     run_program,
 )
+from tests.helpers.commands import ROOT
 from tests.helpers.settings import RESTORE_POINT, SCENARIOS, phase_settings, restored
 from zdd.appspec import parse_file_text
 from zdd.environment import STATE_ROOT, Environment, stack_dir
@@ -44,7 +44,6 @@ from zdd.phases import (
 )
 
 # The folder the program derives for the mocks' stack "test".
-ROOT = Path(__file__).resolve().parents[1]
 STATE_DIR = str(stack_dir(ROOT / STATE_ROOT, "test"))
 SAMPLE_APP = Environment(ROOT).sample_app
 LOCAL_CONFIG = {

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.commands import ROOT
 from tests.helpers.waiting import wait_for
 from zdd import processes
 
@@ -65,9 +66,7 @@ def test_a_migration_left_by_a_killed_update_is_stopped_before_the_next_one(
     owner: str, tmp_path: Path
 ) -> None:
     lock = tmp_path / "site.sqlite.migrate.lock"
-    update = subprocess.Popen(
-        [sys.executable, "-c", LEFT_RUNNING, owner, str(lock)], cwd=Path(__file__).parents[1]
-    )
+    update = subprocess.Popen([sys.executable, "-c", LEFT_RUNNING, owner, str(lock)], cwd=ROOT)
     wait_for(lambda: processes.find_owned(owner))
     (migration,) = processes.find_owned(owner)
     os.kill(update.pid, signal.SIGKILL)  # the update dies; its migration runs on
