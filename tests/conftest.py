@@ -1,47 +1,25 @@
-"""Shared fixtures: an isolated Pulumi backend per test session, and local stacks that are
-always destroyed (and their processes stopped) at the end of the test that made them."""
+"""Shared fixtures: an isolated Pulumi backend per test session, local stacks that are
+always destroyed (and their processes stopped) at the end of the test that made them, and
+loopback stand-ins for Azure's endpoints. Helpers they use live in tests/helpers."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from zdd.environment import STATE_ROOT
-from zdd.environment import stack_dir as stack_dir_under
+from tests.helpers.commands import Result, processes_naming, run, stack_dir
+from tests.helpers.stand_in import Answer, StandIn
 from zdd.processes import find_owned_under
 
-ROOT = Path(__file__).resolve().parents[1]
 # pytest-xdist gives its workers COLUMNS=80; what `zdd` prints must not depend on the runner's
 # terminal (a user's own COLUMNS still decides the width of its tables).
 os.environ.pop("COLUMNS", None)
-
-
-def processes_naming(folder: Path) -> list[int]:
-    """Pids of any user's processes whose command line names `folder` (a database server runs
-    as its own OS user, out of reach of the owner ids)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if entry.name.isdigit() and f"{folder}/" in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
-def stack_dir(name: str) -> Path:
-    """Where a local stack's own files live."""
-    return stack_dir_under(ROOT / STATE_ROOT, name)
 
 
 @pytest.fixture(scope="session")
@@ -60,38 +38,6 @@ def engine_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
     (base / "state").mkdir()
     return env
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-def build_releases(app: str, *versions: str) -> None:
-    """A real application's releases, built once and cached across sessions
-    (apps/<app>/build_releases.py, apps/release_cache.py)."""
-    built = subprocess.run(
-        [sys.executable, "-m", f"apps.{app}.build_releases", *versions],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    print(built.stdout, end="")
-
-
-def run(argv: list[str], env: dict[str, str], timeout: float = 600) -> Result:
-    done = subprocess.run(
-        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    return Result(done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture
@@ -137,6 +83,21 @@ def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[..., dict[str, 
         assert not state_dir.exists()
         assert find_owned_under(state_dir) == [], f"processes left running for {name}"
         assert processes_naming(state_dir) == [], f"a server left running for {name}"
+
+
+@pytest.fixture
+def stand_in() -> Iterator[Callable[[Callable[[str], Answer]], StandIn]]:
+    """`start(answer)` starts a loopback server answering with `answer(path)`; all are stopped
+    at the end of the test."""
+    started: list[StandIn] = []
+
+    def start(answer: Callable[[str], Answer]) -> StandIn:
+        started.append(StandIn(answer))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers.settings import phase_settings
 from zdd.actions import (
     Action,
     Refused,
@@ -11,7 +12,7 @@ from zdd.actions import (
     next_step,
     plan,
 )
-from zdd.phases import Mode, Phase, RestorePointTaken, StackSettings, settings_digest
+from zdd.phases import Mode, Phase, RestorePointTaken, settings_digest
 
 POINT = "2026-01-01T00:00:00Z"
 
@@ -19,19 +20,12 @@ POINT = "2026-01-01T00:00:00Z"
 def state(phase: Phase, applied: Phase | None = None, **overrides: object) -> StackState:
     """A stack whose updates applied `applied` (default: `phase`); a restore point counts as
     taken when an update reached deploy, unless `taken` says otherwise."""
-    values: dict[str, object] = {
-        "phase": phase,
-        "current_version": "v1",
-        "target_version": None if phase is Phase.IDLE else "v2",
-        "restore_point": POINT if phase in (Phase.DEPLOY, Phase.RETURN) else None,
-    }
     awaiting = bool(overrides.pop("awaiting", False))
     applied = applied or phase
     reached_deploy = applied in (Phase.DEPLOY, Phase.RETURN)
     taken = overrides.pop("taken", reached_deploy)
     changed = bool(overrides.pop("changed", False))
-    values.update(overrides)
-    settings = StackSettings(**values)  # type: ignore[arg-type]
+    settings = phase_settings(phase, point=POINT, **overrides)
     proof = RestorePointTaken(POINT, 1.7e9, "ab12") if taken else None
     return StackState(settings, applied, awaiting, proof, changed)
 

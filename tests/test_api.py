@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import zdd
-from tests.conftest import ROOT, stack_dir
+from tests.helpers.commands import ROOT, stack_dir
 from zdd.driver import Driver
 from zdd.environment import Environment
 from zdd.processes import find_owned_under

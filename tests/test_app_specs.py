@@ -6,47 +6,18 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from sampleapp.__main__ import make_releases
-from tests.conftest import ROOT, Result
+from tests.helpers.commands import Result, config_file
+from tests.helpers.specs import write_spec
 from zdd.environment import Environment
 from zdd.sqlite_files import data_digest
 from zdd.targets.local import LOCAL
-
-SAMPLE = yaml.safe_load((ROOT / "apps" / "sample" / "app.yaml").read_text())
-# A release whose migration works (v2's) but whose site exits as soon as it starts.
-CANNOT_START = f"""#!{sys.executable}
-import sys
-
-from sampleapp.__main__ import main
-
-if sys.argv[1] == "serve":
-    sys.exit("this release cannot start")
-main([*sys.argv[1:], "--version", "v2"])
-"""
-
-
-def write_spec(folder: Path, **changes: Any) -> Path:
-    """The sample's spec with `changes`, its releases (and one that cannot start) in `folder`."""
-    make_releases(folder / "releases")
-    launcher = folder / "releases" / "v9-cannot-start" / "bin" / "sampleapp"
-    launcher.parent.mkdir(parents=True)
-    launcher.write_text(CANNOT_START)
-    launcher.chmod(0o755)
-    spec = folder / "app.yaml"
-    spec.write_text(yaml.safe_dump({**SAMPLE, **changes}))
-    return spec
-
-
-def config_file(name: str) -> Path:
-    return ROOT / "stacks" / f"Pulumi.{name}.yaml"
 
 
 @pytest.mark.parametrize(

@@ -6,17 +6,16 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
+from tests.helpers.commands import ROOT
 from zdd import appspec, gates
 from zdd.appspec import AppSpec, InvalidAppSpec, Placement
 from zdd.errors import GateFailed
 from zdd.phases import DatabaseMode
 
-ROOT = Path(__file__).resolve().parents[1]
 SPEC = """
 releases: releases/{version}
 start: [bin/site, --port, "{port}", --db, "{database_url}", --as, "{instance}"]

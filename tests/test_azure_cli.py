@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_azure_phases import app_spec
+from tests.helpers.azure_mocks import app_spec
+from tests.helpers.commands import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 STACK = "shop"
 CONFIG = {
     "zdd:target": "azure",

@@ -4,6 +4,7 @@ series, and a virtual clock (nothing sleeps for real)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -16,11 +17,17 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.test_azure_gates import stand_in  # noqa: F401 - the loopback server fixture
-from tests.test_azure_phases import app_spec
+from tests.helpers.azure_mocks import app_spec
+from tests.helpers.commands import ROOT
+from tests.helpers.fake_stack import FakeStack
+from tests.helpers.stand_in import site
+from zdd import driver as driver_module
+from zdd.driver import Driver
+from zdd.environment import Environment
 from zdd.errors import GateFailed, RefusedTransition
 from zdd.gatekeeper import pass_gate
 from zdd.phases import Instance, Phase, StackSettings
+from zdd.results import DeployResult
 from zdd.targets import TargetOps, azure
 from zdd.targets.azure import (
     Clock,
@@ -28,6 +35,7 @@ from zdd.targets.azure import (
     FrontDoorRefs,
     MetricPoint,
     RouteState,
+    read_drain,
     restorable_problem,
     take_restore_point,
     wait_counted,
@@ -234,10 +242,22 @@ def test_requests_from_a_late_edge_start_the_quiet_period_again():
 
 
 def test_minutes_before_the_switch_do_not_count():
-    # The primary served visitors until the switch at 10:00:30.
+    # The primary served visitors until the switch at 10:00:30, in the minute from 10:00.
     fake = FakeAzure(requests={T0: 500.0})
     since = T0 + timedelta(seconds=30)
-    assert drained_after(fake, since) < 300 + azure.METRICS_DELAY_SECONDS + 120
+    said: list[str] = []
+    wait_origin_idle(
+        fake, REFS, "primary", since, said.append, fake.heartbeat, quiet=300, timeout=7200,
+        clock=fake.clock,
+    )  # fmt: skip
+    # Judged from the first whole minute after the switch: none of those requests counted.
+    assert not [line for line in said if "request(s) reached the primary" in line], said
+    reading = read_drain(fake, REFS, "primary", since)
+    assert (reading.count, reading.last_busy) == (0, None)
+    # Drained at the first poll once 10:01 plus the quiet period has been processed.
+    first_minute = (minute(since) + timedelta(minutes=1) - T0).total_seconds()
+    due = first_minute + 300 + azure.METRICS_DELAY_SECONDS
+    assert fake.elapsed == math.ceil(due / azure.METRICS_POLL_SECONDS) * azure.METRICS_POLL_SECONDS
 
 
 def test_a_primary_that_keeps_getting_requests_is_never_touched():
@@ -339,9 +359,7 @@ def test_a_point_before_the_earliest_restorable_one_is_refused():
 # -- the driver's gates: a clone is deleted only once its origin is idle -------------------
 
 
-def test_the_gates_check_the_stacks_health_path(stand_in):  # noqa: F811
-    from tests.test_azure_gates import site
-
+def test_the_gates_check_the_stacks_health_path(stand_in):
     # Only the configured path answers; /healthz is the site's page for something else.
     app = stand_in(
         lambda path: site("clone", mode="ReadOnly") if path == "/status" else (404, {}, b"")
@@ -359,19 +377,23 @@ def test_the_gates_check_the_stacks_health_path(stand_in):  # noqa: F811
     assert counted == [Instance.PRIMARY]
 
 
-def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(stand_in):  # noqa: F811
-    from tests.test_azure_gates import site
-
+def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(
+    stand_in, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    # The driver itself, from the update that moved the traffic back to the primary, on a
+    # fake stack: Front Door's metrics show the clone busy once, then idle.
     public = stand_in(lambda path: site("primary", version="v2"))
-    calls: list[tuple[str, str]] = []
+    events: list[tuple[str, ...]] = []
+    busy = [True, False]
 
     def wait_for_switch(outputs: Any, origin: str, say: Any) -> datetime:
-        calls.append(("switched", origin))
+        events.append(("switched", origin))
         return T0
 
-    def refuse_drain(outputs: Any, origin: str, say: Any, since: datetime) -> None:
-        calls.append(("drained", origin))
-        raise GateFailed(f"drain check: the {origin} still got requests")
+    def drain(outputs: Any, origin: str, say: Any, since: datetime) -> None:
+        events.append(("drained", origin))
+        if busy.pop(0):
+            raise GateFailed(f"drain check: the {origin} still got requests")
 
     ops = TargetOps(
         "fake-azure",
@@ -379,15 +401,30 @@ def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(stand_in):  
         lambda env, stack: {},
         lambda outputs, origin: 0,
         wait_switched=wait_for_switch,
-        wait_drained=refuse_drain,
+        wait_drained=drain,
     )
-    settings = StackSettings(phase=Phase.RETURN, current_version="v1", target_version="v2",
-                             restore_point="2025-03-01T10:00:13Z")  # fmt: skip
-    outputs = {"public_url": public.url, "primary_url": public.url}
+    monkeypatch.setattr(driver_module, "ops_for", lambda _name: ops)
+    monkeypatch.setenv("ZDD_POLICY_PACK", "none")
+    config = {"target": "fake-azure", "deploymentId": "d1", "phase": "return",
+              "currentVersion": "v1", "targetVersion": "v2",
+              "restorePoint": "2025-03-01T10:00:13Z"}  # fmt: skip
+    urls = {"public_url": public.url, "primary_url": public.url}
+    stack = FakeStack(config, events, outputs=urls)
+    driver = Driver(Environment(tmp_path), "s", stack=stack)  # type: ignore[arg-type]
+    result = DeployResult("running", "s", "resume", "v1", "v2", "read-only")
+
     with pytest.raises(GateFailed, match="clone still got requests"):
-        pass_gate(Phase.RETURN, Phase.IDLE, settings, outputs, ops, {}, print, stack="s")
-    # The idle update (which deletes the clone) runs only after this gate passes.
-    assert calls == [("switched", Instance.PRIMARY), ("drained", Instance.CLONE)]
+        driver.run(result)
+    # The idle update (which deletes the clone) did not run: the stack still has its clone.
+    assert events == [("switched", Instance.PRIMARY), ("drained", Instance.CLONE)]
+    assert stack.outputs()["phase"] == "return"
+
+    driver.run(result)  # `zdd resume`, once the metrics show the clone idle
+    assert events[2:] == [
+        ("switched", Instance.PRIMARY),
+        ("drained", Instance.CLONE),
+        ("up", "idle"),
+    ]
 
 
 # -- no credentials: one line, nothing changed ---------------------------------------------
@@ -399,7 +436,7 @@ def test_no_azure_credentials_fail_in_one_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", probe],
         env=environment,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,

@@ -7,102 +7,26 @@ some answers still come from the old origin, then only from the new one.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 
 from infra.azure.target import _NAME_PREFIX_RE
-from tests.test_azure_phases import app_spec, run_program, stack
+from tests.helpers.azure_mocks import app_spec, run_program
+from tests.helpers.commands import ROOT
+from tests.helpers.settings import phase_settings
+from tests.helpers.stand_in import Answer, site
 from zdd import appspec, gates
 from zdd.appspec import ReleaseKind, release_kind
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed
-from zdd.phases import Phase
+from zdd.phases import MIN_BACKUP_RETENTION_DAYS, Phase
 from zdd.stack import SECRET_KEYS
-from zdd.targets import check_version, ops_for
+from zdd.targets import GateTimeouts, check_version, ops_for
 from zdd.targets.azure import AZURE, generate_password
 from zdd.targets.local import LOCAL
-
-Answer = tuple[int, dict[str, str], bytes]
-_ROOT = Path(__file__).resolve().parents[1]
-
-
-class StandIn:
-    """A loopback HTTP server; `answer(path)` decides every response."""
-
-    def __init__(self, answer: Callable[[str], Answer]) -> None:
-        self.answer = answer
-        self.seen: list[dict[str, Any]] = []
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                stand_in.seen.append(
-                    {
-                        "path": self.path,
-                        "client_port": self.client_address[1],
-                        "cache_control": self.headers.get("Cache-Control"),
-                    }
-                )
-                status, headers, body = stand_in.answer(urlparse(self.path).path)
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture
-def stand_in() -> Iterator[Callable[[Callable[[str], Answer]], StandIn]]:
-    started: list[StandIn] = []
-
-    def start(answer: Callable[[str], Answer]) -> StandIn:
-        started.append(StandIn(answer))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-def site(instance: str, version: str = "v1", mode: str = "ReadWrite") -> Answer:
-    """What one of the web apps answers, through Front Door."""
-    identity = {"version": version, "instance": instance, "database_mode": mode}
-    body = json.dumps({"status": "ok", **identity}).encode()
-    headers = {
-        "Content-Type": "application/json",
-        gates.APP_IDENTITY_HEADER: instance,
-        "X-ZDD-Version": version,
-    }
-    return 200, headers, body
 
 
 class Propagation:
@@ -182,7 +106,7 @@ def test_ops_for_azure_and_its_timeouts():
     # Front Door propagates in minutes: every gate waits far longer than on the local target.
     for gate in ("healthy", "public_origin", "drained"):
         assert getattr(AZURE.timeouts, gate) >= 10 * getattr(LOCAL.timeouts, gate)
-    assert LOCAL.timeouts.public_origin == 30.0  # the local target keeps the gates' defaults
+    assert LOCAL.timeouts == GateTimeouts()  # the local target keeps the gates' defaults
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3-unhealthy", "v10.2.1", "v3-bad-migration"])
@@ -209,22 +133,24 @@ def test_initial_config_is_what_the_program_needs(monkeypatch):
     monkeypatch.setenv("ZDD_AZURE_LOCATION", "northeurope")
     monkeypatch.delenv("ZDD_AZURE_OPERATOR_IP_ADDRESSES", raising=False)
     with pytest.raises(BadInput, match="ZDD_AZURE_OPERATOR_IP_ADDRESSES"):
-        AZURE.initial_config(Environment(root=_ROOT), "Web Shop_1")
+        AZURE.initial_config(Environment(root=ROOT), "Web Shop_1")
     monkeypatch.setenv("ZDD_AZURE_OPERATOR_IP_ADDRESSES", "203.0.113.7")
-    config = AZURE.initial_config(Environment(root=_ROOT), "Web Shop_1")
+    config = AZURE.initial_config(Environment(root=ROOT), "Web Shop_1")
     assert config["azureLocation"] == "northeurope"
     assert _NAME_PREFIX_RE.match(config["namePrefix"])
     assert re.fullmatch(r"zdd-web-shop-1-[0-9a-f]{6}", config["namePrefix"])
     assert config["resourceGroupName"] == f"rg-{config['namePrefix']}"
-    assert int(config["backupRetentionDays"]) >= 7
-    # The generated password is stored encrypted by the driver's stack wrapper.
-    assert "sqlAdminPassword" in SECRET_KEYS
+    assert int(config["backupRetentionDays"]) >= MIN_BACKUP_RETENTION_DAYS
+    # Every password it generates is one the driver's stack wrapper stores encrypted
+    # (tests/test_engine.py shows that it does).
+    generated = {key for key in config if key.endswith("Password")}
+    assert generated and generated <= SECRET_KEYS
     # Another stack gets other globally unique names and another password.
-    other = AZURE.initial_config(Environment(root=_ROOT), "Web Shop_1")
+    other = AZURE.initial_config(Environment(root=ROOT), "Web Shop_1")
     assert other["namePrefix"] != config["namePrefix"]
     assert other["sqlAdminPassword"] != config["sqlAdminPassword"]
     # The program accepts it as it is.
-    run = run_program(stack(Phase.IDLE), config=config)
+    run = run_program(phase_settings(Phase.IDLE), config=config)
     assert (
         run.named("azure-sql").inputs["administratorLoginPassword"] == (config["sqlAdminPassword"])
     )

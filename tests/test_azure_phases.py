@@ -9,345 +9,64 @@ retainOnDelete, ignoreChanges, dependencies). No engine, no Azure.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shutil
 import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pulumi
 import pytest
 import yaml
-from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import rpc
-from pulumi.runtime import settings as runtime_settings
-from pulumi_command import local
 
 from infra.azure.database import restore_point_in_time, retrying
 from infra.azure.target import azure_target
-from infra.program import build
-from zdd.phases import DECIDING_KEYS, RESTORE_POINT_SUFFIX, Mode, Phase, StackSettings, declare
-
-SUBSCRIPTION = "/subscriptions/00000000-0000-0000-0000-000000000000"
-FRONT_DOOR_ID = "5b3c9e1a-7f7e-4c7a-9d55-0123456789ab"
-PASSWORD = "Gener4ted-Passw0rd!"
-MIGRATION_PASSWORD = "Migr4tion-Passw0rd!"
-REGISTRY_ID = (
-    f"{SUBSCRIPTION}/resourceGroups/rg-shared/providers/Microsoft.ContainerRegistry/registries/acme"
+from tests.helpers.azure_mocks import (
+    APP,
+    BASE_CONFIG,
+    CLONE_PASSWORD,
+    COMMAND,
+    DATABASE,
+    DYNAMIC,
+    FRONT_DOOR_ID,
+    MIGRATION_PASSWORD,
+    ORIGIN,
+    PASSWORD,
+    PLAN,
+    REGISTRY_HOST,
+    REGISTRY_ID,
+    RETENTION,
+    ROUTE,
+    SECRET_KEYS,
+    SUBSCRIPTION,
+    WAF,
+    WEB_APP,
+    Registration,
+    Run,
+    app_spec,
+    run_program,
 )
-REGISTRY_HOST = "acme.azurecr.io"
-RESTORE_POINT = "2025-03-01T10:15:00Z"  # the driver records the point in time itself
-LATER_RESTORE_POINT = "2025-04-02T08:00:00Z"  # a later deployment's
-# The site, as its app spec describes it (the same shape as a local stack's).
-APP: dict[str, Any] = {
-    "releases": f"{REGISTRY_HOST}/site:{{version}}",
-    "migrate": ["python", "-m", "site_migrations", "upgrade"],
-    "digest": ["python", "-m", "site_migrations", "digest"],
-    "health": {"path": "/healthz"},
-}
+from tests.helpers.commands import ROOT
+from tests.helpers.settings import RESTORE_POINT, SCENARIOS, phase_settings
+from zdd.phases import (
+    DECIDING_KEYS,
+    MIN_BACKUP_RETENTION_DAYS,
+    RESTORE_POINT_SUFFIX,
+    Mode,
+    Phase,
+    declare,
+)
 
-
-def app_spec(**changes: Any) -> str:
-    """A `zdd:app` value: APP with `changes` (None removes a field), not validated here."""
-    return json.dumps({k: v for k, v in {**APP, **changes}.items() if v is not None})
-
-
-BASE_CONFIG = {
-    "zdd:target": "azure",
-    "zdd:azureLocation": "westeurope",
-    "zdd:resourceGroupName": "rg-zdd-test",
-    "zdd:namePrefix": "zdd-test-a1b2c3",
-    "zdd:app": app_spec(),
-    "zdd:containerRegistryId": REGISTRY_ID,
-    "zdd:operatorIpAddresses": "203.0.113.7",
-    "zdd:sqlAdminLogin": "zddadmin",
-    "zdd:sqlAdminPassword": PASSWORD,
-    "zdd:migrationLogin": "migrator",
-    "zdd:migrationPassword": MIGRATION_PASSWORD,
-    "zdd:backupRetentionDays": "14",
-}
-SECRET_KEYS = ["zdd:sqlAdminPassword", "zdd:migrationPassword"]
-
-DATABASE = "azure-native:sql:Database"
-RETENTION = "azure-native:sql:BackupShortTermRetentionPolicy"
-WEB_APP = "azure-native:web:WebApp"
-PLAN = "azure-native:web:AppServicePlan"
-ORIGIN = "azure-native:cdn:AFDOrigin"
-ROUTE = "azure-native:cdn:Route"
-WAF = "azure-native:frontdoor:Policy"
-COMMAND = "command:local:Command"
-# The restore point's proof (infra/azure/restore_point.py), a dynamic resource.
-DYNAMIC = "pulumi-python:dynamic:Resource"
-DIGEST = "c0ffee-content-digest"
-TAKEN_AT = 1740824105.5
-# What the clone's database access (infra/azure/clone_access.py) gives the clone to connect with.
-CLONE_PASSWORD = "Cl0ne-0wn-Passw0rd!"
-
-
-# -- the recording mock monitor ------------------------------------------------------------
-
-
-def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
-    """Plain values, with the path of every secret recorded (the SDK lifts secrecy upwards)."""
-    if isinstance(value, dict):
-        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
-            secrets.add(path)
-            return _unwrap(value["value"], path, secrets)
-        return {k: _unwrap(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unwrap(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
-    return value
-
-
-def _mock_state(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The id and outputs Azure would give back, computed from the inputs."""
-    group = f"{SUBSCRIPTION}/resourceGroups/{inputs.get('resourceGroupName', 'rg')}"
-    state = dict(inputs)
-    if typ == "azure-native:resources:ResourceGroup":
-        state["name"] = inputs["resourceGroupName"]
-        return group, state
-    if typ == "azure-native:managedidentity:UserAssignedIdentity":
-        state["clientId"] = f"client-of-{inputs['resourceName']}"
-        state["principalId"] = f"principal-of-{inputs['resourceName']}"
-        return f"{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}", state
-    if typ == PLAN:
-        return f"{group}/providers/Microsoft.Web/serverfarms/{inputs['name']}", state
-    if typ == WEB_APP:
-        state["defaultHostName"] = f"{inputs['name']}.azurewebsites.net"
-        identity = inputs.get("identity")
-        if identity:  # Azure answers with a map from identity id to its principal
-            state["identity"] = {
-                **identity,
-                "userAssignedIdentities": {i: {} for i in identity["userAssignedIdentities"]},
-            }
-        return f"{group}/providers/Microsoft.Web/sites/{inputs['name']}", state
-    if typ == "azure-native:sql:Server":
-        state["name"] = inputs["serverName"]
-        state["fullyQualifiedDomainName"] = f"{inputs['serverName']}.database.windows.net"
-        return f"{group}/providers/Microsoft.Sql/servers/{inputs['serverName']}", state
-    server = f"{group}/providers/Microsoft.Sql/servers/{inputs.get('serverName')}"
-    if typ == DATABASE:
-        state["name"] = inputs["databaseName"]
-        return f"{server}/databases/{inputs['databaseName']}", state
-    if typ == RETENTION:
-        return (
-            f"{server}/databases/{inputs['databaseName']}/backupShortTermRetentionPolicies/x",
-            state,
-        )
-    if typ == "azure-native:cdn:Profile":
-        state["name"] = inputs["profileName"]
-        state["frontDoorId"] = FRONT_DOOR_ID
-        return f"{group}/providers/Microsoft.Cdn/profiles/{inputs['profileName']}", state
-    profile = f"{group}/providers/Microsoft.Cdn/profiles/{inputs.get('profileName')}"
-    if typ == "azure-native:cdn:AFDEndpoint":
-        state["name"] = inputs["endpointName"]
-        state["hostName"] = f"{inputs['endpointName']}-h7c2d5e.z01.azurefd.net"
-        return f"{profile}/afdEndpoints/{inputs['endpointName']}", state
-    if typ == "azure-native:cdn:AFDOriginGroup":
-        state["name"] = inputs["originGroupName"]
-        return f"{profile}/originGroups/{inputs['originGroupName']}", state
-    if typ == ORIGIN:
-        state["name"] = inputs["originName"]
-        return (
-            f"{profile}/originGroups/{inputs['originGroupName']}/origins/{inputs['originName']}",
-            state,
-        )
-    if typ == DYNAMIC and name.endswith("-access"):
-        # What the provider's create adds: the user it made, and what the database said then.
-        read_only = inputs["read_only"]
-        state.update(
-            user="zdd_clone",
-            password=CLONE_PASSWORD,
-            updateability="READ_ONLY" if read_only else "READ_WRITE",
-            writing_roles=[] if read_only else ["db_datawriter"],
-        )
-        return f"{inputs['server']}/{inputs['database']}/zdd_clone", state
-    if typ == DYNAMIC and name.endswith(RESTORE_POINT_SUFFIX):
-        # What the provider's create adds: when it read the digest, and what it read.
-        state.update(taken_at=TAKEN_AT, digest=DIGEST)
-        return inputs["restore_point"], state
-    if typ == ROUTE:
-        state["name"] = inputs["routeName"]
-        return (
-            f"{profile}/afdEndpoints/{inputs['endpointName']}/routes/{inputs['routeName']}",
-            state,
-        )
-    return f"{name}-id", state
-
-
-class AzureMocks(pulumi.runtime.Mocks):
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        return _mock_state(args.typ, args.name, _unwrap(args.inputs, "", set()))
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
-        return {}, None
-
-
-@dataclass
-class Registration:
-    type: str
-    name: str
-    urn: str
-    id: str
-    inputs: dict[str, Any]
-    secrets: set[str]
-    protect: bool
-    retain_on_delete: bool
-    ignore_changes: list[str]
-    dependencies: list[str]
-    create_timeout: str = ""
-
-    def setting(self, key: str) -> str:
-        """One app setting of a web app."""
-        pairs = {p["name"]: p["value"] for p in self.inputs["siteConfig"]["appSettings"]}
-        return str(pairs[key])
-
-
-class RecordingMonitor(pulumi_mocks.MockMonitor):
-    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
-        super().__init__(mocks)
-        self.registrations: list[Registration] = []
-
-    def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        secrets: set[str] = set()
-        inputs = _unwrap(rpc.deserialize_properties(request.object), "", secrets)
-        self.registrations.append(
-            Registration(
-                type=request.type,
-                name=request.name,
-                urn=response.urn,
-                id=response.id,
-                inputs=inputs,
-                secrets=secrets,
-                protect=bool(request.protect),
-                retain_on_delete=bool(request.retainOnDelete),
-                ignore_changes=list(request.ignoreChanges),
-                dependencies=list(request.dependencies),
-                create_timeout=request.customTimeouts.create,
-            )
-        )
-        return response
-
-
-@dataclass
-class Run:
-    registrations: list[Registration]
-    outputs: dict[str, Any] = field(default_factory=dict)
-
-    def named(self, name: str) -> Registration:
-        found = [r for r in self.registrations if r.name == name]
-        assert len(found) == 1, f"{name}: {len(found)} registrations"
-        return found[0]
-
-    def has(self, name: str) -> bool:
-        return any(r.name == name for r in self.registrations)
-
-    def of_type(self, typ: str) -> list[Registration]:
-        return [r for r in self.registrations if r.type == typ]
-
-    def types(self) -> Counter[str]:
-        return Counter(
-            r.type
-            for r in self.registrations
-            if r.type.startswith(("azure-native:", "command:", "pulumi-python:dynamic:"))
-        )
-
-
-def run_program(
-    settings: StackSettings,
-    *,
-    guard: bool = False,
-    config: Mapping[str, str] | None = None,
-    **keys: str,
-) -> Run:
-    """Declare `settings` on the Azure target under fresh mocks; return what was registered.
-    `config` and `keys` override `zdd:*` keys ("<unset>" removes one). With `guard`, every
-    component depends on a stand-in for the program's phase guard."""
-    config = {**(config or {}), **keys}
-    mocks = AzureMocks()
-    monitor = RecordingMonitor(mocks)
-    runtime_settings.ROOT.set(None)  # a new root stack for every run: no state is shared
-    pulumi.runtime.set_mocks(
-        mocks, project="smooth-deploy", stack="test", preview=False, monitor=monitor
-    )
-    values = {**BASE_CONFIG, **{f"zdd:{key}": value for key, value in config.items()}}
-    values = {key: value for key, value in values.items() if value != "<unset>"}
-    pulumi.runtime.set_all_config(values, secret_keys=SECRET_KEYS)
-    outputs: dict[str, Any] = {}
-
-    @pulumi.runtime.test  # type: ignore[untyped-decorator]
-    def program() -> pulumi.Output[Any]:
-        opts = None
-        if guard:
-            stand_in = local.Command("phase-guard", create="true")
-            opts = pulumi.ResourceOptions(depends_on=[stand_in])
-        built = build(declare(settings), azure_target(pulumi.Config("zdd")), opts)
-        exported = {
-            "public_url": built.front_door.public_url,
-            "preview_url": built.front_door.preview_url,
-            "primary_url": built.primary.url,
-            "clone_url": built.clone.url if built.clone else None,
-            "primary_database": built.primary_database.database_name,
-            "clone_database": built.clone_database.database_name if built.clone_database else None,
-            "connection": built.primary_database.connection,
-            "restore_point": built.primary_database.restore_point_taken,
-            "front_door": built.front_door.driver_outputs,
-            "connection_is_secret": pulumi.Output.from_input(
-                cast(Any, built.primary_database.connection.is_secret())
-            ),
-        }
-        return pulumi.Output.all(**exported).apply(outputs.update)
-
-    program()
-    return Run(list(monitor.registrations), outputs)
-
+ADMIN = BASE_CONFIG["zdd:sqlAdminLogin"]  # the SQL administrator the stack config names
 
 # -- the scenarios -------------------------------------------------------------------------
 
 
-RESTORED: dict[str, Any] = {"database_generation": 2, "restored_from": RESTORE_POINT}
-
-
-def stack(phase: Phase, **overrides: Any) -> StackSettings:
-    values: dict[str, Any] = {"phase": phase, "current_version": "v1"}
-    if phase is not Phase.IDLE:
-        values["target_version"] = "v2"
-    if phase in (Phase.DEPLOY, Phase.RETURN):
-        values["restore_point"] = RESTORE_POINT
-    values.update(overrides)
-    return StackSettings(**values)
-
-
-SCENARIOS: dict[str, StackSettings] = {
-    "idle": stack(Phase.IDLE),
-    "clone": stack(Phase.CLONE),
-    "cutover": stack(Phase.CUTOVER),
-    "deploy": stack(Phase.DEPLOY),
-    "return": stack(Phase.RETURN),
-    "idle-after": stack(Phase.IDLE, current_version="v2"),
-    # An abort from cutover, on its way back: traffic on the untouched primary, clone kept.
-    "withdraw": stack(Phase.WITHDRAW, target_version=None),
-    # Recoveries, while traffic is on the clone.
-    "rollforward": stack(Phase.DEPLOY, target_version="v3"),
-    "rollback-code": stack(Phase.DEPLOY, target_version="v1", migrate_to="v2"),
-    "idle-after-rollback-code": stack(Phase.IDLE, database_version="v2"),
-    "rollback-database": stack(Phase.DEPLOY, target_version="v1", migrate_to="v1", **RESTORED),
-    "return-after-rollback-database": stack(
-        Phase.RETURN, target_version="v1", migrate_to="v1", **RESTORED
-    ),
-    "idle-after-rollback-database": stack(Phase.IDLE, **RESTORED),
-    # The next deployment, on the restored generation.
-    "clone-on-generation-2": stack(Phase.CLONE, **RESTORED),
-    "deploy-on-generation-2": stack(Phase.DEPLOY, restore_point=LATER_RESTORE_POINT, **RESTORED),
-}
 # scenario -> (primary version, clone present, traffic)
 EXPECTED = {
     "idle": ("v1", False, "primary"),
@@ -469,7 +188,8 @@ def test_primary_database_is_the_same_in_every_phase_but_a_rollback_with_databas
 def test_primary_database_keeps_backups_for_a_week_or_more(runs: dict[str, Run], scenario: str):
     generation = SCENARIOS[scenario].database_generation
     policy = runs[scenario].named(f"primary-db-g{generation}-retention")
-    assert policy.inputs["retentionDays"] == 14 >= 7
+    days = policy.inputs["retentionDays"]
+    assert days == int(BASE_CONFIG["zdd:backupRetentionDays"]) >= MIN_BACKUP_RETENTION_DAYS
     assert policy.inputs["policyName"] == "default"
     assert policy.inputs["databaseName"] == f"site-g{generation}"
 
@@ -516,7 +236,7 @@ def test_a_restored_generation_is_the_same_database_from_then_on(runs: dict[str,
 
 def test_a_restored_generation_needs_its_restore_point():
     with pytest.raises(Exception, match="restoredFrom"):
-        run_program(stack(Phase.IDLE, database_generation=2))
+        run_program(phase_settings(Phase.IDLE, database_generation=2))
 
 
 # -- the clone's database: a copy of the primary -------------------------------------------
@@ -563,7 +283,7 @@ def test_each_connection_string_names_its_own_database(runs: dict[str, Run], sce
         assert "site-g" not in clone
         # The clone connects as its own user, never with the administrator's credentials.
         assert f"User ID=zdd_clone;Password={CLONE_PASSWORD};" in clone
-        assert "zddadmin" not in clone and PASSWORD not in clone
+        assert ADMIN not in clone and PASSWORD not in clone
 
 
 @pytest.mark.parametrize("scenario", WITH_CLONE)
@@ -576,7 +296,7 @@ def test_a_read_only_clones_database_is_read_only_before_the_clone_starts(
     assert access.inputs["database"] == "site-clone"
     assert access.inputs["server"] == "zdd-test-a1b2c3-sql.database.windows.net"
     # Given by the administrator (who alone may), whose password stays a secret.
-    assert access.inputs["admin_login"] == "zddadmin" and "admin_password" in access.secrets
+    assert access.inputs["admin_login"] == ADMIN and "admin_password" in access.secrets
     assert access.inputs["read_only"] is True
     # After the copy exists and this machine may reach the server; before the clone's app.
     assert run.named("clone-db-copy").urn in access.dependencies
@@ -587,7 +307,7 @@ def test_a_read_only_clones_database_is_read_only_before_the_clone_starts(
 
 
 def test_a_read_write_clone_gets_a_user_that_may_write_but_no_administrator():
-    settings = stack(Phase.CLONE, mode=Mode.READ_WRITE, accept_data_loss=True)
+    settings = phase_settings(Phase.CLONE, mode=Mode.READ_WRITE, accept_data_loss=True)
     run = run_program(settings, deploymentId="d42")
     assert run.named("clone-db-access").inputs["read_only"] is False
     clone = _connection(run.named("clone-app"))
@@ -619,7 +339,7 @@ def test_app_settings_carry_version_instance_and_database_mode(runs: dict[str, R
 
 
 def test_clone_is_read_write_only_when_data_loss_is_acknowledged():
-    settings = stack(Phase.CLONE, mode=Mode.READ_WRITE, accept_data_loss=True)
+    settings = phase_settings(Phase.CLONE, mode=Mode.READ_WRITE, accept_data_loss=True)
     run = run_program(settings, deploymentId="d42")
     clone = run.named("clone-app")
     assert clone.setting("ZDD_DATABASE_MODE") == "ReadWrite"
@@ -627,7 +347,7 @@ def test_clone_is_read_write_only_when_data_loss_is_acknowledged():
     # Its database takes writes the primary never sees: kept as their archive when deleted.
     copy = run.named("clone-db-copy")
     assert copy.inputs["databaseName"] == "site-clone-d42" and copy.retain_on_delete
-    read_only = run_program(stack(Phase.CLONE), deploymentId="d42").named("clone-db-copy")
+    read_only = run_program(phase_settings(Phase.CLONE), deploymentId="d42").named("clone-db-copy")
     assert read_only.inputs["databaseName"] == "site-clone" and not read_only.retain_on_delete
 
 
@@ -655,7 +375,7 @@ def test_web_apps_are_hardened_and_reachable_only_through_this_front_door(
         assert app.inputs["kind"] == "app,linux"
         config = app.inputs["siteConfig"]
         assert config["alwaysOn"] is True
-        assert config["healthCheckPath"] == "/healthz"
+        assert config["healthCheckPath"] == APP["health"]["path"]
         assert config["minTlsVersion"] == "1.2"
         assert config["ftpsState"] == "Disabled"
         assert config["linuxFxVersion"].startswith(f"DOCKER|{REGISTRY_HOST}/site:")
@@ -669,7 +389,9 @@ def test_web_apps_are_hardened_and_reachable_only_through_this_front_door(
 
 
 def test_operator_addresses_may_reach_the_apps_and_the_sql_server():
-    run = run_program(stack(Phase.CLONE), operatorIpAddresses="203.0.113.7, 198.51.100.0/24")
+    run = run_program(
+        phase_settings(Phase.CLONE), operatorIpAddresses="203.0.113.7, 198.51.100.0/24"
+    )
     for app in _sites(run):
         rules = app.inputs["siteConfig"]["ipSecurityRestrictions"]
         assert [r["ipAddress"] for r in rules] == [
@@ -688,15 +410,15 @@ def test_operator_addresses_may_reach_the_apps_and_the_sql_server():
 
 
 def test_clone_can_run_on_its_own_plan():
-    run = run_program(stack(Phase.CLONE), cloneOwnPlan="true")
+    run = run_program(phase_settings(Phase.CLONE), cloneOwnPlan="true")
     plans = {r.name: r for r in run.of_type(PLAN)}
     assert set(plans) == {"azure-plan", "clone-plan"}
     assert run.named("clone-app").inputs["serverFarmId"] == plans["clone-plan"].id
     assert run.named("primary-app").inputs["serverFarmId"] == plans["azure-plan"].id
     # The clone's plan goes with the clone.
-    assert [r.name for r in run_program(stack(Phase.IDLE), cloneOwnPlan="true").of_type(PLAN)] == [
-        "azure-plan"
-    ]
+    assert [
+        r.name for r in run_program(phase_settings(Phase.IDLE), cloneOwnPlan="true").of_type(PLAN)
+    ] == ["azure-plan"]
 
 
 def test_a_package_runs_only_on_a_runtime_that_can_run_from_one():
@@ -704,8 +426,10 @@ def test_a_package_runs_only_on_a_runtime_that_can_run_from_one():
     # Defect 4: "Run from package is not supported for Python apps".
     for runtime in ("<unset>", "PYTHON|3.11", "JAVA|17-java17"):
         with pytest.raises(pulumi.RunError, match="use a container image"):
-            run_program(stack(Phase.IDLE), config={**package, "linuxRuntime": runtime})
-    run = run_program(stack(Phase.DEPLOY), config={**package, "linuxRuntime": "DOTNETCORE|8.0"})
+            run_program(phase_settings(Phase.IDLE), config={**package, "linuxRuntime": runtime})
+    run = run_program(
+        phase_settings(Phase.DEPLOY), config={**package, "linuxRuntime": "DOTNETCORE|8.0"}
+    )
     config = run.named("primary-app").inputs["siteConfig"]
     assert config["linuxFxVersion"] == "DOTNETCORE|8.0"
     assert run.named("primary-app").setting("WEBSITE_RUN_FROM_PACKAGE") == (
@@ -752,7 +476,7 @@ def test_web_apps_reach_sql_from_their_subnet_not_through_every_azure_service(
         assert app.inputs["virtualNetworkSubnetId"] == subnet.id
         assert app.inputs["siteConfig"]["vnetRouteAllEnabled"] is True
     # The "Azure services" rule only when the stack opts in (the policy then reports it).
-    opted = run_program(stack(Phase.IDLE), allowAzureServices="true")
+    opted = run_program(phase_settings(Phase.IDLE), allowAzureServices="true")
     assert opted.named("azure-sql-azure-services").inputs["startIpAddress"] == "0.0.0.0"
 
 
@@ -841,7 +565,7 @@ def test_writes_are_refused_at_the_edge_while_a_read_only_clone_may_serve(
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js, as App Service runs it")
 def test_the_refusing_origin_answers_503_with_retry_after(tmp_path: Path):
-    run = run_program(stack(Phase.CUTOVER))
+    run = run_program(phase_settings(Phase.CUTOVER))
     config = run.named("front-door-read-only-app").inputs["siteConfig"]
     assert config["linuxFxVersion"].startswith("NODE|")
     with socket.socket() as probe:
@@ -868,7 +592,7 @@ def test_the_refusing_origin_answers_503_with_retry_after(tmp_path: Path):
 
 
 def test_a_read_write_clone_takes_writes_through_the_edge():
-    settings = stack(Phase.CUTOVER, mode=Mode.READ_WRITE, accept_data_loss=True)
+    settings = phase_settings(Phase.CUTOVER, mode=Mode.READ_WRITE, accept_data_loss=True)
     assert run_program(settings).named("front-door-public-route").inputs["ruleSets"] == []
 
 
@@ -891,7 +615,7 @@ def test_the_preview_endpoint_answers_the_operator_only(runs: dict[str, Run]):
 
 
 def test_a_custom_domain_is_the_edges_and_no_app_binds_it():
-    run = run_program(stack(Phase.CUTOVER), customDomain="www.example.com")
+    run = run_program(phase_settings(Phase.CUTOVER), customDomain="www.example.com")
     # App Service allows a host name once per deployment unit: neither app binds it, so both
     # can serve it; each is reached by its own name, whose certificate App Service provides.
     assert run.of_type("azure-native:web:WebAppHostNameBinding") == []
@@ -907,7 +631,7 @@ def test_a_custom_domain_is_the_edges_and_no_app_binds_it():
     # The sites learn the visitors' host from X-Forwarded-Host, or from this setting.
     for app in _sites(run):
         assert app.setting("ZDD_PUBLIC_HOST") == "www.example.com"
-    plain = run_program(stack(Phase.CUTOVER))
+    plain = run_program(phase_settings(Phase.CUTOVER))
     assert all("ZDD_PUBLIC_HOST" not in str(a.inputs) for a in _sites(plain))
 
 
@@ -941,7 +665,7 @@ def test_front_door_standard_profile_endpoints_and_routes(runs: dict[str, Run]):
     )
     # The drain counts the public endpoint's requests only; the heartbeat is the health path.
     assert front_door["public_endpoint_host"] == "zdd-test-a1b2c3-public-h7c2d5e.z01.azurefd.net"
-    assert front_door["heartbeat_path"] == "/healthz"
+    assert front_door["heartbeat_path"] == APP["health"]["path"]
 
 
 # -- the migration hook --------------------------------------------------------------------
@@ -984,7 +708,7 @@ def test_migration_runs_on_the_primary_database_only(runs: dict[str, Run], scena
     assert f"Initial Catalog=site-g{generation};" in connection
     # Its own login, never the SQL administrator's.
     assert f"User ID=migrator;Password={MIGRATION_PASSWORD};" in connection
-    assert PASSWORD not in connection and "zddadmin" not in connection
+    assert PASSWORD not in connection and ADMIN not in connection
     # Never the copy: no command anywhere sees the clone's database.
     for command in run.of_type(COMMAND):
         assert "site-clone" not in repr(command.inputs)
@@ -1014,7 +738,7 @@ def test_migration_reruns_only_for_a_new_schema_version_or_generation(runs: dict
 
 
 def test_no_migration_hook_without_a_migration_command():
-    run = run_program(stack(Phase.DEPLOY), app=app_spec(migrate=None))
+    run = run_program(phase_settings(Phase.DEPLOY), app=app_spec(migrate=None))
     assert not run.of_type(COMMAND)
     # The restore point is still recorded before the new code reaches the primary.
     point = run.named(f"primary-db{RESTORE_POINT_SUFFIX}")
@@ -1031,7 +755,7 @@ def test_the_site_is_what_its_app_spec_says():
         env={"SHOP_MODE": "{database_mode}", "SHOP_DB": "{database}"},
         health={"path": "/status", "timeoutSeconds": 900},
     )
-    run = run_program(stack(Phase.CLONE), app=spec, containerPort="8080")
+    run = run_program(phase_settings(Phase.CLONE), app=spec, containerPort="8080")
     for name, mode, version in (
         ("primary-app", "ReadWrite", "v1"),
         ("clone-app", "ReadOnly", "v1"),
@@ -1045,7 +769,7 @@ def test_the_site_is_what_its_app_spec_says():
         assert app.setting("SHOP_MODE") == mode
         assert app.setting("SHOP_DB") == ("site-g1" if name == "primary-app" else "site-clone")
     # The migration runs the spec's argv (no shell word splitting of a value) with its env.
-    (migration,) = run_program(stack(Phase.DEPLOY), app=app_spec(
+    (migration,) = run_program(phase_settings(Phase.DEPLOY), app=app_spec(
         migrate=["/opt/shop/migrate", "--to", "{version}", "it's"], env={"SHOP_DB": "{database}"}
     )).of_type(COMMAND)  # fmt: skip
     assert migration.inputs["create"] == retrying("/opt/shop/migrate --to v2 'it'\"'\"'s'", 6, 60)
@@ -1053,7 +777,7 @@ def test_the_site_is_what_its_app_spec_says():
 
 
 def test_without_a_start_the_image_starts_itself():
-    run = run_program(stack(Phase.IDLE))
+    run = run_program(phase_settings(Phase.IDLE))
     assert "appCommandLine" not in run.named("primary-app").inputs["siteConfig"]
 
 
@@ -1074,11 +798,13 @@ def test_without_a_start_the_image_starts_itself():
 )
 def test_a_spec_azure_cannot_run_is_refused_naming_the_field(app: str, message: str):
     with pytest.raises(pulumi.RunError, match=re.escape(message)):
-        run_program(stack(Phase.IDLE), app=app)
+        run_program(phase_settings(Phase.IDLE), app=app)
 
 
 def test_warmup_and_smoke_hooks_run_against_each_site():
-    run = run_program(stack(Phase.CLONE), warmupCommand="./warmup.sh", smokeCommand="./smoke.sh")
+    run = run_program(
+        phase_settings(Phase.CLONE), warmupCommand="./warmup.sh", smokeCommand="./smoke.sh"
+    )
     names = {r.name for r in run.of_type(COMMAND)}
     assert names == {
         "primary-db-migration",
@@ -1102,7 +828,7 @@ def test_sql_server_and_resource_group_are_protected(runs: dict[str, Run]):
     run = runs["idle"]
     server = run.named("azure-sql")
     assert server.protect and run.named("azure-rg").protect
-    assert server.inputs["administratorLogin"] == "zddadmin"
+    assert server.inputs["administratorLogin"] == ADMIN
     assert server.inputs["administratorLoginPassword"] == PASSWORD
     assert "administratorLoginPassword" in server.secrets
     assert server.inputs["minimalTlsVersion"] == "1.2"
@@ -1110,7 +836,7 @@ def test_sql_server_and_resource_group_are_protected(runs: dict[str, Run]):
 
 def test_entra_administrator_is_optional():
     run = run_program(
-        stack(Phase.IDLE),
+        phase_settings(Phase.IDLE),
         sqlEntraAdminLogin="sql-admins",
         sqlEntraAdminObjectId="11111111-2222-3333-4444-555555555555",
     )
@@ -1136,7 +862,7 @@ def test_entra_administrator_is_optional():
 )
 def test_wrong_config_is_refused_with_a_clear_message(config: dict[str, str], message: str):
     with pytest.raises(pulumi.RunError, match=message.replace("{", r"\{").replace("}", r"\}")):
-        run_program(stack(Phase.IDLE), config=config)
+        run_program(phase_settings(Phase.IDLE), config=config)
 
 
 def test_restore_point_is_handed_to_azure_as_an_iso_timestamp():
@@ -1146,11 +872,11 @@ def test_restore_point_is_handed_to_azure_as_an_iso_timestamp():
     with pytest.raises(pulumi.RunError, match="not a point in time"):
         restore_point_in_time("rp1")
     with pytest.raises(pulumi.RunError, match="not a point in time"):
-        run_program(stack(Phase.IDLE, database_generation=2, restored_from="yesterday"))
+        run_program(phase_settings(Phase.IDLE, database_generation=2, restored_from="yesterday"))
 
 
 def test_every_component_waits_for_the_phase_guard():
-    run = run_program(stack(Phase.CLONE), guard=True)
+    run = run_program(phase_settings(Phase.CLONE), guard=True)
     guard = run.named("phase-guard").urn
     components = [r for r in run.registrations if r.type.startswith("zdd:azure:")]
     assert {r.type for r in components} == {
@@ -1163,8 +889,8 @@ def test_every_component_waits_for_the_phase_guard():
 
 
 def test_runs_do_not_share_state():
-    first = run_program(stack(Phase.IDLE))
-    second = run_program(stack(Phase.CLONE))
+    first = run_program(phase_settings(Phase.IDLE))
+    second = run_program(phase_settings(Phase.CLONE))
     assert not first.has("clone-app") and second.has("clone-app")
     assert dataclasses.asdict(first.named("primary-db-g1")) == dataclasses.asdict(
         second.named("primary-db-g1")
@@ -1173,7 +899,7 @@ def test_runs_do_not_share_state():
 
 # -- the example stack ---------------------------------------------------------------------
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "stacks" / "Pulumi.azure-example.yaml"
+EXAMPLE = ROOT / "stacks" / "Pulumi.azure-example.yaml"
 
 
 class RecordingConfig(pulumi.Config):
@@ -1194,7 +920,7 @@ def test_example_stack_documents_every_key_and_runs():
     active = yaml.safe_load(text)["config"]
     config = RecordingConfig()
     run_program(
-        stack(Phase.IDLE),
+        phase_settings(Phase.IDLE),
         config={key.removeprefix("zdd:"): str(value) for key, value in active.items()},
     )
     pulumi.runtime.set_all_config(

@@ -1,5 +1,5 @@
 """An Azure stack on Azure Database for PostgreSQL flexible server, phase by phase under Pulumi's
-mocks (the recording monitor of tests/test_azure_phases.py), and the clone's copy and access
+mocks (the recording monitor of tests/helpers/azure_mocks.py), and the clone's copy and access
 (`infra.azure.postgres_copy`) against fakes of the tools and of the server."""
 
 from __future__ import annotations
@@ -22,70 +22,30 @@ from infra.azure.postgres_copy import (
 )
 from policies.model import Resource, StackConfig
 from policies.rules import evaluate
-from tests import test_azure_phases as phases
-from tests.test_azure_phases import (
+from tests.helpers.azure_mocks import (
     BASE_CONFIG,
     CLONE_PASSWORD,
-    DYNAMIC,
+    ENDPOINT,
+    HOST_G1,
+    HOST_G2,
     PASSWORD,
-    RESTORE_POINT,
-    RESTORED,
+    PG_DATABASE,
+    PG_FIREWALL,
+    POSTGRES_APP,
+    SERVER,
     SUBSCRIPTION,
     Registration,
     Run,
-    app_spec,
     run_program,
-    stack,
 )
-from tests.test_policies import _resource as policy_resource
-from tests.test_policies import changed, check, config_for, named, stack_check
+from tests.helpers.policy_checks import changed, check, config_for, named, stack_check
+from tests.helpers.policy_checks import resource_of as policy_resource
+from tests.helpers.settings import RESTORE_POINT, RESTORED
+from tests.helpers.settings import phase_settings as stack
 from zdd.errors import RefusedTransition
 from zdd.phases import Mode, Phase, StackSettings
 from zdd.targets import azure
 from zdd.targets.azure import DatabaseBackups
-
-SERVER = "azure-native:dbforpostgresql:Server"
-PG_DATABASE = "azure-native:dbforpostgresql:Database"
-PG_FIREWALL = "azure-native:dbforpostgresql:FirewallRule"
-ENDPOINT = "azure-native:network:PrivateEndpoint"
-HOST_G1 = "zdd-test-a1b2c3-pg-g1.postgres.database.azure.com"
-HOST_G2 = "zdd-test-a1b2c3-pg-g2.postgres.database.azure.com"
-POSTGRES_APP = app_spec(database={"engine": "postgresql"})
-
-
-def _postgres_state(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """What Azure answers for the PostgreSQL resources; the rest as the SQL tests' mocks do."""
-    group = f"{SUBSCRIPTION}/resourceGroups/{inputs.get('resourceGroupName', 'rg')}"
-    state = dict(inputs)
-    if typ == SERVER:
-        server = inputs["serverName"]
-        state.update(name=server, fullyQualifiedDomainName=f"{server}.postgres.database.azure.com")
-        return f"{group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{server}", state
-    if typ == PG_DATABASE:
-        state["name"] = inputs["databaseName"]
-        return f"{group}/flexibleServers/{inputs['serverName']}/databases/{state['name']}", state
-    if typ == ENDPOINT:
-        state["name"] = inputs["privateEndpointName"]
-        return f"{group}/providers/Microsoft.Network/privateEndpoints/{state['name']}", state
-    if typ == DYNAMIC and "destination" in inputs:
-        read_only = inputs["read_only"]
-        state.update(
-            user=CLONE_ROLE,
-            password=CLONE_PASSWORD,
-            write_privileges=0 if read_only else 4,
-            database_settings=f"default_transaction_read_only={'on' if read_only else 'off'}",
-        )
-        return f"{inputs['host']}/{inputs['destination']}/{CLONE_ROLE}", state
-    return ORIGINAL_STATE(typ, name, inputs)
-
-
-ORIGINAL_STATE = phases._mock_state
-
-
-@pytest.fixture(autouse=True)
-def postgres_mocks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(phases, "_mock_state", _postgres_state)
-    yield
 
 
 def pg_program(phase: Phase, **overrides: Any) -> Run:
@@ -104,11 +64,7 @@ PG_SCENARIOS = {
 
 @pytest.fixture(scope="module")
 def pg_runs() -> Iterator[dict[str, Run]]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(phases, "_mock_state", _postgres_state)
-        yield {
-            name: run_program(settings, app=POSTGRES_APP) for name, settings in PG_SCENARIOS.items()
-        }
+    yield {name: run_program(settings, app=POSTGRES_APP) for name, settings in PG_SCENARIOS.items()}
 
 
 def _connection(app: Registration) -> str:

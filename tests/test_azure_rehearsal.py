@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from typing import Any, cast
 
 import httpx
@@ -15,22 +14,22 @@ import pytest
 
 from infra.program import Target, build
 from policies.rules import evaluate
-from tests import test_azure_phases as phases
-from tests.test_azure_phases import (
+from tests.helpers.azure_mocks import (
     BASE_CONFIG,
     DATABASE,
+    ORIGIN,
     PASSWORD,
-    RESTORE_POINT,
+    POSTGRES_APP,
     ROUTE,
     Registration,
     Run,
     app_spec,
     run_program,
-    stack,
 )
-from tests.test_azure_postgres import POSTGRES_APP, _postgres_state
-from tests.test_policies import _resource as policy_resource
-from tests.test_policies import config_for
+from tests.helpers.policy_checks import config_for
+from tests.helpers.policy_checks import resource_of as policy_resource
+from tests.helpers.settings import RESTORE_POINT
+from tests.helpers.settings import phase_settings as stack
 from zdd import appspec
 from zdd.actions import Action, StackState, plan
 from zdd.driver import _RehearsalUpdates
@@ -63,12 +62,6 @@ PROBE = {
         "lookup": "/api/articles?title={title}",
     },
 }
-
-
-@pytest.fixture(autouse=True)
-def postgres_aware_mocks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(phases, "_mock_state", _postgres_state)
-    yield
 
 
 def rehearsing(**overrides: Any) -> StackSettings:
@@ -157,7 +150,7 @@ def test_azure_sql_rehearsal_migrates_a_copy_and_runs_the_current_release_on_it(
     assert "Initial Catalog=site-rehearsal;User ID=zdd_clone;" in _connection(clone)
     assert migration.urn in clone.dependencies  # it starts on the migrated copy
     # Nothing public changes: the front door and the primary are declared as at rest.
-    assert not [r for r in run.of_type(phases.ORIGIN) if "clone" in r.name]
+    assert not [r for r in run.of_type(ORIGIN) if "clone" in r.name]
     (public,) = [r for r in run.of_type(ROUTE) if r.name == "front-door-public-route"]
     assert public.inputs["originGroup"]["id"].endswith("/originGroups/primary")
     assert not public.inputs.get("ruleSets")

@@ -1,4 +1,4 @@
-"""The Azure restore point's proof (issue 10): recorded before the primary changes, bound to its
+"""The Azure restore point's proof: recorded before the primary changes, bound to its
 point in time, its digest read by the app spec's command (never made up), and enough for the
 driver's planner to allow a rollback with database."""
 
@@ -11,18 +11,16 @@ from pathlib import Path
 import pytest
 
 from infra.azure.restore_point import DigestFailed, RestorePointProvider, read_digest
-from tests.test_azure_phases import (
+from tests.helpers.azure_mocks import (
     DIGEST,
-    LATER_RESTORE_POINT,
     MIGRATION_PASSWORD,
     PASSWORD,
-    RESTORE_POINT,
     TAKEN_AT,
     Run,
     app_spec,
     run_program,
-    stack,
 )
+from tests.helpers.settings import LATER_RESTORE_POINT, RESTORE_POINT, phase_settings
 from zdd.actions import Action, Refused, StackState, plan
 from zdd.phases import RESTORE_POINT_SUFFIX, Phase, RestorePointTaken
 
@@ -38,7 +36,7 @@ def _python(code: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def deploy() -> Run:
-    return run_program(stack(Phase.DEPLOY))
+    return run_program(phase_settings(Phase.DEPLOY))
 
 
 def test_the_restore_point_is_recorded_before_the_primary_changes(deploy: Run):
@@ -60,9 +58,9 @@ def test_the_restore_point_is_recorded_before_the_primary_changes(deploy: Run):
 
 def test_no_restore_point_before_deploy_nor_after_the_deployment():
     for phase in (Phase.IDLE, Phase.CLONE, Phase.CUTOVER):
-        run = run_program(stack(phase))
+        run = run_program(phase_settings(phase))
         assert not run.has(POINT) and run.outputs["restore_point"] is None
-    assert not run_program(stack(Phase.IDLE, current_version="v2")).has(POINT)
+    assert not run_program(phase_settings(Phase.IDLE, current_version="v2")).has(POINT)
 
 
 def test_the_program_exports_the_proof_the_driver_reads(deploy: Run):
@@ -71,9 +69,9 @@ def test_the_program_exports_the_proof_the_driver_reads(deploy: Run):
 
 
 def test_a_rollback_with_database_keeps_the_proof_it_restores_from():
-    point = run_program(stack(Phase.DEPLOY)).named(POINT)
+    point = run_program(phase_settings(Phase.DEPLOY)).named(POINT)
     restoring = run_program(
-        stack(
+        phase_settings(
             Phase.DEPLOY,
             target_version="v1",
             migrate_to="v1",
@@ -87,7 +85,7 @@ def test_a_rollback_with_database_keeps_the_proof_it_restores_from():
     assert again.inputs["argv"] == point.inputs["argv"]
     # The next deployment takes its own on the restored generation.
     later = run_program(
-        stack(
+        phase_settings(
             Phase.DEPLOY,
             restore_point=LATER_RESTORE_POINT,
             database_generation=2,
@@ -101,7 +99,7 @@ def test_a_rollback_with_database_keeps_the_proof_it_restores_from():
 
 
 def test_without_a_digest_command_nothing_is_claimed():
-    run = run_program(stack(Phase.DEPLOY), app=app_spec(digest=None))
+    run = run_program(phase_settings(Phase.DEPLOY), app=app_spec(digest=None))
     assert not run.has(POINT) and run.outputs["restore_point"] is None
 
 
@@ -109,7 +107,7 @@ def test_without_a_digest_command_nothing_is_claimed():
 
 
 def _state(record: object) -> StackState:
-    settings = stack(Phase.DEPLOY)
+    settings = phase_settings(Phase.DEPLOY)
     return StackState(
         settings, Phase.DEPLOY, restore_point_taken=RestorePointTaken.from_record(record)
     )
@@ -121,7 +119,7 @@ def test_a_rollback_with_database_is_allowed_once_the_proof_exists(deploy: Run):
 
 
 def test_a_rollback_with_database_is_refused_without_the_proof():
-    unproven = run_program(stack(Phase.DEPLOY), app=app_spec(digest=None))
+    unproven = run_program(phase_settings(Phase.DEPLOY), app=app_spec(digest=None))
     with pytest.raises(Refused, match="no restore point was proven taken"):
         plan(Action.ROLLBACK_DATABASE, _state(unproven.outputs["restore_point"]))
 

@@ -13,7 +13,7 @@ import typer.core
 import typer.main
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers.commands import ROOT
 from zdd.cli import app
 
 EXAMPLES = sorted((ROOT / "docs" / "ci").glob("*.yml"))

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tests.conftest import ROOT
+from tests.helpers.commands import ROOT
 from zdd import appspec, cli, phases, registry
 from zdd.errors import BadInput, EngineFailed, RefusedTransition, exit_codes
 

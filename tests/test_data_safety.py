@@ -20,8 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Result, stack_dir
-from zdd.sqlite_files import data_digest, files_folder
+from sampleapp.versions import VERSIONS
+from tests.helpers.commands import ROOT, Result, config_file, stack_dir
+from tests.helpers.ports import free_port_block
+from zdd.environment import STATE_ROOT
+from zdd.sqlite_files import content_digest, data_digest, files_folder
 
 pytestmark = pytest.mark.engine
 
@@ -76,7 +79,7 @@ def test_a_restore_point_that_was_never_taken_is_never_restored_and_abort_still_
     # killed in between, or a deploy update that failed while taking the restore point).
     for key, value in (("phase", "deploy"), ("restorePoint", "rp-never-taken")):
         assert pulumi("config", "set", "-s", name, f"zdd:{key}", value).code == 0
-    config = ROOT / "stacks" / f"Pulumi.{name}.yaml"
+    config = config_file(name)
     before = config.read_text()
 
     refused = zdd("rollback", "-s", name, "--with-database", "--json")
@@ -103,6 +106,8 @@ def test_the_restore_point_records_what_the_primary_held_before_its_migration(
     stack = local_stack("v1")
     name, public = stack["stack"], stack["public_url"]
     assert write(public, "before-the-deployment") == 201
+    # Schema and rows of the primary before the deployment (nothing writes to it meanwhile).
+    primary_before = content_digest(stack_dir(name) / "primary-g1.sqlite")
     empty = zdd("deploy", "-s", name, "--version", "v2", "--wait-for-approval", "--yes", "--json")
     assert empty.code == 0, empty.stderr
     proof = pulumi("stack", "output", "-s", name, "restore_point", "--json").json()
@@ -113,7 +118,9 @@ def test_the_restore_point_records_what_the_primary_held_before_its_migration(
         held = {row[0] for row in restored.execute("SELECT title FROM articles")}
         (schema,) = restored.execute("SELECT version_num FROM alembic_version").fetchone()
     assert "before-the-deployment" in held
-    assert schema == "0001", "the restore point was taken after the migration had begun"
+    v1_schema = VERSIONS["v1"].schema_revision
+    assert schema == v1_schema, "the restore point was taken after the migration had begun"
+    assert content_digest(backup) == primary_before, "not what the primary held before"
     assert proof["restore_point"] and proof["taken_at"] > 0
     assert data_digest(backup) == proof["digest"], "the proof is not of the file kept"
     back = zdd("rollback", "-s", name, "--with-database", "--json")
@@ -213,11 +220,13 @@ def test_processes_of_others_are_never_signalled_and_taken_ports_are_refused(
         assert held.code != 0 and "belongs to the stack in" in held.stdout
         up_to(pulumi, name)
         assert titles(first["public_url"])
-        # A port another program listens on is refused too, and used once it is free.
+        # A port another program listens on is refused too, and used once it is free (ports
+        # nothing else holds, as tests run side by side).
+        free = free_port_block()
         with socket.socket() as other_program:
-            other_program.bind(("127.0.0.1", base + 11))
+            other_program.bind(("127.0.0.1", free + 1))
             other_program.listen()
-            assert pulumi("config", "set", "-s", second, "zdd:basePort", str(base + 10)).code == 0
+            assert pulumi("config", "set", "-s", second, "zdd:basePort", str(free)).code == 0
             taken = pulumi("up", "--yes", "--skip-preview", "-s", second)
             assert taken.code != 0
             assert "is taken by a process that is not this stack's" in taken.stdout
@@ -230,36 +239,47 @@ def test_processes_of_others_are_never_signalled_and_taken_ports_are_refused(
 def test_stack_folders_follow_stack_names_and_destroy_keeps_to_its_own(
     zdd: Callable[..., Result], pulumi: Callable[..., Result], tmp_path: Path
 ) -> None:
-    state_root = ROOT / ".zdd"
+    state_root = ROOT / STATE_ROOT
     others = [
         state_root / "archive" / f"other-{uuid.uuid4().hex[:6]}" / "clone-1.sqlite",
         state_root / "locks" / f"other-{uuid.uuid4().hex[:6]}.lock",
     ]
-    for sentinel in others:
-        sentinel.parent.mkdir(parents=True, exist_ok=True)
-        sentinel.write_text("not the stack's")
     # Names that used to be the shared folders themselves.
-    for name in ("archive", "locks"):
-        made = zdd("init", "-s", name, "--version", "v1", "--json")
-        assert made.code == 0, made.stderr
-        # A folder the config names instead of the stack's own is refused, never used.
-        elsewhere = tmp_path / name
-        (elsewhere / "keep").parent.mkdir(parents=True)
-        (elsewhere / "keep").write_text("keep")
-        assert pulumi("config", "set", "-s", name, "zdd:stateDir", str(elsewhere)).code == 0
-        refused = pulumi("up", "--yes", "--skip-preview", "-s", name)
-        assert refused.code != 0 and "is not this stack's folder" in refused.stdout
-        assert pulumi("config", "rm", "-s", name, "zdd:stateDir").code == 0
-        # `zdd demo` does not replace a stack it did not make.
-        demo = zdd("demo", "--stack", name, "--json")
-        assert demo.code == 2 and "was not made by `zdd demo`" in demo.json()["error"]
-        destroyed = zdd("destroy", "-s", name, "--yes")
-        assert destroyed.code == 0, destroyed.stderr
-        assert not stack_dir(name).exists()
-        assert (elsewhere / "keep").exists()
-    assert all(sentinel.exists() for sentinel in others)
-    for sentinel in others:
-        sentinel.unlink()
+    names = ("archive", "locks")
+    try:
+        for sentinel in others:
+            sentinel.parent.mkdir(parents=True, exist_ok=True)
+            sentinel.write_text("not the stack's")
+        for name in names:
+            made = zdd("init", "-s", name, "--version", "v1", "--json")
+            assert made.code == 0, made.stderr
+            # A folder the config names instead of the stack's own is refused, never used.
+            elsewhere = tmp_path / name
+            (elsewhere / "keep").parent.mkdir(parents=True)
+            (elsewhere / "keep").write_text("keep")
+            assert pulumi("config", "set", "-s", name, "zdd:stateDir", str(elsewhere)).code == 0
+            refused = pulumi("up", "--yes", "--skip-preview", "-s", name)
+            assert refused.code != 0 and "is not this stack's folder" in refused.stdout
+            assert pulumi("config", "rm", "-s", name, "zdd:stateDir").code == 0
+            # `zdd demo` does not replace a stack it did not make.
+            demo = zdd("demo", "--stack", name, "--json")
+            assert demo.code == 2 and "was not made by `zdd demo`" in demo.json()["error"]
+            destroyed = zdd("destroy", "-s", name, "--yes")
+            assert destroyed.code == 0, destroyed.stderr
+            assert not stack_dir(name).exists()
+            assert (elsewhere / "keep").exists()
+        assert all(sentinel.exists() for sentinel in others)
+    finally:
+        # Pass or fail, nothing of this test is left in the checkout.
+        for name in names:
+            if config_file(name).exists():
+                zdd("destroy", "-s", name, "--yes")
+                pulumi("stack", "rm", "-s", name, "--force", "--yes")
+                config_file(name).unlink(missing_ok=True)
+        for sentinel in others:
+            sentinel.unlink(missing_ok=True)
+        if others[0].parent.exists():
+            others[0].parent.rmdir()
 
 
 def test_a_front_door_that_died_is_shown_and_brought_back(
@@ -294,7 +314,7 @@ def test_a_restore_point_changed_since_it_was_taken_is_never_restored(
     paused = zdd("deploy", "-s", name, "--version", "v2", "--wait-for-approval", "--yes", "--json")
     assert paused.code == 0, paused.stderr
     backup = Path(resource_outputs(pulumi, name, "primary-db-restore-point")["backup_path"])
-    config = ROOT / "stacks" / f"Pulumi.{name}.yaml"
+    config = config_file(name)
     before = config.read_text()
 
     # A file planted in its files folder: the files are part of what it proves.

@@ -3,66 +3,23 @@ and which restore point come first. No engine, no cloud: the gates only record t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers.fake_stack import FakeStack
 from zdd import driver as driver_module
 from zdd.actions import Action
 from zdd.driver import Driver
 from zdd.environment import Environment
 from zdd.errors import RefusedTransition
-from zdd.phases import Phase, settings_digest
+from zdd.phases import Phase
 from zdd.results import DeployResult
-from zdd.stack import Outcome
 from zdd.targets import TargetOps
 
 AZURE_CLOCK_POINT = "2025-03-01T10:20:01Z"
-
-
-class FakeStack:
-    """A stack whose every update applies its config at once; `events` records each update."""
-
-    def __init__(self, config: dict[str, str], events: list[tuple[str, ...]]) -> None:
-        self._config = dict(config)
-        self._outputs: dict[str, Any] = {}
-        self.events = events
-        self._apply()
-
-    def _apply(self) -> None:
-        self._outputs = {
-            "phase": self._config["phase"],
-            "settings_digest": settings_digest(self._config),
-        }
-
-    def config(self) -> dict[str, str]:
-        return dict(self._config)
-
-    def outputs(self) -> dict[str, Any]:
-        return dict(self._outputs)
-
-    def set_config(self, change: Mapping[str, str | None]) -> None:
-        for key, value in change.items():
-            if value is None:
-                self._config.pop(key, None)
-            else:
-                self._config[key] = str(value)
-
-    def up(self, **_options: Any) -> Outcome:
-        self.events.append(("up", self._config["phase"]))
-        self._apply()
-        return Outcome(changes={}, seconds=0.0, changed=[])
-
-    def restore_point_in_state(self, _point: str | None) -> None:
-        return None
-
-    def wait_for_running_update(self, _say: Callable[[str], None]) -> None:
-        pass
-
-    def drop_pending_operations(self, _say: Callable[[str], None]) -> None:
-        pass
 
 
 @pytest.fixture

@@ -13,11 +13,13 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import pytest
+import yaml
 from pulumi import automation as auto
 
-from tests.conftest import ROOT
+from tests.helpers.commands import ROOT
 from zdd.environment import Environment
 from zdd.stack import Stack
+from zdd.targets.azure import AZURE
 
 pytestmark = pytest.mark.engine
 
@@ -119,6 +121,37 @@ def test_a_config_change_is_written_whole_or_not_at_all(
         assert other.config()["phase"] == "idle"
         stack.set_config({"phase": "clone", "targetVersion": "v3"})
         assert (other.config()["phase"], other.config()["targetVersion"]) == ("clone", "v3")
+    finally:
+        stack.remove()
+        stack.config_file.unlink(missing_ok=True)
+
+
+def test_the_generated_sql_password_is_written_encrypted(
+    engine_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in engine_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ZDD_AZURE_OPERATOR_IP_ADDRESSES", "203.0.113.7")
+    stack = Stack.create(Environment(ROOT), f"test-secret-{uuid.uuid4().hex[:8]}")
+    try:
+        config = AZURE.initial_config(Environment(ROOT), stack.name)
+        password = config["sqlAdminPassword"]
+        stack.set_config(config)
+        written = yaml.safe_load(stack.config_file.read_text())["config"]
+        # Ciphertext in the file, never the password itself.
+        assert password not in stack.config_file.read_text()
+        assert set(written["zdd:sqlAdminPassword"]) == {"secure"}
+        shown = subprocess.run(
+            ["pulumi", "config", "--json", "--show-secrets", "-s", stack.name],
+            cwd=ROOT,
+            env=engine_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        # The program still gets the password, as a secret.
+        entry = json.loads(shown.stdout)["zdd:sqlAdminPassword"]
+        assert (entry["value"], entry["secret"]) == (password, True)
     finally:
         stack.remove()
         stack.config_file.unlink(missing_ok=True)

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Result
-from tests.test_app_specs import write_spec
+from tests.helpers.commands import Result
+from tests.helpers.specs import write_spec
 
 pytestmark = pytest.mark.engine(minutes=2)
 

@@ -17,7 +17,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ from multidict import CIMultiDict
 
 from infra.local.haproxy import AdminSocket, hold_writes_for_copy
 from infra.local.providers import FrontDoorProvider
+from tests.helpers.waiting import wait_for
 from zdd import gates
 from zdd.bench.frontdoor import parse_wrk
-from zdd.phases import SERVED_BY_HEADER
+from zdd.phases import HELD_HEADER, SERVED_BY_HEADER
 from zdd.processes import free_port
 from zdd.targets.local import LOCAL
 
@@ -232,13 +233,6 @@ def front_door(origins: dict[str, Origin]) -> Iterator[FrontDoor]:
     yield door
     door.stop()
     shutil.rmtree(state_dir)
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def served_by(response: httpx.Response | http.client.HTTPResponse) -> str | None:
@@ -537,7 +531,7 @@ def test_a_held_write_is_carried_out_by_the_primary_once_it_has_the_traffic_back
     thread.join(30)
     assert answer["status"] == 200 and answer["at"] >= let_go
     assert answer["headers"][SERVED_BY_HEADER] == "primary"
-    assert int(answer["headers"]["X-ZDD-Held"]) >= 500  # it waited at the front door
+    assert int(answer["headers"][HELD_HEADER]) >= 500  # it waited at the front door
     assert ("POST", "/api/articles") in primary.log
     assert ("POST", "/api/articles") not in clone.log, "a held write reached the clone"
     # Reads were never held.
@@ -602,7 +596,7 @@ def test_read_write_mode_holds_nothing(front_door: FrontDoor) -> None:
     front_door.set(active="clone", writes="passed")
     started = time.monotonic()
     written = httpx.post(f"{front_door.public}/api/articles", timeout=10)
-    assert written.status_code == 200 and "X-ZDD-Held" not in written.headers
+    assert written.status_code == 200 and HELD_HEADER not in written.headers
     assert time.monotonic() - started < 1
     assert served_by(written) == "clone"
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Result, run, stack_dir
+from tests.helpers.commands import Result, config_file, run, stack_dir
+from tests.helpers.driver import snapshot
 
 pytestmark = pytest.mark.engine
 
@@ -60,7 +61,7 @@ def test_secrets_never_appear_in_plain_text(
         + pulumi("stack", "history", "-s", name, "--json").stdout,
         "report": deployed.stdout + deployed.stderr,
         "status": zdd("status", "-s", name, "--json").stdout,
-        "config": (ROOT / "stacks" / f"Pulumi.{name}.yaml").read_text(),
+        "config": config_file(name).read_text(),
     }
     state_root = Path(engine_env["PULUMI_BACKEND_URL"].removeprefix("file://"))
     places["backend files"] = "".join(
@@ -79,10 +80,7 @@ def test_bad_input_is_refused_with_one_clear_line_and_changes_nothing(
     pulumi: Callable[..., Result],
 ) -> None:
     name = local_stack("v1")["stack"]
-    config_file = ROOT / "stacks" / f"Pulumi.{name}.yaml"
-
-    def snapshot() -> tuple[str, str]:
-        return pulumi("stack", "export", "-s", name).stdout, config_file.read_text()
+    config = config_file(name)
 
     cases: list[tuple[list[str], int, str]] = [
         (["deploy", "-s", name, "--version", "v2;rm", "--yes"], 2, "malformed"),
@@ -115,14 +113,14 @@ def test_bad_input_is_refused_with_one_clear_line_and_changes_nothing(
         (["preview", "-s", name, "cutover"], 3, "cannot move from phase idle to cutover"),
         (["destroy", "-s", name], 2, "confirm with --yes"),
     ]
-    before = snapshot()
+    before = snapshot(pulumi, name)
     for args, code, message in cases:
         result = zdd(*args, "--json")
         assert result.code == code, (args, result.stdout, result.stderr)
         error = result.json()["error"]
         assert message in error, (args, error)
         assert "Traceback" not in result.stderr, args
-        assert snapshot() == before, args
+        assert snapshot(pulumi, name) == before, args
 
     # Config that the program refuses: an unknown phase, a missing key, a broken file.
     for key, value, message in [
@@ -151,12 +149,12 @@ def test_bad_input_is_refused_with_one_clear_line_and_changes_nothing(
     missing = zdd("status", "-s", name, "--json")
     assert missing.code == 2 and "currentVersion is not set" in missing.json()["error"]
     assert pulumi("config", "set", "-s", name, "zdd:currentVersion", "v1").code == 0
-    good = config_file.read_text()
-    config_file.write_text(good + "\n  zdd:broken: [unclosed\n")
+    good = config.read_text()
+    config.write_text(good + "\n  zdd:broken: [unclosed\n")
     broken = zdd("status", "-s", name, "--json")
-    config_file.write_text(good)
+    config.write_text(good)
     assert broken.code == 2 and "cannot read the config" in broken.json()["error"]
-    assert snapshot()[0] == before[0]
+    assert snapshot(pulumi, name)[0] == before[0]
 
 
 REFUSING_PACK = """
@@ -190,8 +188,7 @@ def test_a_policy_violation_stops_the_deployment_before_any_change(
     (pack / "PulumiPolicy.yaml").write_text(
         f"runtime:\n  name: python\n  options:\n    virtualenv: {venv}\n"
     )
-    config_file = ROOT / "stacks" / f"Pulumi.{name}.yaml"
-    before = pulumi("stack", "export", "-s", name).stdout, config_file.read_text()
+    before = snapshot(pulumi, name)
     refused = run(
         [
             sys.executable,
@@ -210,4 +207,4 @@ def test_a_policy_violation_stops_the_deployment_before_any_change(
     assert refused.code == 7, refused.stderr
     assert "no-clone-test (clone-process)" in refused.json()["error"]
     # Neither the state nor the config changed: the deployment never started.
-    assert (pulumi("stack", "export", "-s", name).stdout, config_file.read_text()) == before
+    assert snapshot(pulumi, name) == before

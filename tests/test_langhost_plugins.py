@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pulumi.runtime.proto import language_pb2
 
-from tests.conftest import ROOT
+from tests.helpers.commands import ROOT
 from zdd.langhost import ProgramLanguageServer, plugin_interpreter
 
 PLUGIN = textwrap.dedent(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.commands import ROOT
 from zdd import registry
 from zdd.targets import TargetOps, ops_for
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from sampleapp.app import IDENTITY_PATH
-from tests.conftest import Result
+from tests.helpers.commands import Result
 
 pytestmark = pytest.mark.engine
 

@@ -19,9 +19,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, Result, stack_dir
+from tests.helpers.commands import ROOT, Result, config_file, stack_dir
 from zdd import stack as stack_module
 from zdd.api import open_stack
+from zdd.history import FAILED_GATE_KEY
 from zdd.processes import find_owned_under
 
 pytestmark = pytest.mark.engine
@@ -76,7 +77,7 @@ def test_app_set_fixes_a_spec_and_a_failed_clone_gate_is_told_truthfully(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     name = f"test-{uuid.uuid4().hex[:8]}"
-    config_file = ROOT / "stacks" / f"Pulumi.{name}.yaml"
+    config = config_file(name)
     # The typo: `start` without the instance, so the site exits as soon as it starts.
     typo = write_spec(tmp_path, "typo.yaml", start=["bin/site", "{port}"])
     fixed = write_spec(tmp_path, "app.yaml")
@@ -86,20 +87,20 @@ def test_app_set_fixes_a_spec_and_a_failed_clone_gate_is_told_truthfully(
         again = zdd("init", "--stack", name, "--version", "v1", "--app", str(fixed))
         assert again.code == 2 and "already exists" in again.stderr
 
-        stored = config_file.read_text()
+        stored = config.read_text()
         bad = tmp_path / "bad.yaml"
         bad.write_text("releases: [\n")
         elsewhere = write_spec(tmp_path, "elsewhere.yaml", releases="builds/{version}")
         for spec, message in ((bad, "not valid YAML"), (elsewhere, "has no release folder")):
             refused = zdd("app", "set", "--stack", name, str(spec), "--json")
             assert refused.code == 2 and message in refused.json()["error"], refused.stderr
-            assert config_file.read_text() == stored
+            assert config.read_text() == stored
 
         shown = zdd("app", "set", "--stack", name, str(fixed), "--preview", "--json")
         assert shown.code == 0, shown.stderr
         # The primary, which the typo kept from starting, is what the new spec changes.
         assert any("primary" in change["resource"] for change in shown.json()["would_change"])
-        assert config_file.read_text() == stored
+        assert config.read_text() == stored
 
         changed = zdd("app", "set", "--stack", name, str(fixed), "--json")
         assert changed.code == 0, changed.stderr
@@ -137,7 +138,7 @@ def test_app_set_fixes_a_spec_and_a_failed_clone_gate_is_told_truthfully(
         assert (deployment["from_version"], deployment["to_version"]) == ("v1", "v2")
         assert (change["actions"], change["outcome"]) == (["app-set"], "succeeded")
         assert (init["outcome"], init["failed_at"]) == ("failed", {"phase": "idle"})
-        assert "failedGate" not in config_file.read_text()  # the history holds it now
+        assert FAILED_GATE_KEY not in config.read_text()  # the history holds it now
 
         # Every page: read two updates at a time, the history is the same.
         for key, value in engine_env.items():

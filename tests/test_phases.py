@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from tests.helpers.settings import phase_settings
 from zdd.phases import (
     DatabaseMode,
     EdgeWrites,
@@ -35,14 +36,7 @@ TABLE = {
 
 
 def settings(phase: Phase, **overrides: object) -> StackSettings:
-    values: dict[str, object] = {
-        "phase": phase,
-        "current_version": "v1",
-        "target_version": None if phase is Phase.IDLE else "v2",
-        "restore_point": "rp1" if phase in (Phase.DEPLOY, Phase.RETURN) else None,
-    }
-    values.update(overrides)
-    return StackSettings(**values)  # type: ignore[arg-type]
+    return phase_settings(phase, point="rp1", **overrides)
 
 
 @pytest.mark.parametrize("phase", list(TABLE))

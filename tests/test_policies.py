@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -23,18 +21,25 @@ from infra.azure.settings import MIN_TLS_VERSION
 from infra.program import build
 from infra.targets import target_for
 from policies.azure import AFD_ORIGIN, FIREWALL_RULE, FTP_ALLOWED, IPV6_FIREWALL_RULE, MIN_TLS
-from policies.model import DYNAMIC, Resource, StackConfig, Violation
-from policies.rules import POLICIES, evaluate, policy_named
-from tests.test_azure_phases import (
+from policies.model import DYNAMIC, Resource, StackConfig
+from policies.rules import POLICIES, evaluate
+from tests.helpers.azure_mocks import (
     BASE_CONFIG,
-    RESTORE_POINT,
-    SCENARIOS,
     AzureMocks,
     RecordingMonitor,
-    Registration,
     run_program,
 )
-from tests.test_azure_phases import stack as azure_stack
+from tests.helpers.commands import ROOT
+from tests.helpers.policy_checks import (
+    changed,
+    check,
+    config_for,
+    named,
+    replaced,
+    resource_of,
+    stack_check,
+)
+from tests.helpers.settings import RESTORE_POINT, SCENARIOS, phase_settings, restored
 from zdd.appspec import parse_file_text
 from zdd.environment import STATE_ROOT, Environment, stack_dir
 from zdd.phases import (
@@ -46,7 +51,6 @@ from zdd.phases import (
 )
 
 # The folder the program derives for the mocks' stack "test".
-ROOT = Path(__file__).resolve().parents[1]
 STATE_DIR = str(stack_dir(ROOT / STATE_ROOT, "test"))
 SAMPLE_APP = Environment(ROOT).sample_app
 LOCAL_CONFIG = {
@@ -59,35 +63,6 @@ LOCAL_RESTORE_POINT = "rp-20250301T101500"
 
 
 # -- the programs under mocks ------------------------------------------------------------------
-
-
-def _resource(registration: Registration) -> Resource:
-    return Resource(
-        type=registration.type,
-        name=registration.name,
-        props=registration.inputs,
-        urn=registration.urn,
-        protect=registration.protect,
-        ignore_changes=tuple(registration.ignore_changes),
-    )
-
-
-def config_for(settings: StackSettings, base: Mapping[str, str]) -> StackConfig:
-    """The stack config a stack in `settings` has (what the engine passes to the pack)."""
-    keys = {
-        "phase": str(settings.phase),
-        "currentVersion": settings.current_version,
-        "targetVersion": settings.target_version,
-        "mode": str(settings.mode),
-        "acceptDataLoss": "true" if settings.accept_data_loss else None,
-        "restorePoint": settings.restore_point,
-        "databaseGeneration": str(settings.database_generation),
-        "databaseVersion": settings.database_version,
-        "migrateTo": settings.migrate_to,
-        "restoredFrom": settings.restored_from,
-    }
-    values = {**base, **{f"zdd:{k}": v for k, v in keys.items() if v is not None}}
-    return StackConfig(values=values, secret_keys=frozenset({"zdd:sqlAdminPassword"}))
 
 
 class LocalMocks(AzureMocks):
@@ -116,24 +91,18 @@ def local_resources(settings: StackSettings) -> list[Resource]:
         return pulumi.Output.from_input(built.front_door.public_url)
 
     program()
-    return [_resource(r) for r in monitor.registrations]
+    return [resource_of(r) for r in monitor.registrations]
 
 
 def azure_resources(settings: StackSettings, **config: str) -> list[Resource]:
-    return [_resource(r) for r in run_program(settings, config=config).registrations]
+    return [resource_of(r) for r in run_program(settings, config=config).registrations]
 
 
 def local(phase: Phase, **overrides: Any) -> StackSettings:
-    values: dict[str, Any] = {"phase": phase, "current_version": "v1"}
-    if phase is not Phase.IDLE:
-        values["target_version"] = "v2"
-    if phase in (Phase.DEPLOY, Phase.RETURN):
-        values["restore_point"] = LOCAL_RESTORE_POINT
-    values.update(overrides)
-    return StackSettings(**values)
+    return phase_settings(phase, point=LOCAL_RESTORE_POINT, **overrides)
 
 
-LOCAL_RESTORED: dict[str, Any] = {"database_generation": 2, "restored_from": LOCAL_RESTORE_POINT}
+LOCAL_RESTORED = restored(LOCAL_RESTORE_POINT)
 LOCAL_SCENARIOS: dict[str, StackSettings] = {
     "idle": local(Phase.IDLE),
     "clone": local(Phase.CLONE),
@@ -148,7 +117,7 @@ LOCAL_SCENARIOS: dict[str, StackSettings] = {
 }
 AZURE_SCENARIOS: dict[str, StackSettings] = {
     **SCENARIOS,
-    "read-write-clone": azure_stack(Phase.CUTOVER, mode=Mode.READ_WRITE, accept_data_loss=True),
+    "read-write-clone": phase_settings(Phase.CUTOVER, mode=Mode.READ_WRITE, accept_data_loss=True),
 }
 
 
@@ -179,42 +148,6 @@ def _with(config: StackConfig, **values: str | None) -> StackConfig:
         else:
             merged[f"zdd:{key}"] = value
     return dataclasses.replace(config, values=merged)
-
-
-def named(resources: Sequence[Resource], name: str) -> Resource:
-    found = [r for r in resources if r.name == name]
-    assert len(found) == 1, f"{name}: {len(found)}"
-    return found[0]
-
-
-def changed(resource: Resource, path: str, value: Any, **options: Any) -> Resource:
-    """A copy of `resource` with the property at the dotted `path` set (None removes it)."""
-    props = copy.deepcopy(dict(resource.props))
-    *parents, last = path.split(".")
-    target = props
-    for key in parents:
-        target = target.setdefault(key, {})
-    if value is None:
-        target.pop(last, None)
-    else:
-        target[last] = value
-    return dataclasses.replace(resource, props=props, **options)
-
-
-def replaced(resources: Sequence[Resource], new: Resource) -> list[Resource]:
-    return [new if r.urn == new.urn else r for r in resources]
-
-
-def check(policy: str, resource: Resource, config: StackConfig) -> list[str]:
-    spec = policy_named(policy)
-    assert spec.check is not None
-    return spec.check(resource, config)
-
-
-def stack_check(policy: str, resources: Sequence[Resource], config: StackConfig) -> list[Violation]:
-    spec = policy_named(policy)
-    assert spec.stack_check is not None
-    return spec.stack_check(resources, config)
 
 
 # -- the programs pass the pack in every phase and recovery -----------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from pulumi import automation as auto
 
-from tests.conftest import ROOT, Result
+from tests.helpers.commands import ROOT, Result
 
 pytestmark = pytest.mark.engine
 

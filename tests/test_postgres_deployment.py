@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import ROOT, Result, processes_naming, run, stack_dir
+from tests.helpers.commands import ROOT, Result, processes_naming, run, stack_dir
 from zdd import postgres
 
 pytestmark = [

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import ROOT
+from tests.helpers.commands import ROOT
 from zdd.appspec import InvalidAppSpec
 from zdd.probe import LoadProbe, ProbeTarget, WriteRequest
 from zdd.processes import free_port

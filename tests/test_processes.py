@@ -8,13 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.commands import ROOT
+from tests.helpers.waiting import wait_for
 from zdd import processes
 
 
@@ -23,13 +24,6 @@ def owner() -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:8]}#resource"
     yield name
     processes.stop_owned(name, timeout=2)
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def sleeper(owner: str, log: Path) -> subprocess.Popen[bytes]:
@@ -72,9 +66,7 @@ def test_a_migration_left_by_a_killed_update_is_stopped_before_the_next_one(
     owner: str, tmp_path: Path
 ) -> None:
     lock = tmp_path / "site.sqlite.migrate.lock"
-    update = subprocess.Popen(
-        [sys.executable, "-c", LEFT_RUNNING, owner, str(lock)], cwd=Path(__file__).parents[1]
-    )
+    update = subprocess.Popen([sys.executable, "-c", LEFT_RUNNING, owner, str(lock)], cwd=ROOT)
     wait_for(lambda: processes.find_owned(owner))
     (migration,) = processes.find_owned(owner)
     os.kill(update.pid, signal.SIGKILL)  # the update dies; its migration runs on

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Result, build_releases, stack_dir
+from tests.helpers.commands import ROOT, Result, build_releases, stack_dir
 from zdd.probe import REQUEST_TIMEOUT_SECONDS
 from zdd.processes import free_port
 

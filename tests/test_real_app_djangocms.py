@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Result, build_releases, stack_dir
+from tests.helpers.commands import ROOT, Result, build_releases, stack_dir
 from zdd.sqlite_files import files_folder
 
 # Builds a real application's releases, then deploys it: minutes, so scheduled first.

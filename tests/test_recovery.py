@@ -8,9 +8,6 @@ import glob
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,10 @@ import httpx
 import pytest
 
 from sampleapp.app import IDENTITY_PATH
-from tests.conftest import ROOT, Result, stack_dir
+from sampleapp.versions import VERSIONS
+from tests.helpers.commands import ROOT, Result, stack_dir
+from tests.helpers.driver import Driver, snapshot, update_locks
+from tests.helpers.waiting import wait_for
 from zdd.probe import LoadProbe, ProbeTarget
 from zdd.sqlite_files import content_digest, data_digest
 
@@ -90,11 +90,25 @@ def test_roll_forward_after_an_unhealthy_release(site: Make, zdd: Callable[..., 
 def test_roll_back_code_only(site: Make, zdd: Callable[..., Result]) -> None:
     stack = site("v2")
     name = stack["stack"]
+    public = stack["public_url"]
+    written = httpx.post(f"{public}/api/articles", json={"title": "kept", "text": "x"})
+    assert written.status_code == 201
+    primary = stack_dir(name) / "primary-g1.sqlite"
+    inode = primary.stat().st_ino
     assert zdd("deploy", "-s", name, "--version", "v3-unhealthy", "--yes", "--json").code == 4
     back = zdd("rollback", "-s", name, "--code-only", "--probe", "--json")
     assert back.code == 0, back.stderr
     assert_clean_finish(back.json(), stack, "v2")
-    # Code only: the database was not replaced.
+    # Code only: the database was not replaced. The primary still runs on the very file it
+    # had, no new generation was made, and the file keeps its rows and the schema the failed
+    # release migrated it to.
+    assert sorted(stack_dir(name).glob("primary-g*.sqlite")) == [primary]
+    assert primary.stat().st_ino == inode
+    with sqlite3.connect(f"file:{primary}?mode=ro", uri=True) as database:
+        assert "kept" in {row[0] for row in database.execute("SELECT title FROM articles")}
+        (schema,) = database.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert schema == VERSIONS["v3-unhealthy"].schema_revision
+    assert "kept" in httpx.get(f"{public}/api/articles/titles", timeout=10).json()
     assert not any(c["resource"] == "primary-db-file" for c in back.json()["changed"])
 
 
@@ -158,28 +172,24 @@ def test_previews_change_nothing_and_name_what_the_action_changes(
 ) -> None:
     stack = site("v1")
     name = stack["stack"]
-    config_file = ROOT / "stacks" / f"Pulumi.{name}.yaml"
-
-    def snapshot() -> tuple[str, str]:
-        return pulumi("stack", "export", "-s", name).stdout, config_file.read_text()
-
-    before = snapshot()
+    before = snapshot(pulumi, name)
     shown = zdd("deploy", "-s", name, "--version", "v2", "--preview", "--json")
     assert shown.code == 0, shown.stderr
-    assert snapshot() == before
+    assert snapshot(pulumi, name) == before
     would = {c["resource"] for c in shown.json()["would_change"]}
     assert {"clone-db-file", "clone-process", "front-door-proxy"} <= would
 
     assert zdd("deploy", "-s", name, "--version", "v2", "--wait-for-approval", "--yes").code == 0
     for args in (["rollback", "--with-database"], ["rollback", "--code-only"], ["abort"]):
-        before = snapshot()
+        before = snapshot(pulumi, name)
         previewed = zdd(*args, "-s", name, "--preview", "--json")
-        assert snapshot() == before, args
-        if args == ["abort"]:
-            assert previewed.code == 3  # refused: the primary was already changed
-    before = snapshot()
+        assert snapshot(pulumi, name) == before, args
+        # A rollback's preview succeeds; an abort is refused: the primary was already changed.
+        assert previewed.code == (3 if args == ["abort"] else 0), (args, previewed.stderr)
+    before = snapshot(pulumi, name)
     shown = zdd("rollback", "-s", name, "--with-database", "--preview", "--json")
-    assert snapshot() == before
+    assert shown.code == 0, shown.stderr
+    assert snapshot(pulumi, name) == before
     would = {c["resource"] for c in shown.json()["would_change"]}
     done = zdd("rollback", "-s", name, "--with-database", "--wait-for-approval", "--json")
     assert done.code == 0, done.stderr
@@ -196,25 +206,17 @@ def test_killed_driver_resumes_without_a_failed_request(
     name = stack["stack"]
     probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=200)
     probe.start()
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "zdd.cli", "deploy", "-s", name, "--version", "v2", "--yes"],
-        cwd=ROOT,
-        env=engine_env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert driver.stderr is not None
-    for line in driver.stderr:
-        if f"{phase}: pulumi up" in line:
-            time.sleep(0.5)  # in the middle of the update
-            driver.send_signal(signal.SIGKILL)
-            break
-    driver.wait(timeout=60)
-    assert driver.returncode == -signal.SIGKILL
+    driver = Driver(engine_env, "deploy", "-s", name, "--version", "v2", "--yes")
+    driver.reach(f"{phase}: pulumi up")
+    # In the middle of the phase's update: its Pulumi CLI holds the stack's lock.
+    wait_for(lambda: update_locks(engine_env, name), 60, interval=0.01, what="for the update")
+    driver.kill()
+    assert driver.process.returncode == -signal.SIGKILL
     resumed = zdd("resume", "-s", name, "--json")
     probe.stop()
     assert resumed.code == 0, resumed.stderr
     report = probe.report()
+    assert report.requests > 0, "the probe made no request"
     assert report.failed == 0, report.failures
     assert report.writes_lost == 0
     status = zdd("status", "-s", name, "--json").json()
@@ -226,22 +228,12 @@ def test_a_second_driver_is_refused(
     site: Make, zdd: Callable[..., Result], engine_env: dict[str, str]
 ) -> None:
     name = site("v1")["stack"]
-    first = subprocess.Popen(
-        [sys.executable, "-m", "zdd.cli", "deploy", "-s", name, "--version", "v2", "--yes"],
-        cwd=ROOT,
-        env=engine_env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert first.stderr is not None
-    for line in first.stderr:
-        if "clone: pulumi up" in line:
-            break
+    first = Driver(engine_env, "deploy", "-s", name, "--version", "v2", "--yes")
+    first.reach("clone: pulumi up")
     second = zdd("deploy", "-s", name, "--version", "v2", "--yes", "--json")
     assert second.code == 6
     assert "another zdd driver" in second.json()["error"]
-    first.stderr.read()
-    assert first.wait(timeout=300) == 0
+    assert first.finish() == 0
 
 
 # A file that appears once the update has started changing resources in that phase.
@@ -259,29 +251,16 @@ def test_resume_after_the_whole_update_was_killed(
     name = stack["stack"]
     probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=200)
     probe.start()
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "zdd.cli", "deploy", "-s", name, "--version", "v2", "--yes"],
-        cwd=ROOT,
-        env=engine_env,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: the CLI and plugins die with it
+    driver = Driver(engine_env, "deploy", "-s", name, "--version", "v2", "--yes", own_group=True)
+    driver.reach(f"{phase}: pulumi up")
+    # Kill once the CLI holds the stack's lock and a resource operation has begun.
+    wait_for(
+        lambda: update_locks(engine_env, name) and list(stack_dir(name).glob(STARTED_IN[phase])),
+        60,
+        interval=0.01,
+        what="for the update to get to its resources",
     )
-    assert driver.stderr is not None
-    backend = Path(engine_env["PULUMI_BACKEND_URL"].removeprefix("file://"))
-    for line in driver.stderr:
-        if f"{phase}: pulumi up" in line:
-            # Kill once the CLI holds the stack's lock and a resource operation has begun.
-            deadline = time.monotonic() + 60
-            while not (
-                list(backend.glob(f".pulumi/locks/*/*/{name}/*.json"))
-                and list(stack_dir(name).glob(STARTED_IN[phase]))
-            ):
-                assert time.monotonic() < deadline, "the update never got to its resources"
-                time.sleep(0.01)
-            os.killpg(driver.pid, signal.SIGKILL)
-            break
-    driver.wait(timeout=60)
+    driver.kill()
     resumed = zdd("resume", "-s", name, "--json")
     probe.stop()
     assert resumed.code == 0, resumed.stderr

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Result, stack_dir
+from tests.helpers.commands import ROOT, Result, config_file, stack_dir
 from zdd.actions import Action, Refused, StackState, plan
 from zdd.errors import RefusedTransition
 from zdd.phases import (
@@ -90,7 +90,7 @@ def test_after_a_restore_the_compatible_clone_keeps_the_generation_it_serves() -
 
 
 def _config(name: str) -> str:
-    return (ROOT / "stacks" / f"Pulumi.{name}.yaml").read_text()
+    return config_file(name).read_text()
 
 
 def _no_rehearsal_left(name: str) -> None:

@@ -124,6 +124,25 @@ def test_the_proof_changes_with_any_byte_of_the_database_or_its_files(tmp_path: 
     assert data_digest(copy) != before
 
 
+def test_a_backup_opens_its_source_read_only(tmp_path: Path) -> None:
+    # A misnamed source is an error, never a new empty database copied as if it were the site.
+    misnamed = tmp_path / "primary-g1.sqlite"
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        online_backup(misnamed, tmp_path / "copy.sqlite")
+    assert not misnamed.exists()
+    assert list(tmp_path.iterdir()) == []  # no copy, not even a partial one
+    # A source nobody may write (a restore point) copies as it is, and stays as it was.
+    source = tmp_path / "restore-rp1.sqlite"
+    with sqlite3.connect(source) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    before = source.read_bytes()
+    source.chmod(0o444)
+    online_backup(source, tmp_path / "copy.sqlite")
+    assert rows(tmp_path / "copy.sqlite", "SELECT x FROM t") == [(1,)]
+    assert source.read_bytes() == before
+
+
 def test_content_digest_tells_a_missing_row_of_a_without_rowid_table(tmp_path: Path) -> None:
     database = tmp_path / "site.sqlite"
     make_awkward_site(database)

@@ -1,0 +1,4 @@
+"""What tests share, in one package: running commands and the driver (`commands`, `driver`),
+phase settings (`settings`), the Azure target under Pulumi's mocks (`azure_mocks`), loopback
+stand-ins for Azure's endpoints (`stand_in`), waiting (`waiting`) and app specs (`specs`).
+Fixtures live in tests/conftest.py; a test module imports helpers, never another test module."""
