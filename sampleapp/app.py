@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -17,6 +17,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from sampleapp import db
 from sampleapp.versions import SiteVersion
@@ -44,51 +45,77 @@ class Settings:
 
 def create_app(settings: Settings) -> Starlette:
     engine = db.open_engine(settings.database, read_only=settings.read_only)
-    text_col = settings.version.text_column
-    extras = settings.version.extra_columns
-    article_columns = ("id", "title", text_col, "updated_at", *extras)
-    # Columns read back with every article (`summary` is only ever written).
-    shown = "".join(f", {c}" for c in extras if c != "summary")
-    identity = {
-        "version": settings.version.name,
-        "instance": settings.instance,
-        "database_mode": settings.database_mode,
-    }
 
-    # A server's commit waits for its disk: writes run in worker threads, many at once (the
-    # server commits them together), never one at a time on the event loop. A SQLite file
-    # takes one writer at a time anyway and is written on the loop, as it always was.
-    on_server = engine.dialect.name == "postgresql"
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
 
-    async def write_off_the_loop(work: Callable[[], T]) -> T:
-        return await run_in_threadpool(work) if on_server else work()
+    return Starlette(
+        routes=_Site(settings, engine).routes(),
+        middleware=[Middleware(_IdentityHeaders, settings=settings)],
+        lifespan=lifespan,
+    )
 
-    def refuse_write() -> Response:
-        return JSONResponse(
-            {"error": "read-only", "detail": "the site is read-only during a deployment"},
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
 
-    def article_row(row: Any) -> dict[str, Any]:
+class _Site:
+    """The handlers of one web app instance, over its engine and the columns its version reads."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.text_col = settings.version.text_column
+        self.extras = settings.version.extra_columns
+        self.article_columns = ("id", "title", self.text_col, "updated_at", *self.extras)
+        # Columns read back with every article (`summary` is only ever written).
+        self.shown = "".join(f", {c}" for c in self.extras if c != "summary")
+        self.identity = {
+            "version": settings.version.name,
+            "instance": settings.instance,
+            "database_mode": settings.database_mode,
+        }
+        # A server's commit waits for its disk: writes run in worker threads, many at once (the
+        # server commits them together), never one at a time on the event loop. A SQLite file
+        # takes one writer at a time anyway and is written on the loop, as it always was.
+        self.on_server = engine.dialect.name == "postgresql"
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.home),
+            Route("/healthz", self.healthz),
+            Route(IDENTITY_PATH, self.whoami),
+            Route("/api/articles", self.list_articles, methods=["GET"]),
+            Route("/api/articles", self.create_article, methods=["POST"]),
+            Route("/api/articles/titles", self.titles),
+            Route("/api/articles/{id:int}", self.get_article, methods=["GET"]),
+            Route("/api/articles/{id:int}", self.update_article, methods=["PUT"]),
+        ]
+
+    async def _write_off_the_loop(self, work: Callable[[], T]) -> T:
+        return await run_in_threadpool(work) if self.on_server else work()
+
+    def _article_row(self, row: Any) -> dict[str, Any]:
         fields = {"id": row.id, "title": row.title, "text": row.text, "updated_at": row.updated_at}
-        return {**fields, **{c: getattr(row, c) for c in extras if c != "summary"}}
+        return {**fields, **{c: getattr(row, c) for c in self.extras if c != "summary"}}
 
-    def healthz(_: Request) -> Response:
-        if not settings.version.healthy:
+    def healthz(self, _: Request) -> Response:
+        identity = self.identity
+        if not self.settings.version.healthy:
             return JSONResponse({"status": "failing", **identity}, status_code=500)
         try:
-            revision = db.current_revision(engine)
+            revision = db.current_revision(self.engine)
         except Exception as exc:
             return JSONResponse({"status": "database-error", "detail": str(exc)}, status_code=500)
         # The code runs wherever every column it uses is there: on its own schema and on one
         # that only added to it, never on one that renamed or dropped what it reads.
-        missing = db.missing_columns(engine, {"articles": article_columns, "pages": PAGE_COLUMNS})
+        missing = db.missing_columns(
+            self.engine, {"articles": self.article_columns, "pages": PAGE_COLUMNS}
+        )
         if missing:
             return JSONResponse(
                 {
                     "status": "schema-mismatch",
-                    "expected": settings.version.schema_revision,
+                    "expected": self.settings.version.schema_revision,
                     "found": revision,
                     "missing": missing,
                     **identity,
@@ -97,59 +124,50 @@ def create_app(settings: Settings) -> Starlette:
             )
         return JSONResponse({"status": "ok", **identity})
 
-    def whoami(_: Request) -> Response:
-        return JSONResponse(identity)
+    def whoami(self, _: Request) -> Response:
+        return JSONResponse(self.identity)
 
-    def list_articles(request: Request) -> Response:
+    def list_articles(self, request: Request) -> Response:
         title = request.query_params.get("title")
-        query = f"SELECT id, title, {text_col} AS text, updated_at{shown} FROM articles"
+        query = f"SELECT id, title, {self.text_col} AS text, updated_at{self.shown} FROM articles"
         params: dict[str, Any] = {}
         if title is not None:
             query += " WHERE title = :title"
             params["title"] = title
         limit = int(request.query_params.get("limit", "1000000"))
-        with engine.connect() as conn:
+        with self.engine.connect() as conn:
             rows = conn.execute(
                 text(query + " ORDER BY id LIMIT :limit"), {**params, "limit": limit}
             )
-            return JSONResponse([article_row(r) for r in rows])
+            return JSONResponse([self._article_row(r) for r in rows])
 
-    def titles(_: Request) -> Response:
-        with engine.connect() as conn:
+    def titles(self, _: Request) -> Response:
+        with self.engine.connect() as conn:
             return JSONResponse([r[0] for r in conn.execute(text("SELECT title FROM articles"))])
 
-    def get_article(request: Request) -> Response:
-        with engine.connect() as conn:
+    def get_article(self, request: Request) -> Response:
+        with self.engine.connect() as conn:
             row = conn.execute(
                 text(
-                    f"SELECT id, title, {text_col} AS text, updated_at{shown} FROM articles "
-                    "WHERE id = :id"
+                    f"SELECT id, title, {self.text_col} AS text, updated_at{self.shown} "
+                    "FROM articles WHERE id = :id"
                 ),
                 {"id": request.path_params["id"]},
             ).first()
         if row is None:
             return JSONResponse({"error": "not-found"}, status_code=404)
-        return JSONResponse(article_row(row))
+        return JSONResponse(self._article_row(row))
 
-    async def create_article(request: Request) -> Response:
-        if settings.read_only:
-            return refuse_write()
+    async def create_article(self, request: Request) -> Response:
+        if self.settings.read_only:
+            return _refuse_write()
         payload = await request.json()
-        columns = f"title, {text_col}, updated_at"
-        values = ":title, :text, :now"
-        if "summary" in extras:
-            columns += ", summary"
-            values += ", substr(:text, 1, 80)"
-        if "author" in extras:
-            columns += ", author"
-            values += ", :author"
-        # PostgreSQL's drivers have no last row id: the server says it.
-        returning = " RETURNING id" if on_server else ""
+        statement = text(self._insert_statement())
 
         def insert() -> Any:
-            with engine.begin() as conn:
+            with self.engine.begin() as conn:
                 result = conn.execute(
-                    text(f"INSERT INTO articles ({columns}) VALUES ({values}){returning}"),
+                    statement,
                     {
                         "title": payload["title"],
                         "text": payload.get("text", ""),
@@ -157,21 +175,36 @@ def create_app(settings: Settings) -> Starlette:
                         "author": payload.get("author"),
                     },
                 )
-                return result.scalar_one() if returning else result.lastrowid
+                # PostgreSQL's drivers have no last row id: the server says it.
+                return result.scalar_one() if self.on_server else result.lastrowid
 
-        new_id = await write_off_the_loop(insert)
+        new_id = await self._write_off_the_loop(insert)
         return JSONResponse({"id": new_id, "title": payload["title"]}, status_code=201)
 
-    async def update_article(request: Request) -> Response:
-        if settings.read_only:
-            return refuse_write()
+    def _insert_statement(self) -> str:
+        """A new article, with the columns this version writes besides its text."""
+        columns = f"title, {self.text_col}, updated_at"
+        values = ":title, :text, :now"
+        if "summary" in self.extras:
+            columns += ", summary"
+            values += ", substr(:text, 1, 80)"
+        if "author" in self.extras:
+            columns += ", author"
+            values += ", :author"
+        returning = " RETURNING id" if self.on_server else ""
+        return f"INSERT INTO articles ({columns}) VALUES ({values}){returning}"
+
+    async def update_article(self, request: Request) -> Response:
+        if self.settings.read_only:
+            return _refuse_write()
         payload = await request.json()
 
         def update() -> int:
-            with engine.begin() as conn:
+            with self.engine.begin() as conn:
                 result = conn.execute(
                     text(
-                        f"UPDATE articles SET {text_col} = :text, updated_at = :now WHERE id = :id"
+                        f"UPDATE articles SET {self.text_col} = :text, updated_at = :now "
+                        "WHERE id = :id"
                     ),
                     {
                         "text": payload.get("text", ""),
@@ -181,16 +214,18 @@ def create_app(settings: Settings) -> Starlette:
                 )
                 return int(result.rowcount)
 
-        if await write_off_the_loop(update) == 0:
+        if await self._write_off_the_loop(update) == 0:
             return JSONResponse({"error": "not-found"}, status_code=404)
         return JSONResponse({"id": request.path_params["id"]})
 
-    def home(_: Request) -> Response:
-        with engine.connect() as conn:
+    def home(self, _: Request) -> Response:
+        settings = self.settings
+        with self.engine.connect() as conn:
             page = conn.execute(text("SELECT title, body FROM pages WHERE slug = 'home'")).one()
             rows = conn.execute(
                 text(
-                    f"SELECT id, title, {text_col} AS text FROM articles ORDER BY id DESC LIMIT 20"
+                    f"SELECT id, title, {self.text_col} AS text FROM articles "
+                    "ORDER BY id DESC LIMIT 20"
                 )
             ).all()
         notice = (
@@ -207,30 +242,25 @@ def create_app(settings: Settings) -> Starlette:
             f"<footer>version {settings.version.name} ({settings.instance})</footer>"
         )
 
-    class IdentityHeaders(BaseHTTPMiddleware):
-        async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-            response = await call_next(request)
-            response.headers["X-ZDD-Version"] = settings.version.name
-            response.headers["X-ZDD-Instance"] = settings.instance
-            response.headers["X-ZDD-Database-Mode"] = settings.database_mode
-            return response
 
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
-
-    return Starlette(
-        routes=[
-            Route("/", home),
-            Route("/healthz", healthz),
-            Route(IDENTITY_PATH, whoami),
-            Route("/api/articles", list_articles, methods=["GET"]),
-            Route("/api/articles", create_article, methods=["POST"]),
-            Route("/api/articles/titles", titles),
-            Route("/api/articles/{id:int}", get_article, methods=["GET"]),
-            Route("/api/articles/{id:int}", update_article, methods=["PUT"]),
-        ],
-        middleware=[Middleware(IdentityHeaders)],
-        lifespan=lifespan,
+def _refuse_write() -> Response:
+    return JSONResponse(
+        {"error": "read-only", "detail": "the site is read-only during a deployment"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
+
+
+class _IdentityHeaders(BaseHTTPMiddleware):
+    """Every answer says who gave it (version, instance, database mode)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        super().__init__(app)
+        self.settings = settings
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers["X-ZDD-Version"] = self.settings.version.name
+        response.headers["X-ZDD-Instance"] = self.settings.instance
+        response.headers["X-ZDD-Database-Mode"] = self.settings.database_mode
+        return response

@@ -7,6 +7,7 @@ anything is written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -88,6 +89,21 @@ class Refused(IllegalTransition):
     """The action is not legal now; nothing was changed."""
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """What the operator gave with the action (the CLI's or the API's options)."""
+
+    version: str | None
+    mode: Mode
+    accept_data_loss: bool
+    strategy: Strategy
+    wait_for_approval: bool
+
+    @property
+    def approval(self) -> ConfigChange:
+        return {"awaitApproval": "true" if self.wait_for_approval else None}
+
+
 def plan(
     action: Action,
     state: StackState,
@@ -99,46 +115,60 @@ def plan(
     strategy: Strategy = Strategy.CLONE,
 ) -> ConfigChange:
     """The config change that starts `action`, or Refused with what to do instead."""
-    s = state.settings
-    approval = {"awaitApproval": "true" if wait_for_approval else None}
-    if action is Action.DEPLOY:
-        if state.in_progress:
-            raise Refused(
-                f"a deployment is already in progress (phase {s.phase}); "
-                "use `zdd resume`, `zdd complete` or a recovery"
-            )
-        assert version is not None
-        return {
-            "phase": Phase.CLONE,
-            "targetVersion": version,
-            "mode": mode,
-            "acceptDataLoss": "true" if accept_data_loss else "false",
-            "strategy": strategy if strategy is not Strategy.CLONE else None,
-            # A rehearsal that was stopped leaves its key: the deployment's clone replaces it.
-            "rehearse": None,
-            **approval,
-        }
-    if action is Action.ABORT:
-        if not state.in_progress:
-            raise Refused("no deployment in progress; nothing to abort")
-        if state.primary_touched:
-            raise Refused(
-                "the primary was already changed, so abort cannot give it the traffic back; "
-                "use `zdd rollback --code-only` or `zdd rollback --with-database`"
-            )
-        if {s.phase, state.applied} <= {Phase.IDLE, Phase.CLONE}:
-            # The switch was never asked for: the clone can go at once.
-            return {"phase": Phase.IDLE, **_deployment_cleared()}
-        # The traffic may be on the clone: it moves back to the primary first, and the clone
-        # goes only once no request reaches it (the read-only window ends with that switch).
-        return {"phase": Phase.WITHDRAW, **_target_cleared()}
-    if action is Action.COMPLETE:
-        if not state.awaiting_approval:
-            raise Refused("no deployment is awaiting approval")
-        # Straight on to `return`: the gate before it verifies the primary again.
-        return {"awaitApproval": None, "phase": Phase.RETURN}
+    planner = _PLANNERS.get(action)
+    if planner is None:
+        raise Refused(f"unknown action {action}")
+    return planner(state, _Asked(version, mode, accept_data_loss, strategy, wait_for_approval))
 
-    # The recoveries: legal only while the clone holds the traffic.
+
+def _deploy(state: StackState, asked: _Asked) -> ConfigChange:
+    if state.in_progress:
+        raise Refused(
+            f"a deployment is already in progress (phase {state.settings.phase}); "
+            "use `zdd resume`, `zdd complete` or a recovery"
+        )
+    assert asked.version is not None
+    return {
+        "phase": Phase.CLONE,
+        "targetVersion": asked.version,
+        "mode": asked.mode,
+        "acceptDataLoss": "true" if asked.accept_data_loss else "false",
+        "strategy": asked.strategy if asked.strategy is not Strategy.CLONE else None,
+        # A rehearsal that was stopped leaves its key: the deployment's clone replaces it.
+        "rehearse": None,
+        **asked.approval,
+    }
+
+
+def _abort(state: StackState, _: _Asked) -> ConfigChange:
+    if not state.in_progress:
+        raise Refused("no deployment in progress; nothing to abort")
+    if state.primary_touched:
+        raise Refused(
+            "the primary was already changed, so abort cannot give it the traffic back; "
+            "use `zdd rollback --code-only` or `zdd rollback --with-database`"
+        )
+    if {state.settings.phase, state.applied} <= {Phase.IDLE, Phase.CLONE}:
+        # The switch was never asked for: the clone can go at once.
+        return {"phase": Phase.IDLE, **_deployment_cleared()}
+    # The traffic may be on the clone: it moves back to the primary first, and the clone
+    # goes only once no request reaches it (the read-only window ends with that switch).
+    return {"phase": Phase.WITHDRAW, **_target_cleared()}
+
+
+def _complete(state: StackState, _: _Asked) -> ConfigChange:
+    if not state.awaiting_approval:
+        raise Refused("no deployment is awaiting approval")
+    # Straight on to `return`: the gate before it verifies the primary again.
+    return {"awaitApproval": None, "phase": Phase.RETURN}
+
+
+# The recoveries: legal only while the clone holds the traffic.
+
+
+def _recovering(state: StackState, action: Action) -> StackSettings:
+    """The settings of a deployment a recovery may act on: the clone holds the traffic."""
+    s = state.settings
     if not state.in_progress:
         raise Refused(f"no deployment in progress; nothing to {action}")
     if not state.traffic_on_clone:
@@ -147,22 +177,42 @@ def plan(
             f"the stack is in phase {s.phase}"
         )
     assert s.target_version is not None
-    # The schema the primary database carries now.
-    schema_now = (
-        (state.schema_applied or s.migrate_to or s.target_version)
-        if state.primary_touched
-        else None
-    )
-    if action is Action.ROLLFORWARD:
-        assert version is not None
-        if version == s.target_version and state.primary_touched:
-            raise Refused(f"{version} is already deployed to the primary; pick another version")
-        if s.phase is Phase.CUTOVER:
-            # No restore point yet: the step to `deploy` takes one after the drain gate, as
-            # for a deployment, never before it.
-            return {"targetVersion": version, "migrateTo": None, **approval}
-        return {"phase": Phase.DEPLOY, "targetVersion": version, "migrateTo": None, **approval}
-    if action is Action.ROLLBACK_DATABASE and state.proven_restore_point is None:
+    return s
+
+
+def _primary_was_touched(state: StackState, action: Action) -> None:
+    if not state.primary_touched:
+        raise Refused(f"nothing was deployed to the primary yet; use `zdd abort`, not {action}")
+
+
+def _rollforward(state: StackState, asked: _Asked) -> ConfigChange:
+    s = _recovering(state, Action.ROLLFORWARD)
+    version = asked.version
+    assert version is not None
+    if version == s.target_version and state.primary_touched:
+        raise Refused(f"{version} is already deployed to the primary; pick another version")
+    if s.phase is Phase.CUTOVER:
+        # No restore point yet: the step to `deploy` takes one after the drain gate, as
+        # for a deployment, never before it.
+        return {"targetVersion": version, "migrateTo": None, **asked.approval}
+    return {"phase": Phase.DEPLOY, "targetVersion": version, "migrateTo": None, **asked.approval}
+
+
+def _rollback_code(state: StackState, asked: _Asked) -> ConfigChange:
+    s = _recovering(state, Action.ROLLBACK_CODE)
+    _primary_was_touched(state, Action.ROLLBACK_CODE)
+    return {
+        "phase": Phase.DEPLOY,
+        "targetVersion": s.current_version,
+        # The schema the primary database carries now.
+        "migrateTo": state.schema_applied or s.migrate_to or s.target_version,
+        **asked.approval,
+    }
+
+
+def _rollback_database(state: StackState, asked: _Asked) -> ConfigChange:
+    s = _recovering(state, Action.ROLLBACK_DATABASE)
+    if state.proven_restore_point is None:
         instead = (
             "`zdd rollback --code-only` keeps the database as it is"
             if state.primary_touched
@@ -172,33 +222,32 @@ def plan(
             "no restore point was proven taken (no update of this stack recorded one with its "
             f"time and digest), so there is nothing to restore from; {instead}"
         )
-    if not state.primary_touched:
-        raise Refused(f"nothing was deployed to the primary yet; use `zdd abort`, not {action}")
-    if action is Action.ROLLBACK_CODE:
-        return {
-            "phase": Phase.DEPLOY,
-            "targetVersion": s.current_version,
-            "migrateTo": schema_now,
-            **approval,
-        }
-    compatible = s.strategy is Strategy.COMPATIBLE
-    if action is Action.ROLLBACK_DATABASE and compatible and restored_in_deployment(s):
+    _primary_was_touched(state, Action.ROLLBACK_DATABASE)
+    if s.strategy is Strategy.COMPATIBLE and restored_in_deployment(s):
         raise Refused(
             "the primary database was already restored from this deployment's restore point "
             "while the current release kept serving the one before; use "
             "`zdd rollback --code-only` or `zdd rollforward`"
         )
-    if action is Action.ROLLBACK_DATABASE:
-        return {
-            "phase": Phase.DEPLOY,
-            "targetVersion": s.current_version,
-            "databaseGeneration": str(s.database_generation + 1),
-            "restoredFrom": s.restore_point,
-            # The restored database carries what it carried before the deployment.
-            "migrateTo": s.database_version or s.current_version,
-            **approval,
-        }
-    raise Refused(f"unknown action {action}")
+    return {
+        "phase": Phase.DEPLOY,
+        "targetVersion": s.current_version,
+        "databaseGeneration": str(s.database_generation + 1),
+        "restoredFrom": s.restore_point,
+        # The restored database carries what it carried before the deployment.
+        "migrateTo": s.database_version or s.current_version,
+        **asked.approval,
+    }
+
+
+_PLANNERS: dict[Action, Callable[[StackState, _Asked], ConfigChange]] = {
+    Action.DEPLOY: _deploy,
+    Action.ABORT: _abort,
+    Action.COMPLETE: _complete,
+    Action.ROLLFORWARD: _rollforward,
+    Action.ROLLBACK_CODE: _rollback_code,
+    Action.ROLLBACK_DATABASE: _rollback_database,
+}
 
 
 def _target_cleared() -> ConfigChange:

@@ -8,9 +8,10 @@ while a new firewall rule applies.
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import pulumi
 from pulumi_azure_native import sql, web
@@ -23,6 +24,20 @@ from infra.azure.settings import AzureSettings
 from infra.components import DatabaseArgs
 from zdd.appspec import fill
 from zdd.phases import RESTORE_POINT_SUFFIX, DatabaseMode, Instance
+
+# The migration login: the name and the password (a secret of the stack config).
+Login = tuple[str, pulumi.Output[str]]
+
+
+@dataclass(frozen=True)
+class Reached:
+    """How an app spec command reaches the database: the name its placeholders and
+    `ZDD_DATABASE_NAME` give, the connection (`ZDD_DATABASE_CONNECTION`) and the engine's own
+    variables."""
+
+    database_name: pulumi.Output[str]
+    connection: pulumi.Output[str]
+    variables: dict[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 def restore_point_in_time(restore_point: str) -> str:
@@ -39,7 +54,188 @@ def restore_point_in_time(restore_point: str) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class AzureDatabase(pulumi.ComponentResource):
+class AzureDatabaseBase(pulumi.ComponentResource):
+    """What the Azure SQL and the PostgreSQL database share: which generations a primary
+    declares, the name of a clone's copy, the app spec's commands run on the machine that runs
+    the update (the restore point's proof, then the migration) and the site's connection,
+    which waits for them."""
+
+    # Whom the migration and the digest never run as (named when their login is missing).
+    administrator: ClassVar[str]
+    database_name: pulumi.Output[str]
+    database_id: pulumi.Output[str]
+    connection: pulumi.Output[str]
+
+    def __init__(
+        self, kind: str, name: str, foundation: AzureFoundation, opts: pulumi.ResourceOptions | None
+    ) -> None:
+        super().__init__(kind, name, None, opts)
+        self._foundation = foundation
+        self.archive: pulumi.Output[str] | None = None
+        self.copy_digest: pulumi.Output[str] | None = None
+        self.migration: local.Command | None = None
+        self.restore_point: RestorePoint | None = None
+        self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
+
+    @staticmethod
+    def _restores_previous(args: DatabaseArgs) -> bool:
+        """Whether this update declares the primary's generation before this one too: while the
+        deployment that restored it goes on (its restore point is `restored_from`)."""
+        if args.generation > 1 and args.restored_from is None:
+            raise pulumi.RunError(
+                f"database generation {args.generation} needs the restore point it was "
+                "restored from (zdd:restoredFrom)"
+            )
+        return args.generation > 1 and args.restore_point == args.restored_from
+
+    def _copy_name(self, args: DatabaseArgs) -> str:
+        """The name of a clone's copy. A read-write clone's copy takes writes the primary never
+        sees: it is kept (retained on delete, under its deployment's name) as their archive."""
+        settings = self._foundation.settings
+        if args.rehearsal:
+            return f"{settings.database_name}-rehearsal"
+        if args.keep_baseline and settings.deployment_id:
+            return f"{settings.database_name}-clone-{settings.deployment_id}"
+        return f"{settings.database_name}-clone"
+
+    # -- what runs on the machine that runs the update -------------------------------------
+
+    def _run_app_commands(
+        self, name: str, args: DatabaseArgs, before_changes: list[pulumi.Resource]
+    ) -> None:
+        """The restore point's proof and the migration the app spec asks of the primary (and of
+        a rehearsal's copy, migrated like the primary to the release rehearsed, no restore point
+        taken), each added to `before_changes` once declared."""
+        settings = self._foundation.settings
+        app = settings.app
+        schema = args.schema_version
+        migrates = not args.existing and (args.role is Instance.PRIMARY or args.rehearsal)
+        if not (migrates and schema and (app.migrate or app.digest)):
+            return
+        login, password = settings.migration_login, settings.migration_password
+        if login is None or password is None:
+            raise pulumi.RunError(
+                "the app spec's `migrate` and `digest` need zdd:migrationLogin and "
+                "zdd:migrationPassword (secret): they never run as the "
+                f"{self.administrator} (docs/azure.md)"
+            )
+        if args.role is Instance.PRIMARY and args.restore_point and app.digest:
+            point = self._restore_point(name, args, schema, (login, password), before_changes)
+            self.restore_point = point
+            before_changes.append(point)
+            self.restore_point_taken = pulumi.Output.all(
+                restore_point=point.restore_point, taken_at=point.taken_at, digest=point.digest
+            )
+        if app.migrate:
+            argv, environment = self._command_inputs(
+                app.migrate, args, schema, (login, password), restore_point=False
+            )
+            self.migration = local.Command(
+                f"{name}-migration",
+                create=argv.apply(
+                    lambda argv: retrying(
+                        shlex.join(argv),
+                        settings.migration_attempts,
+                        settings.migration_retry_seconds,
+                    )
+                ),
+                environment=environment,
+                # Runs again for a new schema version or a new (restored) generation only.
+                triggers=[schema, args.generation],
+                # It connects from the machine that runs `pulumi up`: through its firewall
+                # rule, once the restore point is recorded.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(before_changes)),
+            )
+            before_changes.append(self.migration)
+
+    def _restore_point(
+        self,
+        name: str,
+        args: DatabaseArgs,
+        version: str,
+        login: Login,
+        after: list[pulumi.Resource],
+    ) -> RestorePoint:
+        """The proof of the restore point (rule 8 of docs/design.md): the point in time the
+        driver took on Azure's clock after the drain, and the content digest the spec's `digest`
+        reads then."""
+        settings = self._foundation.settings
+        assert args.restore_point is not None
+        restore_point_in_time(args.restore_point)  # a point in time, or one clear line
+        argv, environment = self._command_inputs(
+            settings.app.digest, args, version, login, restore_point=True
+        )
+        return RestorePoint(
+            f"{name}{RESTORE_POINT_SUFFIX}",
+            restore_point=args.restore_point,
+            database=self._restore_point_taken_on(),
+            argv=argv,
+            environment=environment,
+            attempts=settings.migration_attempts,
+            pause_seconds=settings.migration_retry_seconds,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
+        )
+
+    def _restore_point_taken_on(self) -> pulumi.Output[str]:
+        """What the restore point records as its database (a restored generation is not it)."""
+        raise NotImplementedError
+
+    def _command_inputs(
+        self,
+        argv: tuple[str, ...],
+        args: DatabaseArgs,
+        version: str,
+        login: Login,
+        *,
+        restore_point: bool,
+    ) -> tuple[pulumi.Output[list[str]], dict[str, pulumi.Input[str]]]:
+        """An app spec command (the digest of the restore point, or the migration), its
+        placeholders filled, and what it gets on the machine that runs the update: the app
+        spec's `env`, then the database reached with the migration login."""
+        reached = self._reached(login, restore_point=restore_point)
+        known = self._placeholders(version, reached.database_name)
+        environment: dict[str, pulumi.Input[str]] = {
+            key: known.apply(partial(fill, value))
+            for key, value in self._foundation.settings.app.env.items()
+        }
+        environment.update(
+            {
+                "ZDD_DATABASE_CONNECTION": reached.connection,
+                "ZDD_DATABASE_NAME": reached.database_name,
+                "ZDD_SCHEMA_VERSION": version,
+                "ZDD_DATABASE_GENERATION": str(args.generation),
+                **reached.variables,
+            }
+        )
+        filled = known.apply(lambda known: [fill(arg, known) for arg in argv])
+        return filled, environment
+
+    def _reached(self, login: Login, *, restore_point: bool) -> Reached:
+        """How a command run as `login` reaches the database (`restore_point`: the command is the
+        restore point's digest, not the migration)."""
+        raise NotImplementedError
+
+    def _placeholders(
+        self, version: str, database_name: pulumi.Output[str]
+    ) -> pulumi.Output[dict[str, str]]:
+        """The app spec's placeholders for a command run on the primary database."""
+        settings = self._foundation.settings
+        return database_name.apply(
+            partial(settings.placeholders, version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
+        )
+
+    @staticmethod
+    def _connection_after(
+        site_login: pulumi.Output[str], after: list[pulumi.Resource]
+    ) -> pulumi.Output[str]:
+        """The site's connection, known only once every resource of `after` is done."""
+        connection = pulumi.Output.all(site_login, *(resource.urn for resource in after)).apply(
+            lambda values: str(values[0])
+        )
+        return pulumi.Output.secret(connection)
+
+
+class AzureDatabase(AzureDatabaseBase):
     """The primary database (one Azure SQL database per generation) or the clone's copy.
 
     - generation 1: a new database, protected, with short-term backup retention;
@@ -55,6 +251,7 @@ class AzureDatabase(pulumi.ComponentResource):
     """
 
     connection_type = web.ConnectionStringType.SQL_AZURE
+    administrator = "SQL administrator"
 
     def __init__(
         self,
@@ -63,121 +260,27 @@ class AzureDatabase(pulumi.ComponentResource):
         foundation: AzureFoundation,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("zdd:azure:Database", name, None, opts)
-        self._foundation = foundation
+        super().__init__("zdd:azure:Database", name, foundation, opts)
         settings = foundation.settings
         self.previous: sql.Database | None = None
-        self.migration: local.Command | None = None
         if args.existing:
             self._point_at_existing(args.generation)
             return
         if args.role is Instance.PRIMARY:
-            if args.generation > 1 and args.restored_from is None:
-                raise pulumi.RunError(
-                    f"database generation {args.generation} needs the restore point it was "
-                    "restored from (zdd:restoredFrom)"
-                )
-            restoring = args.generation > 1 and args.restore_point == args.restored_from
-            if restoring:
-                self.previous = self._generation(name, args.generation - 1, None, kept=True)
-            self.database = self._generation(
-                name, args.generation, args.restored_from, kept=False, after=self.previous
-            )
+            self.database = self._primary(name, args)
         else:
-            if args.schema_version is not None and not args.rehearsal:
-                raise pulumi.RunError("a clone's database is a copy: it is never migrated")
-            source = args.copy_of
-            if not isinstance(source, AzureDatabase):
-                raise pulumi.RunError("an Azure clone database must copy an Azure database")
-            # A read-write clone's database takes writes the primary never sees: it is kept
-            # (retained on delete, under its deployment's name) as the archive of those writes.
-            archived = args.keep_baseline
-            if args.rehearsal:
-                clone_name = f"{settings.database_name}-rehearsal"
-            elif archived and settings.deployment_id:
-                clone_name = f"{settings.database_name}-clone-{settings.deployment_id}"
-            else:
-                clone_name = f"{settings.database_name}-clone"
-            self.database = sql.Database(
-                f"{name}-copy",
-                database_name=clone_name,
-                server_name=foundation.sql.name,
-                resource_group_name=foundation.resource_group_name,
-                location=settings.location,
-                sku=sql.SkuArgs(name=settings.database_sku),
-                create_mode=sql.CreateMode.COPY,
-                source_database_id=source.database_id,
-                tags={"zdd-role": str(Instance.CLONE)},
-                # Copied once, when the clone is created: a later change of the primary's
-                # database (a rollback with database) never replaces the copy under the clone.
-                opts=pulumi.ResourceOptions(
-                    parent=self,
-                    ignore_changes=["sourceDatabaseId"],
-                    retain_on_delete=archived,
-                    custom_timeouts=_copy_timeouts(settings),
-                ),
-            )
+            self.database = self._copy(name, args)
         # Who the site connects as: the clone as its own user (below), never the administrator.
         self.access: CloneAccess | None = None
-        if args.role is Instance.CLONE and not args.existing:
+        if args.role is Instance.CLONE:
             self.access = self._clone_access(name, read_only=args.read_only)
-        self.database_name: pulumi.Output[str] = self.database.name
-        self.database_id: pulumi.Output[str] = self.database.id
-        self.archive: pulumi.Output[str] | None = self.database.name if args.keep_baseline else None
-        self.copy_digest: pulumi.Output[str] | None = None
-        self.restore_point: RestorePoint | None = None
-        self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
+        self.database_name = self.database.name
+        self.database_id = self.database.id
+        self.archive = self.database.name if args.keep_baseline else None
         # Nothing changes the primary database (its migration) nor the primary site (which
         # connects through `connection`) before these.
         before_changes: list[pulumi.Resource] = [self.database, *foundation.firewall_rules]
-        app = settings.app
-        schema = args.schema_version
-        # A rehearsal's copy is migrated like the primary (the release rehearsed), no
-        # restore point taken.
-        migrates = (args.role is Instance.PRIMARY and not args.existing) or args.rehearsal
-        if migrates and schema and (app.migrate or app.digest):
-            login, password = settings.migration_login, settings.migration_password
-            if login is None or password is None:
-                raise pulumi.RunError(
-                    "the app spec's `migrate` and `digest` need zdd:migrationLogin and "
-                    "zdd:migrationPassword (secret): they never run as the SQL administrator "
-                    "(docs/azure.md)"
-                )
-            if args.role is Instance.PRIMARY and args.restore_point and app.digest:
-                # The database the point was taken on: a restored generation is not it.
-                self.restore_point = self._restore_point(
-                    name,
-                    args,
-                    schema,
-                    self.previous or self.database,
-                    (login, password),
-                    before_changes,
-                )
-                before_changes.append(self.restore_point)
-                point = self.restore_point
-                self.restore_point_taken = pulumi.Output.all(
-                    restore_point=point.restore_point, taken_at=point.taken_at, digest=point.digest
-                )
-            if app.migrate:
-                self.migration = local.Command(
-                    f"{name}-migration",
-                    create=self._filled(app.migrate, schema, self.database).apply(
-                        lambda argv: retrying(
-                            shlex.join(argv),
-                            settings.migration_attempts,
-                            settings.migration_retry_seconds,
-                        )
-                    ),
-                    environment=self._operator_environment(
-                        args, schema, self.database, (login, password)
-                    ),
-                    # Runs again for a new schema version or a new (restored) generation only.
-                    triggers=[schema, args.generation],
-                    # It connects from the machine that runs `pulumi up`: through its firewall
-                    # rule, once the restore point is recorded.
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=list(before_changes)),
-                )
-                before_changes.append(self.migration)
+        self._run_app_commands(name, args, before_changes)
         # The site connects once the restore point and the migration are done, or, for the
         # clone, once its copy has its own user (and is read-only).
         if self.access is not None:
@@ -187,12 +290,45 @@ class AzureDatabase(pulumi.ComponentResource):
             site_login = self._connection_string(
                 settings.sql_admin_login, settings.sql_admin_password
             )
-        connection = pulumi.Output.all(
-            site_login, *(resource.urn for resource in before_changes[1:])
-        ).apply(lambda values: str(values[0]))
-        self.connection: pulumi.Output[str] = pulumi.Output.secret(connection)
+        self.connection = self._connection_after(site_login, before_changes[1:])
         self.register_outputs(
             {"database_name": self.database_name, "database_id": self.database_id}
+        )
+
+    def _primary(self, name: str, args: DatabaseArgs) -> sql.Database:
+        """This generation of the primary database, after the one before where it is kept."""
+        if self._restores_previous(args):
+            self.previous = self._generation(name, args.generation - 1, None, kept=True)
+        return self._generation(
+            name, args.generation, args.restored_from, kept=False, after=self.previous
+        )
+
+    def _copy(self, name: str, args: DatabaseArgs) -> sql.Database:
+        """The clone's copy of the primary database (`createMode: Copy`)."""
+        settings = self._foundation.settings
+        if args.schema_version is not None and not args.rehearsal:
+            raise pulumi.RunError("a clone's database is a copy: it is never migrated")
+        source = args.copy_of
+        if not isinstance(source, AzureDatabase):
+            raise pulumi.RunError("an Azure clone database must copy an Azure database")
+        return sql.Database(
+            f"{name}-copy",
+            database_name=self._copy_name(args),
+            server_name=self._foundation.sql.name,
+            resource_group_name=self._foundation.resource_group_name,
+            location=settings.location,
+            sku=sql.SkuArgs(name=settings.database_sku),
+            create_mode=sql.CreateMode.COPY,
+            source_database_id=source.database_id,
+            tags={"zdd-role": str(Instance.CLONE)},
+            # Copied once, when the clone is created: a later change of the primary's
+            # database (a rollback with database) never replaces the copy under the clone.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                ignore_changes=["sourceDatabaseId"],
+                retain_on_delete=args.keep_baseline,
+                custom_timeouts=copy_timeouts(settings),
+            ),
         )
 
     def _point_at_existing(self, generation: int) -> None:
@@ -202,10 +338,6 @@ class AzureDatabase(pulumi.ComponentResource):
         settings = foundation.settings
         name = f"{settings.database_name}-g{generation}"
         self.access = None
-        self.archive = None
-        self.copy_digest = None
-        self.restore_point = None
-        self.restore_point_taken = None
         self.database_name = pulumi.Output.from_input(name)
         self.database_id = pulumi.Output.concat(foundation.sql.id, f"/databases/{name}")
         self.connection = pulumi.Output.secret(
@@ -246,7 +378,7 @@ class AzureDatabase(pulumi.ComponentResource):
             if kept
             else None,
             depends_on=[after] if after else None,
-            custom_timeouts=_copy_timeouts(settings) if generation > 1 else None,
+            custom_timeouts=copy_timeouts(settings) if generation > 1 else None,
         )
         database = sql.Database(
             f"{name}-g{generation}",
@@ -272,70 +404,13 @@ class AzureDatabase(pulumi.ComponentResource):
         )
         return database
 
-    def _placeholders(self, version: str, database: sql.Database) -> pulumi.Output[dict[str, str]]:
-        """The app spec's placeholders for a command run on the primary database."""
-        settings = self._foundation.settings
-        return database.name.apply(
-            partial(settings.placeholders, version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
-        )
+    def _restore_point_taken_on(self) -> pulumi.Output[str]:
+        return (self.previous or self.database).name
 
-    def _filled(
-        self, argv: tuple[str, ...], version: str, database: sql.Database
-    ) -> pulumi.Output[list[str]]:
-        """An app spec command for the primary database, its placeholders filled."""
-        return self._placeholders(version, database).apply(
-            lambda known: [fill(arg, known) for arg in argv]
-        )
-
-    def _operator_environment(
-        self,
-        args: DatabaseArgs,
-        version: str,
-        database: sql.Database,
-        login: tuple[str, pulumi.Output[str]],
-    ) -> dict[str, pulumi.Input[str]]:
-        """What `migrate` and `digest` get, on the machine that runs the update: the app
-        spec's `env` and the database, reached with the migration login."""
-        known = self._placeholders(version, database)
-        environment: dict[str, pulumi.Input[str]] = {
-            key: known.apply(partial(fill, value))
-            for key, value in self._foundation.settings.app.env.items()
-        }
-        environment.update(
-            {
-                "ZDD_DATABASE_CONNECTION": self._connection_string(*login, database),
-                "ZDD_DATABASE_NAME": database.name,
-                "ZDD_SCHEMA_VERSION": version,
-                "ZDD_DATABASE_GENERATION": str(args.generation),
-            }
-        )
-        return environment
-
-    def _restore_point(
-        self,
-        name: str,
-        args: DatabaseArgs,
-        version: str,
-        database: sql.Database,
-        login: tuple[str, pulumi.Output[str]],
-        after: list[pulumi.Resource],
-    ) -> RestorePoint:
-        """The proof of the restore point (rule 8 of docs/design.md): the point in time the
-        driver took on Azure's clock after the drain, and the content digest the spec's `digest`
-        reads then."""
-        settings = self._foundation.settings
-        assert args.restore_point is not None
-        restore_point_in_time(args.restore_point)  # a point in time, or one clear line
-        return RestorePoint(
-            f"{name}{RESTORE_POINT_SUFFIX}",
-            restore_point=args.restore_point,
-            database=database.name,
-            argv=self._filled(settings.app.digest, version, database),
-            environment=self._operator_environment(args, version, database, login),
-            attempts=settings.migration_attempts,
-            pause_seconds=settings.migration_retry_seconds,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
-        )
+    def _reached(self, login: Login, *, restore_point: bool) -> Reached:
+        # The digest reads the database the point was taken on: a restored generation is not it.
+        database = (self.previous or self.database) if restore_point else self.database
+        return Reached(database.name, self._connection_string(*login, database))
 
     def _clone_access(self, name: str, *, read_only: bool) -> CloneAccess:
         """The copy's own user (and its read-only state), given as the administrator from the
@@ -382,7 +457,7 @@ class AzureDatabase(pulumi.ComponentResource):
         )
 
 
-def _copy_timeouts(settings: AzureSettings) -> pulumi.CustomTimeouts:
+def copy_timeouts(settings: AzureSettings) -> pulumi.CustomTimeouts:
     """A copy or a point-in-time restore takes as long as the data (Azure: "most database
     restores finish in less than 12 hours"); Pulumi's default would give up after 2."""
     return pulumi.CustomTimeouts(create=settings.database_create_timeout)

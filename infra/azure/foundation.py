@@ -43,7 +43,6 @@ class AzureFoundation(pulumi.ComponentResource):
     ) -> None:
         super().__init__("zdd:azure:Foundation", name, None, opts)
         self.settings = settings
-        prefix = settings.name_prefix
         child = pulumi.ResourceOptions(parent=self)
         keep = pulumi.ResourceOptions(parent=self, protect=True)
         self.resource_group = resources.ResourceGroup(
@@ -54,89 +53,26 @@ class AzureFoundation(pulumi.ComponentResource):
             opts=keep,
         )
         self.resource_group_name: pulumi.Output[str] = self.resource_group.name
-        self.plan = app_service_plan(f"{name}-plan", f"{prefix}-plan", self, child)
+        self.plan = app_service_plan(f"{name}-plan", f"{settings.name_prefix}-plan", self, child)
         self.sql_server: sql.Server | None = None
         self.data_subnet: network.Subnet | None = None
         self.postgres_zone: privatedns.PrivateZone | None = None
-        administrators = None
-        if settings.sql_entra_admin_login and settings.sql_entra_admin_object_id:
-            administrators = sql.ServerExternalAdministratorArgs(
-                administrator_type="ActiveDirectory",
-                login=settings.sql_entra_admin_login,
-                sid=settings.sql_entra_admin_object_id,
-                azure_ad_only_authentication=False,
-            )
         if not settings.on_postgres:
-            self.sql_server = self._sql_server(name, administrators, keep)
-        # The web apps reach Azure SQL from their own subnet (service endpoint).
-        self.vnet = network.VirtualNetwork(
-            f"{name}-vnet",
-            virtual_network_name=f"{prefix}-vnet",
-            resource_group_name=self.resource_group_name,
-            location=settings.location,
-            address_space=network.AddressSpaceArgs(address_prefixes=[VNET_RANGE]),
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["subnets"]),
-        )
-        self.apps_subnet = app_subnet(f"{name}-apps-subnet", "apps", self, child)
+            self.sql_server = self._sql_server(name, keep)
+        self._network(name, child)
         self.firewall_rules: list[pulumi.Resource] = []
         if settings.on_postgres:
             self._postgres_network(name, child)
-        elif settings.allow_azure_services:
-            self.firewall_rules.append(
-                sql.FirewallRule(
-                    f"{name}-sql-azure-services",
-                    firewall_rule_name="AllowAllWindowsAzureIps",
-                    server_name=self.sql.name,
-                    resource_group_name=self.resource_group_name,
-                    start_ip_address="0.0.0.0",
-                    end_ip_address="0.0.0.0",
-                    opts=child,
-                )
-            )
-        for index, address in enumerate(settings.operator_ip_addresses):
-            if settings.on_postgres:
-                break  # each PostgreSQL server has its own rules (infra/azure/postgres.py)
-            operator = operator_network(address)
-            self.firewall_rules.append(
-                sql.FirewallRule(
-                    f"{name}-sql-operator-{index}",
-                    firewall_rule_name=f"zdd-operator-{index}",
-                    server_name=self.sql.name,
-                    resource_group_name=self.resource_group_name,
-                    start_ip_address=str(operator.network_address),
-                    end_ip_address=str(operator.broadcast_address),
-                    opts=child,
-                )
-            )
-        # The identity the web apps pull their images with; it holds AcrPull before any app
-        # exists, so the first pull already works.
+        else:
+            # Each PostgreSQL server has its own rules (infra/azure/postgres.py).
+            self.firewall_rules = self._sql_firewall(name, child)
         self.pull_identity: managedidentity.UserAssignedIdentity | None = None
         self.pull_grant: authorization.RoleAssignment | None = None
         if settings.container_registry_id:
-            registry = settings.container_registry_id
-            self.pull_identity = managedidentity.UserAssignedIdentity(
-                f"{name}-pull-identity",
-                resource_name_=f"{prefix}-pull",
-                resource_group_name=self.resource_group_name,
-                location=settings.location,
-                opts=child,
-            )
-            subscription = registry.split("/resourceGroups/")[0]
-            self.pull_grant = authorization.RoleAssignment(
-                f"{name}-acr-pull",
-                role_assignment_name=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{prefix}{registry}")),
-                principal_id=self.pull_identity.principal_id,
-                principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
-                role_definition_id=(
-                    f"{subscription}/providers/Microsoft.Authorization/roleDefinitions/"
-                    f"{ACR_PULL_ROLE}"
-                ),
-                scope=registry,
-                opts=child,
-            )
+            self._pull_identity(name, settings.container_registry_id, child)
         self.profile = cdn.Profile(
             f"{name}-frontdoor",
-            profile_name=f"{prefix}-fd",
+            profile_name=f"{settings.name_prefix}-fd",
             resource_group_name=self.resource_group_name,
             location="global",
             sku=cdn.SkuArgs(name=cdn.SkuName.STANDARD_AZURE_FRONT_DOOR),
@@ -155,26 +91,101 @@ class AzureFoundation(pulumi.ComponentResource):
             }
         )
 
-    def _sql_server(
-        self,
-        name: str,
-        administrators: sql.ServerExternalAdministratorArgs | None,
-        keep: pulumi.ResourceOptions,
-    ) -> sql.Server:
+    def _network(self, name: str, child: pulumi.ResourceOptions) -> None:
+        """The virtual network and the shared plan's subnet: the web apps reach Azure SQL from
+        their own subnet (service endpoint)."""
+        self.vnet = network.VirtualNetwork(
+            f"{name}-vnet",
+            virtual_network_name=f"{self.settings.name_prefix}-vnet",
+            resource_group_name=self.resource_group_name,
+            location=self.settings.location,
+            address_space=network.AddressSpaceArgs(address_prefixes=[VNET_RANGE]),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["subnets"]),
+        )
+        self.apps_subnet = app_subnet(f"{name}-apps-subnet", "apps", self, child)
+
+    def _sql_firewall(self, name: str, child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+        """The SQL server's firewall: "every Azure service" where the stack opts in, and the
+        operator's addresses (the migration and the digest run from there)."""
         settings = self.settings
-        prefix = settings.name_prefix
+        rules: list[pulumi.Resource] = []
+        if settings.allow_azure_services:
+            rules.append(
+                sql.FirewallRule(
+                    f"{name}-sql-azure-services",
+                    firewall_rule_name="AllowAllWindowsAzureIps",
+                    server_name=self.sql.name,
+                    resource_group_name=self.resource_group_name,
+                    start_ip_address="0.0.0.0",
+                    end_ip_address="0.0.0.0",
+                    opts=child,
+                )
+            )
+        for index, address in enumerate(settings.operator_ip_addresses):
+            operator = operator_network(address)
+            rules.append(
+                sql.FirewallRule(
+                    f"{name}-sql-operator-{index}",
+                    firewall_rule_name=f"zdd-operator-{index}",
+                    server_name=self.sql.name,
+                    resource_group_name=self.resource_group_name,
+                    start_ip_address=str(operator.network_address),
+                    end_ip_address=str(operator.broadcast_address),
+                    opts=child,
+                )
+            )
+        return rules
+
+    def _pull_identity(self, name: str, registry: str, child: pulumi.ResourceOptions) -> None:
+        """The identity the web apps pull their images with; it holds AcrPull before any app
+        exists, so the first pull already works."""
+        prefix = self.settings.name_prefix
+        self.pull_identity = managedidentity.UserAssignedIdentity(
+            f"{name}-pull-identity",
+            resource_name_=f"{prefix}-pull",
+            resource_group_name=self.resource_group_name,
+            location=self.settings.location,
+            opts=child,
+        )
+        subscription = registry.split("/resourceGroups/")[0]
+        self.pull_grant = authorization.RoleAssignment(
+            f"{name}-acr-pull",
+            role_assignment_name=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{prefix}{registry}")),
+            principal_id=self.pull_identity.principal_id,
+            principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+            role_definition_id=(
+                f"{subscription}/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL_ROLE}"
+            ),
+            scope=registry,
+            opts=child,
+        )
+
+    def _sql_server(self, name: str, keep: pulumi.ResourceOptions) -> sql.Server:
+        settings = self.settings
         return sql.Server(
             f"{name}-sql",
-            server_name=f"{prefix}-sql",
+            server_name=f"{settings.name_prefix}-sql",
             resource_group_name=self.resource_group_name,
             location=settings.location,
             version="12.0",
             administrator_login=settings.sql_admin_login,
             administrator_login_password=settings.sql_admin_password,
-            administrators=administrators,
+            administrators=self._entra_administrator(),
             minimal_tls_version=MIN_TLS_VERSION,
             public_network_access="Enabled",
             opts=keep,
+        )
+
+    def _entra_administrator(self) -> sql.ServerExternalAdministratorArgs | None:
+        """The SQL server's Microsoft Entra administrator, where the stack names one."""
+        settings = self.settings
+        if not (settings.sql_entra_admin_login and settings.sql_entra_admin_object_id):
+            return None
+        return sql.ServerExternalAdministratorArgs(
+            administrator_type="ActiveDirectory",
+            login=settings.sql_entra_admin_login,
+            sid=settings.sql_entra_admin_object_id,
+            azure_ad_only_authentication=False,
         )
 
     def _postgres_network(self, name: str, child: pulumi.ResourceOptions) -> None:

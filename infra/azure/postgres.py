@@ -18,23 +18,24 @@ PostgreSQL does differently:
 
 from __future__ import annotations
 
-import shlex
-from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import pulumi
 from pulumi_azure_native import dbforpostgresql, network, web
-from pulumi_command import local
 
-from infra.azure.database import _copy_timeouts, restore_point_in_time, retrying
+from infra.azure.database import (
+    AzureDatabaseBase,
+    Login,
+    Reached,
+    copy_timeouts,
+    restore_point_in_time,
+)
 from infra.azure.foundation import AzureFoundation
 from infra.azure.postgres_copy import PostgresCopy
-from infra.azure.restore_point import RestorePoint
 from infra.azure.settings import operator_network
 from infra.components import DatabaseArgs
-from zdd.appspec import fill
-from zdd.phases import RESTORE_POINT_SUFFIX, DatabaseMode, Instance
+from zdd.phases import Instance
 
 POSTGRES_PORT = 5432
 # The private link sub-resource of a flexible server.
@@ -59,7 +60,7 @@ def database_url(host: str, database: str, user: str, password: str) -> str:
     )
 
 
-class AzurePostgresDatabase(pulumi.ComponentResource):
+class AzurePostgresDatabase(AzureDatabaseBase):
     """One database of the site, the way `AzureDatabase` is for Azure SQL:
 
     - primary: server generation 1 (`createMode: Create`, protected) with the site's database,
@@ -72,6 +73,8 @@ class AzurePostgresDatabase(pulumi.ComponentResource):
     """
 
     connection_type = web.ConnectionStringType.POSTGRE_SQL
+    administrator = "server administrator"
+    host: pulumi.Output[str]
 
     def __init__(
         self,
@@ -80,115 +83,75 @@ class AzurePostgresDatabase(pulumi.ComponentResource):
         foundation: AzureFoundation,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("zdd:azure:PostgresDatabase", name, None, opts)
-        self._foundation = foundation
+        super().__init__("zdd:azure:PostgresDatabase", name, foundation, opts)
         settings = foundation.settings
-        prefix = settings.name_prefix
         self.previous: dbforpostgresql.Server | None = None
         self.server: dbforpostgresql.Server | None = None
-        self.migration: local.Command | None = None
         self.access: PostgresCopy | None = None
-        self.restore_point: RestorePoint | None = None
-        self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
-        self.copy_digest: pulumi.Output[str] | None = None
-        self.archive: pulumi.Output[str] | None = None
         self.operator_rules: list[pulumi.Resource] = []
         before_changes: list[pulumi.Resource] = []
         if args.existing:
-            # Declared by the generation that made it; this only names it.
-            existing = server_name(prefix, args.generation)
-            self.host: pulumi.Output[str] = pulumi.Output.from_input(server_host(existing))
-            self.database_name: pulumi.Output[str] = pulumi.Output.from_input(
-                settings.database_name
-            )
-            self.database_id: pulumi.Output[str] = pulumi.Output.concat(
-                foundation.resource_group.id,
-                f"/providers/Microsoft.DBforPostgreSQL/flexibleServers/{existing}",
-            )
+            self._point_at_existing(args.generation)
         elif args.role is Instance.PRIMARY:
-            if args.generation > 1 and args.restored_from is None:
-                raise pulumi.RunError(
-                    f"database generation {args.generation} needs the restore point it was "
-                    "restored from (zdd:restoredFrom)"
-                )
-            restoring = args.generation > 1 and args.restore_point == args.restored_from
-            if restoring:
-                self.previous = self._server(name, args.generation - 1, None, kept=True)
-            self.server = self._server(
-                name, args.generation, args.restored_from, kept=False, after=self.previous
-            )
-            before_changes.append(self.server)
-            if args.generation == 1:
-                # A restored server brings the database with it; the first one gets it here.
-                before_changes.append(
-                    dbforpostgresql.Database(
-                        f"{name}-g1-database",
-                        database_name=settings.database_name,
-                        server_name=self.server.name,
-                        resource_group_name=foundation.resource_group_name,
-                        charset="UTF8",
-                        collation="en_US.utf8",
-                        opts=pulumi.ResourceOptions(parent=self, protect=True),
-                    )
-                )
-            self.host = self.server.fully_qualified_domain_name
-            self.database_name = pulumi.Output.from_input(settings.database_name)
-            self.database_id = self.server.id
+            before_changes += self._primary(name, args)
         else:
             self._copy(name, args)
             assert self.access is not None
             before_changes.append(self.access)
         before_changes += self.operator_rules
-        app = settings.app
-        schema = args.schema_version
-        migrates = args.role is Instance.PRIMARY or args.rehearsal
-        if migrates and not args.existing and schema and (app.migrate or app.digest):
-            login, password = settings.migration_login, settings.migration_password
-            if login is None or password is None:
-                raise pulumi.RunError(
-                    "the app spec's `migrate` and `digest` need zdd:migrationLogin and "
-                    "zdd:migrationPassword (secret): they never run as the server "
-                    "administrator (docs/azure.md)"
-                )
-            if args.role is Instance.PRIMARY and args.restore_point and app.digest:
-                self.restore_point = self._restore_point(
-                    name, args, schema, (login, password), before_changes
-                )
-                before_changes.append(self.restore_point)
-                point = self.restore_point
-                self.restore_point_taken = pulumi.Output.all(
-                    restore_point=point.restore_point, taken_at=point.taken_at, digest=point.digest
-                )
-            if app.migrate:
-                self.migration = local.Command(
-                    f"{name}-migration",
-                    create=self._filled(app.migrate, schema).apply(
-                        lambda argv: retrying(
-                            shlex.join(argv),
-                            settings.migration_attempts,
-                            settings.migration_retry_seconds,
-                        )
-                    ),
-                    environment=self._operator_environment(args, schema, (login, password)),
-                    triggers=[schema, args.generation],
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=list(before_changes)),
-                )
-                before_changes.append(self.migration)
+        self._run_app_commands(name, args, before_changes)
         # The site connects once the restore point and the migration are done, or, for the
         # clone, once its copy has its own role (and is read-only).
         if self.access is not None:
             site_login = self._url(self.access.user, self.access.password)
         else:
             site_login = self._url(settings.sql_admin_login, settings.sql_admin_password)
-        connection = pulumi.Output.all(
-            site_login, *(resource.urn for resource in before_changes)
-        ).apply(lambda values: str(values[0]))
-        self.connection: pulumi.Output[str] = pulumi.Output.secret(connection)
+        self.connection = self._connection_after(site_login, before_changes)
         self.register_outputs(
             {"database_name": self.database_name, "database_id": self.database_id}
         )
 
+    def _point_at_existing(self, generation: int) -> None:
+        """An earlier generation: declared by the update that made it; this only names it."""
+        foundation = self._foundation
+        existing = server_name(foundation.settings.name_prefix, generation)
+        self.host = pulumi.Output.from_input(server_host(existing))
+        self.database_name = pulumi.Output.from_input(foundation.settings.database_name)
+        self.database_id = pulumi.Output.concat(
+            foundation.resource_group.id,
+            f"/providers/Microsoft.DBforPostgreSQL/flexibleServers/{existing}",
+        )
+
     # -- the primary's servers -------------------------------------------------------------
+
+    def _primary(self, name: str, args: DatabaseArgs) -> list[pulumi.Resource]:
+        """This generation's server (after the one before where it is kept) and, in the first,
+        the site's database: what nothing of the primary changes before."""
+        foundation = self._foundation
+        settings = foundation.settings
+        if self._restores_previous(args):
+            self.previous = self._server(name, args.generation - 1, None, kept=True)
+        self.server = self._server(
+            name, args.generation, args.restored_from, kept=False, after=self.previous
+        )
+        made: list[pulumi.Resource] = [self.server]
+        if args.generation == 1:
+            # A restored server brings the database with it; the first one gets it here.
+            made.append(
+                dbforpostgresql.Database(
+                    f"{name}-g1-database",
+                    database_name=settings.database_name,
+                    server_name=self.server.name,
+                    resource_group_name=foundation.resource_group_name,
+                    charset="UTF8",
+                    collation="en_US.utf8",
+                    opts=pulumi.ResourceOptions(parent=self, protect=True),
+                )
+            )
+        self.host = self.server.fully_qualified_domain_name
+        self.database_name = pulumi.Output.from_input(settings.database_name)
+        self.database_id = self.server.id
+        return made
 
     def _server(
         self,
@@ -199,33 +162,12 @@ class AzurePostgresDatabase(pulumi.ComponentResource):
         kept: bool,
         after: pulumi.Resource | None = None,
     ) -> dbforpostgresql.Server:
+        """One generation's server, with its operator firewall rules and private endpoint."""
         foundation = self._foundation
         settings = foundation.settings
-        prefix = settings.name_prefix
-        if generation == 1:
-            restore: dict[str, Any] = {
-                "create_mode": dbforpostgresql.CreateMode.CREATE,
-                "administrator_login": settings.sql_admin_login,
-                "administrator_login_password": settings.sql_admin_password,
-            }
-        else:
-            # A restored server keeps the source's administrator and roles (the migration
-            # login, the clone's role) with the data.
-            restore = {
-                "create_mode": dbforpostgresql.CreateMode.POINT_IN_TIME_RESTORE,
-                "source_server_resource_id": pulumi.Output.concat(
-                    foundation.resource_group.id,
-                    "/providers/Microsoft.DBforPostgreSQL/flexibleServers/",
-                    server_name(prefix, generation - 1),
-                ),
-                "point_in_time_utc": restore_point_in_time(restored_from)
-                if restored_from
-                else None,
-            }
-        keep = pulumi.ResourceOptions(parent=self, retain_on_delete=kept)
         server = dbforpostgresql.Server(
             f"{name}-g{generation}",
-            server_name=server_name(prefix, generation),
+            server_name=server_name(settings.name_prefix, generation),
             resource_group_name=foundation.resource_group_name,
             location=settings.location,
             version=settings.postgres_version,
@@ -243,7 +185,7 @@ class AzurePostgresDatabase(pulumi.ComponentResource):
                 public_network_access=dbforpostgresql.ServerPublicNetworkAccessState.ENABLED
             ),
             tags={"zdd-role": str(Instance.PRIMARY), "zdd-generation": str(generation)},
-            **restore,
+            **self._made_from(generation, restored_from),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 protect=not kept,
@@ -258,15 +200,51 @@ class AzurePostgresDatabase(pulumi.ComponentResource):
                 if kept
                 else ["administratorLogin"],
                 depends_on=[after] if after else None,
-                custom_timeouts=_copy_timeouts(settings) if generation > 1 else None,
+                custom_timeouts=copy_timeouts(settings) if generation > 1 else None,
             ),
         )
+        keep = pulumi.ResourceOptions(parent=self, retain_on_delete=kept)
+        rules = self._operator_firewall(f"{name}-g{generation}", server, keep)
+        if not kept:
+            self.operator_rules = rules
+        self._private_endpoint(f"{name}-g{generation}", generation, server, keep)
+        return server
+
+    def _made_from(self, generation: int, restored_from: str | None) -> dict[str, Any]:
+        """How a generation's server is made: created with the administrator (the first), or
+        restored from the generation before at `restored_from`."""
+        foundation = self._foundation
+        settings = foundation.settings
+        if generation == 1:
+            return {
+                "create_mode": dbforpostgresql.CreateMode.CREATE,
+                "administrator_login": settings.sql_admin_login,
+                "administrator_login_password": settings.sql_admin_password,
+            }
+        # A restored server keeps the source's administrator and roles (the migration
+        # login, the clone's role) with the data.
+        return {
+            "create_mode": dbforpostgresql.CreateMode.POINT_IN_TIME_RESTORE,
+            "source_server_resource_id": pulumi.Output.concat(
+                foundation.resource_group.id,
+                "/providers/Microsoft.DBforPostgreSQL/flexibleServers/",
+                server_name(settings.name_prefix, generation - 1),
+            ),
+            "point_in_time_utc": restore_point_in_time(restored_from) if restored_from else None,
+        }
+
+    def _operator_firewall(
+        self, logical: str, server: dbforpostgresql.Server, keep: pulumi.ResourceOptions
+    ) -> list[pulumi.Resource]:
+        """A firewall rule per operator address: the migration, the digest and the copy run
+        from there."""
+        foundation = self._foundation
         rules: list[pulumi.Resource] = []
-        for index, address in enumerate(settings.operator_ip_addresses):
+        for index, address in enumerate(foundation.settings.operator_ip_addresses):
             operator = operator_network(address)
             rules.append(
                 dbforpostgresql.FirewallRule(
-                    f"{name}-g{generation}-operator-{index}",
+                    f"{logical}-operator-{index}",
                     firewall_rule_name=f"zdd-operator-{index}",
                     server_name=server.name,
                     resource_group_name=foundation.resource_group_name,
@@ -275,18 +253,29 @@ class AzurePostgresDatabase(pulumi.ComponentResource):
                     opts=keep,
                 )
             )
-        if not kept:
-            self.operator_rules = rules
+        return rules
+
+    def _private_endpoint(
+        self,
+        logical: str,
+        generation: int,
+        server: dbforpostgresql.Server,
+        keep: pulumi.ResourceOptions,
+    ) -> None:
+        """The server's private endpoint in the subnet `data`, named in the stack's private DNS
+        zone: how the web apps reach it."""
+        foundation = self._foundation
+        settings = foundation.settings
         assert foundation.data_subnet is not None and foundation.postgres_zone is not None
         endpoint = network.PrivateEndpoint(
-            f"{name}-g{generation}-endpoint",
-            private_endpoint_name=f"{server_name(prefix, generation)}-pe",
+            f"{logical}-endpoint",
+            private_endpoint_name=f"{server_name(settings.name_prefix, generation)}-pe",
             resource_group_name=foundation.resource_group_name,
             location=settings.location,
             subnet=network.SubnetArgs(id=foundation.data_subnet.id),
             private_link_service_connections=[
                 network.PrivateLinkServiceConnectionArgs(
-                    name=server_name(prefix, generation),
+                    name=server_name(settings.name_prefix, generation),
                     private_link_service_id=server.id,
                     group_ids=[PRIVATE_LINK_GROUP],
                 )
@@ -294,7 +283,7 @@ class AzurePostgresDatabase(pulumi.ComponentResource):
             opts=keep,
         )
         network.PrivateDnsZoneGroup(
-            f"{name}-g{generation}-endpoint-dns",
+            f"{logical}-endpoint-dns",
             private_dns_zone_group_name="default",
             private_endpoint_name=endpoint.name,
             resource_group_name=foundation.resource_group_name,
@@ -305,11 +294,12 @@ class AzurePostgresDatabase(pulumi.ComponentResource):
             ],
             opts=keep,
         )
-        return server
 
     # -- the clone's copy ------------------------------------------------------------------
 
     def _copy(self, name: str, args: DatabaseArgs) -> None:
+        """The clone's copy: a database of the primary's server, filled by the copy, which also
+        gives it the clone's own role (`self.access`)."""
         foundation = self._foundation
         settings = foundation.settings
         source = args.copy_of
@@ -318,17 +308,11 @@ class AzurePostgresDatabase(pulumi.ComponentResource):
         if args.schema_version is not None and not args.rehearsal:
             raise pulumi.RunError("a clone's database is a copy: it is never migrated")
         archived = args.keep_baseline
-        if args.rehearsal:
-            copy_name = f"{settings.database_name}-rehearsal"
-        elif archived and settings.deployment_id:
-            copy_name = f"{settings.database_name}-clone-{settings.deployment_id}"
-        else:
-            copy_name = f"{settings.database_name}-clone"
         server = source.server
         assert server is not None
         database = dbforpostgresql.Database(
             f"{name}-copy",
-            database_name=copy_name,
+            database_name=self._copy_name(args),
             server_name=server.name,
             resource_group_name=foundation.resource_group_name,
             charset="UTF8",
@@ -364,68 +348,23 @@ class AzurePostgresDatabase(pulumi.ComponentResource):
 
     # -- what runs on the machine that runs the update -------------------------------------
 
-    def _placeholders(self, version: str) -> pulumi.Output[dict[str, str]]:
-        settings = self._foundation.settings
-        return self.database_name.apply(
-            partial(settings.placeholders, version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
-        )
-
-    def _filled(self, argv: tuple[str, ...], version: str) -> pulumi.Output[list[str]]:
-        return self._placeholders(version).apply(lambda known: [fill(arg, known) for arg in argv])
-
-    def _operator_environment(
-        self, args: DatabaseArgs, version: str, login: tuple[str, pulumi.Output[str]]
-    ) -> dict[str, pulumi.Input[str]]:
-        """What `migrate` and `digest` get: the app spec's `env`, the database as a URL
-        (`ZDD_DATABASE_CONNECTION`) and libpq's own variables, with the migration login."""
-        known = self._placeholders(version)
-        environment: dict[str, pulumi.Input[str]] = {
-            key: known.apply(partial(fill, value))
-            for key, value in self._foundation.settings.app.env.items()
-        }
-        user, password = login
-        environment.update(
-            {
-                "ZDD_DATABASE_CONNECTION": self._url(user, password),
-                "ZDD_DATABASE_NAME": self.database_name,
-                "ZDD_SCHEMA_VERSION": version,
-                "ZDD_DATABASE_GENERATION": str(args.generation),
-                "PGHOST": self.host,
-                "PGPORT": str(POSTGRES_PORT),
-                "PGDATABASE": self.database_name,
-                "PGUSER": user,
-                "PGPASSWORD": password,  # a secret of the stack config
-                "PGSSLMODE": "require",
-            }
-        )
-        return environment
-
-    def _restore_point(
-        self,
-        name: str,
-        args: DatabaseArgs,
-        version: str,
-        login: tuple[str, pulumi.Output[str]],
-        after: list[pulumi.Resource],
-    ) -> RestorePoint:
-        """The proof of the restore point (rule 8 of docs/design.md), as on Azure SQL: the
-        point in time the driver took after the drain, and the digest read then from the
-        server it was taken on (a restored generation is not it)."""
-        settings = self._foundation.settings
-        assert args.restore_point is not None
-        restore_point_in_time(args.restore_point)
+    def _restore_point_taken_on(self) -> pulumi.Output[str]:
         taken_on = self.previous or self.server
         assert taken_on is not None
-        return RestorePoint(
-            f"{name}{RESTORE_POINT_SUFFIX}",
-            restore_point=args.restore_point,
-            database=taken_on.name,
-            argv=self._filled(settings.app.digest, version),
-            environment=self._operator_environment(args, version, login),
-            attempts=settings.migration_attempts,
-            pause_seconds=settings.migration_retry_seconds,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
-        )
+        return taken_on.name
+
+    def _reached(self, login: Login, *, restore_point: bool) -> Reached:
+        # The database as a URL, and libpq's own variables.
+        user, password = login
+        variables: dict[str, pulumi.Input[str]] = {
+            "PGHOST": self.host,
+            "PGPORT": str(POSTGRES_PORT),
+            "PGDATABASE": self.database_name,
+            "PGUSER": user,
+            "PGPASSWORD": password,  # a secret of the stack config
+            "PGSSLMODE": "require",
+        }
+        return Reached(self.database_name, self._url(user, password), variables)
 
     def _url(self, user: pulumi.Input[str], password: pulumi.Input[str]) -> pulumi.Output[str]:
         return pulumi.Output.secret(

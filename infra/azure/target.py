@@ -81,74 +81,22 @@ def _addresses(raw: str | None) -> tuple[str, ...]:
 
 
 def read_azure_settings(config: pulumi.Config) -> AzureSettings:
-    """The Azure part of the stack config, validated."""
-    stack = pulumi.get_stack()
-    name_prefix = config.get("namePrefix") or f"zdd-{re.sub(r'[^a-z0-9-]', '-', stack.lower())}"
-    if not _NAME_PREFIX_RE.match(name_prefix):
-        raise _fail(
-            f"zdd:namePrefix {name_prefix!r} must be 3-30 lower-case letters, digits or "
-            "hyphens, starting with a letter (it names the web apps, the SQL server and the "
-            "Front Door endpoints, which are globally unique)"
-        )
+    """The Azure part of the stack config, validated key by key in the order below (a stack
+    with several wrong values is told of the first)."""
+    name_prefix = _name_prefix(config)
     app = _app(config)
-    runtime = config.get("linuxRuntime") or None
-    if app.release_kind is ReleaseKind.PACKAGE and (
-        runtime is None or runtime.split("|")[0].upper() not in PACKAGE_RUNTIMES
-    ):
-        raise _fail(
-            f"a package URL in zdd:{appspec.CONFIG_KEY} `releases` needs zdd:linuxRuntime of a "
-            f"stack that can run from a package ({', '.join(PACKAGE_RUNTIMES)}), not "
-            f"{runtime!r}: App Service does not run Python or Java from a package; use a "
-            "container image"
-        )
-    registry = config.get("containerRegistryId") or None
-    if registry is not None and not _REGISTRY_ID_RE.match(registry):
-        raise _fail(f"zdd:containerRegistryId {registry!r} is not a container registry's id")
-    domain = (config.get("customDomain") or "").lower() or None
-    if domain is not None and not _DOMAIN_RE.match(domain):
-        raise _fail(f"zdd:customDomain {domain!r} is not a host name such as www.example.com")
-    create_timeout = config.get("databaseCreateTimeout") or "12h"
-    if not _TIMEOUT_RE.match(create_timeout):
-        raise _fail(f"zdd:databaseCreateTimeout {create_timeout!r}: use hours or minutes (12h)")
-    operators = _addresses(config.get("operatorIpAddresses"))
-    if not operators:
-        raise _fail(
-            "zdd:operatorIpAddresses is not set: the preview endpoint and the apps' own "
-            "addresses answer the operator only (the driver's gates run from there)"
-        )
+    runtime = _runtime(config, app)
+    registry = _registry(config)
+    domain = _domain(config)
+    create_timeout = _create_timeout(config)
+    operators = _operators(config)
     migration_login = config.get("migrationLogin") or None
     migration_password = config.get_secret("migrationPassword")
-    retention = config.get_int("backupRetentionDays") or MIN_BACKUP_RETENTION_DAYS
-    if not MIN_BACKUP_RETENTION_DAYS <= retention <= MAX_BACKUP_RETENTION_DAYS:
-        raise _fail(
-            f"zdd:backupRetentionDays {retention} must be {MIN_BACKUP_RETENTION_DAYS} to "
-            f"{MAX_BACKUP_RETENTION_DAYS}: a rollback with database restores from these backups"
-        )
-    for key in ("appServiceSku", "databaseSku"):
-        sku = config.get(key)
-        if sku is not None and not _SKU_RE.match(sku):
-            raise _fail(f"zdd:{key} {sku!r} is not an SKU name (for example P0v3 or S0)")
-    entra_login = config.get("sqlEntraAdminLogin") or None
-    entra_object_id = config.get("sqlEntraAdminObjectId") or None
-    if (entra_login is None) != (entra_object_id is None):
-        raise _fail("set both zdd:sqlEntraAdminLogin and zdd:sqlEntraAdminObjectId, or neither")
-    password = config.get_secret("sqlAdminPassword")
-    if password is None:
-        raise _fail(
-            "zdd:sqlAdminPassword is not set: `zdd init` generates one, or run "
-            "`pulumi config set --secret zdd:sqlAdminPassword <password>`"
-        )
-    postgres_version = config.get("postgresVersion") or "16"
-    if postgres_version not in POSTGRES_VERSIONS:
-        raise _fail(
-            f"zdd:postgresVersion {postgres_version!r} is not one of {', '.join(POSTGRES_VERSIONS)}"
-        )
-    postgres_sku = config.get("postgresSku") or "Standard_B1ms"
-    if not _POSTGRES_SKU_RE.match(postgres_sku):
-        raise _fail(
-            f"zdd:postgresSku {postgres_sku!r} is not a flexible server SKU (for example "
-            "Standard_B1ms or Standard_D2ds_v5)"
-        )
+    retention = _retention(config)
+    _check_skus(config)
+    entra_login, entra_object_id = _entra_admin(config)
+    password = _admin_password(config)
+    postgres_version, postgres_sku = _postgres(config)
     return AzureSettings(
         location=config.get("azureLocation") or "westeurope",
         resource_group_name=config.get("resourceGroupName") or f"rg-{name_prefix}",
@@ -186,6 +134,116 @@ def read_azure_settings(config: pulumi.Config) -> AzureSettings:
         postgres_sku=postgres_sku,
         postgres_storage_gb=_positive(config, "postgresStorageGb", 32),
     )
+
+
+def _name_prefix(config: pulumi.Config) -> str:
+    stack = pulumi.get_stack()
+    name_prefix = config.get("namePrefix") or f"zdd-{re.sub(r'[^a-z0-9-]', '-', stack.lower())}"
+    if not _NAME_PREFIX_RE.match(name_prefix):
+        raise _fail(
+            f"zdd:namePrefix {name_prefix!r} must be 3-30 lower-case letters, digits or "
+            "hyphens, starting with a letter (it names the web apps, the SQL server and the "
+            "Front Door endpoints, which are globally unique)"
+        )
+    return name_prefix
+
+
+def _runtime(config: pulumi.Config, app: AppSpec) -> str | None:
+    """The runtime stack of a package, which must be one that can run from a package."""
+    runtime = config.get("linuxRuntime") or None
+    if app.release_kind is ReleaseKind.PACKAGE and (
+        runtime is None or runtime.split("|")[0].upper() not in PACKAGE_RUNTIMES
+    ):
+        raise _fail(
+            f"a package URL in zdd:{appspec.CONFIG_KEY} `releases` needs zdd:linuxRuntime of a "
+            f"stack that can run from a package ({', '.join(PACKAGE_RUNTIMES)}), not "
+            f"{runtime!r}: App Service does not run Python or Java from a package; use a "
+            "container image"
+        )
+    return runtime
+
+
+def _registry(config: pulumi.Config) -> str | None:
+    registry = config.get("containerRegistryId") or None
+    if registry is not None and not _REGISTRY_ID_RE.match(registry):
+        raise _fail(f"zdd:containerRegistryId {registry!r} is not a container registry's id")
+    return registry
+
+
+def _domain(config: pulumi.Config) -> str | None:
+    domain = (config.get("customDomain") or "").lower() or None
+    if domain is not None and not _DOMAIN_RE.match(domain):
+        raise _fail(f"zdd:customDomain {domain!r} is not a host name such as www.example.com")
+    return domain
+
+
+def _create_timeout(config: pulumi.Config) -> str:
+    create_timeout = config.get("databaseCreateTimeout") or "12h"
+    if not _TIMEOUT_RE.match(create_timeout):
+        raise _fail(f"zdd:databaseCreateTimeout {create_timeout!r}: use hours or minutes (12h)")
+    return create_timeout
+
+
+def _operators(config: pulumi.Config) -> tuple[str, ...]:
+    operators = _addresses(config.get("operatorIpAddresses"))
+    if not operators:
+        raise _fail(
+            "zdd:operatorIpAddresses is not set: the preview endpoint and the apps' own "
+            "addresses answer the operator only (the driver's gates run from there)"
+        )
+    return operators
+
+
+def _retention(config: pulumi.Config) -> int:
+    retention = config.get_int("backupRetentionDays") or MIN_BACKUP_RETENTION_DAYS
+    if not MIN_BACKUP_RETENTION_DAYS <= retention <= MAX_BACKUP_RETENTION_DAYS:
+        raise _fail(
+            f"zdd:backupRetentionDays {retention} must be {MIN_BACKUP_RETENTION_DAYS} to "
+            f"{MAX_BACKUP_RETENTION_DAYS}: a rollback with database restores from these backups"
+        )
+    return retention
+
+
+def _check_skus(config: pulumi.Config) -> None:
+    for key in ("appServiceSku", "databaseSku"):
+        sku = config.get(key)
+        if sku is not None and not _SKU_RE.match(sku):
+            raise _fail(f"zdd:{key} {sku!r} is not an SKU name (for example P0v3 or S0)")
+
+
+def _entra_admin(config: pulumi.Config) -> tuple[str | None, str | None]:
+    """The SQL server's Microsoft Entra administrator: its login and object id, or neither."""
+    entra_login = config.get("sqlEntraAdminLogin") or None
+    entra_object_id = config.get("sqlEntraAdminObjectId") or None
+    if (entra_login is None) != (entra_object_id is None):
+        raise _fail("set both zdd:sqlEntraAdminLogin and zdd:sqlEntraAdminObjectId, or neither")
+    return entra_login, entra_object_id
+
+
+def _admin_password(config: pulumi.Config) -> pulumi.Output[str]:
+    password = config.get_secret("sqlAdminPassword")
+    if password is None:
+        raise _fail(
+            "zdd:sqlAdminPassword is not set: `zdd init` generates one, or run "
+            "`pulumi config set --secret zdd:sqlAdminPassword <password>`"
+        )
+    return password
+
+
+def _postgres(config: pulumi.Config) -> tuple[str, str]:
+    """The flexible server's major version and SKU, checked whichever engine the site uses."""
+    postgres_version = config.get("postgresVersion") or "16"
+    if postgres_version not in POSTGRES_VERSIONS:
+        raise _fail(
+            f"zdd:postgresVersion {postgres_version!r} is not one of {', '.join(POSTGRES_VERSIONS)}"
+        )
+    postgres_sku = config.get("postgresSku") or "Standard_B1ms"
+    if not _POSTGRES_SKU_RE.match(postgres_sku):
+        raise _fail(
+            f"zdd:postgresSku {postgres_sku!r} is not a flexible server SKU (for example "
+            "Standard_B1ms or Standard_D2ds_v5)"
+        )
+    return postgres_version, postgres_sku
 
 
 def _positive(config: pulumi.Config, key: str, default: int) -> int:
