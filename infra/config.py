@@ -12,7 +12,7 @@ from zdd.phases import (
     IllegalTransition,
     InvalidStackConfig,
     Phase,
-    StackSettings,
+    PhaseSettings,
     check_transition,
     declare,
     settings_digest,
@@ -21,7 +21,7 @@ from zdd.phases import (
 
 @dataclass(frozen=True)
 class ProgramSettings:
-    stack: StackSettings
+    stack: PhaseSettings
     declaration: Declaration
     # Lets the driver tell whether the last update applied the config it has now.
     digest: str
@@ -30,7 +30,7 @@ class ProgramSettings:
 def read_settings(config: pulumi.Config) -> ProgramSettings:
     values = {key: value for key in DECIDING_KEYS if (value := config.get(key)) is not None}
     try:
-        stack = StackSettings.from_config(values)
+        stack = PhaseSettings.from_config(values)
     except InvalidStackConfig as exc:
         # A RunError prints as one clear line, without a traceback.
         raise pulumi.RunError(str(exc)) from None

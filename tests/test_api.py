@@ -126,7 +126,7 @@ def test_init_deploy_status_and_destroy_through_the_api(
     try:
         assert stack.status().current_version == "v1"
         chart = tmp_path / "timeline.png"
-        result = stack.deploy("v2", probe=zdd.Probe(rate=50, chart=chart))
+        result = stack.deploy("v2", probe=zdd.ProbeSettings(rate=50, chart=chart))
         assert result.outcome == "succeeded"
         assert (result.from_version, result.to_version) == ("v1", "v2")
         assert [p.name for p in result.phases] == ["clone", "cutover", "deploy", "return", "idle"]

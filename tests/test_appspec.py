@@ -52,15 +52,15 @@ def test_a_spec_file_is_resolved_and_filled() -> None:
         "SITE_MODE": "ReadOnly",
         "LITERAL": "{not a placeholder}",
     }
-    assert spec.health == appspec.Health("/health", 5.0)
+    assert spec.health == appspec.HealthCheck("/health", 5.0)
 
 
 def test_the_stored_spec_reads_back_the_same() -> None:
     spec = appspec.parse_file_text(SPEC, "/apps/site")
     config = {appspec.CONFIG_KEY: spec.to_config()}
     assert appspec.from_config(config) == spec
-    assert appspec.health_of(config) == spec.health
-    assert appspec.from_config({}) is None and appspec.health_of({}) is None
+    assert appspec.health_check_of(config) == spec.health
+    assert appspec.from_config({}) is None and appspec.health_check_of({}) is None
 
 
 def test_the_bundled_sample_is_one_spec_among_others() -> None:

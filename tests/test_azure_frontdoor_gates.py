@@ -26,7 +26,7 @@ from zdd.driver import Driver
 from zdd.environment import Environment
 from zdd.errors import GateFailed, RefusedTransition
 from zdd.gatekeeper import pass_gate
-from zdd.phases import Instance, Phase, StackSettings
+from zdd.phases import Instance, Phase, PhaseSettings
 from zdd.results import DeployResult
 from zdd.targets import TargetOps, azure
 from zdd.targets.azure import (
@@ -365,7 +365,7 @@ def test_the_gates_check_the_stacks_health_path(stand_in):
         lambda path: site("clone", mode="ReadOnly") if path == "/status" else (404, {}, b"")
     )
     config = {"app": app_spec(health={"path": "/status"})}
-    settings = StackSettings(phase=Phase.CLONE, current_version="v1", target_version="v2")
+    settings = PhaseSettings(phase=Phase.CLONE, current_version="v1", target_version="v2")
     outputs = {"clone_url": app.url}
     counted: list[str] = []
     ops = dataclasses.replace(
@@ -401,7 +401,7 @@ def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(
         lambda env, stack: {},
         lambda outputs, origin: 0,
         wait_switched=wait_for_switch,
-        wait_drained=drain,
+        wait_origin_idle=drain,
     )
     monkeypatch.setattr(driver_module, "ops_for", lambda _name: ops)
     monkeypatch.setenv("ZDD_POLICY_PACK", "none")

@@ -43,7 +43,7 @@ from tests.helpers.policy_checks import resource_of as policy_resource
 from tests.helpers.settings import RESTORE_POINT, RESTORED
 from tests.helpers.settings import phase_settings as stack
 from zdd.errors import RefusedTransition
-from zdd.phases import Mode, Phase, StackSettings
+from zdd.phases import Mode, Phase, PhaseSettings
 from zdd.targets import azure
 from zdd.targets.azure import DatabaseBackups
 
@@ -404,7 +404,7 @@ def _pg_resources(run: Run) -> list[Resource]:
     return [policy_resource(r) for r in run.registrations]
 
 
-def _pg_config(settings: StackSettings) -> StackConfig:
+def _pg_config(settings: PhaseSettings) -> StackConfig:
     return config_for(settings, {**BASE_CONFIG, "zdd:app": POSTGRES_APP})
 
 

@@ -42,7 +42,7 @@ from zdd.phases import (
     Instance,
     InvalidStackConfig,
     Phase,
-    StackSettings,
+    PhaseSettings,
     Strategy,
     declare,
 )
@@ -64,8 +64,8 @@ PROBE = {
 }
 
 
-def rehearsing(**overrides: Any) -> StackSettings:
-    return StackSettings.from_config({"currentVersion": "v1", **REHEARSING, **overrides})
+def rehearsing(**overrides: Any) -> PhaseSettings:
+    return PhaseSettings.from_config({"currentVersion": "v1", **REHEARSING, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_a_rehearsal_is_the_stack_at_rest_with_a_read_write_clone_off_the_front_
     assert declaration.clone.database_mode is DatabaseMode.READ_WRITE
     assert declaration.edge_writes is EdgeWrites.PASS
     assert declaration.primary.version == "v1" and declaration.primary_database_version == "v1"
-    assert declare(StackSettings.from_config({"currentVersion": "v1"})).clone is None
+    assert declare(PhaseSettings.from_config({"currentVersion": "v1"})).clone is None
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,7 @@ def test_errors_of_the_pure_modules_exit_with_their_own_code() -> None:
     with pytest.raises(RefusedTransition):
         phases.check_transition(phases.Phase.DEPLOY, phases.Phase.IDLE)
     with pytest.raises(BadInput):
-        phases.StackSettings.from_config({"phase": "idle"})
+        phases.PhaseSettings.from_config({"phase": "idle"})
     with pytest.raises(BadInput):
         registry.entry("nowhere")
     with pytest.raises(BadInput):

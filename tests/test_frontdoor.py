@@ -405,7 +405,7 @@ def test_a_sixty_second_request_outlives_the_cutover_and_holds_the_drain(
     front_door.set(active="clone")
     assert httpx.get(f"{front_door.public}/echo", timeout=10).headers[SERVED_BY_HEADER] == "clone"
     assert front_door.in_flight("primary") == 1
-    gates.wait_drained(lambda: front_door.in_flight("primary"), "primary", timeout=90)
+    gates.wait_none_in_flight(lambda: front_door.in_flight("primary"), "primary", timeout=90)
     drained = time.monotonic()
     client.join()
     response = slow["response"]
@@ -450,7 +450,7 @@ def test_a_client_that_left_still_counts_until_its_origin_answers(front_door: Fr
         wait_for(lambda: front_door.admin.servers()["primary"].sessions == 1)
     front_door.set(active="clone")
     assert front_door.in_flight("primary") == 1
-    gates.wait_drained(lambda: front_door.in_flight("primary"), "primary", timeout=30)
+    gates.wait_none_in_flight(lambda: front_door.in_flight("primary"), "primary", timeout=30)
     drained = time.monotonic()
     assert primary.finished["/slow?seconds=3"] <= drained
 

@@ -15,7 +15,7 @@ from zdd import appspec, cli, logs
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed
 from zdd.gatekeeper import pass_gate
-from zdd.phases import Phase, StackSettings
+from zdd.phases import Phase, PhaseSettings
 from zdd.processes import free_port
 from zdd.targets import azure
 from zdd.targets.local import LOCAL
@@ -64,7 +64,7 @@ def _wait_until(check: Callable[[], bool], timeout: float = 10) -> None:
 
 
 def test_a_failed_gate_ends_with_the_command_that_shows_the_sites_log() -> None:
-    settings = StackSettings(phase=Phase.CLONE, current_version="v1", target_version="v2")
+    settings = PhaseSettings(phase=Phase.CLONE, current_version="v1", target_version="v2")
     outputs = {"clone_url": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
     config = {"gateTimeoutSeconds": "1"}
     with pytest.raises(GateFailed) as failed:

@@ -15,7 +15,7 @@ from zdd.phases import (
     InvalidStackConfig,
     Mode,
     Phase,
-    StackSettings,
+    PhaseSettings,
     check_operational_config,
     check_transition,
     declare,
@@ -35,7 +35,7 @@ TABLE = {
 }
 
 
-def settings(phase: Phase, **overrides: object) -> StackSettings:
+def settings(phase: Phase, **overrides: object) -> PhaseSettings:
     return phase_settings(phase, point="rp1", **overrides)
 
 
@@ -81,11 +81,11 @@ def test_writes_wait_from_the_copy_until_the_primary_serves_again(phase: Phase) 
 
 def test_the_hold_is_read_from_config_and_bounded() -> None:
     base = {"currentVersion": "v1"}
-    assert StackSettings.from_config(base).hold_writes_seconds == 30
-    assert StackSettings.from_config({**base, "holdWritesSeconds": "0"}).hold_writes_seconds == 0
+    assert PhaseSettings.from_config(base).hold_writes_seconds == 30
+    assert PhaseSettings.from_config({**base, "holdWritesSeconds": "0"}).hold_writes_seconds == 0
     for bad in ("-1", "soon", "3601"):
         with pytest.raises(InvalidStackConfig, match="holdWritesSeconds"):
-            StackSettings.from_config({**base, "holdWritesSeconds": bad})
+            PhaseSettings.from_config({**base, "holdWritesSeconds": bad})
 
 
 def test_clone_is_read_write_only_with_acknowledgement() -> None:
@@ -205,16 +205,16 @@ def test_malformed_versions(version: str) -> None:
 
 
 def test_from_config_reads_and_validates() -> None:
-    s = StackSettings.from_config(
+    s = PhaseSettings.from_config(
         {"phase": "deploy", "currentVersion": "v1", "targetVersion": "v2", "restorePoint": "r"}
     )
     assert s.phase is Phase.DEPLOY and s.target_version == "v2"
     with pytest.raises(InvalidStackConfig, match="zdd:phase 'bogus'"):
-        StackSettings.from_config({"phase": "bogus", "currentVersion": "v1"})
+        PhaseSettings.from_config({"phase": "bogus", "currentVersion": "v1"})
     with pytest.raises(InvalidStackConfig, match="currentVersion is not set"):
-        StackSettings.from_config({"phase": "idle"})
+        PhaseSettings.from_config({"phase": "idle"})
     with pytest.raises(InvalidStackConfig, match="whole number"):
-        StackSettings.from_config({"currentVersion": "v1", "databaseGeneration": "x"})
+        PhaseSettings.from_config({"currentVersion": "v1", "databaseGeneration": "x"})
 
 
 @pytest.mark.parametrize(
@@ -243,4 +243,4 @@ def test_wellformed_tuning_keys_pass() -> None:
 def test_a_restore_point_id_that_could_leave_its_folder_is_refused(point: str) -> None:
     config = {"phase": "deploy", "currentVersion": "v1", "targetVersion": "v2"}
     with pytest.raises(InvalidStackConfig, match=r"restore point id|needs zdd:restorePoint"):
-        StackSettings.from_config({**config, "restorePoint": point})
+        PhaseSettings.from_config({**config, "restorePoint": point})

@@ -46,7 +46,7 @@ from zdd.phases import (
     DATABASE_MODE_SETTINGS,
     Mode,
     Phase,
-    StackSettings,
+    PhaseSettings,
     declare,
 )
 
@@ -75,7 +75,7 @@ class LocalMocks(AzureMocks):
         return resource_id, state
 
 
-def local_resources(settings: StackSettings) -> list[Resource]:
+def local_resources(settings: PhaseSettings) -> list[Resource]:
     """What the local program declares for `settings`, under mocks."""
     mocks = LocalMocks()
     monitor = RecordingMonitor(mocks)
@@ -94,16 +94,16 @@ def local_resources(settings: StackSettings) -> list[Resource]:
     return [resource_of(r) for r in monitor.registrations]
 
 
-def azure_resources(settings: StackSettings, **config: str) -> list[Resource]:
+def azure_resources(settings: PhaseSettings, **config: str) -> list[Resource]:
     return [resource_of(r) for r in run_program(settings, config=config).registrations]
 
 
-def local(phase: Phase, **overrides: Any) -> StackSettings:
+def local(phase: Phase, **overrides: Any) -> PhaseSettings:
     return phase_settings(phase, point=LOCAL_RESTORE_POINT, **overrides)
 
 
 LOCAL_RESTORED = restored(LOCAL_RESTORE_POINT)
-LOCAL_SCENARIOS: dict[str, StackSettings] = {
+LOCAL_SCENARIOS: dict[str, PhaseSettings] = {
     "idle": local(Phase.IDLE),
     "clone": local(Phase.CLONE),
     "cutover": local(Phase.CUTOVER),
@@ -115,7 +115,7 @@ LOCAL_SCENARIOS: dict[str, StackSettings] = {
     ),
     "idle-after-rollback-database": local(Phase.IDLE, **LOCAL_RESTORED),
 }
-AZURE_SCENARIOS: dict[str, StackSettings] = {
+AZURE_SCENARIOS: dict[str, PhaseSettings] = {
     **SCENARIOS,
     "read-write-clone": phase_settings(Phase.CUTOVER, mode=Mode.READ_WRITE, accept_data_loss=True),
 }

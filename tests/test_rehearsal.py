@@ -22,8 +22,8 @@ from zdd.phases import (
     EdgeWrites,
     Instance,
     Phase,
+    PhaseSettings,
     RestorePointTaken,
-    StackSettings,
     Strategy,
     declare,
 )
@@ -62,7 +62,7 @@ def test_auto_takes_the_compatible_path_only_on_a_passed_rehearsal() -> None:
 
 def test_the_compatible_clone_serves_the_primary_database_with_writes_passing() -> None:
     for phase in (Phase.CLONE, Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN):
-        settings = StackSettings(
+        settings = PhaseSettings(
             phase, "v1", "v1.1", restore_point="rp-1", strategy=Strategy.COMPATIBLE
         )
         declared = declare(settings)
@@ -70,12 +70,12 @@ def test_the_compatible_clone_serves_the_primary_database_with_writes_passing() 
         assert declared.clone.database is Instance.PRIMARY
         assert declared.clone.database_mode is DatabaseMode.READ_WRITE
         assert declared.edge_writes is EdgeWrites.PASS
-    idle = declare(StackSettings(Phase.IDLE, "v1.1", strategy=Strategy.COMPATIBLE))
+    idle = declare(PhaseSettings(Phase.IDLE, "v1.1", strategy=Strategy.COMPATIBLE))
     assert idle.clone is None
 
 
 def test_after_a_restore_the_compatible_clone_keeps_the_generation_it_serves() -> None:
-    restored = StackSettings(
+    restored = PhaseSettings(
         Phase.DEPLOY, "v1", "v1", restore_point="rp-1", database_generation=2,
         restored_from="rp-1", strategy=Strategy.COMPATIBLE,
     )  # fmt: skip

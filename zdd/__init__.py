@@ -14,7 +14,7 @@ command does, in the same process:
         result = stack.deploy(
             "v2",
             on_failure="rollback-code-only",  # a new primary that fails gives way by itself
-            probe=zdd.Probe(rate=200, chart=Path("timeline.png")),
+            probe=zdd.ProbeSettings(rate=200, chart=Path("timeline.png")),
         )
     except zdd.ZddError as exc:             # one class per exit code, as `zdd` exits
         report = stack.last_result.as_json() if stack.last_result else {}
@@ -52,7 +52,7 @@ from zdd.phases import Mode
 
 if TYPE_CHECKING:
     from zdd.actions import Action
-    from zdd.api import ActionRequest, Probe, SmoothStack, init_stack, open_stack
+    from zdd.api import ActionRequest, ProbeSettings, SmoothStack, init_stack, open_stack
     from zdd.rehearsal import RehearsalPlan, RehearsalReport, StrategyChoice
     from zdd.results import DeployResult, PhaseTiming, Status
     from zdd.targets import LogLocation
@@ -63,7 +63,7 @@ _LAZY = {
     "init_stack": "zdd.api",
     "SmoothStack": "zdd.api",
     "ActionRequest": "zdd.api",
-    "Probe": "zdd.api",
+    "ProbeSettings": "zdd.api",
     "Action": "zdd.actions",
     "DeployResult": "zdd.results",
     "PhaseTiming": "zdd.results",
@@ -93,7 +93,7 @@ __all__ = [
     "Mode",
     "PhaseTiming",
     "PolicyViolation",
-    "Probe",
+    "ProbeSettings",
     "RefusedTransition",
     "RehearsalPlan",
     "RehearsalReport",

@@ -17,8 +17,8 @@ from zdd.phases import (
     IllegalTransition,
     Mode,
     Phase,
+    PhaseSettings,
     RestorePointTaken,
-    StackSettings,
     Strategy,
     next_phase,
     restored_in_deployment,
@@ -55,7 +55,7 @@ def new_restore_point_id(now: datetime | None = None) -> str:
 class StackState:
     """What the driver knows: the config it set and what the stack's updates applied."""
 
-    settings: StackSettings
+    settings: PhaseSettings
     applied: Phase
     awaiting_approval: bool = False
     # Read from the state, never from config: the restore point an update really took, and
@@ -166,7 +166,7 @@ def _complete(state: StackState, _: _Asked) -> ConfigChange:
 # The recoveries: legal only while the clone holds the traffic.
 
 
-def _recovering(state: StackState, action: Action) -> StackSettings:
+def _recovering(state: StackState, action: Action) -> PhaseSettings:
     """The settings of a deployment a recovery may act on: the clone holds the traffic."""
     s = state.settings
     if not state.in_progress:

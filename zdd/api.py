@@ -80,7 +80,7 @@ class ActionRequest:
 
 
 @dataclass(frozen=True)
-class Probe:
+class ProbeSettings:
     """A load probe on the public endpoint for a whole action; its figures go to the result's
     `probe`, and with `chart` a timeline PNG is drawn."""
 
@@ -182,7 +182,7 @@ class SmoothStack:
         accept_data_loss: bool = False,
         wait_for_approval: bool = False,
         on_failure: Action | str | None = None,
-        probe: Probe | None = None,
+        probe: ProbeSettings | None = None,
         strategy: StrategyChoice | str = StrategyChoice.CLONE,
     ) -> DeployResult:
         """Ship `version` with no downtime: clone, cutover, deploy, verify, return, clean up.
@@ -211,7 +211,7 @@ class SmoothStack:
         return self._driver.rehearsal(version)
 
     def rollforward(
-        self, version: str, *, wait_for_approval: bool = False, probe: Probe | None = None
+        self, version: str, *, wait_for_approval: bool = False, probe: ProbeSettings | None = None
     ) -> DeployResult:
         """While the clone holds the traffic: deploy `version` to the primary instead."""
         request = ActionRequest(version, wait_for_approval=wait_for_approval)
@@ -222,7 +222,7 @@ class SmoothStack:
         *,
         with_database: bool,
         wait_for_approval: bool = False,
-        probe: Probe | None = None,
+        probe: ProbeSettings | None = None,
         accept_data_loss: bool = False,
     ) -> DeployResult:
         """While the clone holds the traffic: the version before the deployment, and with
@@ -238,7 +238,7 @@ class SmoothStack:
         """Before the primary was changed: traffic back to it, clone destroyed."""
         return self.act(Action.ABORT, ActionRequest())
 
-    def complete(self, *, probe: Probe | None = None) -> DeployResult:
+    def complete(self, *, probe: ProbeSettings | None = None) -> DeployResult:
         """Approve a deployment that awaits approval: return the traffic and clean up."""
         return self.act(Action.COMPLETE, ActionRequest(), probe=probe)
 
@@ -247,7 +247,7 @@ class SmoothStack:
         action: Action,
         request: ActionRequest,
         *,
-        probe: Probe | None = None,
+        probe: ProbeSettings | None = None,
         confirm: Callable[[], None] = lambda: None,
     ) -> DeployResult:
         """Carry out `action` to its end. `confirm` is called once the action is known to be
@@ -291,7 +291,7 @@ class SmoothStack:
         _, change = self._driver.begin_app_change(app_file, dry_run=True)
         return self._driver.preview(change)
 
-    def resume(self, *, probe: Probe | None = None) -> DeployResult:
+    def resume(self, *, probe: ProbeSettings | None = None) -> DeployResult:
         """Continue an interrupted deployment or recovery from the stack alone; a component
         that died (front door, primary, clone) is brought back first, in any phase."""
         self.last_result = None
@@ -338,7 +338,9 @@ class SmoothStack:
             decide=decide,
         )
 
-    def _load_probe(self, probe: Probe | None, public_url: str | None = None) -> LoadProbe | None:
+    def _load_probe(
+        self, probe: ProbeSettings | None, public_url: str | None = None
+    ) -> LoadProbe | None:
         """A load probe asking of the site what its app spec's `probe` section says."""
         if probe is None:
             return None
@@ -349,7 +351,7 @@ class SmoothStack:
     def _drive(
         self,
         result: DeployResult,
-        probe: Probe | None,
+        probe: ProbeSettings | None,
         load: LoadProbe | None,
         on_failure: Action | None,
     ) -> DeployResult:

@@ -118,7 +118,7 @@ def release_kind(template: str) -> ReleaseKind:
 
 
 @dataclass(frozen=True)
-class Health:
+class HealthCheck:
     path: str = DEFAULT_HEALTH_PATH
     timeout_seconds: float = DEFAULT_HEALTH_TIMEOUT_SECONDS
 
@@ -165,7 +165,7 @@ class AppSpec:
     start: tuple[str, ...]
     migrate: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    health: Health = field(default_factory=Health)
+    health: HealthCheck = field(default_factory=HealthCheck)
     # Free-form: read by the load probe, not by the platform.
     probe: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # Prints a digest of the database's content (a cloud target's restore point records it).
@@ -256,7 +256,7 @@ def from_config(values: Mapping[str, str]) -> AppSpec | None:
     return from_document(document, None)
 
 
-def health_of(values: Mapping[str, str]) -> Health | None:
+def health_check_of(values: Mapping[str, str]) -> HealthCheck | None:
     """What the gates check: the health of the stack's spec, None for a stack with none."""
     spec = from_config(values)
     return spec.health if spec is not None else None
@@ -429,7 +429,7 @@ def _mapping(value: object, name: str) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
-def _health(value: object, default_timeout: float = DEFAULT_HEALTH_TIMEOUT_SECONDS) -> Health:
+def _health(value: object, default_timeout: float = DEFAULT_HEALTH_TIMEOUT_SECONDS) -> HealthCheck:
     health = _mapping(value, "health")
     unknown = sorted(set(health) - set(_HEALTH_FIELDS))
     if unknown:
@@ -451,4 +451,4 @@ def _health(value: object, default_timeout: float = DEFAULT_HEALTH_TIMEOUT_SECON
             "app spec field `health.timeoutSeconds` must be a number of seconds above 0, at "
             f"most {MAX_HEALTH_TIMEOUT_SECONDS:.0f}"
         )
-    return Health(path=path, timeout_seconds=float(timeout))
+    return HealthCheck(path=path, timeout_seconds=float(timeout))

@@ -21,7 +21,7 @@ from zdd import logs as zdd_logs
 from zdd.actions import Action
 from zdd.api import (
     ActionRequest,
-    Probe,
+    ProbeSettings,
     SmoothStack,
     init_stack,
     open_stack,
@@ -184,7 +184,7 @@ def _act(
         shown = _run(as_json, lambda: smooth.preview(action, request))
         _emit(shown, as_json, lambda: _print_preview(shown))
         return
-    load = Probe(probe_rate, Path(chart) if chart else None) if probe else None
+    load = ProbeSettings(probe_rate, Path(chart) if chart else None) if probe else None
 
     def confirm() -> None:
         _confirm(yes, as_json, f"{action} on stack {stack}?")
@@ -348,7 +348,9 @@ def resume(
     """Continue an interrupted deployment or recovery from the stack's config and outputs; a
     component that died (front door, primary, clone) is brought back first, in any phase."""
     smooth = _open(stack, as_json)
-    _report(smooth, as_json, lambda: smooth.resume(probe=Probe(probe_rate) if probe else None))
+    _report(
+        smooth, as_json, lambda: smooth.resume(probe=ProbeSettings(probe_rate) if probe else None)
+    )
 
 
 @app.command()

@@ -55,8 +55,8 @@ from zdd.phases import (
     InvalidStackConfig,
     Mode,
     Phase,
+    PhaseSettings,
     RestorePointTaken,
-    StackSettings,
     Strategy,
     check_operational_config,
     check_transition,
@@ -131,7 +131,7 @@ class Driver:
         to the primary (a recovery or an abort decides on that, never on the config)."""
         config = self.stack.config()
         try:
-            settings = StackSettings.from_config(config)
+            settings = PhaseSettings.from_config(config)
             check_operational_config(config)
         except InvalidStackConfig as exc:
             raise InvalidStackConfig(f"stack {self.stack_name!r}: {exc}") from None
@@ -595,7 +595,7 @@ class Driver:
         self,
         src: Phase,
         dst: Phase,
-        settings: StackSettings,
+        settings: PhaseSettings,
         outputs: dict[str, Any],
         ops: TargetOps,
     ) -> None:

@@ -9,14 +9,14 @@ from typing import Any
 
 from zdd import appspec, gates
 from zdd.console import Say
-from zdd.phases import DatabaseMode, Instance, Mode, Phase, StackSettings, Strategy
+from zdd.phases import DatabaseMode, Instance, Mode, Phase, PhaseSettings, Strategy
 from zdd.targets import TargetOps
 
 
 def pass_gate(
     src: Phase,
     dst: Phase,
-    settings: StackSettings,
+    settings: PhaseSettings,
     outputs: Mapping[str, Any],
     ops: TargetOps,
     config: Mapping[str, str],
@@ -38,10 +38,10 @@ def pass_gate(
     def wait_drained(origin: Instance, switched: datetime | None, hint: str) -> None:
         """Rules 2 and 5 of docs/design.md: no public request reaches `origin` any more,
         judged by the target."""
-        if ops.wait_drained is not None and switched is not None:
-            ops.wait_drained(outputs, origin, say, switched)
+        if ops.wait_origin_idle is not None and switched is not None:
+            ops.wait_origin_idle(outputs, origin, say, switched)
             return
-        waited = gates.wait_drained(
+        waited = gates.wait_none_in_flight(
             lambda: ops.in_flight(outputs, origin),
             origin,
             timeout=ops.timeouts.drained,
@@ -59,7 +59,9 @@ def pass_gate(
     # Azure's own probes use the same path), the target's defaults (a cloud front door needs
     # minutes), or the stack's `zdd:gateTimeoutSeconds` over both.
     override = config.get("gateTimeoutSeconds")
-    health = appspec.health_of(config) or appspec.Health(timeout_seconds=ops.timeouts.healthy)
+    health = appspec.health_check_of(config) or appspec.HealthCheck(
+        timeout_seconds=ops.timeouts.healthy
+    )
     # On the compatible strategy the clone is a second instance on the primary's database.
     read_write = settings.mode is Mode.READ_WRITE or settings.strategy is Strategy.COMPATIBLE
     gate(

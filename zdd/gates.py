@@ -136,7 +136,7 @@ def wait_public_origin(
 DRAIN_HINT = "Retry with `zdd resume`, or `zdd abort` to give traffic back to the primary."
 
 
-def wait_drained(
+def wait_none_in_flight(
     in_flight: Callable[[], int],
     origin: str,
     *,
@@ -160,7 +160,7 @@ def wait_drained(
 
 
 @dataclass(frozen=True)
-class Health:
+class Liveness:
     """Whether a component takes connections and answers HTTP (any status: the gates judge
     what it answers, this only tells a dead process from a live one)."""
 
@@ -169,28 +169,28 @@ class Health:
     answering: bool
 
 
-def health_of(url: str, timeout: float = 2.0) -> Health:
+def liveness_of(url: str, timeout: float = 2.0) -> Liveness:
     parsed = httpx.URL(url)
     try:
         with socket.create_connection((parsed.host, parsed.port or 80), timeout=timeout):
             pass
     except OSError:
-        return Health(url, listening=False, answering=False)
+        return Liveness(url, listening=False, answering=False)
     try:
         _get(url, timeout=timeout)
     except httpx.HTTPError:
-        return Health(url, listening=True, answering=False)
-    return Health(url, listening=True, answering=True)
+        return Liveness(url, listening=True, answering=False)
+    return Liveness(url, listening=True, answering=True)
 
 
 # The stack outputs that name a component's address, and the component's name for the operator.
 COMPONENT_URLS = {"front door": "public_url", "primary": "primary_url", "clone": "clone_url"}
 
 
-def components(outputs: Mapping[str, Any]) -> dict[str, Health]:
+def components(outputs: Mapping[str, Any]) -> dict[str, Liveness]:
     """The health of every component the stack's last update left in place."""
     return {
-        name: health_of(str(outputs[key]))
+        name: liveness_of(str(outputs[key]))
         for name, key in COMPONENT_URLS.items()
         if outputs.get(key)
     }

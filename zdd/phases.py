@@ -167,7 +167,7 @@ def _seconds(values: Mapping[str, str], key: str, default: float) -> float:
 
 
 @dataclass(frozen=True)
-class StackSettings:
+class PhaseSettings:
     """The `zdd:*` stack config that decides what exists."""
 
     phase: Phase
@@ -198,7 +198,7 @@ class StackSettings:
     rehearse: str | None = None
 
     @classmethod
-    def from_config(cls, values: Mapping[str, str]) -> StackSettings:
+    def from_config(cls, values: Mapping[str, str]) -> PhaseSettings:
         """Read the `zdd:*` config (keys without the namespace); raises InvalidStackConfig."""
 
         def enum_value(kind: type[StrEnum], key: str, default: str) -> StrEnum:
@@ -370,7 +370,7 @@ class Declaration:
         return self.clone is not None
 
 
-def declare(settings: StackSettings) -> Declaration:
+def declare(settings: PhaseSettings) -> Declaration:
     """What exists in `settings.phase`: the phase table of docs/design.md."""
     settings.validate()
     phase = settings.phase
@@ -439,12 +439,12 @@ def declare(settings: StackSettings) -> Declaration:
     )
 
 
-def restored_in_deployment(settings: StackSettings) -> bool:
+def restored_in_deployment(settings: PhaseSettings) -> bool:
     """The primary database generation was restored from this deployment's restore point."""
     return settings.restored_from is not None and settings.restored_from == settings.restore_point
 
 
-def edge_writes(settings: StackSettings) -> EdgeWrites:
+def edge_writes(settings: PhaseSettings) -> EdgeWrites:
     """Writes wait from the moment a read-only clone's copy is taken until the primary serves
     again, so the clone serves every write acknowledged before it took the traffic (rule 11):
     a write the primary acknowledged after the copy would be missing there."""

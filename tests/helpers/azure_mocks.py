@@ -21,7 +21,7 @@ from pulumi_command import local
 from infra.azure.postgres_copy import CLONE_ROLE
 from infra.azure.target import azure_target
 from infra.program import build
-from zdd.phases import RESTORE_POINT_SUFFIX, StackSettings, declare
+from zdd.phases import RESTORE_POINT_SUFFIX, PhaseSettings, declare
 
 SUBSCRIPTION = "/subscriptions/00000000-0000-0000-0000-000000000000"
 FRONT_DOOR_ID = "5b3c9e1a-7f7e-4c7a-9d55-0123456789ab"
@@ -286,7 +286,7 @@ class Run:
 
 
 def run_program(
-    settings: StackSettings,
+    settings: PhaseSettings,
     *,
     guard: bool = False,
     config: Mapping[str, str] | None = None,

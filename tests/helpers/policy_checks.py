@@ -11,7 +11,7 @@ from typing import Any
 from policies.model import Resource, StackConfig, Violation
 from policies.rules import policy_named
 from tests.helpers.azure_mocks import Registration
-from zdd.phases import StackSettings
+from zdd.phases import PhaseSettings
 
 
 def resource_of(registration: Registration) -> Resource:
@@ -25,7 +25,7 @@ def resource_of(registration: Registration) -> Resource:
     )
 
 
-def config_for(settings: StackSettings, base: Mapping[str, str]) -> StackConfig:
+def config_for(settings: PhaseSettings, base: Mapping[str, str]) -> StackConfig:
     """The stack config a stack in `settings` has (what the engine passes to the pack)."""
     keys = {
         "phase": str(settings.phase),

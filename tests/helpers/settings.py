@@ -5,24 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from zdd.phases import Phase, StackSettings
+from zdd.phases import Phase, PhaseSettings
 
 # The driver records the point in time itself, as Azure takes it (an ISO timestamp).
 RESTORE_POINT = "2025-03-01T10:15:00Z"
 LATER_RESTORE_POINT = "2025-04-02T08:00:00Z"  # a later deployment's
 
 
-def phase_settings(phase: Phase, *, point: str = RESTORE_POINT, **overrides: Any) -> StackSettings:
+def phase_settings(phase: Phase, *, point: str = RESTORE_POINT, **overrides: Any) -> PhaseSettings:
     """A stack in `phase` of a deployment from v1 to v2: its restore point is `point` from
     deploy on (the driver sets it before the first change to the primary); `overrides` (any
-    `StackSettings` field, `restore_point` too) win."""
+    `PhaseSettings` field, `restore_point` too) win."""
     values: dict[str, Any] = {"phase": phase, "current_version": "v1"}
     if phase is not Phase.IDLE:
         values["target_version"] = "v2"
     if phase in (Phase.DEPLOY, Phase.RETURN):
         values["restore_point"] = point
     values.update(overrides)
-    return StackSettings(**values)
+    return PhaseSettings(**values)
 
 
 def restored(restore_point: str = RESTORE_POINT) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def restored(restore_point: str = RESTORE_POINT) -> dict[str, Any]:
 
 
 RESTORED = restored()
-SCENARIOS: dict[str, StackSettings] = {
+SCENARIOS: dict[str, PhaseSettings] = {
     "idle": phase_settings(Phase.IDLE),
     "clone": phase_settings(Phase.CLONE),
     "cutover": phase_settings(Phase.CUTOVER),

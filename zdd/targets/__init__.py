@@ -64,7 +64,7 @@ class TargetOps:
     # A cloud front door: waits until a traffic switch is deployed everywhere (plus a settle
     # time), returning when it was confirmed; then judges an origin's drain from that moment.
     wait_switched: Callable[[Mapping[str, Any], str, Say], datetime] | None = None
-    wait_drained: Callable[[Mapping[str, Any], str, Say, datetime], None] | None = None
+    wait_origin_idle: Callable[[Mapping[str, Any], str, Say, datetime], None] | None = None
     # Before a rollback with database: what is wrong with the proven restore point now (it
     # changed or went since it was taken), in words; None when it still holds what was recorded.
     # Absent: the target cannot read a restore point before it restores it.

@@ -490,7 +490,7 @@ def drain_gate(
     api: AzureApi | None = None,
     clock: Clock = Clock(),
 ) -> None:
-    """`wait_origin_idle` for one of the stack's origins (TargetOps.wait_drained). Edges that
+    """`wait_origin_idle` for one of the stack's origins (TargetOps.wait_origin_idle). Edges that
     apply the switch late still count, up to the documented propagation time."""
     front_door = _front_door(outputs)
     quiet = float(front_door.get("quiet_seconds") or 300)
@@ -834,7 +834,7 @@ AZURE = TargetOps(
     timeouts=AZURE_TIMEOUTS,
     check_ready=check_credentials,
     wait_switched=switch_gate,
-    wait_drained=drain_gate,
+    wait_origin_idle=drain_gate,
     prove_counted=count_gate,
     take_restore_point=lambda: take_restore_point(),
     restorable_problem=restorable_problem,
