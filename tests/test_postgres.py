@@ -4,7 +4,6 @@ clone is refused by the server itself, and a restore point restores exactly what
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,35 +14,14 @@ import pytest
 
 from zdd import appspec, postgres
 from zdd.errors import BadInput
-from zdd.processes import free_port
 
 pytestmark = pytest.mark.skipif(postgres.bin_dir() is None, reason="PostgreSQL is not installed")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[postgres.Server]:
-    folder = tmp_path_factory.mktemp("postgresql")
-    binaries = postgres.require_bin_dir()
-    found = postgres.Server(
-        port=free_port(),
-        admin_password=postgres.generate_password(),
-        site_password=postgres.generate_password(),
-        reader_password=postgres.generate_password(),
-        bin_dir=binaries,
-    )
-    data, run = folder / "data", folder / "run"
-    postgres.init_cluster(data, run, binaries, found.admin_password)
-    with open(folder / "server.log", "ab") as log:
-        process = subprocess.Popen(
-            postgres.server_argv(data, run, binaries, found.port), stdout=log, stderr=log
-        )
-    try:
-        postgres.wait_ready(found)
-        postgres.ensure_roles(found)
+    with postgres.standalone_cluster(tmp_path_factory.mktemp("postgresql")) as found:
         yield found
-    finally:
-        postgres.stop_cluster(data, binaries)
-        process.wait(timeout=30)
 
 
 def _articles(server: postgres.Server, name: str, rows: int) -> None:

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from zdd.errors import BadInput
+from zdd.processes import free_port
 from zdd.sqlite_files import digest_files, files_folder
 
 # The OS user the server runs as when the update runs as root (Debian's package creates it).
@@ -536,3 +537,34 @@ def _run(argv: list[str], what: str) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise PostgresFailed(f"{what} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+
+
+@contextmanager
+def standalone_cluster(folder: Path) -> Iterator[Server]:
+    """A cluster in `folder` with the roles and settings a stack's has, for as long as the
+    block runs (the bench's, the tests'); stopped, and its process reaped, afterwards."""
+    binaries = require_bin_dir()
+    server = Server(
+        port=free_port(),
+        admin_password=generate_password(),
+        site_password=generate_password(),
+        reader_password=generate_password(),
+        bin_dir=binaries,
+    )
+    data, run = folder / "data", folder / "run"
+    init_cluster(data, run, binaries, server.admin_password)
+    with open(folder / "server.log", "ab") as log:
+        process = subprocess.Popen(
+            server_argv(data, run, binaries, server.port), stdout=log, stderr=log
+        )
+    try:
+        wait_ready(server)
+        ensure_roles(server)
+        yield server
+    finally:
+        stop_cluster(data, binaries)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -17,14 +17,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from zdd import postgres
 from zdd.bench.metrics import MIB, rounded, throughput_mb_s
-from zdd.processes import free_port
 from zdd.sqlite_files import data_digest
 
 PRIMARY = "bench_primary"
@@ -33,36 +31,6 @@ PGBENCH_MB_PER_SCALE = 15.0
 # The goal: ours within this factor of the best raw tool doing the same job.
 GOAL_FACTOR = 1.3
 JOBS = 2
-
-
-@contextmanager
-def bench_cluster(folder: Path) -> Iterator[postgres.Server]:
-    """A cluster of the bench's own, as a stack's (same roles, same settings)."""
-    binaries = postgres.require_bin_dir()
-    server = postgres.Server(
-        port=free_port(),
-        admin_password=postgres.generate_password(),
-        site_password=postgres.generate_password(),
-        reader_password=postgres.generate_password(),
-        bin_dir=binaries,
-    )
-    data, run = folder / "data", folder / "run"
-    postgres.init_cluster(data, run, binaries, server.admin_password)
-    with open(folder / "server.log", "ab") as log:
-        process = subprocess.Popen(
-            postgres.server_argv(data, run, binaries, server.port), stdout=log, stderr=log
-        )
-    try:
-        postgres.wait_ready(server)
-        postgres.ensure_roles(server)
-        yield server
-    finally:
-        postgres.stop_cluster(data, binaries)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def grow(server: postgres.Server, size_mb: float) -> int:
@@ -92,7 +60,7 @@ def figures(size_mb: float, say: Callable[[str], None]) -> dict[str, Any]:
         folder = Path(name)
         if os.getuid() == 0:  # the server's own user writes basebackups and reads nothing else
             shutil.chown(folder, postgres.SERVER_USER, postgres.SERVER_USER)
-        with bench_cluster(folder / "cluster") as server:
+        with postgres.standalone_cluster(folder / "cluster") as server:
             say(f"postgresql at {size_mb:g} MiB: growing a pgbench database")
             size = grow(server, size_mb)
             times = _measure(server, folder, say)
