@@ -28,7 +28,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from infra.local.haproxy import AdminSocket, hold_writes_for_copy
-from infra.local.providers import FrontDoorProvider
+from infra.local.providers import FrontDoorProvider, standalone_front_door_inputs
 from tests.helpers.waiting import wait_for
 from zdd import gates
 from zdd.bench.frontdoor import parse_wrk
@@ -177,17 +177,8 @@ class FrontDoor:
     def __init__(self, state_dir: Path, origins: dict[str, Origin]) -> None:
         self.origins = origins
         self.provider = FrontDoorProvider()
-        props = {
-            "port": free_port(),
-            "servers": {name: f"127.0.0.1:{o.port}" for name, o in origins.items()},
-            "origins": {name: o.url for name, o in origins.items()},
-            "active": "primary",
-            "writes": "passed",
-            "hold_seconds": 30.0,
-            "health_path": "/healthz",
-            "folder": str(state_dir),
-            "log_path": str(state_dir / "frontdoor.log"),
-        }
+        servers = {name: f"127.0.0.1:{o.port}" for name, o in origins.items()}
+        props = standalone_front_door_inputs(free_port(), servers, state_dir)
         self.outs: dict[str, Any] = self.provider.create(props).outs or {}
         self.public = self.outs["public_url"]
         self.admin = AdminSocket(self.outs["socket_path"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from pulumi.dynamic import (
 
 from infra.local import haproxy
 from zdd import processes
-from zdd.phases import EdgeWrites
+from zdd.phases import DEFAULT_HOLD_WRITES_SECONDS, EdgeWrites
 from zdd.sqlite_files import (
     archive_database,
     baseline_path,
@@ -280,6 +280,24 @@ class WebAppProvider(_ProcessProvider):
     def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
         self.delete(_id, olds)
         return UpdateResult(outs=self._start(news))
+
+
+def standalone_front_door_inputs(
+    port: int, servers: Mapping[str, str], folder: Path
+) -> dict[str, Any]:
+    """A front door's inputs outside any stack (the bench's, the tests'): in front of
+    `servers` (name: host:port), traffic on `primary`, writes passed, its files in `folder`."""
+    return {
+        "port": port,
+        "servers": dict(servers),
+        "origins": {name: f"http://{address}" for name, address in servers.items()},
+        "active": "primary",
+        "writes": str(EdgeWrites.PASS),
+        "hold_seconds": DEFAULT_HOLD_WRITES_SECONDS,
+        "health_path": "/healthz",
+        "folder": str(folder),
+        "log_path": str(folder / "frontdoor.log"),
+    }
 
 
 class FrontDoorProvider(_ProcessProvider):

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from infra.local.providers import FrontDoorProvider
+from infra.local.providers import FrontDoorProvider, standalone_front_door_inputs
 from zdd.bench.stacks import BenchSite
 from zdd.console import Say
 
@@ -112,18 +112,7 @@ def trivial_origin(port: int) -> Iterator[str]:
 def front_door_for(origin_port: int, port: int) -> Iterator[str]:
     """The project's front door (its provider, as an update runs it) in front of one origin."""
     state_dir = Path(tempfile.mkdtemp(prefix="zdd-bench-fd-"))
-    address = f"127.0.0.1:{origin_port}"
-    props = {
-        "port": port,
-        "servers": {"primary": address},
-        "origins": {"primary": f"http://{address}"},
-        "active": "primary",
-        "writes": "passed",
-        "hold_seconds": 30.0,
-        "health_path": "/healthz",
-        "folder": str(state_dir),
-        "log_path": str(state_dir / "frontdoor.log"),
-    }
+    props = standalone_front_door_inputs(port, {"primary": f"127.0.0.1:{origin_port}"}, state_dir)
     provider = FrontDoorProvider()
     outs = provider.create(props).outs or {}
     try:
