@@ -70,6 +70,50 @@ class _Dynamic(Resource):
         return value
 
 
+def _restore_point(
+    name: str, provider: Any, inputs: dict[str, Any], opts: pulumi.ResourceOptions
+) -> tuple[_Dynamic, pulumi.Output[dict[str, Any]]]:
+    """A database's restore point resource and its proof as the update that took it recorded
+    it (the outputs `zdd.phases.RestorePointTaken` reads)."""
+    point = _Dynamic(
+        provider, f"{name}{RESTORE_POINT_SUFFIX}", inputs, opts, outputs=("taken_at", "digest")
+    )
+    taken = pulumi.Output.all(
+        restore_point=point.out("restore_point"),
+        taken_at=point.out("taken_at"),
+        digest=point.out("digest"),
+    )
+    return point, taken
+
+
+def _migration(
+    parent: pulumi.Resource,
+    name: str,
+    settings: LocalSettings,
+    args: DatabaseArgs,
+    database_path: pulumi.Input[str],
+    placement: pulumi.Output[Placement],
+    restore_point: _Dynamic | None,
+) -> _Dynamic:
+    """The app spec's migration to `args.schema_version`, run once the restore point is
+    recorded: no change to the database before it."""
+    version = args.schema_version
+    assert version is not None
+    return _Dynamic(
+        providers.MigrationProvider(),
+        f"{name}{MIGRATION_SUFFIX}",
+        {
+            "database_path": database_path,
+            "version": version,
+            "generation": args.generation,
+            "release": settings.app.release(version),
+            "argv": placement.apply(settings.app.migrate_command),
+            "env": placement.apply(settings.app.environment),
+        },
+        pulumi.ResourceOptions(parent=parent, depends_on=[restore_point] if restore_point else []),
+    )
+
+
 def _placement(
     settings: LocalSettings,
     version: str,
@@ -138,48 +182,28 @@ class LocalDatabase(pulumi.ComponentResource):
         ready: pulumi.Output[Any] = self.file.id
         self.restore_point: _Dynamic | None = None
         if args.restore_point:
-            self.restore_point = _Dynamic(
+            self.restore_point, self.restore_point_taken = _restore_point(
+                name,
                 providers.RestorePointProvider(),
-                f"{name}{RESTORE_POINT_SUFFIX}",
                 {
                     "restore_point": args.restore_point,
                     "database_path": self.file.id.apply(lambda _: str(path)),
                     "backup_path": str(restore_point_path(settings, args.restore_point)),
                 },
                 child,
-                outputs=("taken_at", "digest"),
-            )
-            point = self.restore_point
-            self.restore_point_taken = pulumi.Output.all(
-                restore_point=point.out("restore_point"),
-                taken_at=point.out("taken_at"),
-                digest=point.out("digest"),
             )
         if args.schema_version:
-            # The migration waits for the restore point: no change before it is recorded.
-            after = [self.restore_point] if self.restore_point else []
-            version = args.schema_version
+            database_path = self.file.id.apply(lambda _: str(path))
             placement = _placement(
                 settings,
-                version,
+                args.schema_version,
                 Instance.PRIMARY,
                 DatabaseMode.READ_WRITE,
-                self.file.id.apply(lambda _: str(path)),
+                database_path,
             )
-            migration = _Dynamic(
-                providers.MigrationProvider(),
-                f"{name}{MIGRATION_SUFFIX}",
-                {
-                    "database_path": self.file.id.apply(lambda _: str(path)),
-                    "version": version,
-                    "generation": args.generation,
-                    "release": settings.app.release(version),
-                    "argv": placement.apply(settings.app.migrate_command),
-                    "env": placement.apply(settings.app.environment),
-                },
-                pulumi.ResourceOptions(parent=self, depends_on=after),
-            )
-            ready = migration.id
+            ready = _migration(
+                self, name, settings, args, database_path, placement, self.restore_point
+            ).id
         self.connection = ready.apply(lambda _: str(path))
         self.register_outputs({"connection": self.connection})
 

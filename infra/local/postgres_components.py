@@ -10,12 +10,11 @@ import pulumi
 
 from infra.components import DatabaseArgs
 from infra.local import postgres_providers as providers
-from infra.local.components import LocalSettings, _Dynamic
-from infra.local.providers import MigrationProvider
+from infra.local.components import LocalSettings, _Dynamic, _migration, _restore_point
 from zdd import postgres
 from zdd.appspec import Placement
 from zdd.environment import log_file
-from zdd.phases import MIGRATION_SUFFIX, RESTORE_POINT_SUFFIX, DatabaseMode, Instance
+from zdd.phases import DatabaseMode, Instance
 
 # The cluster's log name (`zdd logs` reads the stack's logs by component name).
 LOG_NAME = "postgresql"
@@ -112,9 +111,9 @@ class PostgresDatabase(pulumi.ComponentResource):
         self.restore_point: _Dynamic | None = None
         self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
         if args.restore_point:
-            self.restore_point = _Dynamic(
+            self.restore_point, self.restore_point_taken = _restore_point(
+                name,
                 providers.PostgresRestorePointProvider(),
-                f"{name}{RESTORE_POINT_SUFFIX}",
                 {
                     "restore_point": args.restore_point,
                     "server": cluster.outputs,
@@ -123,36 +122,16 @@ class PostgresDatabase(pulumi.ComponentResource):
                     "backup_path": str(_restore_point_path(settings, args.restore_point)),
                 },
                 child,
-                outputs=("taken_at", "digest"),
-            )
-            point = self.restore_point
-            self.restore_point_taken = pulumi.Output.all(
-                restore_point=point.out("restore_point"),
-                taken_at=point.out("taken_at"),
-                digest=point.out("digest"),
             )
         if args.schema_version:
-            # The migration waits for the restore point: no change before it is recorded.
-            after = [self.restore_point] if self.restore_point else []
-            version = args.schema_version
-            placement = self.placement(version, Instance.PRIMARY, DatabaseMode.READ_WRITE)
-            migration = _Dynamic(
-                MigrationProvider(),
-                f"{name}{MIGRATION_SUFFIX}",
-                {
-                    # Names the migration's lock and owner id, beside the files folder.
-                    "database_path": self.database.id.apply(
-                        lambda n: str(settings.state_dir / f"{n}.pg")
-                    ),
-                    "version": version,
-                    "generation": args.generation,
-                    "release": settings.app.release(version),
-                    "argv": placement.apply(settings.app.migrate_command),
-                    "env": placement.apply(settings.app.environment),
-                },
-                pulumi.ResourceOptions(parent=self, depends_on=after),
+            placement = self.placement(
+                args.schema_version, Instance.PRIMARY, DatabaseMode.READ_WRITE
             )
-            ready = migration.id
+            # Names the migration's lock and owner id, beside the files folder.
+            database_path = self.database.id.apply(lambda n: str(settings.state_dir / f"{n}.pg"))
+            ready = _migration(
+                self, name, settings, args, database_path, placement, self.restore_point
+            ).id
         self.connection: pulumi.Output[str] = ready.apply(lambda _: db_name)
         self.database_name: pulumi.Output[str] = pulumi.Output.from_input(db_name)
         self.server_outputs = cluster.outputs
