@@ -17,11 +17,12 @@ typecheck: setup
 	$(BIN)/mypy zdd infra sampleapp policies tests apps
 
 # Most of a test's time is spent waiting on processes (engine, sites, front door), not computing:
-# two workers per core keep the cores busy.
+# two workers per core keep the cores busy, and a worker that runs out steals queued tests from
+# the others rather than leaving one to finish a queue of deployments alone.
 TEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc) )))
 
 test: lint typecheck
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --durations=15
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 unit: setup
 	$(BIN)/pytest -q -m "not engine"
