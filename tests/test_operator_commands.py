@@ -25,7 +25,7 @@ from zdd.api import open_stack
 from zdd.history import FAILED_GATE_KEY
 from zdd.processes import find_owned_under
 
-pytestmark = pytest.mark.engine
+pytestmark = pytest.mark.engine(minutes=2)
 
 # A site of its own: 204 on its health path; its clone cannot open its database (as Django on
 # a read-only database URL could not) and says so in its log.

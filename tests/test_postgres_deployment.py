@@ -20,7 +20,7 @@ from tests.helpers.commands import ROOT, Result, processes_naming, run, stack_di
 from zdd import postgres
 
 pytestmark = [
-    pytest.mark.engine,
+    pytest.mark.engine(minutes=2),
     pytest.mark.skipif(postgres.bin_dir() is None, reason="PostgreSQL is not installed"),
 ]
 

@@ -23,7 +23,7 @@ from tests.helpers.waiting import wait_for
 from zdd.probe import LoadProbe, ProbeTarget
 from zdd.sqlite_files import content_digest, data_digest
 
-pytestmark = pytest.mark.engine
+pytestmark = pytest.mark.engine(minutes=2)
 
 Make = Callable[[str], dict[str, Any]]
 SAMPLE_PROBE = ProbeTarget.of_file(ROOT / "apps/sample/app.yaml")

@@ -99,7 +99,7 @@ def _no_rehearsal_left(name: str) -> None:
         assert find_owned(owner_id(stack_dir(name), resource)) == []
 
 
-@pytest.mark.engine
+@pytest.mark.engine(minutes=2)
 def test_rehearsal_verdicts_refusals_and_the_auto_strategy(
     local_stack: Make, zdd: Callable[..., Result]
 ) -> None:
@@ -175,7 +175,7 @@ def _killed_in(argv: list[str], line: str, env: dict[str, str], pause: float = 0
     assert driver.returncode == -signal.SIGKILL, f"never saw {line!r}"
 
 
-@pytest.mark.engine
+@pytest.mark.engine(minutes=2)
 def test_a_driver_killed_in_each_step_of_the_compatible_path_is_resumed(
     local_stack: Make, zdd: Callable[..., Result], engine_env: dict[str, str]
 ) -> None:
@@ -207,7 +207,7 @@ def test_a_driver_killed_in_each_step_of_the_compatible_path_is_resumed(
     assert seen.writes_acknowledged > 0
 
 
-@pytest.mark.engine
+@pytest.mark.engine(minutes=2)
 def test_a_rollback_with_database_on_the_compatible_path_reports_the_writes_it_loses(
     local_stack: Make, zdd: Callable[..., Result]
 ) -> None:
