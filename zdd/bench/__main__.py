@@ -51,30 +51,27 @@ NOTES = [
 ]
 
 
-def main() -> None:
-    env = Environment(find_project_root())
-    env.apply()
-    os.chdir(env.root)
-    sizes = parse_sizes(os.environ.get("BENCH_SIZES_MB", DEFAULT_SIZES_MB))
-    out_dir = env.root / "bench"
-    out_dir.mkdir(exist_ok=True)
-    started = time.time()
-    info = machine()
-    say(f"sizes {sizes} MiB, probe {RATE:.0f} requests/s, {info.get('cpu_count')} cores")
-
-    side = side_by_side(env)
+def _strategies(env: Environment, size_mb: float) -> tuple[dict[str, Any], list[TimelineRun]]:
+    """The maintenance page and the in-place update, each on a fresh stack of `size_mb`."""
     strategies: dict[str, Any] = {}
     panels: list[TimelineRun] = []
     for strategy in (Maintenance(), InPlace()):
         with fresh_stack(env, strategy.name.replace("_", "")) as site:
-            size = grow_database(site.primary_database, sizes[0])
+            size = grow_database(site.primary_database, size_mb)
             measured = measure_strategy(site, strategy, RATE)
             ups = [u.as_json() for u in site.stack.ups]
             spans = chart_spans(measured, site.stack, strategy.labels)
         figures = figures_of(measured, database_bytes=size, up_profile=ups, method=strategy.method)
         strategies[strategy.name] = figures
         panels.append(timeline(strategy.title, measured, figures, spans))
+    return strategies, panels
 
+
+def _scaling(
+    env: Environment, sizes: list[float], strategies: dict[str, Any], panels: list[TimelineRun]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[TimelineRun]]:
+    """The smooth deployment at each size: its copy, its read-only window and its chart; the
+    first size's run is also the `smooth` strategy beside the other two."""
     db_copy: list[dict[str, Any]] = []
     windows: list[dict[str, Any]] = []
     scaling_panels: list[TimelineRun] = []
@@ -111,6 +108,24 @@ def main() -> None:
                     window=panel.window,
                 )
             )
+
+    return db_copy, windows, scaling_panels
+
+
+def main() -> None:
+    env = Environment(find_project_root())
+    env.apply()
+    os.chdir(env.root)
+    sizes = parse_sizes(os.environ.get("BENCH_SIZES_MB", DEFAULT_SIZES_MB))
+    out_dir = env.root / "bench"
+    out_dir.mkdir(exist_ok=True)
+    started = time.time()
+    info = machine()
+    say(f"sizes {sizes} MiB, probe {RATE:.0f} requests/s, {info.get('cpu_count')} cores")
+
+    side = side_by_side(env)
+    strategies, panels = _strategies(env, sizes[0])
+    db_copy, windows, scaling_panels = _scaling(env, sizes, strategies, panels)
 
     additive = paths.figures(env, RATE, sizes[0])
 
