@@ -33,7 +33,7 @@ class PostgresClusterProvider(_ProcessProvider):
     run supervised under the stack's owner id (it comes back if it dies), found and stopped
     through its own pid file, which lies in the stack's folder."""
 
-    _RESTART_ON = ("port", "bin_dir")
+    _UPDATE_ON = ("port", "bin_dir")  # a restart of the server
     _REPLACE_ON = ("data_dir",)
 
     def _stop(self, props: Props) -> None:
@@ -78,15 +78,6 @@ class PostgresClusterProvider(_ProcessProvider):
         )
         outs = self._start(props)
         return CreateResult(id_=f"postgresql:{outs['port']}", outs=outs)
-
-    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        replaces = _changed(olds, news, self._REPLACE_ON)
-        restart = _changed(olds, news, self._RESTART_ON)
-        return DiffResult(
-            changes=bool(replaces or restart) or not self._alive(olds),
-            replaces=replaces,
-            delete_before_replace=True,
-        )
 
     def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
         kept = {key: olds[key] for key in SECRET_OUTPUTS}

@@ -193,6 +193,20 @@ class _ProcessProvider(ResourceProvider):
     """A long-running process, started detached and found again by its owner id (the stack's
     folder and the resource's log name), never by a pid alone or a command line."""
 
+    # Inputs whose change needs a new process under a new id, and those an update applies to
+    # the running one; a process that died is an update too, which starts it again.
+    _REPLACE_ON: tuple[str, ...] = ()
+    _UPDATE_ON: tuple[str, ...] = ()
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        replaces = _changed(olds, news, self._REPLACE_ON)
+        changed = _changed(olds, news, self._UPDATE_ON)
+        return DiffResult(
+            changes=bool(replaces or changed) or not self._alive(olds),
+            replaces=replaces,
+            delete_before_replace=True,
+        )
+
     @staticmethod
     def _owner(props: Props) -> str:
         log = Path(props["log_path"])
@@ -249,7 +263,8 @@ class _ProcessProvider(ResourceProvider):
 class WebAppProvider(_ProcessProvider):
     """One web app process, started with its app spec's `start` argv from its release folder."""
 
-    _KEYS = ("argv", "env", "release", "port")
+    # Any change restarts the process in place (its id names instance and port).
+    _UPDATE_ON = ("argv", "env", "release", "port")
 
     def _start(self, props: Props) -> Props:
         props = _whole(props)
@@ -272,10 +287,6 @@ class WebAppProvider(_ProcessProvider):
     def create(self, props: Props) -> CreateResult:
         outs = self._start(props)
         return CreateResult(id_=f"{outs['instance']}:{outs['port']}", outs=outs)
-
-    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        changed = _changed(olds, news, self._KEYS)
-        return DiffResult(changes=bool(changed) or not self._alive(olds))
 
     def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
         self.delete(_id, olds)
@@ -308,7 +319,7 @@ class FrontDoorProvider(_ProcessProvider):
     # What the config is built from: a change starts a new HAProxy (ports, folder or health
     # path changed; never a traffic switch).
     _REPLACE_ON = ("port", "servers", "health_path", "folder")
-    _SWITCH_ON = ("origins", "active", "writes", "hold_seconds")
+    _UPDATE_ON = ("origins", "active", "writes", "hold_seconds")
     # How long a server that is to take the traffic may take to pass a health check.
     _HEALTHY_WITHIN = 30.0
 
@@ -351,15 +362,6 @@ class FrontDoorProvider(_ProcessProvider):
     def create(self, props: Props) -> CreateResult:
         outs = self._start(props)
         return CreateResult(id_=f"frontdoor:{outs['port']}", outs=outs)
-
-    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        replaces = _changed(olds, news, self._REPLACE_ON)
-        changed = _changed(olds, news, self._SWITCH_ON)
-        return DiffResult(
-            changes=bool(replaces or changed) or not self._alive(olds),
-            replaces=replaces,
-            delete_before_replace=True,
-        )
 
     def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
         if self._alive(olds):
