@@ -17,10 +17,12 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
+
+T = TypeVar("T")
 
 CLONE_USER = "zdd_clone"
 READER_ROLES = ("db_datareader",)
@@ -71,6 +73,33 @@ def _pymssql_connect(**options: Any) -> Any:
     return importlib.import_module("pymssql").connect(**options)
 
 
+class Unreachable(Exception):
+    """Every attempt failed; the message is the last one's complaint."""
+
+
+def until_reachable(
+    once: Callable[[], T],
+    *,
+    attempts: int,
+    pause_seconds: float,
+    sleep: Callable[[float], None],
+    fatal: type[Exception],
+) -> T:
+    """`once()`, tried up to `attempts` times `pause_seconds` apart while the operator's new
+    firewall rule applies (a connection refused, a timeout); a `fatal` error is not retried."""
+    complaint = "not tried"
+    for attempt in range(1, attempts + 1):
+        try:
+            return once()
+        except fatal:
+            raise
+        except Exception as exc:  # the database driver's own errors
+            complaint = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+            if attempt < attempts:
+                sleep(pause_seconds)
+    raise Unreachable(complaint)
+
+
 def grant_clone_access(
     *,
     server: str,
@@ -85,20 +114,19 @@ def grant_clone_access(
 ) -> dict[str, Any]:
     """Give the copy its user (and its read-only state); return what the database says now.
     Retried while the operator's new firewall rule applies."""
-    complaint = "not tried"
-    for attempt in range(1, attempts + 1):
-        try:
-            return _grant_once(server, database, admin_login, admin_password, read_only, connect)
-        except CloneAccessFailed:
-            raise
-        except Exception as exc:  # the driver's own errors: a connection refused, a timeout
-            complaint = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
-            if attempt < attempts:
-                sleep(pause_seconds)
-    raise CloneAccessFailed(
-        f"the clone's database {database} could not be given its read-only access after "
-        f"{attempts} attempt(s) ({complaint}); the clone's web app was not created"
-    )
+    try:
+        return until_reachable(
+            lambda: _grant_once(server, database, admin_login, admin_password, read_only, connect),
+            attempts=attempts,
+            pause_seconds=pause_seconds,
+            sleep=sleep,
+            fatal=CloneAccessFailed,
+        )
+    except Unreachable as exc:
+        raise CloneAccessFailed(
+            f"the clone's database {database} could not be given its read-only access after "
+            f"{attempts} attempt(s) ({exc}); the clone's web app was not created"
+        ) from None
 
 
 def _grant_once(

@@ -26,7 +26,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
-from infra.azure.clone_access import new_password
+from infra.azure.clone_access import Unreachable, new_password, until_reachable
 
 CLONE_ROLE = "zdd_clone"
 WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
@@ -153,23 +153,29 @@ def copy_database(
 ) -> dict[str, Any]:
     """Copy `source` into `destination` and give the clone its role; return what the server
     says now. Retried while the operator's new firewall rule applies."""
-    complaint = "not tried"
-    for attempt in range(1, attempts + 1):
-        try:
-            return _copy_once(
-                host, source, destination, admin_login, admin_password, owner, read_only, pipe,
+    try:
+        return until_reachable(
+            lambda: _copy_once(
+                host,
+                source,
+                destination,
+                admin_login,
+                admin_password,
+                owner,
+                read_only,
+                pipe,
                 connect,
-            )  # fmt: skip
-        except PostgresCopyFailed:
-            raise
-        except Exception as exc:  # a connection refused, a timeout, a dump that failed
-            complaint = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
-            if attempt < attempts:
-                sleep(pause_seconds)
-    raise PostgresCopyFailed(
-        f"the clone's database {destination} could not be copied from {source} after "
-        f"{attempts} attempt(s) ({complaint}); the clone's web app was not created"
-    )
+            ),
+            attempts=attempts,
+            pause_seconds=pause_seconds,
+            sleep=sleep,
+            fatal=PostgresCopyFailed,  # a copy that can still write is not retried
+        )
+    except Unreachable as exc:
+        raise PostgresCopyFailed(
+            f"the clone's database {destination} could not be copied from {source} after "
+            f"{attempts} attempt(s) ({exc}); the clone's web app was not created"
+        ) from None
 
 
 def _copy_once(
