@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -18,6 +19,7 @@ from pulumi import automation as auto
 
 # Not re-exported by `pulumi.automation`; `_EventedStack` is built with it, as `Stack.select` does.
 from pulumi.automation._stack import StackInitMode
+from semver import VersionInfo
 
 from zdd.config_file import NAMESPACE, StackConfigFile
 from zdd.console import Say
@@ -35,6 +37,42 @@ _STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 HISTORY_PAGE_SIZE = 100
 # This process's workspaces, by project folder and engine environment (see `Stack._workspace`).
 _WORKSPACES: dict[tuple[str, tuple[tuple[str, str], ...]], auto.LocalWorkspace] = {}
+
+
+class _KnownCli(auto.PulumiCommand):
+    """The Pulumi CLI on the PATH, with a version this machine already asked it for.
+
+    `auto.PulumiCommand()` runs `pulumi version` (a CLI start, the cost of a small update's
+    bookkeeping) in every process that makes a workspace; each `zdd` command is one."""
+
+    def __init__(self, version: VersionInfo) -> None:  # not super's: that asks the CLI again
+        self.command = "pulumi"
+        self.version = version
+
+
+def _pulumi_command(env: Environment, path: str) -> auto.PulumiCommand:
+    """The CLI that `path` finds, its version read from `.zdd/cli-version.json` when that
+    names the same binary (path, size, modification time); otherwise asked (and checked
+    against the Automation API's minimum) and written there."""
+    binary = shutil.which("pulumi", path=path)
+    if binary is None:
+        return auto.PulumiCommand()  # fails as the Automation API would, with its message
+    found = Path(binary).resolve().stat()
+    key = f"{Path(binary).resolve()}:{found.st_size}:{found.st_mtime_ns}"
+    cache = env.state_root / "cli-version.json"
+    try:
+        known = json.loads(cache.read_text())
+        if known.get("binary") == key:
+            return _KnownCli(VersionInfo.parse(known["version"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    command = auto.PulumiCommand()
+    if command.version is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        written = cache.with_suffix(f".{os.getpid()}.tmp")
+        written.write_text(json.dumps({"binary": key, "version": str(command.version)}))
+        written.replace(cache)
+    return command
 
 
 def _holds_mask(value: object) -> bool:
@@ -224,11 +262,12 @@ class Stack:
 
     @classmethod
     def _workspace(cls, env: Environment) -> auto.LocalWorkspace:
-        """One workspace per project and engine environment in a process: making one runs
-        `pulumi version`."""
+        """One workspace per project and engine environment in a process."""
         options = cls._options(env)
         key = (str(env.root), tuple(sorted((options.env_vars or {}).items())))
         if key not in _WORKSPACES:
+            path = (options.env_vars or {}).get("PATH", os.environ.get("PATH", ""))
+            options.pulumi_command = _pulumi_command(env, path)
             _WORKSPACES[key] = auto.LocalWorkspace(**vars(options))
         return _WORKSPACES[key]
 
@@ -375,13 +414,23 @@ class Stack:
         )
         return done.stdout
 
+    def _export(self) -> dict[str, Any]:
+        """The stack's state as `pulumi stack export` writes it, secrets still encrypted: none
+        of what the driver reads there is secret, and decrypting derives the passphrase key
+        (the Automation API's `export_stack` always does). Imported back as it is."""
+        exported: dict[str, Any] = json.loads(self._cli("stack", "export"))
+        return exported
+
+    def _resources(self) -> list[dict[str, Any]]:
+        resources = (self._export().get("deployment") or {}).get("resources") or []
+        return list(resources)
+
     def restore_point_in_state(self, restore_point: str | None) -> RestorePointTaken | None:
         """The restore point `restore_point` as a resource in the stack's state recorded it when
         taken (by an update that may have failed afterwards), or None if none was."""
         if restore_point is None:
             return None
-        resources = (self._stack.export_stack().deployment or {}).get("resources") or []
-        for resource in resources:
+        for resource in self._resources():
             if str(resource.get("urn", "")).endswith(RESTORE_POINT_SUFFIX):
                 taken = RestorePointTaken.from_record(resource.get("outputs"))
                 if taken is not None and taken.id == restore_point:
@@ -392,8 +441,7 @@ class Stack:
         """The version whose migration the primary database's last successful migration
         applied, as its resource in the stack's state records it (a failed migration leaves
         the one before), or None when the state has no migration resource."""
-        resources = (self._stack.export_stack().deployment or {}).get("resources") or []
-        for resource in resources:
+        for resource in self._resources():
             if str(resource.get("urn", "")).endswith(f"primary-db{MIGRATION_SUFFIX}"):
                 version = (resource.get("outputs") or {}).get("version")
                 return str(version) if version else None
@@ -446,13 +494,15 @@ class Stack:
 
     def drop_pending_operations(self, say: Say) -> None:
         """An update that was killed leaves pending operations that block the next one."""
-        exported = self._stack.export_stack()
-        state = dict(exported.deployment or {})
+        exported = self._export()
+        state = dict(exported.get("deployment") or {})
         if state.get("pending_operations"):
             count = len(state["pending_operations"])
             say(f"dropping {count} pending operation(s) of an interrupted update")
             state["pending_operations"] = []
-            self._stack.import_stack(auto.Deployment(version=exported.version, deployment=state))
+            self._stack.import_stack(
+                auto.Deployment(version=exported.get("version"), deployment=state)
+            )
 
     def remove(self) -> None:
         self._stack.workspace.remove_stack(self.name)
