@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.commands import Result, processes_naming, run, stack_dir
+from tests.helpers.commands import PROBE_RATE, Result, processes_naming, run, stack_dir
 from tests.helpers.stand_in import Answer, StandIn
 from zdd.processes import find_owned_under
 
@@ -35,6 +35,7 @@ def engine_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         "PULUMI_PYTHON_CMD": sys.executable,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ZDD_PROBE_RATE": str(PROBE_RATE),
     }
     (base / "state").mkdir()
     return env

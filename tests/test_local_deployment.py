@@ -11,6 +11,7 @@ import pytest
 
 from sampleapp.app import IDENTITY_PATH
 from tests.helpers.commands import Result
+from zdd.probe import DEFAULT_RATE
 
 pytestmark = pytest.mark.engine
 
@@ -29,7 +30,9 @@ def test_full_deployment_under_load_loses_nothing(
 ) -> None:
     stack = local_stack("v1")
     name = stack["stack"]
-    result = zdd("deploy", "--stack", name, "--version", "v2", "--probe", "--yes", "--json")
+    # At the CLI's own rate, not the tests' lighter one: this is the proof under load.
+    result = zdd("deploy", "--stack", name, "--version", "v2", "--probe", "--probe-rate",
+                 str(DEFAULT_RATE), "--yes", "--json")  # fmt: skip
     assert result.code == 0, result.stderr
     report = result.json()
     assert report["outcome"] == "succeeded"

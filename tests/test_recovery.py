@@ -17,7 +17,7 @@ import pytest
 
 from sampleapp.app import IDENTITY_PATH
 from sampleapp.versions import VERSIONS
-from tests.helpers.commands import ROOT, Result, stack_dir
+from tests.helpers.commands import PROBE_RATE, ROOT, Result, stack_dir
 from tests.helpers.driver import Driver, snapshot, update_locks
 from tests.helpers.waiting import wait_for
 from zdd.probe import LoadProbe, ProbeTarget
@@ -204,7 +204,7 @@ def test_killed_driver_resumes_without_a_failed_request(
 ) -> None:
     stack = site("v1")
     name = stack["stack"]
-    probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=200)
+    probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=PROBE_RATE)
     probe.start()
     driver = Driver(engine_env, "deploy", "-s", name, "--version", "v2", "--yes")
     driver.reach(f"{phase}: pulumi up")
@@ -249,7 +249,7 @@ def test_resume_after_the_whole_update_was_killed(
     finishes the deployment."""
     stack = site("v1")
     name = stack["stack"]
-    probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=200)
+    probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=PROBE_RATE)
     probe.start()
     driver = Driver(engine_env, "deploy", "-s", name, "--version", "v2", "--yes", own_group=True)
     driver.reach(f"{phase}: pulumi up")

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.commands import ROOT, Result, config_file, stack_dir
+from tests.helpers.commands import PROBE_RATE, ROOT, Result, config_file, stack_dir
 from zdd.actions import Action, Refused, StackState, plan
 from zdd.errors import RefusedTransition
 from zdd.phases import (
@@ -135,7 +135,7 @@ def test_rehearsal_verdicts_refusals_and_the_auto_strategy(
     assert zdd("status", "-s", name, "--json").json()["state"] == "idle"
 
     auto = zdd("deploy", "-s", name, "--version", "v1.1", "--strategy", "auto", "--probe",
-               "--probe-rate", "200", "--yes", "--json")  # fmt: skip
+               "--yes", "--json")  # fmt: skip
     assert auto.code == 0, auto.stderr
     shipped = auto.json()
     assert shipped["strategy"] == "compatible", shipped["strategy_reason"]
@@ -147,7 +147,7 @@ def test_rehearsal_verdicts_refusals_and_the_auto_strategy(
     assert (probe["writes_held"], probe["writes_hidden"]) == (0, 0), probe
 
     clone = zdd("deploy", "-s", name, "--version", "v2", "--strategy", "auto", "--probe",
-                "--probe-rate", "200", "--yes", "--json")  # fmt: skip
+                "--yes", "--json")  # fmt: skip
     assert clone.code == 0, clone.stderr
     fallback = clone.json()
     assert fallback["strategy"] == "clone" and "GET /healthz" in fallback["strategy_reason"]
@@ -183,7 +183,7 @@ def test_a_driver_killed_in_each_step_of_the_compatible_path_is_resumed(
     stack = local_stack("v2")
     name = stack["stack"]
     deploy = ["deploy", "-s", name, "--version", "v2.1", "--strategy", "auto", "--yes"]
-    probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=150)
+    probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=PROBE_RATE)
     probe.start()
     try:
         # In the rehearsal: nothing was written; its copy and process are cleaned next time.
@@ -224,7 +224,7 @@ def test_a_rollback_with_database_on_the_compatible_path_reports_the_writes_it_l
     assert _config(name) == config
 
     rolled = zdd("rollback", "-s", name, "--with-database", "--accept-data-loss", "--probe",
-                 "--probe-rate", "150", "--json")  # fmt: skip
+                 "--json")  # fmt: skip
     assert rolled.code == 0, rolled.stderr
     report = rolled.json()
     added = report["lost_writes"]["tables"]["articles"]["added"]

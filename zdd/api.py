@@ -22,7 +22,7 @@ from zdd.driver import MADE_BY_KEY, Driver
 from zdd.environment import Environment, LoggedComponent, find_project_root
 from zdd.errors import BadInput
 from zdd.phases import Mode, Phase, Strategy
-from zdd.probe import LoadProbe, ProbeTarget
+from zdd.probe import DEFAULT_RATE, LoadProbe, ProbeTarget
 from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
 from zdd.rehearsal import Decision, Rehearsal, RehearsalReport, StrategyChoice, decide
 from zdd.results import DeployResult, Status
@@ -84,7 +84,7 @@ class ProbeSettings:
     """A load probe on the public endpoint for a whole action; its figures go to the result's
     `probe`, and with `chart` a timeline PNG is drawn."""
 
-    rate: float = 400.0
+    rate: float = DEFAULT_RATE
     chart: Path | None = None
 
 

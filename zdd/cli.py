@@ -33,6 +33,7 @@ from zdd.console import stderr_console
 from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, LoggedComponent
 from zdd.errors import BadInput, ZddError, exit_codes_text
 from zdd.phases import Mode
+from zdd.probe import DEFAULT_RATE as DEFAULT_PROBE_RATE
 from zdd.registry import DEFAULT_TARGET, TARGETS
 from zdd.rehearsal import StrategyChoice
 from zdd.results import DeployResult
@@ -68,7 +69,13 @@ PreviewOpt = Annotated[
 ProbeOpt = Annotated[
     bool, typer.Option("--probe", help="Run a load probe on the public endpoint throughout.")
 ]
-RateOpt = Annotated[float, typer.Option(help="Probe requests per second.")]
+RateOpt = Annotated[
+    float,
+    typer.Option(
+        envvar="ZDD_PROBE_RATE",
+        help="Probe requests per second (a CI machine shared with others may want fewer).",
+    ),
+]
 WaitOpt = Annotated[
     bool,
     typer.Option(
@@ -169,7 +176,7 @@ def _act(
     wait_for_approval: bool = False,
     on_failure: str | None = None,
     probe: bool = False,
-    probe_rate: float = 400.0,
+    probe_rate: float = DEFAULT_PROBE_RATE,
     chart: str | None = None,
     strategy: str = StrategyChoice.CLONE,
 ) -> None:
@@ -225,7 +232,7 @@ def deploy(
     yes: YesOpt = False,
     preview: PreviewOpt = False,
     probe: ProbeOpt = False,
-    probe_rate: RateOpt = 400.0,
+    probe_rate: RateOpt = DEFAULT_PROBE_RATE,
     chart: ChartOpt = None,
     strategy: Annotated[
         str,
@@ -273,7 +280,7 @@ def rollforward(
     wait_for_approval: WaitOpt = False,
     preview: PreviewOpt = False,
     probe: ProbeOpt = False,
-    probe_rate: RateOpt = 400.0,
+    probe_rate: RateOpt = DEFAULT_PROBE_RATE,
     as_json: JsonOpt = False,
 ) -> None:
     """While the clone holds the traffic: deploy VERSION to the primary instead, then go on."""
@@ -308,7 +315,7 @@ def rollback(
     ] = False,
     preview: PreviewOpt = False,
     probe: ProbeOpt = False,
-    probe_rate: RateOpt = 400.0,
+    probe_rate: RateOpt = DEFAULT_PROBE_RATE,
     as_json: JsonOpt = False,
 ) -> None:
     """While the clone holds the traffic: the primary back on the version before the deployment."""
@@ -331,7 +338,7 @@ def abort(stack: StackOpt, preview: PreviewOpt = False, as_json: JsonOpt = False
 def complete(
     stack: StackOpt,
     probe: ProbeOpt = False,
-    probe_rate: RateOpt = 400.0,
+    probe_rate: RateOpt = DEFAULT_PROBE_RATE,
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a deployment that awaits approval: return the traffic and clean up."""
@@ -342,7 +349,7 @@ def complete(
 def resume(
     stack: StackOpt,
     probe: ProbeOpt = False,
-    probe_rate: RateOpt = 400.0,
+    probe_rate: RateOpt = DEFAULT_PROBE_RATE,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue an interrupted deployment or recovery from the stack's config and outputs; a
@@ -478,7 +485,7 @@ def destroy(
 def demo(
     stack: Annotated[str, typer.Option("--stack", "-s", help="Stack name.")] = "demo",
     keep: Annotated[bool, typer.Option(help="Leave the site running to browse it.")] = False,
-    probe_rate: RateOpt = 400.0,
+    probe_rate: RateOpt = DEFAULT_PROBE_RATE,
     chart: ChartOpt = None,
     database: DatabaseOpt = None,
     as_json: JsonOpt = False,

@@ -196,13 +196,17 @@ class ProbeReport:
         }
 
 
+# Requests per second when none is asked for: enough to see a refusal of a few milliseconds.
+DEFAULT_RATE = 400.0
+
+
 class LoadProbe:
     def __init__(
         self,
         public_url: str,
         target: ProbeTarget | None = None,
         *,
-        rate: float = 400.0,
+        rate: float = DEFAULT_RATE,
         write_every: int = 10,
         concurrency: int = 48,
     ) -> None:

@@ -14,6 +14,10 @@ from zdd.environment import STATE_ROOT
 from zdd.environment import stack_dir as stack_dir_under
 
 ROOT = Path(__file__).resolve().parents[2]
+# The probe's rate in tests (`--probe` reads it from ZDD_PROBE_RATE): two tests share the two
+# cores of a CI machine, and at the CLI's 400 requests/s each probe took half a core from the
+# deployments under test. 100/s still sends a request every 10 ms, a write every 100 ms.
+PROBE_RATE = 100.0
 
 
 @dataclass
