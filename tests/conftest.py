@@ -13,8 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.commands import PROBE_RATE, Result, processes_naming, run, stack_dir
+from tests.helpers.commands import (
+    PROBE_RATE,
+    ROOT,
+    Result,
+    processes_naming,
+    run,
+    stack_dir,
+)
 from tests.helpers.stand_in import Answer, StandIn
+from zdd.environment import STATE_ROOT
 from zdd.processes import find_owned_under
 
 # pytest-xdist gives its workers COLUMNS=80; what `zdd` prints must not depend on the runner's
@@ -82,6 +90,7 @@ def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[..., dict[str, 
         assert destroyed.code == 0, destroyed.stderr
         state_dir = stack_dir(name)
         assert not state_dir.exists()
+        assert not (ROOT / STATE_ROOT / "locks" / f"{name}.lock").exists(), "driver lock left"
         assert find_owned_under(state_dir) == [], f"processes left running for {name}"
         assert processes_naming(state_dir) == [], f"a server left running for {name}"
 

@@ -313,7 +313,7 @@ class SmoothStack:
 
     def destroy(self) -> None:
         """Remove every resource of the stack and the stack itself."""
-        with self._driver.exclusive():
+        with self._driver.exclusive(stack_goes=True):
             self._driver.destroy()
 
     # -- steps ---------------------------------------------------------------------------

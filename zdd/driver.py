@@ -97,11 +97,13 @@ class Driver:
     # -- one driver per stack ------------------------------------------------------------
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold the stack's driver lock; a second driver is refused, a dead one's lock is free."""
+    def exclusive(self, *, stack_goes: bool = False) -> Iterator[None]:
+        """Hold the stack's driver lock; a second driver is refused, a dead one's lock is free.
+        With `stack_goes` (a destroy), the lock's file goes too once the work succeeded."""
         locks = self.env.state_root / "locks"
         locks.mkdir(parents=True, exist_ok=True)
-        handle = open(locks / f"{self.stack_name}.lock", "a+")  # noqa: SIM115 - held open
+        path = locks / f"{self.stack_name}.lock"
+        handle = open(path, "a+")  # noqa: SIM115 - held open
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -118,6 +120,9 @@ class Driver:
         handle.flush()
         try:
             yield
+            if stack_goes:
+                # Still held: no second driver locks the file between its last use and its end.
+                path.unlink(missing_ok=True)
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
