@@ -10,7 +10,16 @@ import pytest
 
 from zdd import cli
 from zdd import stack as stack_module
-from zdd.history import gate_failure, group_history, pending_gate_failure, strategy_field
+from zdd.history import (
+    PROBE_KEY,
+    gate_failure,
+    group_history,
+    kept_until_recorded,
+    pending_gate_failure,
+    pending_probe,
+    probe_figures,
+    strategy_field,
+)
 from zdd.phases import Phase
 from zdd.stack import Stack
 
@@ -179,3 +188,39 @@ def test_each_deployment_keeps_the_strategy_it_took() -> None:
     )
     assert (earlier["to_version"], earlier["strategy"]) == ("v1.1", "compatible")
     assert (later["to_version"], later["strategy"]) == ("v2", "clone")
+
+
+def _probe(deployment: str, action: str, **figures: float) -> dict[str, Any]:
+    report = {"requests": 100, "failed": 0, "writes_held": 0, "longest_hold_seconds": 0.0}
+    return pending_probe(probe_figures(deployment, action, {**report, **figures}))
+
+
+def test_each_deployment_keeps_what_its_probes_saw_and_its_read_only_window() -> None:
+    """A probe's figures arrive with the update after its command (the next deployment's first,
+    or the completion's), and in the config for the newest; each goes to the deployment it
+    names, summed over that deployment's commands, the longest hold the longest of them."""
+    paused = _probe("d1", "deploy", writes_held=7, longest_hold_seconds=3.5, writes_refused=1)
+    completed = _probe("d1", "complete", requests=50, writes_held=2, longest_hold_seconds=1.25)
+    config = probe_figures("d2", "deploy", {"requests": 9, "failed": 1, "writes_lost": 2})
+    second, first = group_history(
+        newest_first(
+            update("deploy", "clone", "v2"),
+            update("deploy", "cutover", "v2"),
+            update("deploy", "deploy", "v2"),
+            update("complete", "return", "v2", **paused),
+            update("complete", "idle", "v2", read_only_window_seconds=4.25),
+            update("deploy", "clone", "v3", deployment="d2", since="v2", **completed),
+        ),
+        config,
+    )
+    assert first["read_only_window_seconds"] == 4.25
+    assert first["probe"] == {
+        "commands": ["deploy", "complete"], "requests": 150, "failed": 0,
+        "writes_acknowledged": 0, "writes_held": 9, "longest_hold_seconds": 3.5,
+        "writes_refused": 1, "writes_lost": 0, "writes_hidden": 0,
+    }  # fmt: skip
+    assert "read_only_window_seconds" not in second
+    assert (second["probe"]["requests"], second["probe"]["failed"]) == (9, 1)
+    assert second["probe"]["writes_lost"] == 2
+    # Once an update's message holds them, the config lets them go.
+    assert kept_until_recorded({**paused, "phase": "return"}) == {PROBE_KEY: None}

@@ -57,6 +57,14 @@ def test_full_deployment_under_load_loses_nothing(
         on_clone_until - on_clone_from, abs=0.01
     )
 
+    # The history keeps what the visitors saw: the window and the probe's figures.
+    (kept, _init) = zdd("history", "--stack", name, "--json").json()["deployments"]
+    assert kept["read_only_window_seconds"] == pytest.approx(report["read_only_window_seconds"])
+    assert kept["probe"]["commands"] == ["deploy"]
+    for figure in ("requests", "writes_held", "writes_refused", "writes_lost", "failed"):
+        assert kept["probe"][figure] == probe[figure], figure
+    assert kept["probe"]["longest_hold_seconds"] == probe["longest_hold_seconds"]
+
     status = zdd("status", "--stack", name, "--json").json()
     assert status["phase"] == "idle" and status["current_version"] == "v2"
     assert status["traffic"] == "primary" and not status["deployment_in_progress"]

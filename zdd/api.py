@@ -21,6 +21,7 @@ from zdd.console import Say
 from zdd.driver import MADE_BY_KEY, Driver
 from zdd.environment import Environment, LoggedComponent, find_project_root
 from zdd.errors import BadInput
+from zdd.history import probe_figures
 from zdd.phases import Mode, Phase, Strategy
 from zdd.probe import DEFAULT_RATE, LoadProbe, ProbeTarget
 from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
@@ -357,6 +358,8 @@ class SmoothStack:
     ) -> DeployResult:
         """Take the steps to the end under the probe; a failure still reports the probe."""
         self.last_result = result
+        # The deployment the probe watches; its last update clears the id from the config.
+        deployment = self._driver.stack.config().get("deploymentId")
         if load is not None:
             self._driver.say(f"probe: {load.rate:.0f} requests/s on {load.public_url}")
             load.start()
@@ -365,6 +368,9 @@ class SmoothStack:
         finally:
             if load is not None:
                 self._finish_probe(load, result, probe.chart if probe else None)
+                # For `zdd history`: the next update's message records them.
+                figures = probe_figures(deployment, result.action, result.probe or {})
+                self._driver.stack.set_config(figures)
         return result
 
     def _finish_probe(self, load: LoadProbe, result: DeployResult, chart: Path | None) -> None:

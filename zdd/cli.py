@@ -575,7 +575,7 @@ def _print_preview(shown: dict[str, Any]) -> None:
 
 
 def _print_history(entries: list[dict[str, Any]]) -> None:
-    table = Table("started", "actions", "versions", "outcome", "phases")
+    table = Table("started", "actions", "versions", "outcome", "phases", "visitors")
     for entry in entries:
         phases = ", ".join(
             f"{p['name']} {p['seconds'] or 0:.1f}s" + ("" if p["result"] == "succeeded" else "!")
@@ -589,8 +589,23 @@ def _print_history(entries: list[dict[str, Any]]) -> None:
             f"{entry['from_version']} -> {tried}" if entry["from_version"] else tried,
             entry["outcome_detail"],
             phases,
+            _visitors(entry),
         )
     err.print(table)
+
+
+def _visitors(entry: dict[str, Any]) -> str:
+    """What the deployment's read-only window and load probes (if any ran) saw."""
+    seen = []
+    if (window := entry.get("read_only_window_seconds")) is not None:
+        seen.append(f"read-only {window:.1f}s")
+    if probe := entry.get("probe"):
+        seen.append(
+            f"{probe['requests']} requests, {probe['failed']} failed, {probe['writes_held']} "
+            f"writes held (longest {probe['longest_hold_seconds']:.1f}s), "
+            f"{probe['writes_refused']} refused, {probe['writes_lost']} lost"
+        )
+    return "; ".join(seen)
 
 
 if __name__ == "__main__":

@@ -43,11 +43,11 @@ from zdd.errors import BadInput, EngineFailed, GateFailed, RefusedTransition, St
 from zdd.gatekeeper import pass_gate
 from zdd.gates import components
 from zdd.history import (
-    FAILED_GATE_FIELD,
-    FAILED_GATE_KEY,
     gate_failure,
     history_message,
+    kept_until_recorded,
     pending_gate_failure,
+    pending_probe,
     read_history,
     strategy_field,
 )
@@ -551,6 +551,12 @@ class Driver:
             **strategy_field(config),
             **({"read_only_violation": v} if (v := result.read_only_violation) else {}),
             **pending_gate_failure(config),
+            **pending_probe(config),
+            **(
+                {"read_only_window_seconds": round(w, 2)}
+                if (w := result.read_only_window_seconds) is not None
+                else {}
+            ),
         }
 
     def _up(
@@ -565,8 +571,8 @@ class Driver:
                 message=history_message(record),
             )
         finally:
-            if FAILED_GATE_FIELD in record:  # now in the update's message: history has it
-                self.stack.set_config({FAILED_GATE_KEY: None})
+            if recorded := kept_until_recorded(record):  # in the update's message: history has it
+                self.stack.set_config(recorded)
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")
         if result is not None:

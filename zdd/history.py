@@ -24,6 +24,16 @@ HISTORY_PREFIX = "zdd "
 FAILED_GATE_KEY = "failedGate"
 # Where an update's message records it.
 FAILED_GATE_FIELD = "failed_gate"
+# The config key that keeps the figures of a command's load probe (`--probe`) until the next
+# update's message records them: a probe ends after the last update of its command.
+PROBE_KEY = "probeReport"
+PROBE_FIELD = "probe"
+# What history keeps of a probe's report (zdd.probe.ProbeReport).
+PROBE_FIGURES = (
+    "requests", "failed", "writes_acknowledged", "writes_held", "longest_hold_seconds",
+    "writes_refused", "writes_lost", "writes_hidden",
+)  # fmt: skip
+_KEPT_IN_CONFIG = ((FAILED_GATE_KEY, FAILED_GATE_FIELD), (PROBE_KEY, PROBE_FIELD))
 # Actions that set out for a version; a rollback goes back to the one before.
 FORWARD_ACTIONS = frozenset({"init", "deploy", "rollforward", "app-set"})
 ROLLBACKS = {"rollback-code-only": "code only", "rollback-with-database": "with the database"}
@@ -39,16 +49,40 @@ def gate_failure(src: Phase, dst: Phase, at: float | None = None) -> dict[str, s
     return {FAILED_GATE_KEY: json.dumps(record, sort_keys=True)}
 
 
-def pending_gate_failure(config: Mapping[str, str]) -> dict[str, Any]:
-    """What the next update's message says about a gate that failed since the last update."""
-    raw = config.get(FAILED_GATE_KEY)
+def probe_figures(deployment: str | None, action: str, report: Mapping[str, Any]) -> dict[str, str]:
+    """The config change that keeps a finished probe's figures until the next update records
+    them."""
+    record = {"deployment": deployment, "action": action}
+    record.update({key: report.get(key) for key in PROBE_FIGURES})
+    return {PROBE_KEY: json.dumps(record, sort_keys=True)}
+
+
+def _kept(config: Mapping[str, str], key: str, needs: str) -> dict[str, Any] | None:
+    raw = config.get(key)
     if not raw:
-        return {}
+        return None
     try:
         record = json.loads(raw)
     except ValueError:
-        return {}
-    return {FAILED_GATE_FIELD: record} if isinstance(record, dict) and "gate" in record else {}
+        return None
+    return record if isinstance(record, dict) and needs in record else None
+
+
+def pending_gate_failure(config: Mapping[str, str]) -> dict[str, Any]:
+    """What the next update's message says about a gate that failed since the last update."""
+    record = _kept(config, FAILED_GATE_KEY, "gate")
+    return {FAILED_GATE_FIELD: record} if record else {}
+
+
+def pending_probe(config: Mapping[str, str]) -> dict[str, Any]:
+    """What the next update's message says about the probe of the last command."""
+    record = _kept(config, PROBE_KEY, "requests")
+    return {PROBE_FIELD: record} if record else {}
+
+
+def kept_until_recorded(record: Mapping[str, Any]) -> dict[str, None]:
+    """The config change that drops what an update's message (`record`) now holds."""
+    return {key: None for key, name in _KEPT_IN_CONFIG if name in record}
 
 
 def strategy_field(config: Mapping[str, str]) -> dict[str, str]:
@@ -93,6 +127,9 @@ def group_history(
     now) tells what the newest one waits for."""
     entries: list[_Entry] = []
     open_entries: dict[str, _Entry] = {}
+    # A probe's figures reach the history with the update after its command: often the next
+    # deployment's first; they belong to the deployment they name.
+    by_deployment: dict[str, _Entry] = {}
     for update in reversed(updates):
         key = update.get("deployment") or ""
         entry = open_entries.get(key) if key else None
@@ -100,14 +137,31 @@ def group_history(
             entry = _Entry(update)
             entries.append(entry)
             if key:
-                open_entries[key] = entry
+                open_entries[key] = by_deployment[key] = entry
         entry.add(update)
+        _file_probe(update.get(PROBE_FIELD), by_deployment)
         if entry.ended and key:
             del open_entries[key]
     if entries:
         entries[-1].pending = pending_gate_failure(config or {}).get(FAILED_GATE_FIELD)
         entries[-1].awaiting = (config or {}).get("awaitApproval") == "true"
+        _file_probe(pending_probe(config or {}).get(PROBE_FIELD), by_deployment)
     return [entry.as_json() for entry in reversed(entries)]
+
+
+def _file_probe(record: object, by_deployment: Mapping[str, _Entry]) -> None:
+    if isinstance(record, dict) and (entry := by_deployment.get(str(record.get("deployment")))):
+        entry.probes.append(record)
+
+
+def _probe_total(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of every probe that watched a deployment (one per command: a deployment
+    that waited for approval has the deploy's and the completion's)."""
+    total: dict[str, Any] = {"commands": [str(r.get("action")) for r in records]}
+    for key in PROBE_FIGURES:
+        values = [float(r.get(key) or 0) for r in records]
+        total[key] = max(values) if key == "longest_hold_seconds" else int(sum(values))
+    return total
 
 
 class _Entry:
@@ -130,6 +184,8 @@ class _Entry:
         self.pending: dict[str, Any] | None = None  # a gate failure the config still holds
         self.awaiting = False
         self._gates_seen: set[float] = set()
+        self.probes: list[dict[str, Any]] = []
+        self.read_only_window: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -173,6 +229,8 @@ class _Entry:
             self.strategy = str(update["strategy"])
         if update.get("read_only_violation"):
             self.read_only_violation = update["read_only_violation"]
+        if update.get("read_only_window_seconds") is not None:
+            self.read_only_window = float(update["read_only_window_seconds"])
 
     def _outcome(self) -> tuple[str, str, dict[str, str] | None]:
         """(outcome, in words, where it failed)."""
@@ -224,4 +282,8 @@ class _Entry:
             entry["rolled_back_to"] = self.rollback[1]
         if self.read_only_violation:
             entry["read_only_violation"] = self.read_only_violation
+        if self.read_only_window is not None:
+            entry["read_only_window_seconds"] = self.read_only_window
+        if self.probes:
+            entry["probe"] = _probe_total(self.probes)
         return entry
