@@ -151,6 +151,12 @@ def test_roll_back_code_and_database_to_the_restore_point(
     assert history[0]["actions"] == ["deploy", "rollback-with-database", "complete"]
     assert history[0]["outcome"] == "rolled-back" and history[0]["rolled_back_to"] == "v1"
     assert history[0]["to_version"] == "v2"  # what it attempted, not where it ended
+    # Both probes that watched it, the paused rollback's and the completion's, are kept.
+    probes, kept = [back.json()["probe"], done.json()["probe"]], history[0]["probe"]
+    assert kept["commands"] == ["rollback-with-database", "complete"]
+    for figure in ("requests", "writes_held", "writes_refused", "writes_lost"):
+        assert kept[figure] == sum(p[figure] for p in probes), figure
+    assert kept["longest_hold_seconds"] == max(p["longest_hold_seconds"] for p in probes)
 
 
 def test_a_failed_migration_leaves_the_stack_recoverable(
