@@ -81,6 +81,10 @@ CallApi = Callable[[Path], object]
         (lambda p: zdd.open_stack("site", project=p).deploy("v2", on_failure="abort"), "one of"),
         (lambda p: zdd.open_stack("site", project=p).preview("deploy"), "needs a version"),
         (lambda p: zdd.open_stack("site", project=p).preview("teleport"), "unknown action"),
+        (
+            lambda p: zdd.open_stack("site", project=p).deploy("v2", probe=zdd.ProbeSettings(0)),
+            "rate",
+        ),
     ],
 )
 def test_bad_input_is_refused_before_any_engine_call(

@@ -81,3 +81,17 @@ def test_piped_output_keeps_long_paths_and_tables_whole() -> None:
     assert "front door down s" in header and "failed while down" in header
     row = next(line for line in lines if "front door" in line and "cutover" in line)
     assert all(cell in row for cell in ("idle", "v2", "4000")), row
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--probe-rate", "0"], {}), ([], {"ZDD_PROBE_RATE": "-5"}), ([], {"ZDD_PROBE_RATE": "1e9"})],
+)
+def test_a_probe_rate_out_of_range_is_refused_before_the_stack_is_read(
+    args: list[str], env: dict[str, str]
+) -> None:
+    result = CliRunner().invoke(
+        cli.app, ["deploy", "-s", "no-such-stack", "--version", "v2", "--probe", *args], env=env
+    )
+    assert result.exit_code == 2
+    assert "probe-rate" in result.output and "no stack named" not in result.output

@@ -23,7 +23,7 @@ from zdd.environment import Environment, LoggedComponent, find_project_root
 from zdd.errors import BadInput
 from zdd.history import probe_figures
 from zdd.phases import Mode, Phase, Strategy
-from zdd.probe import DEFAULT_RATE, LoadProbe, ProbeTarget
+from zdd.probe import DEFAULT_RATE, MAX_RATE, MIN_RATE, LoadProbe, ProbeTarget
 from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
 from zdd.rehearsal import Decision, Rehearsal, RehearsalReport, StrategyChoice, decide
 from zdd.results import DeployResult, Status
@@ -87,6 +87,12 @@ class ProbeSettings:
 
     rate: float = DEFAULT_RATE
     chart: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not MIN_RATE <= self.rate <= MAX_RATE:
+            raise BadInput(
+                f"a probe's rate must be {MIN_RATE:g} to {MAX_RATE:g} requests/s, not {self.rate:g}"
+            )
 
 
 def recovery(name: Action | str | None) -> Action | None:

@@ -34,6 +34,7 @@ from zdd.environment import SAMPLE_FROM_VERSION, SAMPLE_TO_VERSION, LoggedCompon
 from zdd.errors import BadInput, ZddError, exit_codes_text
 from zdd.phases import Mode
 from zdd.probe import DEFAULT_RATE as DEFAULT_PROBE_RATE
+from zdd.probe import MAX_RATE, MIN_RATE
 from zdd.registry import DEFAULT_TARGET, TARGETS
 from zdd.rehearsal import StrategyChoice
 from zdd.results import DeployResult
@@ -73,6 +74,8 @@ RateOpt = Annotated[
     float,
     typer.Option(
         envvar="ZDD_PROBE_RATE",
+        min=MIN_RATE,
+        max=MAX_RATE,
         help="Probe requests per second (a CI machine shared with others may want fewer).",
     ),
 ]

@@ -198,6 +198,8 @@ class ProbeReport:
 
 # Requests per second when none is asked for: enough to see a refusal of a few milliseconds.
 DEFAULT_RATE = 400.0
+# A probe paces itself by its rate: at least one request a second, at most what one client can send.
+MIN_RATE, MAX_RATE = 1.0, 5_000.0
 
 
 class LoadProbe:
