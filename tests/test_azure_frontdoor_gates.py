@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from tests.helpers.azure_mocks import app_spec
-from tests.helpers.commands import ROOT
+from tests.helpers.commands import run
 from tests.helpers.fake_stack import FakeStack
 from tests.helpers.stand_in import site
 from zdd import driver as driver_module
@@ -433,16 +432,8 @@ def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(
 def test_no_azure_credentials_fail_in_one_line(tmp_path):
     environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     probe = "from zdd.targets.azure import AZURE\nAZURE.check_ready()\n"
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=environment,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode != 0
+    done = run([sys.executable, "-c", probe], environment, timeout=60)
+    assert done.code != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("zdd.errors.BadInput: no Azure credentials: run `az login`")
     assert "nothing was changed" in last
