@@ -118,14 +118,13 @@ class SqliteDatabaseProvider(ResourceProvider):
         remove_database(baseline_path(path))
 
 
-class RestorePointProvider(ResourceProvider):
-    """A restore point of the primary database and its files, taken before their first change:
-    an online backup, marked read-only in its header, and its digest as proof."""
+class _RestorePointProvider(ResourceProvider):
+    """A restore point of the primary database and its files, taken before their first change
+    (`_take`, the database's own way, into `backup_path`), and its digest as proof."""
 
     def create(self, props: Props) -> CreateResult:
-        database, backup = Path(props["database_path"]), Path(props["backup_path"])
-        copy_site_data(database, backup)
-        make_read_only(backup)
+        backup = Path(props["backup_path"])
+        self._take(props, backup)
         outs = {**props, "taken_at": time.time(), "digest": data_digest(backup)}
         return CreateResult(id_=props["restore_point"], outs=outs)
 
@@ -133,6 +132,17 @@ class RestorePointProvider(ResourceProvider):
         # Bound to its id and file: the database it was taken from may get a new generation.
         replaces = _changed(olds, news, ("restore_point", "backup_path"))
         return DiffResult(changes=bool(replaces), replaces=replaces)
+
+    def _take(self, props: Props, backup: Path) -> None:
+        raise NotImplementedError
+
+
+class RestorePointProvider(_RestorePointProvider):
+    """The SQLite primary's restore point: an online backup, marked read-only in its header."""
+
+    def _take(self, props: Props, backup: Path) -> None:
+        copy_site_data(Path(props["database_path"]), backup)
+        make_read_only(backup)
 
     def delete(self, _id: str, props: Props) -> None:
         remove_site_data(Path(props["backup_path"]))
