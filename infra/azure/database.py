@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import pulumi
 from pulumi_azure_native import sql, web
@@ -27,6 +27,13 @@ from zdd.phases import RESTORE_POINT_SUFFIX, DatabaseMode, Instance
 
 # The migration login: the name and the password (a secret of the stack config).
 Login = tuple[str, pulumi.Output[str]]
+
+
+class OwnLogin(Protocol):
+    """A clone's own way into its copy (its user or role and that one's password)."""
+
+    user: pulumi.Output[str]
+    password: pulumi.Output[str]
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,8 @@ class AzureDatabaseBase(pulumi.ComponentResource):
     the update (the restore point's proof, then the migration) and the site's connection,
     which waits for them."""
 
+    # The component's Pulumi type.
+    kind: ClassVar[str]
     # Whom the migration and the digest never run as (named when their login is missing).
     administrator: ClassVar[str]
     database_name: pulumi.Output[str]
@@ -67,15 +76,41 @@ class AzureDatabaseBase(pulumi.ComponentResource):
     connection: pulumi.Output[str]
 
     def __init__(
-        self, kind: str, name: str, foundation: AzureFoundation, opts: pulumi.ResourceOptions | None
+        self,
+        name: str,
+        args: DatabaseArgs,
+        foundation: AzureFoundation,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__(kind, name, None, opts)
+        super().__init__(self.kind, name, None, opts)
         self._foundation = foundation
         self.archive: pulumi.Output[str] | None = None
         self.copy_digest: pulumi.Output[str] | None = None
         self.migration: local.Command | None = None
         self.restore_point: RestorePoint | None = None
         self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
+        self._declare(name, args)
+
+    def _declare(self, name: str, args: DatabaseArgs) -> None:
+        """The database of `args`, what runs on it, and the site's connection to it."""
+        raise NotImplementedError
+
+    def _login(self, user: pulumi.Input[str], password: pulumi.Input[str]) -> pulumi.Output[str]:
+        """How the site connects to this database as `user`."""
+        raise NotImplementedError
+
+    def _connect_site(self, access: OwnLogin | None, after: list[pulumi.Resource]) -> None:
+        """The site connects once every resource of `after` is done: as the clone's own login
+        when its copy has one (`access`), else as the administrator."""
+        settings = self._foundation.settings
+        if access is not None:
+            site_login = self._login(access.user, access.password)
+        else:
+            site_login = self._login(settings.sql_admin_login, settings.sql_admin_password)
+        self.connection = self._connection_after(site_login, after)
+        self.register_outputs(
+            {"database_name": self.database_name, "database_id": self.database_id}
+        )
 
     @staticmethod
     def _restores_previous(args: DatabaseArgs) -> bool:
@@ -250,18 +285,12 @@ class AzureDatabase(AzureDatabaseBase):
     - existing: an earlier generation that a compatible clone still serves, only read.
     """
 
+    kind = "zdd:azure:Database"
     connection_type = web.ConnectionStringType.SQL_AZURE
     administrator = "SQL administrator"
 
-    def __init__(
-        self,
-        name: str,
-        args: DatabaseArgs,
-        foundation: AzureFoundation,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("zdd:azure:Database", name, foundation, opts)
-        settings = foundation.settings
+    def _declare(self, name: str, args: DatabaseArgs) -> None:
+        foundation = self._foundation
         self.previous: sql.Database | None = None
         if args.existing:
             self._point_at_existing(args.generation)
@@ -284,16 +313,8 @@ class AzureDatabase(AzureDatabaseBase):
         # The site connects once the restore point and the migration are done, or, for the
         # clone, once its copy has its own user (and is read-only).
         if self.access is not None:
-            site_login = self._connection_string(self.access.user, self.access.password)
             before_changes.append(self.access)
-        else:
-            site_login = self._connection_string(
-                settings.sql_admin_login, settings.sql_admin_password
-            )
-        self.connection = self._connection_after(site_login, before_changes[1:])
-        self.register_outputs(
-            {"database_name": self.database_name, "database_id": self.database_id}
-        )
+        self._connect_site(self.access, before_changes[1:])
 
     def _primary(self, name: str, args: DatabaseArgs) -> sql.Database:
         """This generation of the primary database, after the one before where it is kept."""
@@ -430,6 +451,9 @@ class AzureDatabase(AzureDatabaseBase):
                 parent=self, depends_on=[self.database, *foundation.firewall_rules]
             ),
         )
+
+    def _login(self, user: pulumi.Input[str], password: pulumi.Input[str]) -> pulumi.Output[str]:
+        return self._connection_string(user, password)
 
     def _connection_string(
         self,

@@ -31,7 +31,6 @@ from infra.azure.database import (
     copy_timeouts,
     restore_point_in_time,
 )
-from infra.azure.foundation import AzureFoundation
 from infra.azure.postgres_copy import PostgresCopy
 from infra.azure.settings import operator_network
 from infra.components import DatabaseArgs
@@ -72,19 +71,12 @@ class AzurePostgresDatabase(AzureDatabaseBase):
     - existing: an earlier generation that a compatible clone still serves, only pointed at.
     """
 
+    kind = "zdd:azure:PostgresDatabase"
     connection_type = web.ConnectionStringType.POSTGRE_SQL
     administrator = "server administrator"
     host: pulumi.Output[str]
 
-    def __init__(
-        self,
-        name: str,
-        args: DatabaseArgs,
-        foundation: AzureFoundation,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("zdd:azure:PostgresDatabase", name, foundation, opts)
-        settings = foundation.settings
+    def _declare(self, name: str, args: DatabaseArgs) -> None:
         self.previous: dbforpostgresql.Server | None = None
         self.server: dbforpostgresql.Server | None = None
         self.access: PostgresCopy | None = None
@@ -102,14 +94,7 @@ class AzurePostgresDatabase(AzureDatabaseBase):
         self._run_app_commands(name, args, before_changes)
         # The site connects once the restore point and the migration are done, or, for the
         # clone, once its copy has its own role (and is read-only).
-        if self.access is not None:
-            site_login = self._url(self.access.user, self.access.password)
-        else:
-            site_login = self._url(settings.sql_admin_login, settings.sql_admin_password)
-        self.connection = self._connection_after(site_login, before_changes)
-        self.register_outputs(
-            {"database_name": self.database_name, "database_id": self.database_id}
-        )
+        self._connect_site(self.access, before_changes)
 
     def _point_at_existing(self, generation: int) -> None:
         """An earlier generation: declared by the update that made it; this only names it."""
@@ -364,9 +349,9 @@ class AzurePostgresDatabase(AzureDatabaseBase):
             "PGPASSWORD": password,  # a secret of the stack config
             "PGSSLMODE": "require",
         }
-        return Reached(self.database_name, self._url(user, password), variables)
+        return Reached(self.database_name, self._login(user, password), variables)
 
-    def _url(self, user: pulumi.Input[str], password: pulumi.Input[str]) -> pulumi.Output[str]:
+    def _login(self, user: pulumi.Input[str], password: pulumi.Input[str]) -> pulumi.Output[str]:
         return pulumi.Output.secret(
             pulumi.Output.all(self.host, self.database_name, user, password).apply(
                 lambda values: database_url(*(str(v) for v in values))
