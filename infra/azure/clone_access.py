@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
+from infra.replacing import replaced_when_changed
+
 T = TypeVar("T")
 
 CLONE_USER = "zdd_clone"
@@ -200,8 +202,7 @@ class CloneAccessProvider(ResourceProvider):
         )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = [k for k in ("server", "database", "read_only") if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(replaces), replaces=replaces)
+        return replaced_when_changed(olds, news, ("server", "database", "read_only"))
 
 
 class CloneAccess(Resource):

@@ -27,6 +27,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
 from infra.azure.clone_access import Unreachable, new_password, until_reachable
+from infra.replacing import replaced_when_changed
 
 CLONE_ROLE = "zdd_clone"
 WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
@@ -263,9 +264,7 @@ class PostgresCopyProvider(ResourceProvider):
         )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = ("host", "source", "destination", "read_only")
-        replaces = [k for k in keys if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(replaces), replaces=replaces)
+        return replaced_when_changed(olds, news, ("host", "source", "destination", "read_only"))
 
 
 class PostgresCopy(Resource):

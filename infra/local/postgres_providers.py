@@ -16,11 +16,11 @@ from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateRes
 from infra.local import haproxy
 from infra.local.providers import (
     Props,
-    _changed,
     _ProcessProvider,
     _RestorePointProvider,
     _whole,
 )
+from infra.replacing import changed
 from zdd import postgres, processes
 from zdd.sqlite_files import copy_files, files_folder
 
@@ -134,7 +134,7 @@ class PostgresDatabaseProvider(ResourceProvider):
         return CreateResult(id_=name, outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        replaces = _changed(olds, news, self._REPLACE_ON)
+        replaces = changed(olds, news, self._REPLACE_ON)
         try:
             missing = not postgres.database_exists(_server(news), olds["name"])
         except (postgres.DatabaseError, KeyError):

@@ -23,6 +23,7 @@ from pulumi.dynamic import (
 )
 
 from infra.local import haproxy
+from infra.replacing import changed, replaced_when_changed
 from zdd import processes
 from zdd.phases import DEFAULT_HOLD_WRITES_SECONDS, EdgeWrites
 from zdd.sqlite_files import (
@@ -49,10 +50,6 @@ def _whole(props: Props) -> Props:
         k: int(v) if k in ("port", "generation", "pid") and v is not None else v
         for k, v in props.items()
     }
-
-
-def _changed(olds: Props, news: Props, keys: tuple[str, ...]) -> list[str]:
-    return [k for k in keys if olds.get(k) != news.get(k)]
 
 
 class SqliteDatabaseProvider(ResourceProvider):
@@ -101,7 +98,7 @@ class SqliteDatabaseProvider(ResourceProvider):
         return CreateResult(id_=str(path), outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        replaces = _changed(olds, news, self._REPLACE_ON)
+        replaces = changed(olds, news, self._REPLACE_ON)
         path = Path(olds["path"])
         missing = not path.exists() or not files_folder(path).is_dir()
         return DiffResult(
@@ -130,8 +127,7 @@ class _RestorePointProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
         # Bound to its id and file: the database it was taken from may get a new generation.
-        replaces = _changed(olds, news, ("restore_point", "backup_path"))
-        return DiffResult(changes=bool(replaces), replaces=replaces)
+        return replaced_when_changed(olds, news, ("restore_point", "backup_path"))
 
     def _take(self, props: Props, backup: Path) -> None:
         raise NotImplementedError
@@ -190,7 +186,7 @@ class MigrationProvider(ResourceProvider):
         )
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        return DiffResult(changes=bool(_changed(olds, news, self._KEYS)))
+        return DiffResult(changes=bool(changed(olds, news, self._KEYS)))
 
     def update(self, _id: str, _olds: Props, news: Props) -> UpdateResult:
         return UpdateResult(outs=self._migrate(news))
@@ -209,10 +205,10 @@ class _ProcessProvider(ResourceProvider):
     _UPDATE_ON: tuple[str, ...] = ()
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        replaces = _changed(olds, news, self._REPLACE_ON)
-        changed = _changed(olds, news, self._UPDATE_ON)
+        replaces = changed(olds, news, self._REPLACE_ON)
+        updates = changed(olds, news, self._UPDATE_ON)
         return DiffResult(
-            changes=bool(replaces or changed) or not self._alive(olds),
+            changes=bool(replaces or updates) or not self._alive(olds),
             replaces=replaces,
             delete_before_replace=True,
         )
