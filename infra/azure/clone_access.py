@@ -75,10 +75,6 @@ def _pymssql_connect(**options: Any) -> Any:
     return importlib.import_module("pymssql").connect(**options)
 
 
-class Unreachable(Exception):
-    """Every attempt failed; the message is the last one's complaint."""
-
-
 def until_reachable(
     once: Callable[[], T],
     *,
@@ -86,9 +82,11 @@ def until_reachable(
     pause_seconds: float,
     sleep: Callable[[float], None],
     fatal: type[Exception],
+    failure: str,
 ) -> T:
     """`once()`, tried up to `attempts` times `pause_seconds` apart while the operator's new
-    firewall rule applies (a connection refused, a timeout); a `fatal` error is not retried."""
+    firewall rule applies (a connection refused, a timeout); a `fatal` error is not retried.
+    After the last attempt, a `fatal` error says `failure` and the last attempt's complaint."""
     complaint = "not tried"
     for attempt in range(1, attempts + 1):
         try:
@@ -99,7 +97,9 @@ def until_reachable(
             complaint = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
             if attempt < attempts:
                 sleep(pause_seconds)
-    raise Unreachable(complaint)
+    raise fatal(
+        f"{failure} after {attempts} attempt(s) ({complaint}); the clone's web app was not created"
+    )
 
 
 def grant_clone_access(
@@ -116,19 +116,14 @@ def grant_clone_access(
 ) -> dict[str, Any]:
     """Give the copy its user (and its read-only state); return what the database says now.
     Retried while the operator's new firewall rule applies."""
-    try:
-        return until_reachable(
-            lambda: _grant_once(server, database, admin_login, admin_password, read_only, connect),
-            attempts=attempts,
-            pause_seconds=pause_seconds,
-            sleep=sleep,
-            fatal=CloneAccessFailed,
-        )
-    except Unreachable as exc:
-        raise CloneAccessFailed(
-            f"the clone's database {database} could not be given its read-only access after "
-            f"{attempts} attempt(s) ({exc}); the clone's web app was not created"
-        ) from None
+    return until_reachable(
+        lambda: _grant_once(server, database, admin_login, admin_password, read_only, connect),
+        attempts=attempts,
+        pause_seconds=pause_seconds,
+        sleep=sleep,
+        fatal=CloneAccessFailed,
+        failure=f"the clone's database {database} could not be given its read-only access",
+    )
 
 
 def _grant_once(
