@@ -61,6 +61,43 @@ def restore_point_in_time(restore_point: str) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One generation of the primary (an Azure SQL database, a PostgreSQL server): the
+    current one, or the one before it, kept while the deployment that restored the current
+    one goes on."""
+
+    number: int
+    # The restore point a generation above 1 was restored at (from the generation before).
+    restored_from: str | None
+    kept: bool
+    # Declared first (the generation before): this one is made after it.
+    after: pulumi.Resource | None = None
+
+    @property
+    def point_in_time(self) -> str | None:
+        return restore_point_in_time(self.restored_from) if self.restored_from else None
+
+    def options(
+        self,
+        parent: pulumi.Resource,
+        settings: AzureSettings,
+        how_made: list[str],
+        ignored: list[str] | None = None,
+    ) -> pulumi.ResourceOptions:
+        """Protected while current; a kept generation exists already, so how it was made
+        (`how_made`: the inputs of a create or a restore) is history, never a reason to replace
+        it; `ignored` are never one in any generation. A restore may take as long as a copy."""
+        return pulumi.ResourceOptions(
+            parent=parent,
+            protect=not self.kept,
+            retain_on_delete=self.kept,
+            ignore_changes=[*how_made, *(ignored or [])] if self.kept else ignored,
+            depends_on=[self.after] if self.after else None,
+            custom_timeouts=copy_timeouts(settings) if self.number > 1 else None,
+        )
+
+
 class AzureDatabaseBase(pulumi.ComponentResource):
     """What the Azure SQL and the PostgreSQL database share: which generations a primary
     declares, the name of a clone's copy, the app spec's commands run on the machine that runs
@@ -319,10 +356,9 @@ class AzureDatabase(AzureDatabaseBase):
     def _primary(self, name: str, args: DatabaseArgs) -> sql.Database:
         """This generation of the primary database, after the one before where it is kept."""
         if self._restores_previous(args):
-            self.previous = self._generation(name, args.generation - 1, None, kept=True)
-        return self._generation(
-            name, args.generation, args.restored_from, kept=False, after=self.previous
-        )
+            self.previous = self._generation(name, Generation(args.generation - 1, None, kept=True))
+        current = Generation(args.generation, args.restored_from, kept=False, after=self.previous)
+        return self._generation(name, current)
 
     def _copy(self, name: str, args: DatabaseArgs) -> sql.Database:
         """The clone's copy of the primary database (`createMode: Copy`)."""
@@ -366,15 +402,8 @@ class AzureDatabase(AzureDatabaseBase):
         )
         self.register_outputs({"database_name": self.database_name})
 
-    def _generation(
-        self,
-        name: str,
-        generation: int,
-        restored_from: str | None,
-        *,
-        kept: bool,
-        after: pulumi.Resource | None = None,
-    ) -> sql.Database:
+    def _generation(self, name: str, made: Generation) -> sql.Database:
+        generation = made.number
         foundation = self._foundation
         settings = foundation.settings
         source_id: pulumi.Output[str] | None = None
@@ -388,19 +417,9 @@ class AzureDatabase(AzureDatabaseBase):
                 foundation.sql.id,
                 f"/databases/{settings.database_name}-g{generation - 1}",
             )
-            point_in_time = restore_point_in_time(restored_from) if restored_from else None
-        options = pulumi.ResourceOptions(
-            parent=self,
-            protect=not kept,
-            retain_on_delete=kept,
-            # A kept generation exists already: how it was made is history, never a reason to
-            # replace it.
-            ignore_changes=["createMode", "sourceDatabaseId", "restorePointInTime"]
-            if kept
-            else None,
-            depends_on=[after] if after else None,
-            custom_timeouts=copy_timeouts(settings) if generation > 1 else None,
-        )
+            point_in_time = made.point_in_time
+        how_made = ["createMode", "sourceDatabaseId", "restorePointInTime"]
+        options = made.options(self, settings, how_made)
         database = sql.Database(
             f"{name}-g{generation}",
             database_name=f"{settings.database_name}-g{generation}",
@@ -421,7 +440,7 @@ class AzureDatabase(AzureDatabaseBase):
             server_name=foundation.sql.name,
             resource_group_name=foundation.resource_group_name,
             retention_days=settings.backup_retention_days,
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=kept),
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=made.kept),
         )
         return database
 

@@ -26,10 +26,9 @@ from pulumi_azure_native import dbforpostgresql, network, web
 
 from infra.azure.database import (
     AzureDatabaseBase,
+    Generation,
     Login,
     Reached,
-    copy_timeouts,
-    restore_point_in_time,
 )
 from infra.azure.postgres_copy import PostgresCopy
 from infra.azure.settings import operator_network
@@ -115,10 +114,9 @@ class AzurePostgresDatabase(AzureDatabaseBase):
         foundation = self._foundation
         settings = foundation.settings
         if self._restores_previous(args):
-            self.previous = self._server(name, args.generation - 1, None, kept=True)
-        self.server = self._server(
-            name, args.generation, args.restored_from, kept=False, after=self.previous
-        )
+            self.previous = self._server(name, Generation(args.generation - 1, None, kept=True))
+        current = Generation(args.generation, args.restored_from, kept=False, after=self.previous)
+        self.server = self._server(name, current)
         made: list[pulumi.Resource] = [self.server]
         if args.generation == 1:
             # A restored server brings the database with it; the first one gets it here.
@@ -138,16 +136,9 @@ class AzurePostgresDatabase(AzureDatabaseBase):
         self.database_id = self.server.id
         return made
 
-    def _server(
-        self,
-        name: str,
-        generation: int,
-        restored_from: str | None,
-        *,
-        kept: bool,
-        after: pulumi.Resource | None = None,
-    ) -> dbforpostgresql.Server:
+    def _server(self, name: str, made: Generation) -> dbforpostgresql.Server:
         """One generation's server, with its operator firewall rules and private endpoint."""
+        generation, kept = made.number, made.kept
         foundation = self._foundation
         settings = foundation.settings
         server = dbforpostgresql.Server(
@@ -170,22 +161,12 @@ class AzurePostgresDatabase(AzureDatabaseBase):
                 public_network_access=dbforpostgresql.ServerPublicNetworkAccessState.ENABLED
             ),
             tags={"zdd-role": str(Instance.PRIMARY), "zdd-generation": str(generation)},
-            **self._made_from(generation, restored_from),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                protect=not kept,
-                retain_on_delete=kept,
-                # A kept generation exists already: how it was made is history.
-                ignore_changes=[
-                    "createMode",
-                    "sourceServerResourceId",
-                    "pointInTimeUTC",
-                    "administratorLogin",
-                ]
-                if kept
-                else ["administratorLogin"],
-                depends_on=[after] if after else None,
-                custom_timeouts=copy_timeouts(settings) if generation > 1 else None,
+            **self._made_from(made),
+            opts=made.options(
+                self,
+                settings,
+                how_made=["createMode", "sourceServerResourceId", "pointInTimeUTC"],
+                ignored=["administratorLogin"],
             ),
         )
         keep = pulumi.ResourceOptions(parent=self, retain_on_delete=kept)
@@ -195,12 +176,12 @@ class AzurePostgresDatabase(AzureDatabaseBase):
         self._private_endpoint(f"{name}-g{generation}", generation, server, keep)
         return server
 
-    def _made_from(self, generation: int, restored_from: str | None) -> dict[str, Any]:
+    def _made_from(self, made: Generation) -> dict[str, Any]:
         """How a generation's server is made: created with the administrator (the first), or
-        restored from the generation before at `restored_from`."""
+        restored from the generation before at its restore point."""
         foundation = self._foundation
         settings = foundation.settings
-        if generation == 1:
+        if made.number == 1:
             return {
                 "create_mode": dbforpostgresql.CreateMode.CREATE,
                 "administrator_login": settings.sql_admin_login,
@@ -213,9 +194,9 @@ class AzurePostgresDatabase(AzureDatabaseBase):
             "source_server_resource_id": pulumi.Output.concat(
                 foundation.resource_group.id,
                 "/providers/Microsoft.DBforPostgreSQL/flexibleServers/",
-                server_name(settings.name_prefix, generation - 1),
+                server_name(settings.name_prefix, made.number - 1),
             ),
-            "point_in_time_utc": restore_point_in_time(restored_from) if restored_from else None,
+            "point_in_time_utc": made.point_in_time,
         }
 
     def _operator_firewall(
