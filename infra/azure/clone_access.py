@@ -17,12 +17,17 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
 from infra.replacing import replaced_when_changed
+
+# The engine's dynamic provider host loads this module to run the provider: the settings (and
+# the Azure SDK they load) are only the program's business.
+if TYPE_CHECKING:
+    from infra.azure.settings import AzureSettings
 
 T = TypeVar("T")
 
@@ -178,6 +183,47 @@ def _is_member(cursor: Any, role: str) -> bool:
     return bool(cursor.fetchone()[0])
 
 
+def as_administrator(props: dict[str, Any]) -> dict[str, Any]:
+    """The administrator's login and the retries of a resource made as the administrator
+    (`AsAdministrator`), as its work takes them (the engine gives numbers back as floats)."""
+    return {
+        "admin_login": props["admin_login"],
+        "admin_password": props["admin_password"],
+        "attempts": int(props["attempts"]),
+        "pause_seconds": float(props["pause_seconds"]),
+    }
+
+
+class AsAdministrator(Resource):
+    """Made once by its provider on the machine that runs the update, connected as the
+    server's administrator and retried while the operator's firewall rule applies: the clone's
+    own login into its copy. `user` and `password` (secret): what the clone's web app connects
+    with; `read_back`: what the database said once they were given."""
+
+    user: pulumi.Output[str]
+    password: pulumi.Output[str]
+
+    def __init__(
+        self,
+        provider: ResourceProvider,
+        name: str,
+        inputs: dict[str, Any],
+        settings: AzureSettings,
+        read_back: Sequence[str],
+        opts: pulumi.ResourceOptions | None,
+    ) -> None:
+        props = {
+            **inputs,
+            "admin_login": settings.sql_admin_login,
+            "admin_password": settings.sql_admin_password,
+            "attempts": settings.migration_attempts,
+            "pause_seconds": settings.migration_retry_seconds,
+            **dict.fromkeys(["user", "password", *read_back]),
+        }
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["password", "admin_password"])
+        super().__init__(provider, name, props, pulumi.ResourceOptions.merge(opts, secret))
+
+
 class CloneAccessProvider(ResourceProvider):
     """Gives a copy its access once; a new copy (another database) gets it again."""
 
@@ -185,11 +231,8 @@ class CloneAccessProvider(ResourceProvider):
         outs = grant_clone_access(
             server=props["server"],
             database=props["database"],
-            admin_login=props["admin_login"],
-            admin_password=props["admin_password"],
             read_only=bool(props["read_only"]),
-            attempts=int(props["attempts"]),
-            pause_seconds=float(props["pause_seconds"]),
+            **as_administrator(props),
         )
         return CreateResult(
             id_=f"{props['server']}/{props['database']}/{CLONE_USER}",
@@ -200,12 +243,10 @@ class CloneAccessProvider(ResourceProvider):
         return replaced_when_changed(olds, news, ("server", "database", "read_only"))
 
 
-class CloneAccess(Resource):
-    """`user` and `password` (secret): what the clone's web app connects with; `updateability`
-    and `writing_roles`: what the database said once they were given."""
+class CloneAccess(AsAdministrator):
+    """The Azure SQL copy's contained user; `updateability` and `writing_roles`: what the
+    database said once it was given."""
 
-    user: pulumi.Output[str]
-    password: pulumi.Output[str]
     updateability: pulumi.Output[str]
     writing_roles: pulumi.Output[Sequence[str]]
 
@@ -215,27 +256,10 @@ class CloneAccess(Resource):
         *,
         server: pulumi.Input[str],
         database: pulumi.Input[str],
-        admin_login: str,
-        admin_password: pulumi.Input[str],
         read_only: bool,
-        attempts: int,
-        pause_seconds: int,
+        settings: AzureSettings,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
-            "server": server,
-            "database": database,
-            "admin_login": admin_login,
-            "admin_password": admin_password,
-            "read_only": read_only,
-            "attempts": attempts,
-            "pause_seconds": pause_seconds,
-            "user": None,
-            "password": None,
-            "updateability": None,
-            "writing_roles": None,
-        }
-        secret = pulumi.ResourceOptions(additional_secret_outputs=["password", "admin_password"])
-        super().__init__(
-            CloneAccessProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret)
-        )
+        inputs = {"server": server, "database": database, "read_only": read_only}
+        read_back = ["updateability", "writing_roles"]
+        super().__init__(CloneAccessProvider(), name, inputs, settings, read_back, opts)

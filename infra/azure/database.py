@@ -461,11 +461,8 @@ class AzureDatabase(AzureDatabaseBase):
             f"{name}-access",
             server=foundation.sql.fully_qualified_domain_name,
             database=self.database.name,
-            admin_login=settings.sql_admin_login,
-            admin_password=settings.sql_admin_password,
             read_only=read_only,
-            attempts=settings.migration_attempts,
-            pause_seconds=settings.migration_retry_seconds,
+            settings=settings,
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[self.database, *foundation.firewall_rules]
             ),

@@ -294,12 +294,9 @@ class AzurePostgresDatabase(AzureDatabaseBase):
             host=source.host,
             source=source.database_name,
             destination=database.name,
-            admin_login=settings.sql_admin_login,
-            admin_password=settings.sql_admin_password,
             owner=settings.migration_login,
             read_only=args.read_only,
-            attempts=settings.migration_attempts,
-            pause_seconds=settings.migration_retry_seconds,
+            settings=settings,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 ignore_changes=["host", "source"],

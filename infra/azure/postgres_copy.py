@@ -21,13 +21,23 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider
 
-from infra.azure.clone_access import new_password, until_reachable
+from infra.azure.clone_access import (
+    AsAdministrator,
+    as_administrator,
+    new_password,
+    until_reachable,
+)
 from infra.replacing import replaced_when_changed
+
+# The engine's dynamic provider host loads this module to run the provider: the settings (and
+# the Azure SDK they load) are only the program's business.
+if TYPE_CHECKING:
+    from infra.azure.settings import AzureSettings
 
 CLONE_ROLE = "zdd_clone"
 WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
@@ -232,12 +242,9 @@ class PostgresCopyProvider(ResourceProvider):
             host=props["host"],
             source=props["source"],
             destination=props["destination"],
-            admin_login=props["admin_login"],
-            admin_password=props["admin_password"],
             owner=props.get("owner") or None,
             read_only=bool(props["read_only"]),
-            attempts=int(props["attempts"]),
-            pause_seconds=float(props["pause_seconds"]),
+            **as_administrator(props),
         )
         return CreateResult(
             id_=f"{props['host']}/{props['destination']}/{CLONE_ROLE}", outs={**props, **outs}
@@ -247,14 +254,12 @@ class PostgresCopyProvider(ResourceProvider):
         return replaced_when_changed(olds, news, ("host", "source", "destination", "read_only"))
 
 
-class PostgresCopy(Resource):
-    """`user` and `password` (secret): what the clone's web app connects with;
-    `write_privileges` and `database_settings`: what the server said once they were given."""
+class PostgresCopy(AsAdministrator):
+    """The PostgreSQL copy and the clone's role in it; `write_privileges` and
+    `database_settings`: what the server said once it was given."""
 
     host: pulumi.Output[str]
     destination: pulumi.Output[str]
-    user: pulumi.Output[str]
-    password: pulumi.Output[str]
     write_privileges: pulumi.Output[int]
     database_settings: pulumi.Output[str]
 
@@ -265,30 +270,17 @@ class PostgresCopy(Resource):
         host: pulumi.Input[str],
         source: pulumi.Input[str],
         destination: pulumi.Input[str],
-        admin_login: str,
-        admin_password: pulumi.Input[str],
         owner: str | None,
         read_only: bool,
-        attempts: int,
-        pause_seconds: int,
+        settings: AzureSettings,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
+        inputs = {
             "host": host,
             "source": source,
             "destination": destination,
-            "admin_login": admin_login,
-            "admin_password": admin_password,
             "owner": owner,
             "read_only": read_only,
-            "attempts": attempts,
-            "pause_seconds": pause_seconds,
-            "user": None,
-            "password": None,
-            "write_privileges": None,
-            "database_settings": None,
         }
-        secret = pulumi.ResourceOptions(additional_secret_outputs=["password", "admin_password"])
-        super().__init__(
-            PostgresCopyProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret)
-        )
+        read_back = ["write_privileges", "database_settings"]
+        super().__init__(PostgresCopyProvider(), name, inputs, settings, read_back, opts)
