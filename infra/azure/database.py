@@ -11,13 +11,13 @@ import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import pulumi
 from pulumi_azure_native import sql, web
 from pulumi_command import local
 
-from infra.azure.clone_access import CloneAccess
+from infra.azure.clone_access import AsAdministrator, CloneAccess
 from infra.azure.foundation import AzureFoundation
 from infra.azure.restore_point import RestorePoint
 from infra.azure.settings import AzureSettings
@@ -27,13 +27,6 @@ from zdd.phases import RESTORE_POINT_SUFFIX, DatabaseMode, Instance
 
 # The migration login: the name and the password (a secret of the stack config).
 Login = tuple[str, pulumi.Output[str]]
-
-
-class OwnLogin(Protocol):
-    """A clone's own way into its copy (its user or role and that one's password)."""
-
-    user: pulumi.Output[str]
-    password: pulumi.Output[str]
 
 
 @dataclass(frozen=True)
@@ -87,7 +80,8 @@ class Generation:
     ) -> pulumi.ResourceOptions:
         """Protected while current; a kept generation exists already, so how it was made
         (`how_made`: the inputs of a create or a restore) is history, never a reason to replace
-        it; `ignored` are never one in any generation. A restore may take as long as a copy."""
+        it; no generation is replaced for a change of `ignored`. A restore may take as long as
+        a copy."""
         return pulumi.ResourceOptions(
             parent=parent,
             protect=not self.kept,
@@ -136,7 +130,7 @@ class AzureDatabaseBase(pulumi.ComponentResource):
         """How the site connects to this database as `user`."""
         raise NotImplementedError
 
-    def _connect_site(self, access: OwnLogin | None, after: list[pulumi.Resource]) -> None:
+    def _connect_site(self, access: AsAdministrator | None, after: list[pulumi.Resource]) -> None:
         """The site connects once every resource of `after` is done: as the clone's own login
         when its copy has one (`access`), else as the administrator."""
         settings = self._foundation.settings
