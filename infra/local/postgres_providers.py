@@ -14,12 +14,7 @@ from pathlib import Path
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from infra.local import haproxy
-from infra.local.providers import (
-    Props,
-    _ProcessProvider,
-    _RestorePointProvider,
-    _whole,
-)
+from infra.local.providers import Props, _ProcessProvider, _RestorePointProvider, _whole
 from infra.replacing import changed
 from zdd import postgres, processes
 from zdd.sqlite_files import copy_files, files_folder
