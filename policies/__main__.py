@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,35 +91,26 @@ def stack_config() -> StackConfig:
     )
 
 
-def _resource_from_args(args: ResourceValidationArgs) -> Resource:
+def _resource(source: Any, dependencies: Mapping[str, Iterable[Any]] | None = None) -> Resource:
+    """The pack's view of the SDK's resource: one under validation (its inputs) or one of the
+    stack's (its outputs, with the URNs each property's value came from)."""
     return Resource(
-        type=args.resource_type,
-        name=args.name,
-        props=args.props,
-        urn=args.urn,
-        protect=bool(args.opts.protect),
-        ignore_changes=tuple(args.opts.ignore_changes or ()),
-    )
-
-
-def _resource_from_stack(resource: Any) -> Resource:
-    return Resource(
-        type=resource.resource_type,
-        name=resource.name,
-        props=resource.props,
-        urn=resource.urn,
-        protect=bool(resource.opts.protect),
-        ignore_changes=tuple(resource.opts.ignore_changes or ()),
+        type=source.resource_type,
+        name=source.name,
+        props=source.props,
+        urn=source.urn,
+        protect=bool(source.opts.protect),
+        ignore_changes=tuple(source.opts.ignore_changes or ()),
         dependencies={
-            key: tuple(dependency.urn for dependency in dependencies)
-            for key, dependencies in resource.property_dependencies.items()
+            key: tuple(dependency.urn for dependency in values)
+            for key, values in (dependencies or {}).items()
         },
     )
 
 
 def _resource_policy(spec: PolicySpec, check: ResourceCheck) -> ResourceValidationPolicy:
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-        for message in check(_resource_from_args(args), stack_config()):
+        for message in check(_resource(args), stack_config()):
             report_violation(message, None)
 
     return ResourceValidationPolicy(
@@ -131,7 +123,9 @@ def _resource_policy(spec: PolicySpec, check: ResourceCheck) -> ResourceValidati
 
 def _stack_policy(spec: PolicySpec, check: StackCheck) -> StackValidationPolicy:
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-        resources = [_resource_from_stack(resource) for resource in args.resources]
+        resources = [
+            _resource(resource, resource.property_dependencies) for resource in args.resources
+        ]
         for violation in check(resources, stack_config()):
             report_violation(violation.message, violation.urn)
 

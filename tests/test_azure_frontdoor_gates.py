@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,10 +18,11 @@ import httpx
 import pytest
 
 from tests.helpers.azure_mocks import app_spec
-from tests.helpers.commands import ROOT
+from tests.helpers.commands import run
 from tests.helpers.fake_stack import FakeStack
 from tests.helpers.stand_in import site
 from zdd import driver as driver_module
+from zdd.console import Say
 from zdd.driver import Driver
 from zdd.environment import Environment
 from zdd.errors import GateFailed, RefusedTransition
@@ -182,11 +183,20 @@ def test_a_failed_deployment_stops_the_gate():
 # -- the drain: judged only from minutes Azure Monitor has data for -------------------------
 
 
-def drained_after(fake: FakeAzure, since: datetime, quiet: float = 300.0) -> float:
+def drained_after(
+    fake: FakeAzure,
+    since: datetime,
+    quiet: float = 300.0,
+    *,
+    timeout: float = 7200,
+    say: Say = print,
+    heartbeat: Callable[[], None] | None = None,
+) -> float:
+    """How long the primary's drain waited, with the driver's heartbeat reaching the clone."""
     started = fake.elapsed
     wait_origin_idle(
-        fake, REFS, "primary", since, print, fake.heartbeat, quiet=quiet, timeout=7200,
-        clock=fake.clock,
+        fake, REFS, "primary", since, say, heartbeat or fake.heartbeat, quiet=quiet,
+        timeout=timeout, clock=fake.clock,
     )  # fmt: skip
     return fake.elapsed - started
 
@@ -204,10 +214,7 @@ def test_minutes_without_any_data_never_count_as_quiet():
     # A filter that matches nothing, or a metrics pipeline running late: no series at all.
     fake = FakeAzure(monitor_blind=True)
     with pytest.raises(GateFailed, match=r"minute\(s\) without any data.*not touched"):
-        wait_origin_idle(
-            fake, REFS, "primary", T0, print, fake.heartbeat, quiet=300, timeout=1800,
-            clock=fake.clock,
-        )  # fmt: skip
+        drained_after(fake, T0, timeout=1800)
 
 
 def test_a_late_minute_restarts_the_quiet_period_after_it():
@@ -219,9 +226,7 @@ def test_a_late_minute_restarts_the_quiet_period_after_it():
         if minute(fake.now()) != gap:
             fake.heartbeat()
 
-    wait_origin_idle(
-        fake, REFS, "primary", T0, print, heartbeat, quiet=300, timeout=7200, clock=fake.clock
-    )
+    drained_after(fake, T0, heartbeat=heartbeat)
     # Quiet for 5 whole minutes after the gap, as processed by Azure Monitor.
     assert fake.now() >= gap + timedelta(minutes=1, seconds=300 + azure.METRICS_DELAY_SECONDS)
 
@@ -246,10 +251,7 @@ def test_minutes_before_the_switch_do_not_count():
     fake = FakeAzure(requests={T0: 500.0})
     since = T0 + timedelta(seconds=30)
     said: list[str] = []
-    wait_origin_idle(
-        fake, REFS, "primary", since, said.append, fake.heartbeat, quiet=300, timeout=7200,
-        clock=fake.clock,
-    )  # fmt: skip
+    drained_after(fake, since, say=said.append)
     # Judged from the first whole minute after the switch: none of those requests counted.
     assert not [line for line in said if "request(s) reached the primary" in line], said
     reading = read_drain(fake, REFS, "primary", since)
@@ -263,10 +265,7 @@ def test_minutes_before_the_switch_do_not_count():
 def test_a_primary_that_keeps_getting_requests_is_never_touched():
     fake = FakeAzure(requests={T0 + timedelta(minutes=m): 1.0 for m in range(0, 400)})
     with pytest.raises(GateFailed, match=r"not shown idle.*request\(s\) since the switch"):
-        wait_origin_idle(
-            fake, REFS, "primary", T0, print, fake.heartbeat, quiet=300, timeout=1200,
-            clock=fake.clock,
-        )  # fmt: skip
+        drained_after(fake, T0, timeout=1200)
 
 
 def test_before_the_cutover_the_same_query_must_see_the_primarys_requests():
@@ -433,16 +432,8 @@ def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(
 def test_no_azure_credentials_fail_in_one_line(tmp_path):
     environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     probe = "from zdd.targets.azure import AZURE\nAZURE.check_ready()\n"
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=environment,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode != 0
+    done = run([sys.executable, "-c", probe], environment, timeout=60)
+    assert done.code != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("zdd.errors.BadInput: no Azure credentials: run `az login`")
     assert "nothing was changed" in last

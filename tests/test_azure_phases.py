@@ -159,6 +159,17 @@ def test_nothing_of_the_clone_exists_in_idle(runs: dict[str, Run], scenario: str
 # -- the primary database ------------------------------------------------------------------
 
 
+def assert_primary_database_is(run: Run, reference: Registration, scenario: str) -> None:
+    """`run` declares the primary database `reference` is, protected, and its site uses it."""
+    database = run.named(reference.name)
+    assert (database.urn, database.inputs, database.protect) == (
+        reference.urn,
+        reference.inputs,
+        True,
+    ), scenario
+    assert run.outputs["primary_database"] == reference.inputs["databaseName"]
+
+
 def test_primary_database_is_the_same_in_every_phase_but_a_rollback_with_database(
     runs: dict[str, Run],
 ):
@@ -174,13 +185,7 @@ def test_primary_database_is_the_same_in_every_phase_but_a_rollback_with_databas
     }
     assert reference.protect and not reference.retain_on_delete and not reference.ignore_changes
     for scenario in GENERATION_1:
-        database = runs[scenario].named("primary-db-g1")
-        assert (database.urn, database.inputs, database.protect) == (
-            reference.urn,
-            reference.inputs,
-            True,
-        ), scenario
-        assert runs[scenario].outputs["primary_database"] == "site-g1"
+        assert_primary_database_is(runs[scenario], reference, scenario)
         assert not runs[scenario].has("primary-db-g2")
 
 
@@ -222,13 +227,7 @@ def test_rollback_with_database_restores_a_new_generation_at_the_restore_point(
 def test_a_restored_generation_is_the_same_database_from_then_on(runs: dict[str, Run]):
     reference = runs["rollback-database"].named("primary-db-g2")
     for scenario in GENERATION_2:
-        database = runs[scenario].named("primary-db-g2")
-        assert (database.urn, database.inputs, database.protect) == (
-            reference.urn,
-            reference.inputs,
-            True,
-        ), scenario
-        assert runs[scenario].outputs["primary_database"] == "site-g2"
+        assert_primary_database_is(runs[scenario], reference, scenario)
         # Generation 1 is declared only while the deployment that restored goes on; then
         # Pulumi forgets it (retained in Azure, see the rollback test).
         assert runs[scenario].has("primary-db-g1") is (scenario in KEEPS_PREVIOUS_GENERATION)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.commands import ROOT, Result, build_releases, stack_dir
+from tests.helpers.commands import ROOT, Result, build_releases, run, stack_dir
 from zdd.sqlite_files import files_folder
 
 # Builds a real application's releases, then deploys it: minutes, so scheduled first.
@@ -89,16 +88,8 @@ def manage_shell(version: str, database: Path, files: Path, script: str) -> Resu
     """`manage.py shell -c script` in the release of `version` on `database` and `files`."""
     release = APP / "releases" / version
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "MEDIA_ROOT": str(files)}
-    done = subprocess.run(
-        [str(release / "bin" / "python"), "manage.py", "shell", "-c", script],
-        cwd=release,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return Result(done.returncode, done.stdout, done.stderr)
+    argv = [str(release / "bin" / "python"), "manage.py", "shell", "-c", script]
+    return run(argv, env, timeout=300, cwd=release)
 
 
 def get(url: str, path: str) -> httpx.Response:

@@ -266,33 +266,12 @@ def write_timeline(
         ax.stairs(
             series.served, edges, color=_SERVED, lw=1.4, baseline=None, label="served /s", zorder=4
         )
-        ax.stairs(
-            series.failed,
-            edges,
-            color=_FAILED,
-            fill=True,
-            alpha=0.8,
-            label="failed /s",
-            zorder=3,
-        )
-        ax.stairs(
-            series.refused,
-            edges,
-            color=_REFUSED,
-            fill=True,
-            alpha=0.8,
-            label="writes refused (503 + Retry-After) /s",
-            zorder=3,
-        )
-        ax.stairs(
-            series.held,
-            edges,
-            color=_HELD,
-            fill=True,
-            alpha=0.8,
-            label="writes held, then carried out /s",
-            zorder=3,
-        )
+        for values, color, label in (
+            (series.failed, _FAILED, "failed /s"),
+            (series.refused, _REFUSED, "writes refused (503 + Retry-After) /s"),
+            (series.held, _HELD, "writes held, then carried out /s"),
+        ):
+            ax.stairs(values, edges, color=color, fill=True, alpha=0.8, label=label, zorder=3)
         _draw_brackets(ax, run)
         heading = run.title if not run.note else f"{run.title}  —  {run.note}"
         ax.set_title(heading, loc="left", fontsize=10, fontweight="bold")

@@ -37,6 +37,17 @@ _STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 HISTORY_PAGE_SIZE = 100
 # This process's workspaces, by project folder and engine environment (see `Stack._workspace`).
 _WORKSPACES: dict[tuple[str, tuple[tuple[str, str], ...]], auto.LocalWorkspace] = {}
+# Opening a stack the way `mode` says fails with the engine's error: what the user is told.
+_OPEN_REFUSALS: dict[StackInitMode, tuple[type[Exception], str]] = {
+    StackInitMode.CREATE: (
+        auto.StackAlreadyExistsError,
+        "stack {name!r} already exists; use it, or destroy it first",
+    ),
+    StackInitMode.SELECT: (
+        auto.StackNotFoundError,
+        "no stack named {name!r}; create it with `zdd init`",
+    ),
+}
 
 
 class _KnownCli(auto.PulumiCommand):
@@ -277,20 +288,20 @@ class Stack:
 
     @classmethod
     def create(cls, env: Environment, name: str) -> Self:
-        check_stack_name(name)
-        try:
-            stack = _EventedStack(name, cls._workspace(env), StackInitMode.CREATE)
-        except auto.StackAlreadyExistsError:
-            raise BadInput(f"stack {name!r} already exists; use it, or destroy it first") from None
-        return cls(env, name, stack)
+        return cls._open(env, name, StackInitMode.CREATE)
 
     @classmethod
     def select(cls, env: Environment, name: str) -> Self:
+        return cls._open(env, name, StackInitMode.SELECT)
+
+    @classmethod
+    def _open(cls, env: Environment, name: str, mode: StackInitMode) -> Self:
         check_stack_name(name)
+        refused, refusal = _OPEN_REFUSALS[mode]
         try:
-            stack = _EventedStack(name, cls._workspace(env), StackInitMode.SELECT)
-        except auto.StackNotFoundError:
-            raise BadInput(f"no stack named {name!r}; create it with `zdd init`") from None
+            stack = _EventedStack(name, cls._workspace(env), mode)
+        except refused:
+            raise BadInput(refusal.format(name=name)) from None
         return cls(env, name, stack)
 
     # -- config --------------------------------------------------------------------------

@@ -17,10 +17,17 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
+
+from infra.replacing import replaced_when_changed
+
+# The engine's dynamic provider host loads this module to run the provider: the settings (and
+# the Azure SDK they load) are only the program's business.
+if TYPE_CHECKING:
+    from infra.azure.settings import AzureSettings
 
 T = TypeVar("T")
 
@@ -73,10 +80,6 @@ def _pymssql_connect(**options: Any) -> Any:
     return importlib.import_module("pymssql").connect(**options)
 
 
-class Unreachable(Exception):
-    """Every attempt failed; the message is the last one's complaint."""
-
-
 def until_reachable(
     once: Callable[[], T],
     *,
@@ -84,9 +87,11 @@ def until_reachable(
     pause_seconds: float,
     sleep: Callable[[float], None],
     fatal: type[Exception],
+    failure: str,
 ) -> T:
     """`once()`, tried up to `attempts` times `pause_seconds` apart while the operator's new
-    firewall rule applies (a connection refused, a timeout); a `fatal` error is not retried."""
+    firewall rule applies (a connection refused, a timeout); a `fatal` error is not retried.
+    After the last attempt, a `fatal` error says `failure` and the last attempt's complaint."""
     complaint = "not tried"
     for attempt in range(1, attempts + 1):
         try:
@@ -97,7 +102,9 @@ def until_reachable(
             complaint = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
             if attempt < attempts:
                 sleep(pause_seconds)
-    raise Unreachable(complaint)
+    raise fatal(
+        f"{failure} after {attempts} attempt(s) ({complaint}); the clone's web app was not created"
+    )
 
 
 def grant_clone_access(
@@ -114,19 +121,14 @@ def grant_clone_access(
 ) -> dict[str, Any]:
     """Give the copy its user (and its read-only state); return what the database says now.
     Retried while the operator's new firewall rule applies."""
-    try:
-        return until_reachable(
-            lambda: _grant_once(server, database, admin_login, admin_password, read_only, connect),
-            attempts=attempts,
-            pause_seconds=pause_seconds,
-            sleep=sleep,
-            fatal=CloneAccessFailed,
-        )
-    except Unreachable as exc:
-        raise CloneAccessFailed(
-            f"the clone's database {database} could not be given its read-only access after "
-            f"{attempts} attempt(s) ({exc}); the clone's web app was not created"
-        ) from None
+    return until_reachable(
+        lambda: _grant_once(server, database, admin_login, admin_password, read_only, connect),
+        attempts=attempts,
+        pause_seconds=pause_seconds,
+        sleep=sleep,
+        fatal=CloneAccessFailed,
+        failure=f"the clone's database {database} could not be given its read-only access",
+    )
 
 
 def _grant_once(
@@ -181,6 +183,47 @@ def _is_member(cursor: Any, role: str) -> bool:
     return bool(cursor.fetchone()[0])
 
 
+def as_administrator(props: dict[str, Any]) -> dict[str, Any]:
+    """The administrator's login and the retries of a resource made as the administrator
+    (`AsAdministrator`), as its work takes them (the engine gives numbers back as floats)."""
+    return {
+        "admin_login": props["admin_login"],
+        "admin_password": props["admin_password"],
+        "attempts": int(props["attempts"]),
+        "pause_seconds": float(props["pause_seconds"]),
+    }
+
+
+class AsAdministrator(Resource):
+    """Made once by its provider on the machine that runs the update, connected as the
+    server's administrator and retried while the operator's firewall rule applies: the clone's
+    own login into its copy. `user` and `password` (secret): what the clone's web app connects
+    with; `read_back`: what the database said once they were given."""
+
+    user: pulumi.Output[str]
+    password: pulumi.Output[str]
+
+    def __init__(
+        self,
+        provider: ResourceProvider,
+        name: str,
+        inputs: dict[str, Any],
+        settings: AzureSettings,
+        read_back: Sequence[str],
+        opts: pulumi.ResourceOptions | None,
+    ) -> None:
+        props = {
+            **inputs,
+            "admin_login": settings.sql_admin_login,
+            "admin_password": settings.sql_admin_password,
+            "attempts": settings.migration_attempts,
+            "pause_seconds": settings.migration_retry_seconds,
+            **dict.fromkeys(["user", "password", *read_back]),
+        }
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["password", "admin_password"])
+        super().__init__(provider, name, props, pulumi.ResourceOptions.merge(opts, secret))
+
+
 class CloneAccessProvider(ResourceProvider):
     """Gives a copy its access once; a new copy (another database) gets it again."""
 
@@ -188,11 +231,8 @@ class CloneAccessProvider(ResourceProvider):
         outs = grant_clone_access(
             server=props["server"],
             database=props["database"],
-            admin_login=props["admin_login"],
-            admin_password=props["admin_password"],
             read_only=bool(props["read_only"]),
-            attempts=int(props["attempts"]),
-            pause_seconds=float(props["pause_seconds"]),
+            **as_administrator(props),
         )
         return CreateResult(
             id_=f"{props['server']}/{props['database']}/{CLONE_USER}",
@@ -200,16 +240,13 @@ class CloneAccessProvider(ResourceProvider):
         )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = [k for k in ("server", "database", "read_only") if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(replaces), replaces=replaces)
+        return replaced_when_changed(olds, news, ("server", "database", "read_only"))
 
 
-class CloneAccess(Resource):
-    """`user` and `password` (secret): what the clone's web app connects with; `updateability`
-    and `writing_roles`: what the database said once they were given."""
+class CloneAccess(AsAdministrator):
+    """The Azure SQL copy's contained user; `updateability` and `writing_roles`: what the
+    database said once it was given."""
 
-    user: pulumi.Output[str]
-    password: pulumi.Output[str]
     updateability: pulumi.Output[str]
     writing_roles: pulumi.Output[Sequence[str]]
 
@@ -219,27 +256,10 @@ class CloneAccess(Resource):
         *,
         server: pulumi.Input[str],
         database: pulumi.Input[str],
-        admin_login: str,
-        admin_password: pulumi.Input[str],
         read_only: bool,
-        attempts: int,
-        pause_seconds: int,
+        settings: AzureSettings,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
-            "server": server,
-            "database": database,
-            "admin_login": admin_login,
-            "admin_password": admin_password,
-            "read_only": read_only,
-            "attempts": attempts,
-            "pause_seconds": pause_seconds,
-            "user": None,
-            "password": None,
-            "updateability": None,
-            "writing_roles": None,
-        }
-        secret = pulumi.ResourceOptions(additional_secret_outputs=["password", "admin_password"])
-        super().__init__(
-            CloneAccessProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret)
-        )
+        inputs = {"server": server, "database": database, "read_only": read_only}
+        read_back = ["updateability", "writing_roles"]
+        super().__init__(CloneAccessProvider(), name, inputs, settings, read_back, opts)

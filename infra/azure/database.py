@@ -17,7 +17,7 @@ import pulumi
 from pulumi_azure_native import sql, web
 from pulumi_command import local
 
-from infra.azure.clone_access import CloneAccess
+from infra.azure.clone_access import AsAdministrator, CloneAccess
 from infra.azure.foundation import AzureFoundation
 from infra.azure.restore_point import RestorePoint
 from infra.azure.settings import AzureSettings
@@ -54,12 +54,52 @@ def restore_point_in_time(restore_point: str) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One generation of the primary (an Azure SQL database, a PostgreSQL server): the
+    current one, or the one before it, kept while the deployment that restored the current
+    one goes on."""
+
+    number: int
+    # The restore point a generation above 1 was restored at (from the generation before).
+    restored_from: str | None
+    kept: bool
+    # Declared first (the generation before): this one is made after it.
+    after: pulumi.Resource | None = None
+
+    @property
+    def point_in_time(self) -> str | None:
+        return restore_point_in_time(self.restored_from) if self.restored_from else None
+
+    def options(
+        self,
+        parent: pulumi.Resource,
+        settings: AzureSettings,
+        how_made: list[str],
+        ignored: list[str] | None = None,
+    ) -> pulumi.ResourceOptions:
+        """Protected while current; a kept generation exists already, so how it was made
+        (`how_made`: the inputs of a create or a restore) is history, never a reason to replace
+        it; no generation is replaced for a change of `ignored`. A restore may take as long as
+        a copy."""
+        return pulumi.ResourceOptions(
+            parent=parent,
+            protect=not self.kept,
+            retain_on_delete=self.kept,
+            ignore_changes=[*how_made, *(ignored or [])] if self.kept else ignored,
+            depends_on=[self.after] if self.after else None,
+            custom_timeouts=copy_timeouts(settings) if self.number > 1 else None,
+        )
+
+
 class AzureDatabaseBase(pulumi.ComponentResource):
     """What the Azure SQL and the PostgreSQL database share: which generations a primary
     declares, the name of a clone's copy, the app spec's commands run on the machine that runs
     the update (the restore point's proof, then the migration) and the site's connection,
     which waits for them."""
 
+    # The component's Pulumi type.
+    kind: ClassVar[str]
     # Whom the migration and the digest never run as (named when their login is missing).
     administrator: ClassVar[str]
     database_name: pulumi.Output[str]
@@ -67,15 +107,41 @@ class AzureDatabaseBase(pulumi.ComponentResource):
     connection: pulumi.Output[str]
 
     def __init__(
-        self, kind: str, name: str, foundation: AzureFoundation, opts: pulumi.ResourceOptions | None
+        self,
+        name: str,
+        args: DatabaseArgs,
+        foundation: AzureFoundation,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__(kind, name, None, opts)
+        super().__init__(self.kind, name, None, opts)
         self._foundation = foundation
         self.archive: pulumi.Output[str] | None = None
         self.copy_digest: pulumi.Output[str] | None = None
         self.migration: local.Command | None = None
         self.restore_point: RestorePoint | None = None
         self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
+        self._declare(name, args)
+
+    def _declare(self, name: str, args: DatabaseArgs) -> None:
+        """The database of `args`, what runs on it, and the site's connection to it."""
+        raise NotImplementedError
+
+    def _login(self, user: pulumi.Input[str], password: pulumi.Input[str]) -> pulumi.Output[str]:
+        """How the site connects to this database as `user`."""
+        raise NotImplementedError
+
+    def _connect_site(self, access: AsAdministrator | None, after: list[pulumi.Resource]) -> None:
+        """The site connects once every resource of `after` is done: as the clone's own login
+        when its copy has one (`access`), else as the administrator."""
+        settings = self._foundation.settings
+        if access is not None:
+            site_login = self._login(access.user, access.password)
+        else:
+            site_login = self._login(settings.sql_admin_login, settings.sql_admin_password)
+        self.connection = self._connection_after(site_login, after)
+        self.register_outputs(
+            {"database_name": self.database_name, "database_id": self.database_id}
+        )
 
     @staticmethod
     def _restores_previous(args: DatabaseArgs) -> bool:
@@ -250,18 +316,12 @@ class AzureDatabase(AzureDatabaseBase):
     - existing: an earlier generation that a compatible clone still serves, only read.
     """
 
+    kind = "zdd:azure:Database"
     connection_type = web.ConnectionStringType.SQL_AZURE
     administrator = "SQL administrator"
 
-    def __init__(
-        self,
-        name: str,
-        args: DatabaseArgs,
-        foundation: AzureFoundation,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("zdd:azure:Database", name, foundation, opts)
-        settings = foundation.settings
+    def _declare(self, name: str, args: DatabaseArgs) -> None:
+        foundation = self._foundation
         self.previous: sql.Database | None = None
         if args.existing:
             self._point_at_existing(args.generation)
@@ -284,24 +344,15 @@ class AzureDatabase(AzureDatabaseBase):
         # The site connects once the restore point and the migration are done, or, for the
         # clone, once its copy has its own user (and is read-only).
         if self.access is not None:
-            site_login = self._connection_string(self.access.user, self.access.password)
             before_changes.append(self.access)
-        else:
-            site_login = self._connection_string(
-                settings.sql_admin_login, settings.sql_admin_password
-            )
-        self.connection = self._connection_after(site_login, before_changes[1:])
-        self.register_outputs(
-            {"database_name": self.database_name, "database_id": self.database_id}
-        )
+        self._connect_site(self.access, before_changes[1:])
 
     def _primary(self, name: str, args: DatabaseArgs) -> sql.Database:
         """This generation of the primary database, after the one before where it is kept."""
         if self._restores_previous(args):
-            self.previous = self._generation(name, args.generation - 1, None, kept=True)
-        return self._generation(
-            name, args.generation, args.restored_from, kept=False, after=self.previous
-        )
+            self.previous = self._generation(name, Generation(args.generation - 1, None, kept=True))
+        current = Generation(args.generation, args.restored_from, kept=False, after=self.previous)
+        return self._generation(name, current)
 
     def _copy(self, name: str, args: DatabaseArgs) -> sql.Database:
         """The clone's copy of the primary database (`createMode: Copy`)."""
@@ -345,15 +396,8 @@ class AzureDatabase(AzureDatabaseBase):
         )
         self.register_outputs({"database_name": self.database_name})
 
-    def _generation(
-        self,
-        name: str,
-        generation: int,
-        restored_from: str | None,
-        *,
-        kept: bool,
-        after: pulumi.Resource | None = None,
-    ) -> sql.Database:
+    def _generation(self, name: str, made: Generation) -> sql.Database:
+        generation = made.number
         foundation = self._foundation
         settings = foundation.settings
         source_id: pulumi.Output[str] | None = None
@@ -367,19 +411,9 @@ class AzureDatabase(AzureDatabaseBase):
                 foundation.sql.id,
                 f"/databases/{settings.database_name}-g{generation - 1}",
             )
-            point_in_time = restore_point_in_time(restored_from) if restored_from else None
-        options = pulumi.ResourceOptions(
-            parent=self,
-            protect=not kept,
-            retain_on_delete=kept,
-            # A kept generation exists already: how it was made is history, never a reason to
-            # replace it.
-            ignore_changes=["createMode", "sourceDatabaseId", "restorePointInTime"]
-            if kept
-            else None,
-            depends_on=[after] if after else None,
-            custom_timeouts=copy_timeouts(settings) if generation > 1 else None,
-        )
+            point_in_time = made.point_in_time
+        how_made = ["createMode", "sourceDatabaseId", "restorePointInTime"]
+        options = made.options(self, settings, how_made)
         database = sql.Database(
             f"{name}-g{generation}",
             database_name=f"{settings.database_name}-g{generation}",
@@ -400,7 +434,7 @@ class AzureDatabase(AzureDatabaseBase):
             server_name=foundation.sql.name,
             resource_group_name=foundation.resource_group_name,
             retention_days=settings.backup_retention_days,
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=kept),
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=made.kept),
         )
         return database
 
@@ -421,15 +455,15 @@ class AzureDatabase(AzureDatabaseBase):
             f"{name}-access",
             server=foundation.sql.fully_qualified_domain_name,
             database=self.database.name,
-            admin_login=settings.sql_admin_login,
-            admin_password=settings.sql_admin_password,
             read_only=read_only,
-            attempts=settings.migration_attempts,
-            pause_seconds=settings.migration_retry_seconds,
+            settings=settings,
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[self.database, *foundation.firewall_rules]
             ),
         )
+
+    def _login(self, user: pulumi.Input[str], password: pulumi.Input[str]) -> pulumi.Output[str]:
+        return self._connection_string(user, password)
 
     def _connection_string(
         self,

@@ -26,12 +26,10 @@ from pulumi_azure_native import dbforpostgresql, network, web
 
 from infra.azure.database import (
     AzureDatabaseBase,
+    Generation,
     Login,
     Reached,
-    copy_timeouts,
-    restore_point_in_time,
 )
-from infra.azure.foundation import AzureFoundation
 from infra.azure.postgres_copy import PostgresCopy
 from infra.azure.settings import operator_network
 from infra.components import DatabaseArgs
@@ -72,19 +70,12 @@ class AzurePostgresDatabase(AzureDatabaseBase):
     - existing: an earlier generation that a compatible clone still serves, only pointed at.
     """
 
+    kind = "zdd:azure:PostgresDatabase"
     connection_type = web.ConnectionStringType.POSTGRE_SQL
     administrator = "server administrator"
     host: pulumi.Output[str]
 
-    def __init__(
-        self,
-        name: str,
-        args: DatabaseArgs,
-        foundation: AzureFoundation,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("zdd:azure:PostgresDatabase", name, foundation, opts)
-        settings = foundation.settings
+    def _declare(self, name: str, args: DatabaseArgs) -> None:
         self.previous: dbforpostgresql.Server | None = None
         self.server: dbforpostgresql.Server | None = None
         self.access: PostgresCopy | None = None
@@ -102,14 +93,7 @@ class AzurePostgresDatabase(AzureDatabaseBase):
         self._run_app_commands(name, args, before_changes)
         # The site connects once the restore point and the migration are done, or, for the
         # clone, once its copy has its own role (and is read-only).
-        if self.access is not None:
-            site_login = self._url(self.access.user, self.access.password)
-        else:
-            site_login = self._url(settings.sql_admin_login, settings.sql_admin_password)
-        self.connection = self._connection_after(site_login, before_changes)
-        self.register_outputs(
-            {"database_name": self.database_name, "database_id": self.database_id}
-        )
+        self._connect_site(self.access, before_changes)
 
     def _point_at_existing(self, generation: int) -> None:
         """An earlier generation: declared by the update that made it; this only names it."""
@@ -130,10 +114,9 @@ class AzurePostgresDatabase(AzureDatabaseBase):
         foundation = self._foundation
         settings = foundation.settings
         if self._restores_previous(args):
-            self.previous = self._server(name, args.generation - 1, None, kept=True)
-        self.server = self._server(
-            name, args.generation, args.restored_from, kept=False, after=self.previous
-        )
+            self.previous = self._server(name, Generation(args.generation - 1, None, kept=True))
+        current = Generation(args.generation, args.restored_from, kept=False, after=self.previous)
+        self.server = self._server(name, current)
         made: list[pulumi.Resource] = [self.server]
         if args.generation == 1:
             # A restored server brings the database with it; the first one gets it here.
@@ -153,16 +136,9 @@ class AzurePostgresDatabase(AzureDatabaseBase):
         self.database_id = self.server.id
         return made
 
-    def _server(
-        self,
-        name: str,
-        generation: int,
-        restored_from: str | None,
-        *,
-        kept: bool,
-        after: pulumi.Resource | None = None,
-    ) -> dbforpostgresql.Server:
+    def _server(self, name: str, made: Generation) -> dbforpostgresql.Server:
         """One generation's server, with its operator firewall rules and private endpoint."""
+        generation, kept = made.number, made.kept
         foundation = self._foundation
         settings = foundation.settings
         server = dbforpostgresql.Server(
@@ -185,22 +161,12 @@ class AzurePostgresDatabase(AzureDatabaseBase):
                 public_network_access=dbforpostgresql.ServerPublicNetworkAccessState.ENABLED
             ),
             tags={"zdd-role": str(Instance.PRIMARY), "zdd-generation": str(generation)},
-            **self._made_from(generation, restored_from),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                protect=not kept,
-                retain_on_delete=kept,
-                # A kept generation exists already: how it was made is history.
-                ignore_changes=[
-                    "createMode",
-                    "sourceServerResourceId",
-                    "pointInTimeUTC",
-                    "administratorLogin",
-                ]
-                if kept
-                else ["administratorLogin"],
-                depends_on=[after] if after else None,
-                custom_timeouts=copy_timeouts(settings) if generation > 1 else None,
+            **self._made_from(made),
+            opts=made.options(
+                self,
+                settings,
+                how_made=["createMode", "sourceServerResourceId", "pointInTimeUTC"],
+                ignored=["administratorLogin"],
             ),
         )
         keep = pulumi.ResourceOptions(parent=self, retain_on_delete=kept)
@@ -210,12 +176,12 @@ class AzurePostgresDatabase(AzureDatabaseBase):
         self._private_endpoint(f"{name}-g{generation}", generation, server, keep)
         return server
 
-    def _made_from(self, generation: int, restored_from: str | None) -> dict[str, Any]:
+    def _made_from(self, made: Generation) -> dict[str, Any]:
         """How a generation's server is made: created with the administrator (the first), or
-        restored from the generation before at `restored_from`."""
+        restored from the generation before at its restore point."""
         foundation = self._foundation
         settings = foundation.settings
-        if generation == 1:
+        if made.number == 1:
             return {
                 "create_mode": dbforpostgresql.CreateMode.CREATE,
                 "administrator_login": settings.sql_admin_login,
@@ -228,9 +194,9 @@ class AzurePostgresDatabase(AzureDatabaseBase):
             "source_server_resource_id": pulumi.Output.concat(
                 foundation.resource_group.id,
                 "/providers/Microsoft.DBforPostgreSQL/flexibleServers/",
-                server_name(settings.name_prefix, generation - 1),
+                server_name(settings.name_prefix, made.number - 1),
             ),
-            "point_in_time_utc": restore_point_in_time(restored_from) if restored_from else None,
+            "point_in_time_utc": made.point_in_time,
         }
 
     def _operator_firewall(
@@ -328,12 +294,9 @@ class AzurePostgresDatabase(AzureDatabaseBase):
             host=source.host,
             source=source.database_name,
             destination=database.name,
-            admin_login=settings.sql_admin_login,
-            admin_password=settings.sql_admin_password,
             owner=settings.migration_login,
             read_only=args.read_only,
-            attempts=settings.migration_attempts,
-            pause_seconds=settings.migration_retry_seconds,
+            settings=settings,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 ignore_changes=["host", "source"],
@@ -364,9 +327,9 @@ class AzurePostgresDatabase(AzureDatabaseBase):
             "PGPASSWORD": password,  # a secret of the stack config
             "PGSSLMODE": "require",
         }
-        return Reached(self.database_name, self._url(user, password), variables)
+        return Reached(self.database_name, self._login(user, password), variables)
 
-    def _url(self, user: pulumi.Input[str], password: pulumi.Input[str]) -> pulumi.Output[str]:
+    def _login(self, user: pulumi.Input[str], password: pulumi.Input[str]) -> pulumi.Output[str]:
         return pulumi.Output.secret(
             pulumi.Output.all(self.host, self.database_name, user, password).apply(
                 lambda values: database_url(*(str(v) for v in values))

@@ -21,12 +21,23 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider
 
-from infra.azure.clone_access import Unreachable, new_password, until_reachable
+from infra.azure.clone_access import (
+    AsAdministrator,
+    as_administrator,
+    new_password,
+    until_reachable,
+)
+from infra.replacing import replaced_when_changed
+
+# The engine's dynamic provider host loads this module to run the provider: the settings (and
+# the Azure SDK they load) are only the program's business.
+if TYPE_CHECKING:
+    from infra.azure.settings import AzureSettings
 
 CLONE_ROLE = "zdd_clone"
 WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
@@ -136,6 +147,21 @@ def _psycopg_connect(conninfo_text: str, **options: Any) -> Any:
     return importlib.import_module("psycopg").connect(conninfo_text, **options)
 
 
+def _what_the_server_says(admin: Any, destination: str) -> tuple[int, str]:
+    """The clone's role's write privileges and the copy's own settings, read back."""
+    writable = admin.execute(
+        "SELECT count(*) FROM information_schema.table_privileges "
+        "WHERE grantee = %s AND privilege_type = ANY(%s)",
+        (CLONE_ROLE, list(WRITES)),
+    ).fetchone()[0]
+    settings = admin.execute(
+        "SELECT coalesce(array_to_string(s.setconfig, ','), '') FROM pg_db_role_setting s "
+        "JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0",
+        (destination,),
+    ).fetchone()
+    return int(writable), str(settings[0]) if settings else ""
+
+
 def copy_database(
     *,
     host: str,
@@ -153,94 +179,59 @@ def copy_database(
 ) -> dict[str, Any]:
     """Copy `source` into `destination` and give the clone its role; return what the server
     says now. Retried while the operator's new firewall rule applies."""
-    try:
-        return until_reachable(
-            lambda: _copy_once(
-                host,
-                source,
-                destination,
-                admin_login,
-                admin_password,
-                owner,
-                read_only,
-                pipe,
-                connect,
-            ),
-            attempts=attempts,
-            pause_seconds=pause_seconds,
-            sleep=sleep,
-            fatal=PostgresCopyFailed,  # a copy that can still write is not retried
+
+    def once() -> dict[str, Any]:
+        admin = connect(
+            conninfo(host, destination, admin_login), password=admin_password, autocommit=True
         )
-    except Unreachable as exc:
-        raise PostgresCopyFailed(
-            f"the clone's database {destination} could not be copied from {source} after "
-            f"{attempts} attempt(s) ({exc}); the clone's web app was not created"
-        ) from None
+        try:
+            if owner:
+                # The restore runs as the migration login: it must be able to create the objects.
+                admin.execute(f"GRANT ALL ON SCHEMA public TO {_ident(owner)}")
+            dump, restore = dump_and_restore(host, source, destination, admin_login, owner)
+            code, errors = pipe(dump, restore, {"PGPASSWORD": admin_password})
+            if code != 0:
+                raise RuntimeError(f"pg_dump | pg_restore exit {code}: {errors[-300:]}")
+            schemas = [
+                str(row[0])
+                for row in admin.execute(
+                    "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+                    "AND nspname <> 'information_schema'"
+                ).fetchall()
+            ]
+            exists = admin.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (CLONE_ROLE,)
+            ).fetchone()
+            password = new_password()
+            for statement in access_statements(
+                destination, password, schemas, read_only=read_only, owner=owner,
+                role_exists=exists is not None,
+            ):  # fmt: skip
+                admin.execute(statement)
+            writable, database_settings = _what_the_server_says(admin, destination)
+        finally:
+            admin.close()
+        if read_only and (writable or "default_transaction_read_only=on" not in database_settings):
+            raise PostgresCopyFailed(
+                f"the clone's database {destination} has settings {database_settings!r} and its "
+                f"role {writable} write privilege(s) after being made read-only; the clone's web "
+                "app was not created"
+            )
+        return {
+            "user": CLONE_ROLE,
+            "password": password,
+            "write_privileges": writable,
+            "database_settings": database_settings,
+        }
 
-
-def _copy_once(
-    host: str,
-    source: str,
-    destination: str,
-    admin_login: str,
-    admin_password: str,
-    owner: str | None,
-    read_only: bool,
-    pipe: Pipe,
-    connect: Connect,
-) -> dict[str, Any]:
-    admin = connect(
-        conninfo(host, destination, admin_login), password=admin_password, autocommit=True
+    return until_reachable(
+        once,
+        attempts=attempts,
+        pause_seconds=pause_seconds,
+        sleep=sleep,
+        fatal=PostgresCopyFailed,  # a copy that can still write is not retried
+        failure=f"the clone's database {destination} could not be copied from {source}",
     )
-    try:
-        if owner:
-            # The restore runs as the migration login: it must be able to create the objects.
-            admin.execute(f"GRANT ALL ON SCHEMA public TO {_ident(owner)}")
-        dump, restore = dump_and_restore(host, source, destination, admin_login, owner)
-        code, errors = pipe(dump, restore, {"PGPASSWORD": admin_password})
-        if code != 0:
-            raise RuntimeError(f"pg_dump | pg_restore exit {code}: {errors[-300:]}")
-        schemas = [
-            str(row[0])
-            for row in admin.execute(
-                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
-                "AND nspname <> 'information_schema'"
-            ).fetchall()
-        ]
-        exists = admin.execute(
-            "SELECT 1 FROM pg_roles WHERE rolname = %s", (CLONE_ROLE,)
-        ).fetchone()
-        password = new_password()
-        for statement in access_statements(
-            destination, password, schemas, read_only=read_only, owner=owner,
-            role_exists=exists is not None,
-        ):  # fmt: skip
-            admin.execute(statement)
-        writable = admin.execute(
-            "SELECT count(*) FROM information_schema.table_privileges "
-            "WHERE grantee = %s AND privilege_type = ANY(%s)",
-            (CLONE_ROLE, list(WRITES)),
-        ).fetchone()[0]
-        settings = admin.execute(
-            "SELECT coalesce(array_to_string(s.setconfig, ','), '') FROM pg_db_role_setting s "
-            "JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0",
-            (destination,),
-        ).fetchone()
-    finally:
-        admin.close()
-    database_settings = str(settings[0]) if settings else ""
-    if read_only and (writable or "default_transaction_read_only=on" not in database_settings):
-        raise PostgresCopyFailed(
-            f"the clone's database {destination} has settings {database_settings!r} and its "
-            f"role {writable} write privilege(s) after being made read-only; the clone's web "
-            "app was not created"
-        )
-    return {
-        "user": CLONE_ROLE,
-        "password": password,
-        "write_privileges": int(writable),
-        "database_settings": database_settings,
-    }
 
 
 class PostgresCopyProvider(ResourceProvider):
@@ -251,31 +242,24 @@ class PostgresCopyProvider(ResourceProvider):
             host=props["host"],
             source=props["source"],
             destination=props["destination"],
-            admin_login=props["admin_login"],
-            admin_password=props["admin_password"],
             owner=props.get("owner") or None,
             read_only=bool(props["read_only"]),
-            attempts=int(props["attempts"]),
-            pause_seconds=float(props["pause_seconds"]),
+            **as_administrator(props),
         )
         return CreateResult(
             id_=f"{props['host']}/{props['destination']}/{CLONE_ROLE}", outs={**props, **outs}
         )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = ("host", "source", "destination", "read_only")
-        replaces = [k for k in keys if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(replaces), replaces=replaces)
+        return replaced_when_changed(olds, news, ("host", "source", "destination", "read_only"))
 
 
-class PostgresCopy(Resource):
-    """`user` and `password` (secret): what the clone's web app connects with;
-    `write_privileges` and `database_settings`: what the server said once they were given."""
+class PostgresCopy(AsAdministrator):
+    """The PostgreSQL copy and the clone's role in it; `write_privileges` and
+    `database_settings`: what the server said once it was given."""
 
     host: pulumi.Output[str]
     destination: pulumi.Output[str]
-    user: pulumi.Output[str]
-    password: pulumi.Output[str]
     write_privileges: pulumi.Output[int]
     database_settings: pulumi.Output[str]
 
@@ -286,30 +270,17 @@ class PostgresCopy(Resource):
         host: pulumi.Input[str],
         source: pulumi.Input[str],
         destination: pulumi.Input[str],
-        admin_login: str,
-        admin_password: pulumi.Input[str],
         owner: str | None,
         read_only: bool,
-        attempts: int,
-        pause_seconds: int,
+        settings: AzureSettings,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
+        inputs = {
             "host": host,
             "source": source,
             "destination": destination,
-            "admin_login": admin_login,
-            "admin_password": admin_password,
             "owner": owner,
             "read_only": read_only,
-            "attempts": attempts,
-            "pause_seconds": pause_seconds,
-            "user": None,
-            "password": None,
-            "write_privileges": None,
-            "database_settings": None,
         }
-        secret = pulumi.ResourceOptions(additional_secret_outputs=["password", "admin_password"])
-        super().__init__(
-            PostgresCopyProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret)
-        )
+        read_back = ["write_privileges", "database_settings"]
+        super().__init__(PostgresCopyProvider(), name, inputs, settings, read_back, opts)

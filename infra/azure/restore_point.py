@@ -22,6 +22,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
+from infra.replacing import replaced_when_changed
+
 # One line of printable characters: a hash, a checksum, or several of them.
 _DIGEST_RE = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,510}[\x21-\x7e])?$")
 # What an error quotes of the command's own output.
@@ -98,8 +100,7 @@ class RestorePointProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # Bound to its point in time: a restored generation, a new command or a new password
         # later in the deployment change nothing about what was recorded then.
-        replaces = ["restore_point"] if olds.get("restore_point") != news["restore_point"] else []
-        return DiffResult(changes=bool(replaces), replaces=replaces)
+        return replaced_when_changed(olds, news, ("restore_point",))
 
 
 class RestorePoint(Resource):

@@ -14,9 +14,10 @@ from pathlib import Path
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from infra.local import haproxy
-from infra.local.providers import Props, _changed, _ProcessProvider, _whole
+from infra.local.providers import Props, _ProcessProvider, _RestorePointProvider, _whole
+from infra.replacing import changed
 from zdd import postgres, processes
-from zdd.sqlite_files import copy_files, data_digest, files_folder
+from zdd.sqlite_files import copy_files, files_folder
 
 # A server that was killed replays its write-ahead log before it takes logins again.
 SERVER_READY_SECONDS = 120.0
@@ -128,7 +129,7 @@ class PostgresDatabaseProvider(ResourceProvider):
         return CreateResult(id_=name, outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        replaces = _changed(olds, news, self._REPLACE_ON)
+        replaces = changed(olds, news, self._REPLACE_ON)
         try:
             missing = not postgres.database_exists(_server(news), olds["name"])
         except (postgres.DatabaseError, KeyError):
@@ -151,20 +152,12 @@ class PostgresDatabaseProvider(ResourceProvider):
         shutil.rmtree(Path(props["files"]), ignore_errors=True)
 
 
-class PostgresRestorePointProvider(ResourceProvider):
-    """A restore point of the primary database and its files, taken before their first change:
-    a dump (one snapshot), read-only on disk, and its digest as proof."""
+class PostgresRestorePointProvider(_RestorePointProvider):
+    """The PostgreSQL primary's restore point: a dump (one snapshot), read-only on disk."""
 
-    def create(self, props: Props) -> CreateResult:
-        backup = Path(props["backup_path"])
+    def _take(self, props: Props, backup: Path) -> None:
         postgres.dump_database(_server(props), props["database"], backup)
         copy_files(Path(props["files"]), files_folder(backup))
-        outs = {**props, "taken_at": time.time(), "digest": data_digest(backup)}
-        return CreateResult(id_=props["restore_point"], outs=outs)
-
-    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        replaces = _changed(olds, news, ("restore_point", "backup_path"))
-        return DiffResult(changes=bool(replaces), replaces=replaces)
 
     def delete(self, _id: str, props: Props) -> None:
         backup = Path(props["backup_path"])

@@ -23,6 +23,7 @@ from pulumi.dynamic import (
 )
 
 from infra.local import haproxy
+from infra.replacing import changed, replaced_when_changed
 from zdd import processes
 from zdd.phases import DEFAULT_HOLD_WRITES_SECONDS, EdgeWrites
 from zdd.sqlite_files import (
@@ -49,10 +50,6 @@ def _whole(props: Props) -> Props:
         k: int(v) if k in ("port", "generation", "pid") and v is not None else v
         for k, v in props.items()
     }
-
-
-def _changed(olds: Props, news: Props, keys: tuple[str, ...]) -> list[str]:
-    return [k for k in keys if olds.get(k) != news.get(k)]
 
 
 class SqliteDatabaseProvider(ResourceProvider):
@@ -101,7 +98,7 @@ class SqliteDatabaseProvider(ResourceProvider):
         return CreateResult(id_=str(path), outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        replaces = _changed(olds, news, self._REPLACE_ON)
+        replaces = changed(olds, news, self._REPLACE_ON)
         path = Path(olds["path"])
         missing = not path.exists() or not files_folder(path).is_dir()
         return DiffResult(
@@ -118,21 +115,30 @@ class SqliteDatabaseProvider(ResourceProvider):
         remove_database(baseline_path(path))
 
 
-class RestorePointProvider(ResourceProvider):
-    """A restore point of the primary database and its files, taken before their first change:
-    an online backup, marked read-only in its header, and its digest as proof."""
+class _RestorePointProvider(ResourceProvider):
+    """A restore point of the primary database and its files, taken before their first change
+    (`_take`, the database's own way, into `backup_path`), and its digest as proof."""
 
     def create(self, props: Props) -> CreateResult:
-        database, backup = Path(props["database_path"]), Path(props["backup_path"])
-        copy_site_data(database, backup)
-        make_read_only(backup)
+        backup = Path(props["backup_path"])
+        self._take(props, backup)
         outs = {**props, "taken_at": time.time(), "digest": data_digest(backup)}
         return CreateResult(id_=props["restore_point"], outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
         # Bound to its id and file: the database it was taken from may get a new generation.
-        replaces = _changed(olds, news, ("restore_point", "backup_path"))
-        return DiffResult(changes=bool(replaces), replaces=replaces)
+        return replaced_when_changed(olds, news, ("restore_point", "backup_path"))
+
+    def _take(self, props: Props, backup: Path) -> None:
+        raise NotImplementedError
+
+
+class RestorePointProvider(_RestorePointProvider):
+    """The SQLite primary's restore point: an online backup, marked read-only in its header."""
+
+    def _take(self, props: Props, backup: Path) -> None:
+        copy_site_data(Path(props["database_path"]), backup)
+        make_read_only(backup)
 
     def delete(self, _id: str, props: Props) -> None:
         remove_site_data(Path(props["backup_path"]))
@@ -180,7 +186,7 @@ class MigrationProvider(ResourceProvider):
         )
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        return DiffResult(changes=bool(_changed(olds, news, self._KEYS)))
+        return DiffResult(changes=bool(changed(olds, news, self._KEYS)))
 
     def update(self, _id: str, _olds: Props, news: Props) -> UpdateResult:
         return UpdateResult(outs=self._migrate(news))
@@ -199,10 +205,10 @@ class _ProcessProvider(ResourceProvider):
     _UPDATE_ON: tuple[str, ...] = ()
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
-        replaces = _changed(olds, news, self._REPLACE_ON)
-        changed = _changed(olds, news, self._UPDATE_ON)
+        replaces = changed(olds, news, self._REPLACE_ON)
+        updates = changed(olds, news, self._UPDATE_ON)
         return DiffResult(
-            changes=bool(replaces or changed) or not self._alive(olds),
+            changes=bool(replaces or updates) or not self._alive(olds),
             replaces=replaces,
             delete_before_replace=True,
         )

@@ -30,9 +30,9 @@ class Result:
         return json.loads(self.stdout)
 
 
-def run(argv: list[str], env: dict[str, str], timeout: float = 600) -> Result:
+def run(argv: list[str], env: dict[str, str], timeout: float = 600, cwd: Path = ROOT) -> Result:
     done = subprocess.run(
-        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     return Result(done.returncode, done.stdout, done.stderr)
 
