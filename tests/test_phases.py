@@ -179,7 +179,7 @@ def test_next_phase_walks_the_deployment_order() -> None:
     walked = [Phase.IDLE]
     while len(walked) < 6:
         walked.append(next_phase(walked[-1]))
-    assert [str(phase) for phase in walked] == "idle clone cutover deploy return idle".split()
+    assert " -> ".join(walked) == "idle -> clone -> cutover -> deploy -> return -> idle"
 
 
 @pytest.mark.parametrize(
