@@ -34,7 +34,9 @@ def _articles(server: postgres.Server, name: str, rows: int) -> None:
         )
 
 
-def test_copy_is_one_moment_of_a_primary_that_keeps_writing(server: postgres.Server) -> None:
+def test_copy_is_one_moment_of_a_primary_that_keeps_writing(
+    server: postgres.Server, tmp_path: Path
+) -> None:
     _articles(server, "busy_g1", 200_000)
     stop = threading.Event()
     slowest = 0.0
@@ -51,16 +53,19 @@ def test_copy_is_one_moment_of_a_primary_that_keeps_writing(server: postgres.Ser
     writer.start()
     try:
         time.sleep(0.2)
-        postgres.copy_database(server, "busy_g1", "busy_copy")
-        time.sleep(0.2)
+        with postgres.standalone_copy(server, "busy_g1", tmp_path / "copy") as copy:
+            time.sleep(0.2)
+            stop.set()
+            writer.join()
+            with psycopg.connect(copy.url("busy_g1", read_only=True)) as conn:
+                row = conn.execute("SELECT count(*), max(id) FROM articles").fetchone()
+                count, highest = row or (0, 0)
     finally:
         stop.set()
         writer.join()
-    with psycopg.connect(server.url("busy_copy")) as conn:
-        count, highest = conn.execute("SELECT count(*), max(id) FROM articles").fetchone() or (0, 0)
     with psycopg.connect(server.url("busy_g1")) as conn:
         (later,) = conn.execute("SELECT count(*) FROM articles").fetchone() or (0,)
-    # One snapshot: every row up to the newest it holds, none after it, and the primary went on.
+    # One moment: every row up to the newest it holds, none after it, and the primary went on.
     assert count == highest and count > 200_000
     assert later > count
     # The writer was never held up by the copy.
@@ -68,25 +73,26 @@ def test_copy_is_one_moment_of_a_primary_that_keeps_writing(server: postgres.Ser
 
 
 def test_a_write_reaching_the_read_only_clone_is_refused_by_the_server(
-    server: postgres.Server,
+    server: postgres.Server, tmp_path: Path
 ) -> None:
     _articles(server, "ro_g1", 10)
-    postgres.copy_database(server, "ro_g1", "ro_clone")
-    postgres.make_read_only(server, "ro_clone")
-    with psycopg.connect(server.url("ro_clone", read_only=True), autocommit=True) as conn:
-        assert conn.execute("SELECT count(*) FROM articles").fetchone() == (10,)
-        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            conn.execute("INSERT INTO articles (title) VALUES ('refused')")
-        # Even a session that turns the read-only default off: the role may only read.
-        conn.execute("SET default_transaction_read_only = off")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("INSERT INTO articles (title) VALUES ('refused')")
-    # The owner's role, by a site that kept the primary's URL: refused too.
-    with (
-        psycopg.connect(server.url("ro_clone"), autocommit=True) as conn,
-        pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
-    ):
-        conn.execute("DELETE FROM articles")
+    with postgres.standalone_copy(server, "ro_g1", tmp_path / "copy") as copy:
+        with psycopg.connect(copy.url("ro_g1", read_only=True), autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM articles").fetchone() == (10,)
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("INSERT INTO articles (title) VALUES ('refused')")
+            # Even a session that turns the read-only default off: the copy is a hot standby.
+            conn.execute("SET default_transaction_read_only = off")
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("INSERT INTO articles (title) VALUES ('refused')")
+        # The owner's role, by a site that kept the primary's URL: refused too.
+        with (
+            psycopg.connect(copy.url("ro_g1"), autocommit=True) as conn,
+            pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
+        ):
+            conn.execute("DELETE FROM articles")
+        # The copy holds what the primary held, as the server's digest proves.
+        assert postgres.content_digest(copy, "ro_g1") == postgres.content_digest(server, "ro_g1")
     # The reader cannot reach the primary at all.
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(server.url("ro_g1", read_only=True)).close()
