@@ -57,7 +57,7 @@ class PostgresClusterProvider(_ProcessProvider):
         argv = postgres.server_argv(data, run, binaries, int(props["port"]), read_only=standby)
         try:
             pid = self._launch(props, argv, timeout=60)
-            postgres.wait_ready(server, timeout=SERVER_READY_SECONDS)
+            postgres.wait_ready(server, timeout=SERVER_READY_SECONDS, data_dir=data)
             if not standby:
                 postgres.ensure_roles(server)
         except BaseException:
@@ -97,7 +97,7 @@ class PostgresCloneProvider(PostgresClusterProvider):
     every write), on its own port and folder in the stack's; deleted with the clone.
 
     The copy is taken once, at create: a server that died is started again on the same copy.
-    Its roles and passwords are the stack's cluster's at the copy, kept in `server`."""
+    Its roles and passwords are the stack's cluster's at the copy, kept in `clone_server`."""
 
     # Not `source`: a new generation of the primary (a rollback with database) must never
     # replace the copy under the live clone.
