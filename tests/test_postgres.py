@@ -14,6 +14,7 @@ import pytest
 
 from zdd import appspec, postgres
 from zdd.errors import BadInput
+from zdd.sqlite_files import data_digest, files_folder
 
 pytestmark = pytest.mark.skipif(postgres.bin_dir() is None, reason="PostgreSQL is not installed")
 
@@ -104,7 +105,13 @@ def test_a_restore_point_restores_exactly_what_its_digest_proves(
     _articles(server, "rp_g1", 1_000)
     before = postgres.content_digest(server, "rp_g1")
     dump = tmp_path / postgres.restore_point_file_name("2026-01-01T00:00:00Z")
-    postgres.dump_database(server, "rp_g1", dump)
+    files = tmp_path / "files"
+    (files / "uploads").mkdir(parents=True)
+    (files / "uploads" / "a.txt").write_text("a file")
+    proof = postgres.restore_point(server, "rp_g1", dump, files)
+    # The proof taken as the dump was written is what a later check reads back from its bytes.
+    assert proof == data_digest(dump)
+    assert (files_folder(dump) / "uploads" / "a.txt").read_text() == "a file"
     with psycopg.connect(server.url("rp_g1"), autocommit=True) as conn:
         conn.execute("ALTER TABLE articles ADD COLUMN summary text")
         conn.execute("UPDATE articles SET title = title || '!' WHERE id < 10")

@@ -166,7 +166,7 @@ def _pids_with(marker: str) -> Iterator[int]:
         # The clone's copy (a base backup), the restore point (a dump into a file), the
         # migration.
         "pg_basebackup",
-        "pg_dump --format=custom --no-owner --no-acl --compress=0 --file",
+        "pg_dump --format=custom --no-owner --no-acl --compress=0 --dbname",
         "sampleapp migrate",
     ],
     ids=["copy", "restore-point", "migration"],

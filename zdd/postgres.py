@@ -10,26 +10,30 @@ psycopg) run as whoever runs the update and log in over TCP with a password.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import pwd
+import queue
 import re
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, LiteralString
+from typing import IO, Any, LiteralString
 
 import psycopg
 from psycopg import sql
 
 from zdd.errors import BadInput
 from zdd.processes import free_port
-from zdd.sqlite_files import digest_files, files_folder
+from zdd.sqlite_files import copy_files, digest_files, files_folder
 
 # The OS user the server runs as when the update runs as root (Debian's package creates it).
 SERVER_USER = "postgres"
@@ -463,37 +467,83 @@ def _restore_argv(server: Server, destination: str) -> list[str]:
     ]
 
 
-def dump_database(server: Server, name: str, path: Path) -> None:
-    """A dump of `name` at one moment into `path`, made read-only once complete.
+def dump_database(server: Server, name: str, path: Path) -> hashlib._Hash:
+    """A dump of `name` at one moment into `path`, made read-only once complete; the sha256 of
+    its bytes, taken as they are written (the restore point's proof needs no second read).
 
-    Uncompressed, as the clone's copy: a restore point is taken inside the read-only window,
-    where pg_dump's gzip (one core) would cost more than writing the bytes; `make bench`
-    measures both."""
+    Uncompressed: a restore point is taken inside the read-only window, where pg_dump's gzip
+    (one core) would cost more than writing the bytes; `make bench` measures both. Written
+    through a pipe, the custom format has no data offsets, which only a parallel or partial
+    restore would want; the whole, sequential restore reads it as it reads a file."""
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
-    done = subprocess.run(
+    digest = hashlib.sha256()
+    dump = subprocess.Popen(
         [
             server.program("pg_dump"),
             "--format=custom",
             "--no-owner",
             "--no-acl",
             "--compress=0",
-            "--file",
-            str(partial),
             "--dbname",
             name,
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env=server.client_env(),
-        check=False,
     )
-    if done.returncode != 0:
+    try:
+        assert dump.stdout is not None
+        with contextlib.suppress(OSError):
+            # pg_dump writes ahead while a chunk is hashed (the default pipe holds 64 KiB).
+            fcntl.fcntl(dump.stdout.fileno(), fcntl.F_SETPIPE_SZ, _DUMP_CHUNK)
+        _write_and_hash(dump.stdout, partial, digest)
+        errors = dump.stderr.read() if dump.stderr else b""
+        if dump.wait() != 0:
+            raise PostgresFailed(
+                f"dumping database {name} failed:\n{errors.decode(errors='replace')}"
+            )
+    except BaseException:
+        dump.kill()
+        dump.wait()
         partial.unlink(missing_ok=True)
-        raise PostgresFailed(
-            f"dumping database {name} failed:\n{done.stderr.decode(errors='replace')}"
-        )
+        raise
     partial.chmod(0o444)
     partial.replace(path)
+    return digest
+
+
+_DUMP_CHUNK = 1 << 20
+
+
+def _write_and_hash(source: IO[bytes], path: Path, digest: hashlib._Hash) -> None:
+    """Copy `source` into `path`, hashing on a second thread (hashlib lets go of the
+    interpreter lock), so the hash costs little beside the dump."""
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+
+    def hash_chunks() -> None:
+        while (chunk := chunks.get()) is not None:
+            digest.update(chunk)
+
+    hasher = threading.Thread(target=hash_chunks, daemon=True)
+    hasher.start()
+    try:
+        with open(path, "wb") as out:
+            while chunk := source.read(_DUMP_CHUNK):
+                out.write(chunk)
+                chunks.put(chunk)
+    finally:
+        chunks.put(None)
+        hasher.join()
+
+
+def restore_point(server: Server, name: str, path: Path, files: Path) -> str:
+    """A restore point of database `name` and its files folder: the dump into `path`, the
+    files beside it, and their proof, the same digest `sqlite_files.data_digest` reads back."""
+    digest = dump_database(server, name, path)
+    copy_files(files, files_folder(path))
+    digest_files(files_folder(path), digest)
+    return digest.hexdigest()
 
 
 def restore_database(server: Server, dump: Path, name: str) -> None:

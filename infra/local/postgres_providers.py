@@ -16,7 +16,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateRes
 from infra.local import haproxy
 from infra.local.providers import Props, _changed, _ProcessProvider, _whole
 from zdd import postgres, processes
-from zdd.sqlite_files import copy_files, data_digest, files_folder
+from zdd.sqlite_files import copy_files, files_folder
 
 # A server that was killed replays its write-ahead log before it takes logins again.
 SERVER_READY_SECONDS = 120.0
@@ -207,9 +207,10 @@ class PostgresRestorePointProvider(ResourceProvider):
 
     def create(self, props: Props) -> CreateResult:
         backup = Path(props["backup_path"])
-        postgres.dump_database(_server(props), props["database"], backup)
-        copy_files(Path(props["files"]), files_folder(backup))
-        outs = {**props, "taken_at": time.time(), "digest": data_digest(backup)}
+        digest = postgres.restore_point(
+            _server(props), props["database"], backup, Path(props["files"])
+        )
+        outs = {**props, "taken_at": time.time(), "digest": digest}
         return CreateResult(id_=props["restore_point"], outs=outs)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:

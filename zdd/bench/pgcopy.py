@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from zdd import postgres
 from zdd.bench.metrics import MIB, rounded, throughput_mb_s
-from zdd.sqlite_files import data_digest
+from zdd.sqlite_files import files_folder
 
 PRIMARY = "bench_primary"
 # pgbench's size per scale unit, tables and indexes, measured on PostgreSQL 15.
@@ -121,15 +121,12 @@ def _measure(server: postgres.Server, folder: Path, say: Callable[[str], None]) 
         )
         timed("clone_digest", lambda: postgres.site_data_digest(copy, PRIMARY, files))
     shutil.rmtree(copy_folder)
-    # Ours: what the restore point resource does (a dump into a file, and its digest).
+    # Ours: what the restore point resource does (a dump into a file, hashed as it is written,
+    # and the files beside it).
     dump = folder / postgres.restore_point_file_name("rp-bench")
-
-    def restore_point() -> None:
-        postgres.dump_database(server, PRIMARY, dump)
-        data_digest(dump)
-
-    timed("restore_point", restore_point)
+    timed("restore_point", lambda: postgres.restore_point(server, PRIMARY, dump, files))
     dump.unlink()
+    shutil.rmtree(files_folder(dump), ignore_errors=True)
     # The raw tools, with their defaults.
     env = server.client_env()
     postgres.create_database(server, "bench_raw")
