@@ -1,6 +1,7 @@
-"""A stack's PostgreSQL, on a real server the tests start and stop: the clone's copy is
-consistent while the primary writes and does not hold it up, a write reaching the read-only
-clone is refused by the server itself, and a restore point restores exactly what it proved."""
+"""A stack's PostgreSQL, on a real server the tests start and stop: the clone's copy (a cluster
+of its own) is consistent while the primary writes and does not hold it up, a write reaching the
+read-only clone is refused by the server itself, a change to it is what the driver's check finds,
+and a restore point restores exactly what it proved."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import psycopg
 import pytest
 
 from zdd import appspec, postgres
+from zdd.environment import Environment
 from zdd.errors import BadInput
+from zdd.phases import Mode
 from zdd.sqlite_files import data_digest, files_folder
+from zdd.targets.local import LOCAL
 
 pytestmark = pytest.mark.skipif(postgres.bin_dir() is None, reason="PostgreSQL is not installed")
 
@@ -97,6 +101,35 @@ def test_a_write_reaching_the_read_only_clone_is_refused_by_the_server(
     # The reader cannot reach the primary at all.
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(server.url("ro_g1", read_only=True)).close()
+
+
+def test_the_driver_checks_the_read_only_clone_on_its_own_cluster(
+    server: postgres.Server, tmp_path: Path
+) -> None:
+    _articles(server, "chk_g1", 10)
+    env = Environment(tmp_path)
+    files = postgres.files_of(env.stack_dir("site"), "clone_g1")
+    files.mkdir(parents=True)
+    (files / "upload.txt").write_text("as copied")
+    with postgres.standalone_copy(server, "chk_g1", tmp_path / "copy") as copy:
+        outputs = {
+            "mode": str(Mode.READ_ONLY),
+            "clone_database": "clone_g1",
+            "clone_database_digest": postgres.site_data_digest(copy, "chk_g1", files),
+            "clone_database_server": {
+                **{key: getattr(copy, key) for key in _SERVER_KEYS},
+                "bin_dir": str(copy.bin_dir),
+                "database": "chk_g1",
+            },
+        }
+        assert LOCAL.read_only_violation is not None
+        assert LOCAL.read_only_violation(env, "site", outputs) is None
+        (files / "upload.txt").write_text("written by the clone")
+        found = LOCAL.read_only_violation(env, "site", outputs)
+        assert found is not None and "read-only violation" in found
+
+
+_SERVER_KEYS = ("port", "admin_password", "site_password", "reader_password")
 
 
 def test_a_restore_point_restores_exactly_what_its_digest_proves(
