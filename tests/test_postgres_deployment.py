@@ -1,6 +1,7 @@
 """The sample site on PostgreSQL, on the real engine with the stack's own cluster: a full
-deployment under load, a rollback with database after a failed migration, a clone the server
-keeps read-only, the server killed while the deployment needs it, and bad input refused."""
+deployment under load, a rollback with database after a failed migration, a clone whose own
+cluster keeps it read-only and goes with it (or with the stack), the server, the clone's base
+backup or the clone's server killed while the deployment needs them, and bad input refused."""
 
 from __future__ import annotations
 
@@ -120,6 +121,18 @@ def test_a_write_reaching_the_clone_database_is_refused_by_postgresql(
     assert done.code == 0, done.stderr
     assert done.json().get("read_only_violation") is None
     _no_clone_cluster_left(name)
+
+
+def test_destroy_with_the_clone_serving_stops_its_cluster_and_removes_its_folder(
+    pg_stack: Callable[[str], dict[str, Any]], zdd: Callable[..., Result]
+) -> None:
+    name = pg_stack("v1")["stack"]
+    waiting = zdd("deploy", "--stack", name, "--version", "v2", "--wait-for-approval", "--json")
+    assert waiting.code == 0, waiting.stderr
+    folder = postgres.clone_cluster_dir(stack_dir(name))
+    assert processes_naming(folder), "the clone's cluster does not run"
+    # `local_stack` destroys the stack now, with the clone serving, and fails the test if any
+    # server (the clone's among them) or the stack's folder is left.
 
 
 def _no_clone_cluster_left(name: str) -> None:
