@@ -20,7 +20,8 @@ from zdd.sqlite_files import restore_point_file_name
 PRIMARY_DB_FILE = "primary-db-file"
 CLONE_DB_FILE = "clone-db-file"
 PRIMARY_DB_SERVER = "primary-db-database"
-CLONE_DB_SERVER = "clone-db-database"
+# A read-only clone's database on PostgreSQL is a cluster of its own, a copy of the stack's.
+CLONE_DB_SERVER = "clone-db-cluster"
 
 _PRIMARY_FILE_RE = re.compile(r"^primary-g(\d+)\.sqlite$")
 _PRIMARY_DATABASE_RE = re.compile(r"^primary_g(\d+)$")
@@ -215,9 +216,19 @@ def check_clone_database_is_copy(resource: Resource, config: StackConfig) -> lis
     if resource.is_dynamic and resource.name == CLONE_DB_SERVER:
         source = str(resource.prop("source") or "")
         wanted = config.generation
+        problems = []
         if source != postgres.database_name("primary", wanted or 1):
-            return [f"{resource.name}: copies {source!r}, not the current primary database"]
-        return []
+            problems.append(f"{resource.name}: copies {source!r}, not the current primary database")
+        # The copy is made into this folder, emptied first: never the stack's own cluster.
+        data = PurePath(str(resource.prop("data_dir", "")))
+        if data.parent.name != postgres.CLONE_CLUSTER or (
+            config.state_dir is not None and data.parent.parent != config.state_dir
+        ):
+            problems.append(
+                f"{resource.name}: copies into {data}, not the clone's cluster folder "
+                f"{postgres.CLONE_CLUSTER}/data of zdd:stateDir"
+            )
+        return problems
     if not (resource.is_dynamic and resource.name == CLONE_DB_FILE):
         return []
     source = resource.prop("source")

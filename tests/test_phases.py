@@ -218,7 +218,7 @@ def test_from_config_reads_and_validates() -> None:
         ({"archiveRetention": "0"}, "zdd:archiveRetention '0' must be a whole number from 1"),
         ({"archiveRetention": "2.5"}, "whole number"),
         ({"basePort": "80"}, "zdd:basePort '80' must be a whole number from 1024"),
-        ({"basePort": "70000"}, "to 65532"),
+        ({"basePort": "70000"}, "to 65531"),
     ],
 )
 def test_malformed_tuning_keys_are_refused(values: dict[str, str], message: str) -> None:

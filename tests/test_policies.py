@@ -522,6 +522,22 @@ def test_clone_database_is_copy_local(local_runs: dict[str, list[Resource]]):
     assert check("clone-database-is-copy", restored, local_config("rollback-database")) == []
 
 
+def test_clone_database_is_copy_local_postgresql():
+    # A read-only clone's database on PostgreSQL: a copy of the stack's cluster.
+    clone = Resource(
+        DYNAMIC,
+        "clone-db-cluster",
+        {"source": "primary_g1", "data_dir": f"{STATE_DIR}/postgresql-clone/data"},
+    )
+    assert check("clone-database-is-copy", clone, local_config()) == []
+    old = check("clone-database-is-copy", clone, local_config(databaseGeneration="2"))
+    assert "not the current primary database" in old[0]
+    # Its folder is emptied before the copy: never the stack's own cluster, never elsewhere.
+    for data in (f"{STATE_DIR}/postgresql/data", "/tmp/postgresql-clone/data"):
+        over = check("clone-database-is-copy", changed(clone, "data_dir", data), local_config())
+        assert "not the clone's cluster folder" in over[0], data
+
+
 def test_clone_database_is_copy_azure(azure_runs: dict[str, list[Resource]]):
     copy_ = named(azure_runs["cutover"], "clone-db-copy")
     assert copy_.props["createMode"] == "Copy"

@@ -1,6 +1,7 @@
 """The sample site on PostgreSQL, on the real engine with the stack's own cluster: a full
-deployment under load, a rollback with database after a failed migration, a clone the server
-keeps read-only, the server killed while the deployment needs it, and bad input refused."""
+deployment under load, a rollback with database after a failed migration, a clone whose own
+cluster keeps it read-only and goes with it (or with the stack), the server, the clone's base
+backup or the clone's server killed while the deployment needs them, and bad input refused."""
 
 from __future__ import annotations
 
@@ -34,9 +35,12 @@ def pg_stack(
     return lambda version: local_stack(version, app=SPEC)
 
 
-def server_of(pulumi: Callable[..., Result], name: str) -> postgres.Server:
+def server_of(
+    pulumi: Callable[..., Result], name: str, output: str = "database_server"
+) -> postgres.Server:
+    """The stack's cluster, or with `clone_database_server` a read-only clone's own."""
     outputs = pulumi("stack", "output", "--stack", name, "--json", "--show-secrets").json()
-    return postgres.server_from_outputs(outputs["database_server"])
+    return postgres.server_from_outputs(outputs[output])
 
 
 def write_titles(public: str, titles: list[str]) -> None:
@@ -100,21 +104,41 @@ def test_a_write_reaching_the_clone_database_is_refused_by_postgresql(
     name = stack["stack"]
     waiting = zdd("deploy", "--stack", name, "--version", "v2", "--wait-for-approval", "--json")
     assert waiting.code == 0, waiting.stderr
-    server = server_of(pulumi, name)
-    clone = postgres.database_name("clone", 1)
+    # The clone's cluster is a copy of the stack's: the database has its source's name there.
+    server = server_of(pulumi, name, "clone_database_server")
+    clone = postgres.database_name("primary", 1)
     for url in (server.url(clone, read_only=True), server.url(clone)):
         with (
             psycopg.connect(url, autocommit=True) as conn,
             pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
         ):
             conn.execute("INSERT INTO articles (title, body, updated_at) VALUES ('x', 'x', 0)")
-    # What the server refused is in its log, which `zdd logs` shows.
-    log = zdd("logs", "--stack", name, "postgresql", "--lines", "200")
+    # What the clone's server refused is in its log, which `zdd logs` shows.
+    log = zdd("logs", "--stack", name, "postgresql-clone", "--lines", "200")
     assert log.code == 0, log.stderr
     assert "cannot execute INSERT in a read-only transaction" in log.stdout
     done = zdd("complete", "--stack", name, "--json")
     assert done.code == 0, done.stderr
     assert done.json().get("read_only_violation") is None
+    _no_clone_cluster_left(name)
+
+
+def test_destroy_with_the_clone_serving_stops_its_cluster_and_removes_its_folder(
+    pg_stack: Callable[[str], dict[str, Any]], zdd: Callable[..., Result]
+) -> None:
+    name = pg_stack("v1")["stack"]
+    waiting = zdd("deploy", "--stack", name, "--version", "v2", "--wait-for-approval", "--json")
+    assert waiting.code == 0, waiting.stderr
+    folder = postgres.clone_cluster_dir(stack_dir(name))
+    assert processes_naming(folder), "the clone's cluster does not run"
+    # `local_stack` destroys the stack now, with the clone serving, and fails the test if any
+    # server (the clone's among them) or the stack's folder is left.
+
+
+def _no_clone_cluster_left(name: str) -> None:
+    folder = postgres.clone_cluster_dir(stack_dir(name))
+    assert not folder.exists()
+    assert not processes_naming(folder)
 
 
 def _kill_server_when(name: str, marker: str, stop: threading.Event) -> threading.Thread:
@@ -152,9 +176,10 @@ def _pids_with(marker: str) -> Iterator[int]:
 @pytest.mark.parametrize(
     "marker",
     [
-        # The clone's copy, the restore point (a dump into a file), the migration.
-        "pg_dump --format=custom --compress=0",
-        "pg_dump --format=custom --no-owner --no-acl --compress=0 --file",
+        # The clone's copy (a base backup), the restore point (a dump into a file), the
+        # migration.
+        "pg_basebackup",
+        "pg_dump --format=custom --no-owner --no-acl --compress=0 --dbname",
         "sampleapp migrate",
     ],
     ids=["copy", "restore-point", "migration"],
@@ -220,3 +245,66 @@ def test_bad_database_input_is_refused_with_nothing_changed(
     for name in ("pg-bad-engine", "pg-mismatch", "pg-missing"):
         assert zdd("status", "--stack", name, "--json").code != 0
         assert not stack_dir(name).exists()
+
+
+def _kill_when_found(find: Callable[[], int | None], stop: threading.Event) -> threading.Thread:
+    """SIGKILL the process `find` names as soon as there is one."""
+
+    def watch() -> None:
+        while not stop.is_set():
+            pid = find()
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                stop.set()
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("victim", ["base backup", "clone server"])
+def test_the_clone_copy_killed_midway_is_made_again_and_loses_no_acknowledged_row(
+    victim: str,
+    pg_stack: Callable[[str], dict[str, Any]],
+    zdd: Callable[..., Result],
+    pulumi: Callable[..., Result],
+) -> None:
+    stack = pg_stack("v1")
+    name, public = stack["stack"], stack["public_url"]
+    server = server_of(pulumi, name)
+    with psycopg.connect(server.url(postgres.database_name("primary", 1)), autocommit=True) as c:
+        c.execute(
+            "INSERT INTO articles (title, body, updated_at) "
+            "SELECT 'bulk ' || g, repeat('x', 400), 0 FROM generate_series(1, 300000) g"
+        )
+    before = [f"before-{n}" for n in range(10)]
+    write_titles(public, before)
+    clone_data = postgres.clone_data_dir(stack_dir(name))
+
+    def find() -> int | None:
+        if victim == "base backup":
+            return next(_pids_with(f"pg_basebackup --pgdata {clone_data}"), None)
+        # Its server as soon as it runs: during its start or the copy's digest.
+        return postgres.postmaster_pid(clone_data)
+
+    stop = threading.Event()
+    watcher = _kill_when_found(find, stop)
+    try:
+        deployed = zdd("deploy", "--stack", name, "--version", "v2", "--json")
+    finally:
+        killed = stop.is_set()
+        stop.set()
+        watcher.join()
+    assert killed, f"the {victim} was not killed during the copy"
+    if deployed.code != 0:
+        resumed = zdd("resume", "--stack", name, "--json")
+        assert resumed.code == 0, resumed.stderr
+    status = zdd("status", "--stack", name, "--json").json()
+    assert (status["phase"], status["current_version"]) == ("idle", "v2")
+    assert set(before) <= served_titles(public)
+    write_titles(public, ["after the crash"])
+    assert set(before) | {"after the crash"} <= served_titles(public)
+    # Nothing of the clone's cluster is left: no server, no folder.
+    _no_clone_cluster_left(name)

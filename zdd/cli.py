@@ -399,7 +399,8 @@ def logs(
     component: Annotated[
         LoggedComponent,
         typer.Argument(
-            help="Whose log: primary, clone, frontdoor or postgresql (the stack's database server)."
+            help="Whose log: primary, clone, frontdoor, postgresql (the stack's database server) "
+            "or postgresql-clone (a read-only clone's own copy of it)."
         ),
     ],
     follow: Annotated[

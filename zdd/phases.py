@@ -302,8 +302,9 @@ def settings_digest(config: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(deciding, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# A local stack's ports from `zdd:basePort` on: front door, primary, clone, database server.
-PORTS_PER_STACK = 4
+# A local stack's ports from `zdd:basePort` on: front door, primary, clone, database server,
+# the clone's database server.
+PORTS_PER_STACK = 5
 
 # The `zdd:*` keys that tune a stack without deciding what exists: (kind, smallest, largest).
 OPERATIONAL_KEYS: dict[str, tuple[type[int] | type[float], float, float]] = {

@@ -10,26 +10,30 @@ psycopg) run as whoever runs the update and log in over TCP with a password.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import pwd
+import queue
 import re
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, LiteralString
+from typing import IO, Any, LiteralString
 
 import psycopg
 from psycopg import sql
 
 from zdd.errors import BadInput
 from zdd.processes import free_port
-from zdd.sqlite_files import digest_files, files_folder
+from zdd.sqlite_files import copy_files, digest_files, files_folder
 
 # The OS user the server runs as when the update runs as root (Debian's package creates it).
 SERVER_USER = "postgres"
@@ -45,6 +49,8 @@ READER_ROLE = "site_reader"
 HOST = "127.0.0.1"
 # A restore point of a PostgreSQL database is a dump in pg_dump's custom format.
 DUMP_SUFFIX = ".pgdump"
+# The clone's cluster: its folder in the stack's, and its log's name (`zdd logs`).
+CLONE_CLUSTER = "postgresql-clone"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -175,6 +181,19 @@ def socket_dir(stack_dir: Path) -> Path:
     return stack_dir / "postgresql" / "run"
 
 
+def clone_cluster_dir(stack_dir: Path) -> Path:
+    """The clone's own cluster (data and socket folders), a physical copy of the stack's."""
+    return stack_dir / CLONE_CLUSTER
+
+
+def clone_data_dir(stack_dir: Path) -> Path:
+    return clone_cluster_dir(stack_dir) / "data"
+
+
+def clone_socket_dir(stack_dir: Path) -> Path:
+    return clone_cluster_dir(stack_dir) / "run"
+
+
 # -- the cluster ------------------------------------------------------------------------------
 
 
@@ -191,6 +210,17 @@ def _give_to_server_user(path: Path) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
+def _reachable_by_server_user(folder: Path) -> None:
+    """The server's user must be able to reach its folders: every folder above them is
+    traversable (no listing) for it."""
+    for parent in folder.parents:
+        if parent == Path("/") or os.getuid() != 0:
+            break
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
 def init_cluster(data_dir: Path, socket_dir: Path, binaries: Path, admin_password: str) -> None:
     """`initdb` into `data_dir` (a half-made one from an interrupted run is made again), with
     password logins only: no local user, root included, gets in without one."""
@@ -199,14 +229,7 @@ def init_cluster(data_dir: Path, socket_dir: Path, binaries: Path, admin_passwor
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o700)
         _give_to_server_user(folder)
-    # The server's user must be able to reach its folders: every folder above them is
-    # traversable (no listing) for it.
-    for parent in data_dir.parents:
-        if parent == Path("/") or os.getuid() != 0:
-            break
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)
+    _reachable_by_server_user(data_dir)
     password_file = socket_dir / "initdb.pw"
     password_file.write_text(admin_password)
     password_file.chmod(0o600)
@@ -237,9 +260,15 @@ def init_cluster(data_dir: Path, socket_dir: Path, binaries: Path, admin_passwor
         password_file.unlink(missing_ok=True)
 
 
-def server_argv(data_dir: Path, socket_dir: Path, binaries: Path, port: int) -> list[str]:
+def server_argv(
+    data_dir: Path, socket_dir: Path, binaries: Path, port: int, *, read_only: bool = False
+) -> list[str]:
     """The server in the foreground, on 127.0.0.1 only, logging to its output (the stack's
-    log file)."""
+    log file). `read_only`: every transaction starts read-only, in every database (a clone's
+    cluster, which as a hot standby refuses writes anyway)."""
+    settings = [f"listen_addresses={HOST}", "logging_collector=off"]
+    if read_only:
+        settings.append("default_transaction_read_only=on")
     return as_server_user(
         [
             str(binaries / "postgres"),
@@ -249,10 +278,7 @@ def server_argv(data_dir: Path, socket_dir: Path, binaries: Path, port: int) -> 
             str(port),
             "-k",
             str(socket_dir),
-            "-c",
-            f"listen_addresses={HOST}",
-            "-c",
-            "logging_collector=off",
+            *(arg for setting in settings for arg in ("-c", setting)),
         ]
     )
 
@@ -279,9 +305,25 @@ def stop_cluster(data_dir: Path, binaries: Path | None, mode: str = "fast") -> N
     )
 
 
-def wait_ready(server: Server, timeout: float = 60.0) -> None:
-    """Until the server takes logins (it listens before its crash recovery has finished)."""
+def _pid_file_status(data_dir: Path) -> str | None:
+    """What the server says of itself in its pid file (as `pg_ctl start -w` reads it):
+    `starting`, `ready`, `standby` or `stopping`."""
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    return lines[7].strip() if len(lines) > 7 else None
+
+
+def wait_ready(server: Server, timeout: float = 60.0, data_dir: Path | None = None) -> None:
+    """Until the server takes logins (it listens before its crash recovery has finished).
+    With its `data_dir`, its pid file is watched first: closely, and without a refused login
+    in its log every time."""
     deadline = time.monotonic() + timeout
+    while data_dir is not None and time.monotonic() < deadline:
+        if _pid_file_status(data_dir) in ("ready", "standby"):
+            break
+        time.sleep(0.02)
     while True:
         try:
             with server.admin() as conn:
@@ -343,41 +385,73 @@ def drop_database(server: Server, name: str) -> None:
         )
 
 
-def copy_database(server: Server, source: str, destination: str) -> None:
-    """A consistent copy of a live database: pg_dump reads one snapshot of `source` (a
-    repeatable-read transaction, whose table locks block no insert, update or delete) and
-    pg_restore writes it, as the site's role, into a new database."""
-    create_database(server, destination)
-    env = server.client_env()
-    dump = subprocess.Popen(
-        [
-            server.program("pg_dump"),
-            "--format=custom",
-            "--compress=0",
-            "--no-owner",
-            "--no-acl",
-            "--dbname",
-            source,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    assert dump.stdout is not None
-    restore = subprocess.run(
-        _restore_argv(server, destination),
-        stdin=dump.stdout,
-        capture_output=True,
-        env=env,
-        check=False,
-    )
-    dump.stdout.close()
-    dump_errors = dump.stderr.read() if dump.stderr else b""
-    if dump.wait() != 0 or restore.returncode != 0:
-        raise PostgresFailed(
-            f"copying database {source} into {destination} failed:\n"
-            f"{dump_errors.decode(errors='replace')}{restore.stderr.decode(errors='replace')}"
+def grant_reading(server: Server, source: str) -> None:
+    """The reader may connect to `source` and read all of it, granted in the stack's cluster
+    just before a base backup copies its catalogs (a hot standby takes no grant)."""
+    with server.admin() as conn:
+        conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(READER_ROLE)))
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(source), sql.Identifier(READER_ROLE)
+            )
         )
+
+
+def revoke_reading(server: Server, source: str) -> None:
+    """The reader reads the copy only, never the stack's live database."""
+    with server.admin() as conn:
+        conn.execute(
+            sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+                sql.Identifier(source), sql.Identifier(READER_ROLE)
+            )
+        )
+
+
+def base_backup(server: Server, source: str, data_dir: Path, socket_dir: Path) -> None:
+    """A physical copy of the whole cluster into `data_dir`, made ready to start as a hot
+    standby with no upstream, which refuses every write.
+
+    A base backup reads the files while the server keeps writing, and the WAL streamed beside
+    it (`-X stream`) makes them consistent as of the backup's end; `-c fast` asks for the
+    checkpoint it starts from at once. The reader's grant on `source` is copied with the
+    catalogs, and taken back from the stack's cluster once the copy holds it."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    for folder in (data_dir.parent, socket_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        _give_to_server_user(folder)
+    _reachable_by_server_user(data_dir)
+    grant_reading(server, source)
+    try:
+        done = subprocess.run(
+            as_server_user(
+                [
+                    server.program("pg_basebackup"),
+                    "--pgdata",
+                    str(data_dir),
+                    "--wal-method=stream",
+                    "--checkpoint=fast",
+                    # The server started on the copy syncs its whole data folder before its
+                    # recovery begins (its control file says it was not shut down): one sync,
+                    # not two. A copy that never started is made again.
+                    "--no-sync",
+                ]
+            ),
+            capture_output=True,
+            env=server.client_env(),
+            check=False,
+        )
+    finally:
+        revoke_reading(server, source)
+    if done.returncode != 0:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise PostgresFailed(
+            f"base backup of the cluster into {data_dir} failed (exit {done.returncode}):\n"
+            f"{done.stderr.decode(errors='replace')}"
+        )
+    # No primary_conninfo: it replays what the backup holds and waits for more forever.
+    standby = data_dir / "standby.signal"
+    standby.touch()
+    _give_to_server_user(standby)
 
 
 def _restore_argv(server: Server, destination: str) -> list[str]:
@@ -393,74 +467,83 @@ def _restore_argv(server: Server, destination: str) -> list[str]:
     ]
 
 
-def make_read_only(server: Server, name: str) -> None:
-    """The reader may connect and read, nothing else; and every transaction in the database
-    starts read-only, whoever connects (a write reaching it is refused by the server)."""
-    with server.admin() as conn:
-        conn.execute(
-            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                sql.Identifier(name), sql.Identifier(READER_ROLE)
-            )
-        )
-    with server.admin(name) as conn:
-        reader = sql.Identifier(READER_ROLE)
-        for schema in _user_schemas(conn):
-            ident = sql.Identifier(schema)
-            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, reader))
-            conn.execute(
-                sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(ident, reader)
-            )
-            conn.execute(
-                sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(ident, reader)
-            )
-    # Last: from here on every transaction in it is read-only, grants included.
-    with server.admin() as conn:
-        conn.execute(
-            sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
-                sql.Identifier(name)
-            )
-        )
+def dump_database(server: Server, name: str, path: Path) -> hashlib._Hash:
+    """A dump of `name` at one moment into `path`, made read-only once complete; the sha256 of
+    its bytes, taken as they are written (the restore point's proof needs no second read).
 
-
-def _user_schemas(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
-    rows = conn.execute(
-        "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
-        "AND nspname <> 'information_schema' ORDER BY nspname"
-    ).fetchall()
-    return [str(row[0]) for row in rows]
-
-
-def dump_database(server: Server, name: str, path: Path) -> None:
-    """A dump of `name` at one moment into `path`, made read-only once complete.
-
-    Uncompressed, as the clone's copy: a restore point is taken inside the read-only window,
-    where pg_dump's gzip (one core) would cost more than writing the bytes; `make bench`
-    measures both."""
+    Uncompressed: a restore point is taken inside the read-only window, where pg_dump's gzip
+    (one core) would cost more than writing the bytes; `make bench` measures both. Written
+    through a pipe, the custom format has no data offsets, which only a parallel or partial
+    restore would want; the whole, sequential restore reads it as it reads a file."""
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
-    done = subprocess.run(
+    digest = hashlib.sha256()
+    dump = subprocess.Popen(
         [
             server.program("pg_dump"),
             "--format=custom",
             "--no-owner",
             "--no-acl",
             "--compress=0",
-            "--file",
-            str(partial),
             "--dbname",
             name,
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env=server.client_env(),
-        check=False,
     )
-    if done.returncode != 0:
+    try:
+        assert dump.stdout is not None
+        with contextlib.suppress(OSError):
+            # pg_dump writes ahead while a chunk is hashed (the default pipe holds 64 KiB).
+            fcntl.fcntl(dump.stdout.fileno(), fcntl.F_SETPIPE_SZ, _DUMP_CHUNK)
+        _write_and_hash(dump.stdout, partial, digest)
+        errors = dump.stderr.read() if dump.stderr else b""
+        if dump.wait() != 0:
+            raise PostgresFailed(
+                f"dumping database {name} failed:\n{errors.decode(errors='replace')}"
+            )
+    except BaseException:
+        dump.kill()
+        dump.wait()
         partial.unlink(missing_ok=True)
-        raise PostgresFailed(
-            f"dumping database {name} failed:\n{done.stderr.decode(errors='replace')}"
-        )
+        raise
     partial.chmod(0o444)
     partial.replace(path)
+    return digest
+
+
+_DUMP_CHUNK = 1 << 20
+
+
+def _write_and_hash(source: IO[bytes], path: Path, digest: hashlib._Hash) -> None:
+    """Copy `source` into `path`, hashing on a second thread (hashlib lets go of the
+    interpreter lock), so the hash costs little beside the dump."""
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+
+    def hash_chunks() -> None:
+        while (chunk := chunks.get()) is not None:
+            digest.update(chunk)
+
+    hasher = threading.Thread(target=hash_chunks, daemon=True)
+    hasher.start()
+    try:
+        with open(path, "wb") as out:
+            while chunk := source.read(_DUMP_CHUNK):
+                out.write(chunk)
+                chunks.put(chunk)
+    finally:
+        chunks.put(None)
+        hasher.join()
+
+
+def restore_point(server: Server, name: str, path: Path, files: Path) -> str:
+    """A restore point of database `name` and its files folder: the dump into `path`, the
+    files beside it, and their proof, the same digest `sqlite_files.data_digest` reads back."""
+    digest = dump_database(server, name, path)
+    copy_files(files, files_folder(path))
+    digest_files(files_folder(path), digest)
+    return digest.hexdigest()
 
 
 def restore_database(server: Server, dump: Path, name: str) -> None:
@@ -540,6 +623,43 @@ def _run(argv: list[str], what: str) -> None:
 
 
 @contextmanager
+def _running(argv: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=log)
+    try:
+        yield process
+    finally:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def standalone_copy(server: Server, source: str, folder: Path) -> Iterator[Server]:
+    """A read-only clone's cluster as the providers make it (a base backup of `server`'s
+    cluster, started as a hot standby with no upstream) in `folder`, on a free port, taking
+    logins, for as long as the block runs (the bench's, the tests'); stopped afterwards."""
+    copy = Server(
+        port=free_port(),
+        admin_password=server.admin_password,
+        site_password=server.site_password,
+        reader_password=server.reader_password,
+        bin_dir=server.bin_dir,
+    )
+    data, run = folder / "data", folder / "run"
+    base_backup(server, source, data, run)
+    argv = server_argv(data, run, server.bin_dir, copy.port, read_only=True)
+    with _running(argv, folder / "server.log"):
+        try:
+            wait_ready(copy, data_dir=data)
+            yield copy
+        finally:
+            stop_cluster(data, server.bin_dir)
+
+
+@contextmanager
 def standalone_cluster(folder: Path) -> Iterator[Server]:
     """A cluster in `folder` with the roles and settings a stack's has, for as long as the
     block runs (the bench's, the tests'); stopped, and its process reaped, afterwards."""
@@ -553,18 +673,10 @@ def standalone_cluster(folder: Path) -> Iterator[Server]:
     )
     data, run = folder / "data", folder / "run"
     init_cluster(data, run, binaries, server.admin_password)
-    with open(folder / "server.log", "ab") as log:
-        process = subprocess.Popen(
-            server_argv(data, run, binaries, server.port), stdout=log, stderr=log
-        )
-    try:
-        wait_ready(server)
-        ensure_roles(server)
-        yield server
-    finally:
-        stop_cluster(data, binaries)
+    with _running(server_argv(data, run, binaries, server.port), folder / "server.log"):
         try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            wait_ready(server)
+            ensure_roles(server)
+            yield server
+        finally:
+            stop_cluster(data, binaries)

@@ -35,7 +35,8 @@ class LocalSettings:
     python: str = str(Path(sys.prefix) / "bin" / "python")
 
     def port(self, role: str) -> int:
-        return self.base_port + {"frontdoor": 0, "primary": 1, "clone": 2, "database": 3}[role]
+        roles = {"frontdoor": 0, "primary": 1, "clone": 2, "database": 3, "clone-database": 4}
+        return self.base_port + roles[role]
 
 
 @runtime_checkable

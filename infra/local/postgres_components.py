@@ -72,15 +72,21 @@ class PostgresDatabase(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         db_name = postgres.database_name(str(args.role), args.generation)
         files = postgres.files_of(settings.state_dir, db_name)
-        self._settings, self._files, self._cluster = settings, files, cluster
+        self._settings, self._files = settings, files
         self._read_only = args.read_only
         restore_from = (
             str(_restore_point_path(settings, args.restored_from)) if args.restored_from else None
         )
-        source: pulumi.Input[str] | None = None
-        source_files = None
+        self.connection: pulumi.Output[str]
+        self.database_name: pulumi.Output[str] = pulumi.Output.from_input(db_name)
+        self.archive: pulumi.Output[str] | None = None
+        self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
         if isinstance(args.copy_of, PostgresDatabase):
-            source, source_files = args.copy_of.connection, str(args.copy_of.files)
+            self._copy(name, args, args.copy_of, db_name, cluster)
+            return
+        # Where the site's database is: its name in the stack's cluster.
+        self._server_outputs = cluster.outputs
+        self._name_in_cluster: pulumi.Output[str] = pulumi.Output.from_input(db_name)
         self.database = _Dynamic(
             providers.PostgresDatabaseProvider(),
             f"{name}-database",
@@ -88,11 +94,8 @@ class PostgresDatabase(pulumi.ComponentResource):
                 "server": cluster.outputs,
                 "name": db_name,
                 "files": str(files),
-                "source": source,
-                "source_files": source_files,
-                "restore_from": restore_from if source is None else None,
+                "restore_from": restore_from,
                 "read_only": args.read_only,
-                "front_door_folder": str(settings.state_dir) if args.hold_writes_for_copy else None,
             },
             # A primary database is never dropped by an update: a new generation (a rollback
             # with database) leaves the old one in the cluster.
@@ -103,13 +106,9 @@ class PostgresDatabase(pulumi.ComponentResource):
             ),
             outputs=("copy_seconds", "digest"),
         )
-        self.copy_digest: pulumi.Output[str] | None = (
-            self.database.out("digest") if args.copy_of is not None else None
-        )
-        self.archive: pulumi.Output[str] | None = None
+        self.copy_digest: pulumi.Output[str] | None = None
         ready: pulumi.Output[Any] = self.database.id
         self.restore_point: _Dynamic | None = None
-        self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
         if args.restore_point:
             self.restore_point, self.restore_point_taken = _restore_point(
                 name,
@@ -132,9 +131,60 @@ class PostgresDatabase(pulumi.ComponentResource):
             ready = _migration(
                 self, name, settings, args, database_path, placement, self.restore_point
             ).id
-        self.connection: pulumi.Output[str] = ready.apply(lambda _: db_name)
-        self.database_name: pulumi.Output[str] = pulumi.Output.from_input(db_name)
+        self.connection = ready.apply(lambda _: db_name)
         self.server_outputs = cluster.outputs
+        self.register_outputs({"connection": self.connection})
+
+    def _copy(
+        self,
+        name: str,
+        args: DatabaseArgs,
+        source: PostgresDatabase,
+        db_name: str,
+        cluster: PostgresCluster,
+    ) -> None:
+        """A read-only clone's database: a cluster of its own, a physical copy of the stack's
+        (so the database keeps its source's name there), on the fifth port of the block."""
+        if not self._read_only:
+            raise pulumi.RunError(
+                "a clone on PostgreSQL is a read-only copy of the stack's cluster: deploy with "
+                "--mode read-only"
+            )
+        settings = self._settings
+        state = settings.state_dir
+        self.database = _Dynamic(
+            providers.PostgresCloneProvider(),
+            f"{name}-cluster",
+            {
+                "server": cluster.outputs,
+                "source": source.connection,
+                "source_files": str(source.files),
+                "files": str(self._files),
+                "data_dir": str(postgres.clone_data_dir(state)),
+                "socket_dir": str(postgres.clone_socket_dir(state)),
+                "bin_dir": str(postgres.require_bin_dir()),
+                "port": settings.port("clone-database"),
+                "log_path": str(log_file(state, postgres.CLONE_CLUSTER)),
+                "ports_dir": str(settings.ports_dir),
+                "front_door_folder": str(state) if args.hold_writes_for_copy else None,
+            },
+            pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[cluster],
+                additional_secret_outputs=[*providers.SECRET_OUTPUTS, "clone_server"],
+            ),
+            outputs=("pid", "copy_seconds", "digest", "clone_server", *providers.SECRET_OUTPUTS),
+        )
+        self.copy_digest = self.database.out("digest")
+        clone_server: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(
+            self.database.out("clone_server")
+        )
+        self._server_outputs = clone_server
+        self._name_in_cluster = clone_server.apply(lambda server: str(server["database"]))
+        self.restore_point = None
+        self.connection = self.database.id.apply(lambda _: db_name)
+        # The driver reads the copy's digest through it (its port, the database's name there).
+        self.server_outputs = clone_server
         self.register_outputs({"connection": self.connection})
 
     @property
@@ -147,17 +197,19 @@ class PostgresDatabase(pulumi.ComponentResource):
         """The values an app spec's placeholders take for one instance on this database: a
         read-only clone's URL names the role that may only read."""
         settings = self._settings
-        return pulumi.Output.all(self.database.id, self._cluster.outputs).apply(
+        return pulumi.Output.all(
+            self.database.id, self._name_in_cluster, self._server_outputs
+        ).apply(
             lambda values: Placement(
                 version=version,
                 release=settings.app.release(version),
                 instance=str(instance),
                 database_mode=mode,
-                database=str(values[0]),
+                database=str(values[1]),
                 files=str(self._files),
                 port=settings.port(str(instance)),
-                server_url=postgres.server_from_outputs(values[1]).url(
-                    str(values[0]), read_only=self._read_only
+                server_url=postgres.server_from_outputs(values[2]).url(
+                    str(values[1]), read_only=self._read_only
                 ),
             )
         )

@@ -47,18 +47,20 @@ class PostgresClusterProvider(_ProcessProvider):
         processes.stop_owned(owner, timeout=5)
         postgres.stop_cluster(Path(props["data_dir"]), Path(props["bin_dir"]), mode="immediate")
 
-    def _start(self, props: Props) -> Props:
+    def _start(self, props: Props, *, standby: bool = False) -> Props:
+        """The server on its data folder; `standby`: a clone's copy, which takes no change
+        (its roles are the copied ones)."""
         props = _whole(props)
         self._stop(props)
         data, run, binaries = (Path(props[k]) for k in ("data_dir", "socket_dir", "bin_dir"))
         run.mkdir(parents=True, exist_ok=True)
         server = postgres.server_from_outputs(props)
+        argv = postgres.server_argv(data, run, binaries, int(props["port"]), read_only=standby)
         try:
-            pid = self._launch(
-                props, postgres.server_argv(data, run, binaries, int(props["port"])), timeout=60
-            )
-            postgres.wait_ready(server, timeout=SERVER_READY_SECONDS)
-            postgres.ensure_roles(server)
+            pid = self._launch(props, argv, timeout=60)
+            postgres.wait_ready(server, timeout=SERVER_READY_SECONDS, data_dir=data)
+            if not standby:
+                postgres.ensure_roles(server)
         except BaseException:
             self._stop(props)
             raise
@@ -90,29 +92,82 @@ class PostgresClusterProvider(_ProcessProvider):
         shutil.rmtree(Path(props["data_dir"]).parent, ignore_errors=True)
 
 
-class PostgresDatabaseProvider(ResourceProvider):
-    """A database of the stack's cluster and the site's files folder beside it; with `source`,
-    a consistent copy of another database of the cluster taken at create while that one keeps
-    being written (`read_only`: the clone's role may only read it, and every transaction in it
-    is read-only); with `restore_from`, a restore point's dump restored into it."""
+class PostgresCloneProvider(PostgresClusterProvider):
+    """A read-only clone's database: a cluster of its own, made by a base backup of the stack's
+    while the primary keeps writing, run as a hot standby with no upstream (PostgreSQL refuses
+    every write), on its own port and folder in the stack's; deleted with the clone.
 
-    # As for SQLite: a copy is taken once, when it is created, never again under a live clone.
+    The copy is taken once, at create: a server that died is started again on the same copy.
+    Its roles and passwords are the stack's cluster's at the copy, kept in `clone_server`."""
+
+    # Not `source`: a new generation of the primary (a rollback with database) must never
+    # replace the copy under the live clone.
+    _UPDATE_ON = ("port", "bin_dir")
+    _REPLACE_ON = ("data_dir",)
+
+    def _discard(self, props: Props) -> None:
+        self._stop(props)
+        shutil.rmtree(Path(props["data_dir"]).parent, ignore_errors=True)
+        shutil.rmtree(Path(props["files"]), ignore_errors=True)
+
+    def create(self, props: Props) -> CreateResult:
+        props = _whole(props)
+        primary = _server(props)
+        # What the copy's server is reached with: its port, the copied roles' passwords.
+        copied = {**props["server"], "port": props["port"], "database": props["source"]}
+        outs = {**props, **{key: copied[key] for key in SECRET_OUTPUTS}, "clone_server": copied}
+        # A copy left by a create that did not finish (nothing in the state owns it).
+        self._discard(outs)
+        started = time.monotonic()
+        try:
+            if props.get("front_door_folder"):
+                # Writes wait at the front door from now until the primary serves again.
+                haproxy.hold_writes_for_copy(Path(props["front_door_folder"]), timeout=60)
+            data, run = Path(props["data_dir"]), Path(props["socket_dir"])
+            postgres.base_backup(primary, props["source"], data, run)
+            outs = self._start(outs, standby=True)
+            copy_files(Path(props["source_files"]), Path(props["files"]))
+            server = postgres.server_from_outputs(copied)
+            digest = postgres.site_data_digest(server, props["source"], Path(props["files"]))
+        except BaseException:
+            self._discard(outs)
+            if props.get("ports_dir"):
+                processes.release_port(
+                    Path(props["ports_dir"]), int(props["port"]), Path(props["log_path"]).parent
+                )
+            raise
+        outs = {**outs, "copy_seconds": round(time.monotonic() - started, 3), "digest": digest}
+        return CreateResult(id_=f"postgresql-clone:{props['port']}", outs=outs)
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        found = super().diff(_id, olds, news)
+        if (Path(olds["data_dir"]) / "PG_VERSION").is_file() and Path(olds["files"]).is_dir():
+            return found
+        # The copy is gone: only a new one brings it back.
+        return DiffResult(changes=True, replaces=["data_dir"], delete_before_replace=True)
+
+    def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
+        kept = {
+            key: olds[key] for key in (*SECRET_OUTPUTS, "clone_server", "copy_seconds", "digest")
+        }
+        kept["clone_server"] = {**kept["clone_server"], "port": news["port"]}
+        return UpdateResult(outs=self._start({**news, **kept}, standby=True))
+
+    def delete(self, _id: str, props: Props) -> None:
+        super().delete(_id, props)
+        shutil.rmtree(Path(props["files"]), ignore_errors=True)
+
+
+class PostgresDatabaseProvider(ResourceProvider):
+    """A database of the stack's cluster and the site's files folder beside it; with
+    `restore_from`, a restore point's dump restored into it. (A clone's copy is a cluster of
+    its own: `PostgresCloneProvider`.)"""
+
     _REPLACE_ON = ("name", "read_only", "restore_from")
 
     def create(self, props: Props) -> CreateResult:
         server, name, files = _server(props), props["name"], Path(props["files"])
-        started = time.monotonic()
-        digest = None
-        if props.get("source"):
-            if props.get("front_door_folder"):
-                # Writes wait at the front door from now until the primary serves again.
-                haproxy.hold_writes_for_copy(Path(props["front_door_folder"]), timeout=60)
-            postgres.copy_database(server, props["source"], name)
-            copy_files(Path(props["source_files"]), files)
-            if props.get("read_only"):
-                postgres.make_read_only(server, name)
-            digest = postgres.site_data_digest(server, name, files)
-        elif props.get("restore_from"):
+        if props.get("restore_from"):
             dump = Path(props["restore_from"])
             postgres.restore_database(server, dump, name)
             copy_files(files_folder(dump), files)
@@ -121,12 +176,7 @@ class PostgresDatabaseProvider(ResourceProvider):
             if not postgres.database_exists(server, name):
                 postgres.create_database(server, name)
             files.mkdir(parents=True, exist_ok=True)
-        outs = {
-            **props,
-            "copy_seconds": round(time.monotonic() - started, 3) if props.get("source") else 0.0,
-            "digest": digest,
-        }
-        return CreateResult(id_=name, outs=outs)
+        return CreateResult(id_=name, outs={**props, "copy_seconds": 0.0, "digest": None})
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
         replaces = changed(olds, news, self._REPLACE_ON)
@@ -155,9 +205,10 @@ class PostgresDatabaseProvider(ResourceProvider):
 class PostgresRestorePointProvider(_RestorePointProvider):
     """The PostgreSQL primary's restore point: a dump (one snapshot), read-only on disk."""
 
-    def _take(self, props: Props, backup: Path) -> None:
-        postgres.dump_database(_server(props), props["database"], backup)
-        copy_files(Path(props["files"]), files_folder(backup))
+    def _take(self, props: Props, backup: Path) -> str:
+        return postgres.restore_point(
+            _server(props), props["database"], backup, Path(props["files"])
+        )
 
     def delete(self, _id: str, props: Props) -> None:
         backup = Path(props["backup_path"])

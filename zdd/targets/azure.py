@@ -802,7 +802,7 @@ def log_of(_env: Environment, stack: str, config: Mapping[str, str], component: 
     """App Service keeps a web app's output (its log stream); Front Door its access log in the
     diagnostic settings' Log Analytics workspace, if the profile has one."""
     group = config.get("resourceGroupName", "<resource group>")
-    if component == "postgresql":
+    if component in ("postgresql", "postgresql-clone"):
         where = (
             f"the database of stack {stack} is a managed Azure database server: its server log "
             f"is in the server's diagnostic settings and `az postgres flexible-server "

@@ -45,8 +45,8 @@ def _resolve(version: str, config: Mapping[str, str]) -> None:
 
 def _free_port_block(registry: Path, size: int = PORTS_PER_STACK, attempts: int = 200) -> int:
     """A base port with `size` free ports after it (front door, primary, clone, database
-    server), none of them held by another stack in the port registry (whose processes may be
-    down just now)."""
+    server, the clone's database server), none of them held by another stack in the port
+    registry (whose processes may be down just now)."""
     bases = processes.server_ports(step=10)
     for _ in range(attempts):
         base = random.choice(bases)
@@ -78,7 +78,7 @@ def _read_only_violation(env: Environment, stack: str, outputs: Mapping[str, Any
     copied = outputs.get("clone_database_digest")
     if outputs.get("mode") != Mode.READ_ONLY or not copied:
         return None
-    server = outputs.get("database_server")
+    server = outputs.get("clone_database_server")
     if server:
         return _server_read_only_violation(
             env, stack, str(outputs["clone_database"]), server, copied
@@ -99,14 +99,17 @@ def _read_only_violation(env: Environment, stack: str, outputs: Mapping[str, Any
 def _server_read_only_violation(
     env: Environment, stack: str, name: str, outputs: Mapping[str, Any], copied: str
 ) -> str | None:
-    """As for a SQLite copy, with the digest the server computes of the clone's database."""
+    """As for a SQLite copy, with the digest the clone's own server computes of its database
+    (named as its source there); `name` names the clone's files folder."""
     from zdd import postgres
 
     server = postgres.server_from_outputs(outputs)
+    inside = str(outputs["database"])
     try:
-        if not postgres.database_exists(server, name):
+        if not postgres.database_exists(server, inside):
             return None
-        now = postgres.site_data_digest(server, name, postgres.files_of(env.stack_dir(stack), name))
+        files = postgres.files_of(env.stack_dir(stack), name)
+        now = postgres.site_data_digest(server, inside, files)
     except (postgres.DatabaseError, postgres.PostgresFailed):
         return None
     if now == copied:
@@ -129,7 +132,8 @@ def _forget(env: Environment, stack: str) -> None:
         processes.terminate(pid, timeout=5)
     # A database server runs as its own OS user, out of reach of the owner ids: it is found by
     # the pid file in its data folder, inside the stack's folder.
-    postgres.stop_cluster(postgres.data_dir(folder), postgres.bin_dir(), mode="immediate")
+    for data in (postgres.data_dir(folder), postgres.clone_data_dir(folder)):
+        postgres.stop_cluster(data, postgres.bin_dir(), mode="immediate")
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -194,12 +198,12 @@ def _rehearsal(
 
 def _log_of(env: Environment, stack: str, config: Mapping[str, str], component: str) -> LogLocation:
     if (
-        component == "postgresql"
+        component in ("postgresql", "postgresql-clone")
         and app_spec(config).engine is not appspec.DatabaseEngine.POSTGRESQL
     ):
         raise BadInput(
             f"stack {stack!r} keeps its site's database in SQLite files: it runs no database "
-            "server, so there is no postgresql log (its site's own logs: primary, clone)"
+            f"server, so there is no {component} log (its site's own logs: primary, clone)"
         )
     path = log_file(env.stack_dir(stack), component)
     return LogLocation(component, path, str(path))
