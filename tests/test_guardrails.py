@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.commands import Result, config_file, run, stack_dir
+from tests.helpers.commands import ROOT, Result, config_file, run, stack_dir
 from tests.helpers.driver import snapshot
+from zdd.environment import STATE_ROOT
 
 pytestmark = pytest.mark.engine
 
@@ -121,6 +122,8 @@ def test_bad_input_is_refused_with_one_clear_line_and_changes_nothing(
         assert message in error, (args, error)
         assert "Traceback" not in result.stderr, args
         assert snapshot(pulumi, name) == before, args
+    # Nothing is made for a stack that does not exist, not even a driver lock.
+    assert not (ROOT / STATE_ROOT / "locks" / "no-such-stack.lock").exists()
 
     # Config that the program refuses: an unknown phase, a missing key, a broken file.
     for key, value, message in [

@@ -100,6 +100,8 @@ class Driver:
     def exclusive(self, *, stack_goes: bool = False) -> Iterator[None]:
         """Hold the stack's driver lock; a second driver is refused, a dead one's lock is free.
         With `stack_goes` (a destroy), the lock's file goes too once the work succeeded."""
+        # A stack that does not exist is refused before any file is made for it.
+        _ = self.stack
         locks = self.env.state_root / "locks"
         locks.mkdir(parents=True, exist_ok=True)
         path = locks / f"{self.stack_name}.lock"
