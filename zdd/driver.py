@@ -99,12 +99,13 @@ class Driver:
     @contextmanager
     def exclusive(self, *, stack_goes: bool = False) -> Iterator[None]:
         """Hold the stack's driver lock; a second driver is refused, a dead one's lock is free.
-        With `stack_goes` (a destroy), the lock's file goes too once the work succeeded."""
-        # A stack that does not exist is refused before any file is made for it.
-        _ = self.stack
+        With `stack_goes` (a destroy), the lock's file goes too once the work succeeded; and a
+        lock file made for work that failed goes too (a stack that does not exist, a typo,
+        leaves nothing behind)."""
         locks = self.env.state_root / "locks"
         locks.mkdir(parents=True, exist_ok=True)
         path = locks / f"{self.stack_name}.lock"
+        made_here = not path.exists()
         handle = open(path, "a+")  # noqa: SIM115 - held open
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -125,6 +126,10 @@ class Driver:
             if stack_goes:
                 # Still held: no second driver locks the file between its last use and its end.
                 path.unlink(missing_ok=True)
+        except BaseException:
+            if made_here:
+                path.unlink(missing_ok=True)
+            raise
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()

@@ -277,7 +277,9 @@ def server_argv(
             "-p",
             str(port),
             "-k",
-            str(socket_dir),
+            # Relative to the data folder, where the server runs: a unix socket's path holds at
+            # most 107 bytes, which a stack folder in a deep checkout exceeds.
+            os.path.relpath(socket_dir, data_dir),
             *(arg for setting in settings for arg in ("-c", setting)),
         ]
     )
