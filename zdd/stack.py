@@ -79,10 +79,13 @@ def _pulumi_command(env: Environment, path: str) -> auto.PulumiCommand:
         pass
     command = auto.PulumiCommand()
     if command.version is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
         written = cache.with_suffix(f".{os.getpid()}.tmp")
-        written.write_text(json.dumps({"binary": key, "version": str(command.version)}))
-        written.replace(cache)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            written.write_text(json.dumps({"binary": key, "version": str(command.version)}))
+            written.replace(cache)
+        except OSError:
+            pass  # only a saving: a folder we may not write to asks the CLI every time
     return command
 
 
