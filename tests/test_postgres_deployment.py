@@ -141,24 +141,17 @@ def _no_clone_cluster_left(name: str) -> None:
     assert not processes_naming(folder)
 
 
-def _kill_server_when(name: str, marker: str, stop: threading.Event) -> threading.Thread:
-    """SIGKILL the stack's server as soon as a process whose command line holds `marker` runs:
-    what a crash of the database in the middle of that step looks like."""
+def _server_while(name: str, marker: str) -> Callable[[], int | None]:
+    """The stack's server while a process whose command line holds `marker` runs: killed then,
+    it is what a crash of the database in the middle of that step looks like."""
     data = postgres.data_dir(stack_dir(name))
 
-    def watch() -> None:
-        while not stop.is_set():
-            for pid in _pids_with(marker):
-                server = postgres.postmaster_pid(data)
-                if server is not None and pid != server:
-                    os.kill(server, signal.SIGKILL)
-                    stop.set()
-                    return
-            time.sleep(0.005)
+    def find() -> int | None:
+        server = postgres.postmaster_pid(data)
+        running = any(pid != server for pid in _pids_with(marker))
+        return server if running else None
 
-    thread = threading.Thread(target=watch)
-    thread.start()
-    return thread
+    return find
 
 
 def _pids_with(marker: str) -> Iterator[int]:
@@ -190,9 +183,28 @@ def test_the_server_killed_mid_deployment_loses_no_acknowledged_row(
     zdd: Callable[..., Result],
     pulumi: Callable[..., Result],
 ) -> None:
+    _deploy_with_a_kill(
+        pg_stack,
+        zdd,
+        pulumi,
+        lambda name: _server_while(name, marker),
+        f"the server during {marker!r}",
+    )
+
+
+def _deploy_with_a_kill(
+    pg_stack: Callable[[str], dict[str, Any]],
+    zdd: Callable[..., Result],
+    pulumi: Callable[..., Result],
+    victim_of: Callable[[str], Callable[[], int | None]],
+    what: str,
+) -> tuple[str, str, list[str]]:
+    """Deploy v2 on a stack with enough rows that each step takes long enough to be caught in
+    the middle, SIGKILL what `victim_of(stack)` finds as soon as it finds it, resume if the
+    deployment failed: it ends on v2 serving every row written before. The stack's name, its
+    public address and the rows written before."""
     stack = pg_stack("v1")
     name, public = stack["stack"], stack["public_url"]
-    # Enough rows that each step takes long enough to be caught in the middle.
     server = server_of(pulumi, name)
     with psycopg.connect(server.url(postgres.database_name("primary", 1)), autocommit=True) as c:
         c.execute(
@@ -202,14 +214,14 @@ def test_the_server_killed_mid_deployment_loses_no_acknowledged_row(
     before = [f"before-{n}" for n in range(10)]
     write_titles(public, before)
     stop = threading.Event()
-    watcher = _kill_server_when(name, marker, stop)
+    watcher = _kill_when_found(victim_of(name), stop)
     try:
         deployed = zdd("deploy", "--stack", name, "--version", "v2", "--json")
     finally:
         killed = stop.is_set()
         stop.set()
         watcher.join()
-    assert killed, f"the server was not killed during {marker!r}"
+    assert killed, f"{what} was not killed"
     if deployed.code != 0:
         resumed = zdd("resume", "--stack", name, "--json")
         assert resumed.code == 0, resumed.stderr
@@ -217,6 +229,7 @@ def test_the_server_killed_mid_deployment_loses_no_acknowledged_row(
     assert (status["phase"], status["current_version"]) == ("idle", "v2")
     assert set(before) <= served_titles(public)
     write_titles(public, ["after the crash"])
+    return name, public, before
 
 
 def test_bad_database_input_is_refused_with_nothing_changed(
@@ -271,40 +284,20 @@ def test_the_clone_copy_killed_midway_is_made_again_and_loses_no_acknowledged_ro
     zdd: Callable[..., Result],
     pulumi: Callable[..., Result],
 ) -> None:
-    stack = pg_stack("v1")
-    name, public = stack["stack"], stack["public_url"]
-    server = server_of(pulumi, name)
-    with psycopg.connect(server.url(postgres.database_name("primary", 1)), autocommit=True) as c:
-        c.execute(
-            "INSERT INTO articles (title, body, updated_at) "
-            "SELECT 'bulk ' || g, repeat('x', 400), 0 FROM generate_series(1, 300000) g"
-        )
-    before = [f"before-{n}" for n in range(10)]
-    write_titles(public, before)
-    clone_data = postgres.clone_data_dir(stack_dir(name))
+    def victim_of(name: str) -> Callable[[], int | None]:
+        clone_data = postgres.clone_data_dir(stack_dir(name))
 
-    def find() -> int | None:
-        if victim == "base backup":
-            return next(_pids_with(f"pg_basebackup --pgdata {clone_data}"), None)
-        # Its server as soon as it runs: during its start or the copy's digest.
-        return postgres.postmaster_pid(clone_data)
+        def find() -> int | None:
+            if victim == "base backup":
+                return next(_pids_with(f"pg_basebackup --pgdata {clone_data}"), None)
+            # Its server as soon as it runs: during its start or the copy's digest.
+            return postgres.postmaster_pid(clone_data)
 
-    stop = threading.Event()
-    watcher = _kill_when_found(find, stop)
-    try:
-        deployed = zdd("deploy", "--stack", name, "--version", "v2", "--json")
-    finally:
-        killed = stop.is_set()
-        stop.set()
-        watcher.join()
-    assert killed, f"the {victim} was not killed during the copy"
-    if deployed.code != 0:
-        resumed = zdd("resume", "--stack", name, "--json")
-        assert resumed.code == 0, resumed.stderr
-    status = zdd("status", "--stack", name, "--json").json()
-    assert (status["phase"], status["current_version"]) == ("idle", "v2")
-    assert set(before) <= served_titles(public)
-    write_titles(public, ["after the crash"])
+        return find
+
+    name, public, before = _deploy_with_a_kill(
+        pg_stack, zdd, pulumi, victim_of, f"the {victim} during the copy"
+    )
     assert set(before) | {"after the crash"} <= served_titles(public)
     # Nothing of the clone's cluster is left: no server, no folder.
     _no_clone_cluster_left(name)
