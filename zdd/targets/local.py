@@ -18,9 +18,10 @@ from zdd.environment import Environment, log_file, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import PORTS_PER_STACK, SERVED_BY_HEADER, Mode, RestorePointTaken
 from zdd.registry import LOCAL_TARGET
-from zdd.rehearsal import RehearsalEngine, RehearsalPlan
+from zdd.rehearsal import Copier, RehearsalEngine, RehearsalPlan
 from zdd.sqlite_files import data_digest, restore_point_file_name
 from zdd.targets import LogLocation, TargetOps, app_spec
+from zdd.targets.local_rehearsal import PostgresCopy, SqliteCopy, scratch_data_dir
 
 
 def _resolve(version: str, config: Mapping[str, str]) -> None:
@@ -132,7 +133,12 @@ def _forget(env: Environment, stack: str) -> None:
         processes.terminate(pid, timeout=5)
     # A database server runs as its own OS user, out of reach of the owner ids: it is found by
     # the pid file in its data folder, inside the stack's folder.
-    for data in (postgres.data_dir(folder), postgres.clone_data_dir(folder)):
+    # A rehearsal's scratch cluster too: one that was killed left its server running.
+    for data in (
+        postgres.data_dir(folder),
+        postgres.clone_data_dir(folder),
+        scratch_data_dir(folder),
+    ):
         postgres.stop_cluster(data, postgres.bin_dir(), mode="immediate")
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -176,20 +182,25 @@ def _rehearsal(
     version: str,
     _engine: RehearsalEngine,
 ) -> RehearsalPlan:
-    """A rehearsal on a copy of the primary's SQLite file, in the stack's own folder."""
+    """A rehearsal on a copy of the primary's data, in the stack's own folder: its SQLite
+    file, or its database of the stack's PostgreSQL cluster."""
     spec = app_spec(config)
-    if spec.engine is not appspec.DatabaseEngine.SQLITE:
-        raise BadInput(
-            f"stack {stack!r} runs on {spec.engine}: a rehearsal copies SQLite files only so "
-            "far; deploy with --strategy clone"
-        )
     database = outputs.get("primary_database")
-    if not database:
+    server = outputs.get("database_server")
+    engine = appspec.DatabaseEngine
+    if not database or (spec.engine is engine.POSTGRESQL and not server):
         raise BadInput(f"stack {stack!r} has no primary database yet; run `zdd resume`")
+    folder = env.stack_dir(stack)
+    copier: Copier = SqliteCopy(folder / str(database))
+    if spec.engine is engine.POSTGRESQL:
+        from zdd import postgres
+
+        files = postgres.files_of(folder, str(database))
+        copier = PostgresCopy(dict(server or {}), str(database), files)
     return RehearsalPlan(
         stack=stack,
-        stack_dir=env.stack_dir(stack),
-        source=env.stack_dir(stack) / str(database),
+        stack_dir=folder,
+        copier=copier,
         spec=spec,
         from_version=config["currentVersion"],
         version=version,
