@@ -13,7 +13,7 @@ from infra.local.haproxy import AdminSocket, FrontDoorError
 # `zdd.postgres` is imported by the functions that need it: psycopg's import would cost every
 # `zdd` command, on SQLite stacks too, a tenth of a second.
 from zdd import appspec, processes
-from zdd.archive import LostWrites, clone_writes, writes_since
+from zdd.archive import LostWrites, clone_writes, writes_since, writes_since_on_server
 from zdd.environment import Environment, log_file, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import PORTS_PER_STACK, SERVED_BY_HEADER, Mode, RestorePointTaken
@@ -171,6 +171,13 @@ def _writes_after_restore(
     if taken is None or not served or served == outputs.get("primary_database"):
         return None
     folder = env.stack_dir(stack)
+    server = outputs.get("database_server")
+    if server:
+        # A generation of the stack's cluster, against the restore point's dump.
+        from zdd import postgres
+
+        dump = folder / postgres.restore_point_file_name(taken.id)
+        return writes_since_on_server(postgres.server_from_outputs(server), dump, str(served))
     return writes_since(folder / restore_point_file_name(taken.id), folder / str(served))
 
 
