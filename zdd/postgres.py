@@ -660,7 +660,8 @@ def standalone_copy(
 ) -> Iterator[Server]:
     """A read-only clone's cluster as the providers make it (a base backup of `server`'s
     cluster, started as a hot standby with no upstream) in `folder`, on a free port, taking
-    logins, for as long as the block runs (the bench's, the tests'); stopped afterwards.
+    logins, for as long as the block runs (the bench's, the tests', a rehearsal's); stopped
+    afterwards.
 
     `writable`: the copy takes writes instead (a rehearsal migrates it). `owner`: the owner id
     its server carries, where it runs as our own user (as root it is found by its pid file)."""
