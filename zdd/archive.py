@@ -177,8 +177,8 @@ _PG_PRIMARY_KEY = (
 
 
 def _postgres_reader(conn: psycopg.Connection[tuple[object, ...]]) -> RowReader:
-    """The site's tables of the public schema, their rows by primary key (by the whole row
-    where a table has none: a changed row then shows as one deleted and one added)."""
+    """The site's tables of the public schema, their rows by primary key (by the whole row's
+    text where a table has none: a changed row then shows as one deleted and one added)."""
     from psycopg import sql
 
     found = frozenset(
@@ -193,7 +193,8 @@ def _postgres_reader(conn: psycopg.Connection[tuple[object, ...]]) -> RowReader:
         result: Rows = {}
         for values in cursor:
             row = {name: _plain(value) for name, value in zip(names, values, strict=True)}
-            result[tuple(row[k] for k in keys) if keys else tuple(row.values())] = row
+            key = tuple(row[k] for k in keys) if keys else tuple(repr(v) for v in row.values())
+            result[key] = row
         return result
 
     return RowReader(found, rows)
