@@ -409,20 +409,24 @@ def revoke_reading(server: Server, source: str) -> None:
         )
 
 
-def base_backup(server: Server, source: str, data_dir: Path, socket_dir: Path) -> None:
+def base_backup(
+    server: Server, source: str, data_dir: Path, socket_dir: Path, *, reader: bool = True
+) -> None:
     """A physical copy of the whole cluster into `data_dir`, made ready to start as a hot
     standby with no upstream, which refuses every write.
 
     A base backup reads the files while the server keeps writing, and the WAL streamed beside
     it (`-X stream`) makes them consistent as of the backup's end; `-c fast` asks for the
-    checkpoint it starts from at once. The reader's grant on `source` is copied with the
-    catalogs, and taken back from the stack's cluster once the copy holds it."""
+    checkpoint it starts from at once. With `reader` (a read-only clone's copy), the reader's
+    grant on `source` is copied with the catalogs, and taken back from the stack's cluster
+    once the copy holds it; without it, the stack's catalogs are left as they are."""
     shutil.rmtree(data_dir, ignore_errors=True)
     for folder in (data_dir.parent, socket_dir):
         folder.mkdir(parents=True, exist_ok=True)
         _give_to_server_user(folder)
     _reachable_by_server_user(data_dir)
-    grant_reading(server, source)
+    if reader:
+        grant_reading(server, source)
     try:
         done = subprocess.run(
             as_server_user(
@@ -443,7 +447,8 @@ def base_backup(server: Server, source: str, data_dir: Path, socket_dir: Path) -
             check=False,
         )
     finally:
-        revoke_reading(server, source)
+        if reader:
+            revoke_reading(server, source)
     if done.returncode != 0:
         shutil.rmtree(data_dir, ignore_errors=True)
         raise PostgresFailed(
@@ -673,7 +678,8 @@ def standalone_copy(
         bin_dir=server.bin_dir,
     )
     data, run = folder / "data", folder / "run"
-    base_backup(server, source, data, run)
+    # A writable copy logs in as the site, never as the reader: the grant is not needed.
+    base_backup(server, source, data, run, reader=not writable)
     if writable:
         # With no standby.signal the server replays the streamed WAL up to the backup's end,
         # as after a crash, and then takes writes like any primary.

@@ -19,8 +19,8 @@ def server_of(
 
 
 def primary_content(server: postgres.Server, database: str) -> dict[str, Any]:
-    """What a test compares before and after: the migration revision, the articles' columns
-    and every article, read through the administrator."""
+    """What a test compares before and after: the migration revision, the articles' columns,
+    every article, and what the reader role may read, read through the administrator."""
     with server.admin(database) as conn:
         return {
             "revision": conn.execute("SELECT version_num FROM alembic_version").fetchall(),
@@ -29,4 +29,9 @@ def primary_content(server: postgres.Server, database: str) -> dict[str, Any]:
                 "WHERE table_name = 'articles' ORDER BY column_name"
             ).fetchall(),
             "articles": conn.execute("SELECT * FROM articles ORDER BY id").fetchall(),
+            "reader": conn.execute(
+                "SELECT pg_has_role(%s, 'pg_read_all_data', 'MEMBER'), "
+                "has_database_privilege(%s, current_database(), 'CONNECT')",
+                (postgres.READER_ROLE, postgres.READER_ROLE),
+            ).fetchall(),
         }
