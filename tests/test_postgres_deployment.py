@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.helpers.commands import ROOT, Result, processes_naming, run, stack_dir
+from tests.helpers.postgres import server_of
 from zdd import postgres
 
 pytestmark = [
@@ -33,14 +34,6 @@ def pg_stack(
     local_stack: Callable[..., dict[str, Any]],
 ) -> Callable[[str], dict[str, Any]]:
     return lambda version: local_stack(version, app=SPEC)
-
-
-def server_of(
-    pulumi: Callable[..., Result], name: str, output: str = "database_server"
-) -> postgres.Server:
-    """The stack's cluster, or with `clone_database_server` a read-only clone's own."""
-    outputs = pulumi("stack", "output", "--stack", name, "--json", "--show-secrets").json()
-    return postgres.server_from_outputs(outputs[output])
 
 
 def write_titles(public: str, titles: list[str]) -> None:

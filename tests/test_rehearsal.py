@@ -4,17 +4,13 @@ killed in each step of the compatible path (and in its rehearsal) that is resume
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers.commands import PROBE_RATE, ROOT, Result, config_file, stack_dir
+from tests.helpers.commands import PROBE_RATE, ROOT, Result, config_file, killed_in, stack_dir
 from zdd.actions import Action, Refused, StackState, plan
 from zdd.errors import RefusedTransition
 from zdd.phases import (
@@ -156,25 +152,6 @@ def test_rehearsal_verdicts_refusals_and_the_auto_strategy(
     assert (status["state"], status["current_version"]) == ("idle", "v2")
 
 
-def _killed_in(argv: list[str], line: str, env: dict[str, str], pause: float = 0.5) -> None:
-    """Run `zdd ARGV` and SIGKILL it `pause` seconds after it says `line`."""
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "zdd.cli", *argv],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert driver.stderr is not None
-    for said in driver.stderr:
-        if line in said:
-            time.sleep(pause)
-            driver.send_signal(signal.SIGKILL)
-            break
-    driver.wait(timeout=120)
-    assert driver.returncode == -signal.SIGKILL, f"never saw {line!r}"
-
-
 @pytest.mark.engine(minutes=2)
 def test_a_driver_killed_in_each_step_of_the_compatible_path_is_resumed(
     local_stack: Make, zdd: Callable[..., Result], engine_env: dict[str, str]
@@ -187,14 +164,14 @@ def test_a_driver_killed_in_each_step_of_the_compatible_path_is_resumed(
     probe.start()
     try:
         # In the rehearsal: nothing was written; its copy and process are cleaned next time.
-        _killed_in(deploy, "rehearsal: v2 on the migrated copy", engine_env, pause=0.3)
+        killed_in(deploy, "rehearsal: v2 on the migrated copy", engine_env, pause=0.3)
         assert (stack_dir(name) / SCRATCH).exists()
         assert zdd("status", "-s", name, "--json").json()["state"] == "idle"
-        _killed_in(deploy, "clone: pulumi up", engine_env)
+        killed_in(deploy, "clone: pulumi up", engine_env)
         _no_rehearsal_left(name)
         # Then each resume is killed in the next step, until the last one finishes.
         for phase in ("cutover", "deploy", "return", "idle"):
-            _killed_in(["resume", "-s", name], f"{phase}: pulumi up", engine_env)
+            killed_in(["resume", "-s", name], f"{phase}: pulumi up", engine_env)
         resumed = zdd("resume", "-s", name, "--json")
         assert resumed.code == 0, resumed.stderr
     finally:

@@ -3,19 +3,27 @@
 In read-write mode the clone's database takes writes that the primary never sees. When the clone
 goes, its database and the copy it started from (its baseline) are archived; the archive is
 compared with the baseline, table by table and row by row: every row added, changed or deleted
-is reported.
+is reported. The same comparison reports what a compatible clone took after a restore point,
+from SQLite files or from databases of a stack's PostgreSQL cluster.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zdd.sqlite_files import Table, baseline_path, tables
 
+if TYPE_CHECKING:
+    import psycopg
+
+    from zdd.postgres import Server
+
 Row = dict[str, Any]
+Rows = dict[tuple[Any, ...], Row]
 # Tables a migration tool keeps for itself (the schema revision it applied): a migration changes
 # them, a visitor never does, so a row there is never reported as a visitor's write.
 BOOKKEEPING_TABLES = frozenset({"alembic_version"})
@@ -66,7 +74,16 @@ class LostWrites:
         )
 
 
-def _rows(conn: sqlite3.Connection, table: Table) -> dict[tuple[Any, ...], Row]:
+@dataclass(frozen=True)
+class RowReader:
+    """One database as `compare_readers` reads it: the site's tables, and one table's rows by
+    the columns that identify a row."""
+
+    tables: frozenset[str]
+    rows: Callable[[str], Rows]
+
+
+def _rows(conn: sqlite3.Connection, table: Table) -> Rows:
     keys = table.key_columns(conn)
     selected = ", ".join(f'"{k}"' for k in keys)
     cursor = conn.execute(f'SELECT {selected}, * FROM "{table.name}"')
@@ -91,25 +108,32 @@ def _differ(old: Row, new: Row) -> bool:
     return any(old[column] != new[column] for column in old.keys() & new.keys())
 
 
+def _sqlite_reader(conn: sqlite3.Connection) -> RowReader:
+    found = _tables(conn)
+    return RowReader(frozenset(found), lambda name: _rows(conn, found[name]))
+
+
+def compare_readers(before: RowReader, after: RowReader) -> dict[str, TableChanges]:
+    """Row by row, what `after` has that `before` had not (by the rows' keys)."""
+    result: dict[str, TableChanges] = {}
+    for table in sorted(before.tables | after.tables):
+        old = before.rows(table) if table in before.tables else {}
+        new = after.rows(table) if table in after.tables else {}
+        result[table] = TableChanges(
+            added=[new[k] for k in sorted(new.keys() - old.keys())],
+            changed=[new[k] for k in sorted(new.keys() & old.keys()) if _differ(old[k], new[k])],
+            deleted=[old[k] for k in sorted(old.keys() - new.keys())],
+        )
+    return result
+
+
 def compare(baseline: Path, current: Path) -> dict[str, TableChanges]:
     """Row by row, what `current` has that `baseline` had not (by rowid or primary key)."""
     with (
         sqlite3.connect(f"file:{baseline}?mode=ro", uri=True) as before,
         sqlite3.connect(f"file:{current}?mode=ro", uri=True) as after,
     ):
-        result: dict[str, TableChanges] = {}
-        had, has = _tables(before), _tables(after)
-        for table in sorted(had.keys() | has.keys()):
-            old = _rows(before, had[table]) if table in had else {}
-            new = _rows(after, has[table]) if table in has else {}
-            result[table] = TableChanges(
-                added=[new[k] for k in sorted(new.keys() - old.keys())],
-                changed=[
-                    new[k] for k in sorted(new.keys() & old.keys()) if _differ(old[k], new[k])
-                ],
-                deleted=[old[k] for k in sorted(old.keys() - new.keys())],
-            )
-        return result
+        return compare_readers(_sqlite_reader(before), _sqlite_reader(after))
 
 
 def clone_writes(archive: Path) -> LostWrites:
@@ -121,3 +145,61 @@ def writes_since(restore_point: Path, served: Path) -> LostWrites:
     """What the database a compatible clone kept serving took after the restore point that the
     primary was rolled back to: those writes are not in the restored primary."""
     return LostWrites(str(served), compare(restore_point, served))
+
+
+def writes_since_on_server(server: Server, restore_point: Path, served: str) -> LostWrites:
+    """As `writes_since`, for a database of a stack's PostgreSQL cluster: the restore point's
+    dump is restored into a scratch database of that cluster for as long as they are compared
+    (the restored primary generation has taken writes of its own since)."""
+    from zdd import postgres
+
+    # One name: a comparison that was killed leaves its database to the next, which replaces it.
+    scratch = "zdd_compare"
+    postgres.restore_database(server, restore_point, scratch)
+    try:
+        with server.admin(scratch) as before, server.admin(served) as after:
+            changes = compare_readers(_postgres_reader(before), _postgres_reader(after))
+    finally:
+        postgres.drop_database(server, scratch)
+    return LostWrites(f"database {served} of the stack's PostgreSQL cluster", changes)
+
+
+_PG_TABLES = (
+    "SELECT table_name FROM information_schema.tables "
+    "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+)
+_PG_PRIMARY_KEY = (
+    "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
+    "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+    "WHERE i.indrelid = %s::regclass AND i.indisprimary "
+    "ORDER BY array_position(i.indkey, a.attnum)"
+)
+
+
+def _postgres_reader(conn: psycopg.Connection[tuple[object, ...]]) -> RowReader:
+    """The site's tables of the public schema, their rows by primary key (by the whole row's
+    text where a table has none: a changed row then shows as one deleted and one added)."""
+    from psycopg import sql
+
+    found = frozenset(
+        str(name) for (name,) in conn.execute(_PG_TABLES) if name not in BOOKKEEPING_TABLES
+    )
+
+    def rows(table: str) -> Rows:
+        quoted = sql.Identifier(table).as_string(conn)
+        keys = [str(k) for (k,) in conn.execute(_PG_PRIMARY_KEY, (quoted,))]
+        cursor = conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
+        names = [d.name for d in cursor.description or ()]
+        result: Rows = {}
+        for values in cursor:
+            row = {name: _plain(value) for name, value in zip(names, values, strict=True)}
+            key = tuple(row[k] for k in keys) if keys else tuple(repr(v) for v in row.values())
+            result[key] = row
+        return result
+
+    return RowReader(found, rows)
+
+
+def _plain(value: object) -> Any:
+    """A value as JSON reports it (a timestamp or a decimal as its text)."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)

@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from zdd.errors import BadInput
-from zdd.processes import free_port
+from zdd.processes import OWNER_VARIABLE, free_port
 from zdd.sqlite_files import copy_files, digest_files, files_folder
 
 # The OS user the server runs as when the update runs as root (Debian's package creates it).
@@ -409,20 +409,24 @@ def revoke_reading(server: Server, source: str) -> None:
         )
 
 
-def base_backup(server: Server, source: str, data_dir: Path, socket_dir: Path) -> None:
+def base_backup(
+    server: Server, source: str, data_dir: Path, socket_dir: Path, *, reader: bool = True
+) -> None:
     """A physical copy of the whole cluster into `data_dir`, made ready to start as a hot
     standby with no upstream, which refuses every write.
 
     A base backup reads the files while the server keeps writing, and the WAL streamed beside
     it (`-X stream`) makes them consistent as of the backup's end; `-c fast` asks for the
-    checkpoint it starts from at once. The reader's grant on `source` is copied with the
-    catalogs, and taken back from the stack's cluster once the copy holds it."""
+    checkpoint it starts from at once. With `reader` (a read-only clone's copy), the reader's
+    grant on `source` is copied with the catalogs, and taken back from the stack's cluster
+    once the copy holds it; without it, the stack's catalogs are left as they are."""
     shutil.rmtree(data_dir, ignore_errors=True)
     for folder in (data_dir.parent, socket_dir):
         folder.mkdir(parents=True, exist_ok=True)
         _give_to_server_user(folder)
     _reachable_by_server_user(data_dir)
-    grant_reading(server, source)
+    if reader:
+        grant_reading(server, source)
     try:
         done = subprocess.run(
             as_server_user(
@@ -443,7 +447,8 @@ def base_backup(server: Server, source: str, data_dir: Path, socket_dir: Path) -
             check=False,
         )
     finally:
-        revoke_reading(server, source)
+        if reader:
+            revoke_reading(server, source)
     if done.returncode != 0:
         shutil.rmtree(data_dir, ignore_errors=True)
         raise PostgresFailed(
@@ -606,6 +611,19 @@ def content_digest(server: Server, name: str) -> str:
     return digest.hexdigest()
 
 
+def rows_and_bytes(server: Server, name: str) -> tuple[int, int]:
+    """A database's rows (every table's, counted) and its size on disk."""
+    counted: list[object] = []
+    with server.admin(name) as conn:
+        for schema, table in conn.execute(_TABLES).fetchall():
+            query = sql.SQL("SELECT count(*) FROM {}").format(
+                sql.Identifier(str(schema), str(table))
+            )
+            counted += conn.execute(query).fetchone() or ()
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone() or (0,)
+    return sum(int(str(n)) for n in counted), int(str(size[0]))
+
+
 def site_data_digest(server: Server, name: str, files: Path) -> str:
     """A database's content digest and its files folder's, as one proof."""
     digest = hashlib.sha256(content_digest(server, name).encode())
@@ -625,9 +643,12 @@ def _run(argv: list[str], what: str) -> None:
 
 
 @contextmanager
-def _running(argv: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _running(
+    argv: list[str], log_path: Path, owner: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, OWNER_VARIABLE: owner} if owner else None
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=log)
+        process = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
     try:
         yield process
     finally:
@@ -639,10 +660,16 @@ def _running(argv: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes
 
 
 @contextmanager
-def standalone_copy(server: Server, source: str, folder: Path) -> Iterator[Server]:
+def standalone_copy(
+    server: Server, source: str, folder: Path, *, writable: bool = False, owner: str | None = None
+) -> Iterator[Server]:
     """A read-only clone's cluster as the providers make it (a base backup of `server`'s
     cluster, started as a hot standby with no upstream) in `folder`, on a free port, taking
-    logins, for as long as the block runs (the bench's, the tests'); stopped afterwards."""
+    logins, for as long as the block runs (the bench's, the tests', a rehearsal's); stopped
+    afterwards.
+
+    `writable`: the copy takes writes instead (a rehearsal migrates it). `owner`: the owner id
+    its server carries, where it runs as our own user (as root it is found by its pid file)."""
     copy = Server(
         port=free_port(),
         admin_password=server.admin_password,
@@ -651,9 +678,14 @@ def standalone_copy(server: Server, source: str, folder: Path) -> Iterator[Serve
         bin_dir=server.bin_dir,
     )
     data, run = folder / "data", folder / "run"
-    base_backup(server, source, data, run)
-    argv = server_argv(data, run, server.bin_dir, copy.port, read_only=True)
-    with _running(argv, folder / "server.log"):
+    # A writable copy logs in as the site, never as the reader: the grant is not needed.
+    base_backup(server, source, data, run, reader=not writable)
+    if writable:
+        # With no standby.signal the server replays the streamed WAL up to the backup's end,
+        # as after a crash, and then takes writes like any primary.
+        (data / "standby.signal").unlink()
+    argv = server_argv(data, run, server.bin_dir, copy.port, read_only=not writable)
+    with _running(argv, folder / "server.log", owner):
         try:
             wait_ready(copy, data_dir=data)
             yield copy

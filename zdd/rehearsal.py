@@ -2,25 +2,27 @@
 
 A rehearsal answers one question before anything visible changes: does the release running now
 keep working once the new release's migration has run? It takes a consistent copy of the
-primary's database and files while the primary serves (SQLite's online backup), runs the new
-release's `migrate` on the copy (timed, its output kept), starts the CURRENT release on the
-migrated copy on a free port, and asks it for its health path and the app spec's probe reads,
-write and lookup. Then the copy and the process go.
+primary's database and files while the primary serves (a target's `Copier`: SQLite's online
+backup, a base backup of a PostgreSQL cluster), runs the new release's `migrate` on the copy
+(timed, its output kept), starts the CURRENT release on the migrated copy on a free port, and
+asks it for its health path and the app spec's probe reads, write and lookup. Then the copy,
+its server and the process go.
 
 It is a driver operation, not a phase: nothing of the stack's declared state changes, so the
 engine has nothing to do, and no public address ever reaches the copy. Everything it makes
 belongs to the stack: the scratch folder `rehearsal/` in the stack's own folder, and processes
-whose owner ids name that folder. A rehearsal that was killed is cleaned by the next one, and
-`zdd destroy` stops every process of the stack's folder and removes it.
+whose owner ids name that folder (a database server that runs as its own OS user is found by
+its pid file there). A rehearsal that was killed is cleaned by the next one, and `zdd destroy`
+stops every process of the stack's folder and removes it.
 """
 
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -34,12 +36,12 @@ from zdd.console import Say
 from zdd.errors import BadInput, RefusedTransition
 from zdd.phases import DatabaseMode, Instance, Strategy
 from zdd.probe import TITLE, ProbeTarget
-from zdd.sqlite_files import copy_site_data, files_folder, tables
 
 # The scratch folder in the stack's folder, and the owner ids of the rehearsal's processes.
 SCRATCH = "rehearsal"
 SITE_OWNER = "rehearsal-site"
 MIGRATION_OWNER = "rehearsal-migration"
+COPY_OWNER = "rehearsal-database"
 LOG_LINES = 20
 # How long a release that listens may answer its health path with an error before it fails.
 UNHEALTHY_AFTER_SECONDS = 5.0
@@ -153,12 +155,40 @@ class RehearsalEngine(Protocol):
 
 
 @dataclass(frozen=True)
+class SiteCopy:
+    """The rehearsal's copy of the primary's data, as the site's placeholders name it."""
+
+    database: str  # `{database}`: the copy's file, or its database's name on its own server
+    files: Path  # `{files}`
+    rows: int
+    bytes: int
+    # `{database_url}` on a database server (the copy's own, never the primary's); None: the
+    # copy is a SQLite file.
+    server_url: str | None = None
+
+
+class Copier(Protocol):
+    """How a target copies the primary's database and files into the scratch folder while the
+    primary serves. `copy` lasts as long as its block (a server it starts stops at the end);
+    `clean` stops what a copy of a killed rehearsal left running, before its folder goes."""
+
+    @property
+    def source(self) -> str: ...
+
+    def describe(self, scratch: Path) -> str: ...
+
+    def copy(self, scratch: Path, owner: str) -> AbstractContextManager[SiteCopy]: ...
+
+    def clean(self, scratch: Path) -> None: ...
+
+
+@dataclass(frozen=True)
 class RehearsalPlan:
     """What a rehearsal of `version` does on one stack; `steps()` is its preview."""
 
     stack: str
     stack_dir: Path  # every file and process of the rehearsal belongs to it
-    source: Path  # the primary's database (its files folder beside it)
+    copier: Copier  # the primary's data, copied into the scratch folder
     spec: AppSpec
     from_version: str
     version: str
@@ -167,11 +197,7 @@ class RehearsalPlan:
     def scratch(self) -> Path:
         return scratch_dir(self.stack_dir)
 
-    @property
-    def copy(self) -> Path:
-        return self.scratch / "copy.sqlite"
-
-    def placement(self, version: str, port: int) -> Placement:
+    def placement(self, copy: SiteCopy, version: str, port: int) -> Placement:
         """The current release and the new one's migration both see the copy as a read-write
         clone: the site's own ReadOnly mode would hide a write that fails on the new schema."""
         return Placement(
@@ -179,9 +205,10 @@ class RehearsalPlan:
             release=self.spec.release(version),
             instance=str(Instance.CLONE),
             database_mode=DatabaseMode.READ_WRITE,
-            database=str(self.copy),
-            files=str(files_folder(self.copy)),
+            database=copy.database,
+            files=str(copy.files),
             port=port,
+            server_url=copy.server_url,
         )
 
     def steps(self) -> list[str]:
@@ -190,8 +217,7 @@ class RehearsalPlan:
         if probe.write is not None:
             asks += [f"{probe.write.method} {probe.write.path}", f"GET {probe.write.lookup}"]
         return [
-            f"copy {self.source.name} and its files into {self.scratch} (online backup; the "
-            "primary keeps serving)",
+            self.copier.describe(self.scratch),
             f"run {self.version}'s migrate on the copy: {' '.join(self.spec.migrate)}",
             f"start {self.from_version} on the migrated copy on a free port",
             f"ask it: {', '.join(asks)}",
@@ -206,16 +232,19 @@ class RehearsalPlan:
             "stack": self.stack,
             "from_version": self.from_version,
             "version": self.version,
-            "copy_of": str(self.source),
+            "copy_of": self.copier.source,
             "scratch": str(self.scratch),
             "steps": self.steps(),
         }
 
 
-def clean(stack_dir: Path) -> None:
-    """Stop the rehearsal's processes (found by owner id only) and remove its scratch folder."""
-    for resource in (SITE_OWNER, MIGRATION_OWNER):
+def clean(stack_dir: Path, copier: Copier | None = None) -> None:
+    """Stop the rehearsal's processes (found by owner id only, and by `copier` for a server of
+    its copy) and remove its scratch folder."""
+    for resource in (SITE_OWNER, MIGRATION_OWNER, COPY_OWNER):
         processes.stop_owned(processes.owner_id(stack_dir, resource), timeout=5)
+    if copier is not None:
+        copier.clean(scratch_dir(stack_dir))
     shutil.rmtree(scratch_dir(stack_dir), ignore_errors=True)
 
 
@@ -227,24 +256,24 @@ def run(plan: RehearsalPlan, say: Say = lambda _: None) -> RehearsalReport:
             "rehearsed; deploy with --strategy clone"
         )
     started = time.monotonic()
-    clean(plan.stack_dir)
+    clean(plan.stack_dir, plan.copier)
     try:
-        return _rehearse(plan, say, started)
+        say(f"rehearsal: copying {plan.copier.source} while the primary serves")
+        copied = time.monotonic()
+        plan.scratch.mkdir(parents=True, exist_ok=True)
+        owner = processes.owner_id(plan.stack_dir, COPY_OWNER)
+        with plan.copier.copy(plan.scratch, owner) as copy:
+            return _rehearse(plan, copy, say, started, time.monotonic() - copied)
     finally:
-        clean(plan.stack_dir)
+        clean(plan.stack_dir, plan.copier)
 
 
-def _rehearse(plan: RehearsalPlan, say: Say, started: float) -> RehearsalReport:
-    say(f"rehearsal: copying {plan.source.name} while the primary serves")
-    copied = time.monotonic()
-    copy_site_data(plan.source, plan.copy)
-    copy_seconds = time.monotonic() - copied
-    rows = _rows(plan.copy)
-    size = plan.copy.stat().st_size
+def _rehearse(
+    plan: RehearsalPlan, copy: SiteCopy, say: Say, started: float, copy_seconds: float
+) -> RehearsalReport:
     port = processes.free_port()
-
-    say(f"rehearsal: {plan.version}'s migration on the copy ({rows} rows)")
-    migration = plan.placement(plan.version, port)
+    say(f"rehearsal: {plan.version}'s migration on the copy ({copy.rows} rows)")
+    migration = plan.placement(copy, plan.version, port)
     migrating = time.monotonic()
     try:
         done = processes.run_exclusive(
@@ -265,7 +294,7 @@ def _rehearse(plan: RehearsalPlan, say: Say, started: float) -> RehearsalReport:
         failure = Failure("migration", command, exit_code, output.strip())
     else:
         say(f"rehearsal: {plan.from_version} on the migrated copy")
-        failure = _try_current_release(plan, port, passed)
+        failure = _try_current_release(plan, copy, port, passed)
     return RehearsalReport(
         stack=plan.stack,
         from_version=plan.from_version,
@@ -274,8 +303,8 @@ def _rehearse(plan: RehearsalPlan, say: Say, started: float) -> RehearsalReport:
         migration_ok=exit_code == 0,
         migration_seconds=migration_seconds,
         migration_output=output.strip()[-4000:],
-        copy_rows=rows,
-        copy_bytes=size,
+        copy_rows=copy.rows,
+        copy_bytes=copy.bytes,
         copy_seconds=copy_seconds,
         seconds=time.monotonic() - started,
         passed=tuple(passed),
@@ -283,18 +312,11 @@ def _rehearse(plan: RehearsalPlan, say: Say, started: float) -> RehearsalReport:
     )
 
 
-def _rows(database: Path) -> int:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
-        return sum(
-            conn.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
-            for table in tables(conn)
-            if table.kind == "table"
-        )
-
-
-def _try_current_release(plan: RehearsalPlan, port: int, passed: list[str]) -> Failure | None:
+def _try_current_release(
+    plan: RehearsalPlan, copy: SiteCopy, port: int, passed: list[str]
+) -> Failure | None:
     """Start the current release on the migrated copy and ask it what a visitor would."""
-    placement = plan.placement(plan.from_version, port)
+    placement = plan.placement(copy, plan.from_version, port)
     log = plan.scratch / "site.log"
     process = processes.start_detached(
         plan.spec.start_command(placement),

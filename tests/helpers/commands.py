@@ -4,8 +4,10 @@ finding what a local stack left behind."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,3 +76,22 @@ def build_releases(app: str, *versions: str) -> None:
     )
     assert built.returncode == 0, built.stderr
     print(built.stdout, end="")
+
+
+def killed_in(argv: list[str], line: str, env: dict[str, str], pause: float = 0.5) -> None:
+    """Run `zdd ARGV` and SIGKILL it `pause` seconds after it says `line`."""
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "zdd.cli", *argv],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert driver.stderr is not None
+    for said in driver.stderr:
+        if line in said:
+            time.sleep(pause)
+            driver.send_signal(signal.SIGKILL)
+            break
+    driver.wait(timeout=120)
+    assert driver.returncode == -signal.SIGKILL, f"never saw {line!r}"

@@ -13,14 +13,15 @@ from infra.local.haproxy import AdminSocket, FrontDoorError
 # `zdd.postgres` is imported by the functions that need it: psycopg's import would cost every
 # `zdd` command, on SQLite stacks too, a tenth of a second.
 from zdd import appspec, processes
-from zdd.archive import LostWrites, clone_writes, writes_since
+from zdd.archive import LostWrites, clone_writes, writes_since, writes_since_on_server
 from zdd.environment import Environment, log_file, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import PORTS_PER_STACK, SERVED_BY_HEADER, Mode, RestorePointTaken
 from zdd.registry import LOCAL_TARGET
-from zdd.rehearsal import RehearsalEngine, RehearsalPlan
+from zdd.rehearsal import Copier, RehearsalEngine, RehearsalPlan
 from zdd.sqlite_files import data_digest, restore_point_file_name
 from zdd.targets import LogLocation, TargetOps, app_spec
+from zdd.targets.local_rehearsal import PostgresCopy, SqliteCopy, scratch_data_dir
 
 
 def _resolve(version: str, config: Mapping[str, str]) -> None:
@@ -132,7 +133,12 @@ def _forget(env: Environment, stack: str) -> None:
         processes.terminate(pid, timeout=5)
     # A database server runs as its own OS user, out of reach of the owner ids: it is found by
     # the pid file in its data folder, inside the stack's folder.
-    for data in (postgres.data_dir(folder), postgres.clone_data_dir(folder)):
+    # A rehearsal's scratch cluster too: one that was killed left its server running.
+    for data in (
+        postgres.data_dir(folder),
+        postgres.clone_data_dir(folder),
+        scratch_data_dir(folder),
+    ):
         postgres.stop_cluster(data, postgres.bin_dir(), mode="immediate")
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -165,6 +171,13 @@ def _writes_after_restore(
     if taken is None or not served or served == outputs.get("primary_database"):
         return None
     folder = env.stack_dir(stack)
+    server = outputs.get("database_server")
+    if server:
+        # A generation of the stack's cluster, against the restore point's dump.
+        from zdd import postgres
+
+        dump = folder / postgres.restore_point_file_name(taken.id)
+        return writes_since_on_server(postgres.server_from_outputs(server), dump, str(served))
     return writes_since(folder / restore_point_file_name(taken.id), folder / str(served))
 
 
@@ -176,20 +189,25 @@ def _rehearsal(
     version: str,
     _engine: RehearsalEngine,
 ) -> RehearsalPlan:
-    """A rehearsal on a copy of the primary's SQLite file, in the stack's own folder."""
+    """A rehearsal on a copy of the primary's data, in the stack's own folder: its SQLite
+    file, or its database of the stack's PostgreSQL cluster."""
     spec = app_spec(config)
-    if spec.engine is not appspec.DatabaseEngine.SQLITE:
-        raise BadInput(
-            f"stack {stack!r} runs on {spec.engine}: a rehearsal copies SQLite files only so "
-            "far; deploy with --strategy clone"
-        )
     database = outputs.get("primary_database")
-    if not database:
+    server = outputs.get("database_server")
+    engine = appspec.DatabaseEngine
+    if not database or (spec.engine is engine.POSTGRESQL and not server):
         raise BadInput(f"stack {stack!r} has no primary database yet; run `zdd resume`")
+    folder = env.stack_dir(stack)
+    copier: Copier = SqliteCopy(folder / str(database))
+    if spec.engine is engine.POSTGRESQL:
+        from zdd import postgres
+
+        files = postgres.files_of(folder, str(database))
+        copier = PostgresCopy(dict(server or {}), str(database), files)
     return RehearsalPlan(
         stack=stack,
-        stack_dir=env.stack_dir(stack),
-        source=env.stack_dir(stack) / str(database),
+        stack_dir=folder,
+        copier=copier,
         spec=spec,
         from_version=config["currentVersion"],
         version=version,
