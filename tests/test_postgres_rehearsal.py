@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.helpers.commands import ROOT, Result, killed_in, processes_naming, stack_dir
+from tests.helpers.driver import paused_for_approval
 from tests.helpers.postgres import primary_content, server_of
 from zdd import postgres
 from zdd.processes import find_owned
@@ -141,9 +142,7 @@ def test_a_rollback_with_database_on_the_compatible_path_reports_what_postgresql
 ) -> None:
     stack = pg_stack("v1")
     name, public = stack["stack"], stack["public_url"]
-    waiting = zdd("deploy", "-s", name, "--version", "v1.1", "--strategy", "compatible",
-                  "--wait-for-approval", "--json")  # fmt: skip
-    assert waiting.code == 0 and waiting.json()["outcome"] == "awaiting-approval", waiting.stderr
+    paused_for_approval(zdd, name, "v1.1", "--strategy", "compatible")
     _write(public, "after-the-restore-point")
     rolled = zdd("rollback", "-s", name, "--with-database", "--accept-data-loss", "--json")
     assert rolled.code == 0, rolled.stderr

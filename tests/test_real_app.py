@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.helpers.commands import ROOT, Result, build_releases, stack_dir
+from tests.helpers.driver import paused_for_approval
 from zdd.probe import REQUEST_TIMEOUT_SECONDS
 from zdd.processes import free_port
 
@@ -105,9 +106,7 @@ def test_mlflow_deploys_smoothly_and_rolls_back_with_its_database(
     # A deployment paused for approval: the new primary runs NEWER on the migrated database,
     # which OLDER refuses to start on, while the read-only clone serves the public.
     deploy = [name, "--version", NEWER, "--probe", "--yes", "--json"]
-    paused = zdd("deploy", "-s", *deploy, "--wait-for-approval")
-    assert paused.code == 0, paused.stderr
-    assert paused.json()["outcome"] == "awaiting-approval"
+    paused = paused_for_approval(zdd, name, NEWER, "--probe")
     paused_probe = assert_no_failed_request(paused.json())
     # Held from the clone's copy on, refused while the deployment waits for approval; none
     # that the primary acknowledged is missing on the clone, which the probe reads through.
@@ -185,10 +184,7 @@ def test_mlflow_on_postgresql_deploys_smoothly(
     run = call(public, "POST", "/runs/create", {"experiment_id": experiment_id, "tags": tags})
     run_id = run["run"]["info"]["run_id"]
 
-    paused = zdd("deploy", "-s", name, "--version", NEWER, "--probe", "--yes", "--json",
-                 "--wait-for-approval")  # fmt: skip
-    assert paused.code == 0, paused.stderr
-    assert paused.json()["outcome"] == "awaiting-approval"
+    paused = paused_for_approval(zdd, name, NEWER, "--probe")
     paused_probe = assert_no_failed_request(paused.json())
     assert paused_probe["writes_lost"] == 0 and paused_probe["writes_hidden"] == 0
     status = zdd("status", "-s", name, "--json").json()

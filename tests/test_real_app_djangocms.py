@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.helpers.commands import ROOT, Result, build_releases, run, stack_dir
+from tests.helpers.driver import paused_for_approval
 from zdd.sqlite_files import files_folder
 
 # Builds a real application's releases, then deploys it: minutes, so scheduled first.
@@ -176,9 +177,7 @@ def test_djangocms_deploys_smoothly_and_rolls_back_with_its_database_and_media(
     # A deployment paused for approval: the new primary runs NEWER on the migrated database,
     # on which OLDER can no longer create a page, while the read-only clone serves the public.
     deploy = [name, "--version", NEWER, "--probe", "--yes", "--json"]
-    paused = zdd("deploy", "-s", *deploy, "--wait-for-approval")
-    assert paused.code == 0, paused.stderr
-    assert paused.json()["outcome"] == "awaiting-approval"
+    paused = paused_for_approval(zdd, name, NEWER, "--probe")
     assert_probe_clean(paused.json())
     status = zdd("status", "-s", name, "--json").json()
     assert status["traffic"] == "clone" and served_version(public) == OLDER

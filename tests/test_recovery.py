@@ -18,7 +18,7 @@ import pytest
 from sampleapp.app import IDENTITY_PATH
 from sampleapp.versions import VERSIONS
 from tests.helpers.commands import PROBE_RATE, ROOT, Result, stack_dir
-from tests.helpers.driver import Driver, snapshot, update_locks
+from tests.helpers.driver import Driver, paused_for_approval, snapshot, update_locks
 from tests.helpers.waiting import wait_for
 from zdd.probe import LoadProbe, ProbeTarget
 from zdd.sqlite_files import content_digest, data_digest
@@ -120,10 +120,7 @@ def test_roll_back_code_and_database_to_the_restore_point(
     public = stack["public_url"]
     before_cutover = httpx.post(f"{public}/api/articles", json={"title": "kept", "text": "x"})
     assert before_cutover.status_code == 201
-    deployed = zdd(
-        "deploy", "-s", name, "--version", "v2", "--wait-for-approval", "--yes", "--json"
-    )
-    assert deployed.code == 0 and deployed.json()["outcome"] == "awaiting-approval"
+    paused_for_approval(zdd, name, "v2")
     status = zdd("status", "-s", name, "--json").json()
     assert status["state"] == "awaiting-approval" and status["traffic"] == "clone"
     # What the deploy update recorded when it took the restore point, before any migration.

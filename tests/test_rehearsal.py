@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.helpers.commands import PROBE_RATE, ROOT, Result, config_file, killed_in, stack_dir
+from tests.helpers.driver import paused_for_approval
 from zdd.actions import Action, Refused, StackState, plan
 from zdd.errors import RefusedTransition
 from zdd.phases import (
@@ -190,9 +191,7 @@ def test_a_rollback_with_database_on_the_compatible_path_reports_the_writes_it_l
 ) -> None:
     stack = local_stack("v1")
     name, public = stack["stack"], stack["public_url"]
-    waiting = zdd("deploy", "-s", name, "--version", "v1.1", "--strategy", "compatible",
-                  "--wait-for-approval", "--json")  # fmt: skip
-    assert waiting.code == 0 and waiting.json()["outcome"] == "awaiting-approval", waiting.stderr
+    paused_for_approval(zdd, name, "v1.1", "--strategy", "compatible")
     written = httpx.post(f"{public}/api/articles", json={"title": "after-the-restore-point"})
     assert written.status_code == 201
     config = _config(name)

@@ -13,6 +13,19 @@ from pathlib import Path
 from tests.helpers.commands import ROOT, Result, config_file
 
 
+def paused_for_approval(
+    zdd: Callable[..., Result], stack: str, version: str, *options: str
+) -> Result:
+    """`zdd deploy --wait-for-approval --yes --json`, which must stop awaiting approval."""
+    paused = zdd(
+        "deploy", "-s", stack, "--version", version, "--wait-for-approval", "--yes", "--json",
+        *options,
+    )  # fmt: skip
+    assert paused.code == 0, paused.stderr
+    assert paused.json()["outcome"] == "awaiting-approval", paused.stdout
+    return paused
+
+
 class Driver:
     """`zdd <args>` running in the background, its stderr (the steps it says) read line by
     line. With `own_group`, it runs in its own process group, so that killing it kills the
