@@ -56,6 +56,16 @@ def test_full_deployment_under_load_loses_nothing(
     assert report["read_only_window_seconds"] == pytest.approx(
         on_clone_until - on_clone_from, abs=0.01
     )
+    # The window against the primary's own work in it: the deploy update's resource steps,
+    # the migration and the restart on v2 among them, each inside the window.
+    work = report["primary_work"]
+    migrated = {c["resource"]: c for c in report["changed"] if c["phase"] == "deploy"}
+    assert {"primary-db-migration", "primary-process"} <= work["resources"].keys()
+    assert work["resources"] == {n: c["seconds"] for n, c in migrated.items() if "seconds" in c}
+    assert 0 < work["seconds"] < report["read_only_window_seconds"]
+    assert work["window_over_work"] == pytest.approx(
+        report["read_only_window_seconds"] / work["seconds"], rel=0.02
+    )
 
     # The history keeps what the visitors saw: the window and the probe's figures.
     (kept, _init) = zdd("history", "--stack", name, "--json").json()["deployments"]

@@ -550,6 +550,12 @@ def _print_result(report: dict[str, Any]) -> None:
     err.print(table)
     if report.get("read_only_window_seconds") is not None:
         err.print(f"read-only window: {report['read_only_window_seconds']:.2f}s")
+    if work := report.get("primary_work"):
+        parts = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in work["resources"].items())
+        err.print(
+            f"  the primary's own work in it: {work['seconds']:.2f}s ({parts}); the window is "
+            f"{work['window_over_work']:.1f}x that (the rest: engine start-ups and the driver)"
+        )
     if report.get("probe"):
         err.print(
             "probe: {requests} requests, {failed} failed, {writes_acknowledged} writes "

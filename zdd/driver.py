@@ -583,9 +583,11 @@ class Driver:
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")
         if result is not None:
-            result.changed += [
-                {"phase": str(phase), "resource": name, "op": op} for name, op in outcome.changed
-            ]
+            for name, op in outcome.changed:
+                change: dict[str, Any] = {"phase": str(phase), "resource": name, "op": op}
+                if (seconds := outcome.step_seconds.get(name)) is not None:
+                    change["seconds"] = round(seconds, 2)
+                result.changed.append(change)
         # The read-only window runs from the front door's switch to the clone to its switch
         # back, as the engine reported them (an update that moved no traffic leaves it alone).
         switched = outcome.front_door_changed_at

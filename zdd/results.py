@@ -53,8 +53,9 @@ class DeployResult:
     probe: dict[str, Any] | None = None
     window: tuple[float, float] | None = None  # epoch seconds: traffic on the clone
     error: str | None = None
-    # Every resource an update changed: {"phase", "resource", "op"}.
-    changed: list[dict[str, str]] = field(default_factory=list)
+    # Every resource an update changed: {"phase", "resource", "op"}, and "seconds" (its step)
+    # for a resource that does work itself.
+    changed: list[dict[str, Any]] = field(default_factory=list)
     # Read-write mode: what the clone was given and where its database is archived.
     lost_writes: dict[str, Any] | None = None
     # Read-only mode: the clone's database changed although it was read-only (rule 9 of
@@ -64,6 +65,25 @@ class DeployResult:
     strategy: str = "clone"
     strategy_reason: str | None = None
     rehearsal: dict[str, Any] | None = None
+
+    def primary_work(self) -> dict[str, Any] | None:
+        """The read-only window against the primary's own work in it: what the update that
+        upgrades and migrates the primary spent in its resources (restore point, migration,
+        start and health check); the rest of the window is the engine and the driver."""
+        window = self.read_only_window_seconds
+        steps = {
+            change["resource"]: float(change["seconds"])
+            for change in self.changed
+            if change["phase"] == "deploy" and "seconds" in change
+        }
+        if not window or not steps:
+            return None
+        seconds = sum(steps.values())
+        return {
+            "seconds": round(seconds, 2),
+            "resources": {name: round(value, 2) for name, value in steps.items()},
+            "window_over_work": round(window / seconds, 2),
+        }
 
     def as_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -87,6 +107,8 @@ class DeployResult:
             "strategy": self.strategy,
             "strategy_reason": self.strategy_reason,
         }
+        if (work := self.primary_work()) is not None:
+            result["primary_work"] = work
         if self.rehearsal is not None:
             result["rehearsal"] = self.rehearsal
         if self.lost_writes is not None:

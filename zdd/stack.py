@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -114,6 +114,16 @@ class Outcome:
     # (resource name, operation) of every resource the engine changed or would change.
     changed: list[tuple[str, str]]
     front_door_changed_at: float | None = None
+    # Seconds from the engine's start of each changed resource's step to its end, by name
+    # (resources that do work, not the components that group them).
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def is_leaf_resource(resource_type: str) -> bool:
+    """A resource that does work itself: not a component (`zdd:`) or the stack (`pulumi:`)."""
+    return resource_type.startswith("pulumi-python:dynamic") or not (
+        resource_type.startswith(("zdd:", "pulumi:"))
+    )
 
 
 class _ChangeLog:
@@ -123,6 +133,8 @@ class _ChangeLog:
 
     def __init__(self) -> None:
         self.changed: list[tuple[str, str]] = []
+        self.step_seconds: dict[str, float] = {}
+        self._begun: dict[str, float] = {}
         # When the engine finished changing a front door resource (epoch seconds): the
         # moment public traffic moved, whatever the target.
         self.front_door_changed_at: float | None = None
@@ -148,16 +160,19 @@ class _ChangeLog:
         if done is not None and done.metadata.type == "pulumi:pulumi:Stack":
             state = done.metadata.new
             self.outputs = dict(state.outputs or {}) if state is not None else {}
+        now = time.time()
         if pre is not None:
             op = self._op(pre.metadata)
             if op not in self._QUIET and pre.metadata.type != "pulumi:pulumi:Stack":
                 self.changed.append((pre.metadata.urn.rsplit("::", 1)[-1], op))
-        elif (
-            done is not None
-            and "FrontDoor$" in done.metadata.urn
-            and self._op(done.metadata) not in self._QUIET
-        ):
-            self.front_door_changed_at = time.time()
+                self._begun[pre.metadata.urn] = now
+        elif done is not None:
+            began = self._begun.pop(done.metadata.urn, None)
+            if began is not None and is_leaf_resource(done.metadata.type):
+                name = done.metadata.urn.rsplit("::", 1)[-1]
+                self.step_seconds[name] = self.step_seconds.get(name, 0.0) + now - began
+            if "FrontDoor$" in done.metadata.urn and self._op(done.metadata) not in self._QUIET:
+                self.front_door_changed_at = now
 
 
 class _EventedStack(auto.Stack):
@@ -379,7 +394,9 @@ class Stack:
         summary = log.summary
         seconds = float(summary.duration_seconds) if summary else 0.0
         changes = {str(op): n for op, n in (summary.resource_changes if summary else {}).items()}
-        return Outcome(changes, seconds, log.changed, log.front_door_changed_at)
+        return Outcome(
+            changes, seconds, log.changed, log.front_door_changed_at, dict(log.step_seconds)
+        )
 
     def _told(self, log: _ChangeLog) -> Callable[[auto.EngineEvent], None]:
         def tell(event: auto.EngineEvent) -> None:

@@ -17,7 +17,7 @@ from zdd.bench.metrics import rounded
 from zdd.chart import PhaseSpan
 from zdd.console import Say
 from zdd.phases import RestorePointTaken
-from zdd.stack import Outcome, Stack
+from zdd.stack import Outcome, Stack, is_leaf_resource
 
 # Resource outputs worth keeping in a step's record.
 _KEPT_OUTPUTS = ("copy_seconds", "size_bytes")
@@ -48,12 +48,6 @@ class ResourceStep:
     @property
     def ended(self) -> float:
         return self.started + self.seconds
-
-
-def _is_leaf(resource_type: str) -> bool:
-    return resource_type.startswith("pulumi-python:dynamic") or not (
-        resource_type.startswith(("zdd:", "pulumi:"))
-    )
 
 
 @dataclass
@@ -143,7 +137,9 @@ class _StepLog:
                 }
                 name = meta.urn.split("::")[-1]
                 self.steps.append(
-                    ResourceStep(name, op, now - started, kept, _is_leaf(meta.type), started)
+                    ResourceStep(
+                        name, op, now - started, kept, is_leaf_resource(meta.type), started
+                    )
                 )
 
 
