@@ -1,5 +1,6 @@
-"""`make chaos`'s choices on PostgreSQL: which engine a run uses, when the database server is
-the victim, and which failures its downtime explains (no deployment runs here)."""
+"""`make chaos`'s choices: which engine a run uses, when the database server is the victim,
+and which failures the downtime of the server or the front door explains (no deployment runs
+here)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,20 @@ def test_failures_while_the_database_is_down_are_counted_apart_whatever_their_st
     # Answered after the kill (one sent just before it), and within the reconnect slack.
     assert during == 3 and span == 11.0
     assert chaos._database_failures(samples, None) == (0, 11.0)
+
+
+def test_requests_that_lost_their_connection_with_the_front_door_are_counted_apart() -> None:
+    def failed(at: float, status: int, seconds: float) -> Sample:
+        return Sample(
+            at=at, kind="write", status=status, outcome="failed", origin=None, seconds=seconds
+        )
+
+    samples = [
+        failed(7.0, 0, 3.0),  # held at the front door from before the kill: ended with it
+        failed(10.5, 0, 0.01),  # sent while it was down
+        failed(9.0, 0, 0.5),  # no answer, but before the kill
+        failed(10.2, 503, 0.01),  # an HTTP answer is never excused
+    ]
+    during, span = chaos._failure_spans(samples, (10.0, 10.3))
+    assert during == 2 and span == 3.5
+    assert chaos._failure_spans(samples, None) == (0, 3.5)

@@ -214,13 +214,18 @@ STALE_CONNECTION_SECONDS = 1.0
 
 
 def _failure_spans(samples: list[Sample], down: tuple[float, float] | None) -> tuple[int, float]:
-    """Failed requests with no HTTP answer while the front door was down (probe seconds), and
-    the seconds all failures spanned. A failure with an HTTP status is never excused."""
+    """Failed requests whose connection ended with no HTTP answer while the front door was
+    down (probe seconds), and the seconds all failures spanned. They count by when they ended:
+    a write the front door held lost its connection with it, however long before the kill it
+    was sent (by design: it never reached a server). A failure with an HTTP status is never
+    excused."""
     failed = [s for s in samples if s.outcome == "failed"]
     during = sum(
         1
         for s in failed
-        if down and s.status == 0 and down[0] <= s.at <= down[1] + STALE_CONNECTION_SECONDS
+        if down
+        and s.status == 0
+        and down[0] <= s.at + s.seconds <= down[1] + STALE_CONNECTION_SECONDS
     )
     times = [s.at for s in failed]
     return during, (max(times) - min(times)) if times else 0.0
