@@ -47,6 +47,7 @@ from zdd.phases import (
     declare,
 )
 from zdd.rehearsal import StrategyChoice, decide
+from zdd.targets import RehearsalRequest
 from zdd.targets.azure import AZURE
 from zdd.targets.azure_rehearsal import AzureRehearsal, rehearsal_of
 
@@ -314,7 +315,9 @@ def test_azure_stacks_can_rehearse_and_say_what_it_would_do() -> None:
     assert AZURE.rehearsal is rehearsal_of
     config = {"currentVersion": "v1", "app": app_spec(), "rehearse": "v0.9"}
     plan_ = rehearsal_of(
-        NO_ENV, "prod", config, {"primary_database": "site-g1"}, "v2", FakeEngine()
+        RehearsalRequest(
+            NO_ENV, "prod", config, {"primary_database": "site-g1"}, "v2", FakeEngine()
+        )
     )
     assert plan_.leftover and plan_.copy_of == "site-g1"
     shown = plan_.as_json()
@@ -322,7 +325,9 @@ def test_azure_stacks_can_rehearse_and_say_what_it_would_do() -> None:
     assert "nothing public changes" in shown["steps"][-1]
     with pytest.raises(BadInput, match="no `migrate`"):
         rehearsal_of(
-            NO_ENV, "prod", {**config, "app": app_spec(migrate=None)}, {}, "v2", FakeEngine()
+            RehearsalRequest(
+                NO_ENV, "prod", {**config, "app": app_spec(migrate=None)}, {}, "v2", FakeEngine()
+            )
         )
 
 

@@ -66,7 +66,7 @@ from zdd.registry import DEFAULT_TARGET, LOCAL_TARGET
 from zdd.rehearsal import Rehearsal
 from zdd.results import DeployResult, PhaseTiming, Status
 from zdd.stack import Stack
-from zdd.targets import TargetOps, check_version, ops_for
+from zdd.targets import RehearsalRequest, TargetOps, check_version, ops_for
 
 # The command that made a stack and may remove it without asking (`zdd demo`'s own stack).
 MADE_BY_KEY = "madeBy"
@@ -264,7 +264,14 @@ class Driver:
         if ops.rehearsal is None:
             raise BadInput(f"target {ops.name} cannot rehearse a release; use --strategy clone")
         return ops.rehearsal(
-            self.env, self.stack_name, config, outputs, version, _RehearsalUpdates(self, version)
+            RehearsalRequest(
+                self.env,
+                self.stack_name,
+                config,
+                outputs,
+                version,
+                _RehearsalUpdates(self, version),
+            )
         )
 
     # -- actions -------------------------------------------------------------------------

@@ -42,6 +42,19 @@ class LogLocation:
 
 
 @dataclass(frozen=True)
+class RehearsalRequest:
+    """A rehearsal of `version` asked of a stack at rest: its config and the outputs of its
+    last update, and the driver's engine for a copy only the engine can make (a cloud copy)."""
+
+    env: Environment
+    stack: str
+    config: Mapping[str, str]
+    outputs: Mapping[str, Any]
+    version: str
+    engine: RehearsalEngine
+
+
+@dataclass(frozen=True)
 class TargetOps:
     name: str
     # Refuses a version the stack cannot deploy; gets the stack's config (its app spec).
@@ -91,16 +104,9 @@ class TargetOps:
     writes_after_restore: (
         Callable[[Environment, str, Mapping[str, Any]], LostWrites | None] | None
     ) = None
-    # What a rehearsal of a version does on the stack (config, outputs, version, and the
-    # driver's engine for a copy only the engine can make); None: this target cannot
-    # rehearse, so its deployments take the clone path.
-    rehearsal: (
-        Callable[
-            [Environment, str, Mapping[str, str], Mapping[str, Any], str, RehearsalEngine],
-            Rehearsal,
-        ]
-        | None
-    ) = None
+    # What a rehearsal of a version does on the stack; None: this target cannot rehearse, so
+    # its deployments take the clone path.
+    rehearsal: Callable[[RehearsalRequest], Rehearsal] | None = None
 
 
 def check_version_format(version: str) -> None:

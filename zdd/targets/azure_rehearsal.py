@@ -16,7 +16,7 @@ deployment's clone takes the web app over (its config change removes the key too
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +24,9 @@ import httpx
 
 from zdd.appspec import AppSpec
 from zdd.console import Say
-from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed
 from zdd.rehearsal import Failure, RehearsalEngine, RehearsalReport, ask_site
-from zdd.targets import app_spec
+from zdd.targets import RehearsalRequest, app_spec
 
 REHEARSE_KEY = "rehearse"
 # An App Service app that is still starting answers these (its front end, not the site).
@@ -151,15 +150,9 @@ class AzureRehearsal:
             self.sleep(POLL_SECONDS)
 
 
-def rehearsal_of(
-    _env: Environment,
-    stack: str,
-    config: Mapping[str, str],
-    outputs: Mapping[str, Any],
-    version: str,
-    engine: RehearsalEngine,
-) -> AzureRehearsal:
-    """The TargetOps hook: a rehearsal of `version` on an Azure stack at rest."""
+def rehearsal_of(request: RehearsalRequest) -> AzureRehearsal:
+    """The TargetOps hook: a rehearsal of a version on an Azure stack at rest."""
+    config = request.config
     spec = app_spec(config)
     if not spec.migrate:
         raise BadInput(
@@ -167,11 +160,11 @@ def rehearsal_of(
             "rehearsed; deploy with --strategy clone"
         )
     return AzureRehearsal(
-        stack=stack,
+        stack=request.stack,
         spec=spec,
         from_version=config["currentVersion"],
-        version=version,
-        copy_of=str(outputs.get("primary_database") or "the primary database"),
-        engine=engine,
+        version=request.version,
+        copy_of=str(request.outputs.get("primary_database") or "the primary database"),
+        engine=request.engine,
         leftover=bool(config.get(REHEARSE_KEY)),
     )

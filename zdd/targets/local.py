@@ -18,9 +18,9 @@ from zdd.environment import Environment, log_file, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import PORTS_PER_STACK, SERVED_BY_HEADER, Mode, RestorePointTaken
 from zdd.registry import LOCAL_TARGET
-from zdd.rehearsal import Copier, RehearsalEngine, RehearsalPlan
+from zdd.rehearsal import Copier, RehearsalPlan
 from zdd.sqlite_files import data_digest, restore_point_file_name
-from zdd.targets import LogLocation, TargetOps, app_spec
+from zdd.targets import LogLocation, RehearsalRequest, TargetOps, app_spec
 from zdd.targets.local_rehearsal import PostgresCopy, SqliteCopy, scratch_data_dir
 
 
@@ -181,23 +181,17 @@ def _writes_after_restore(
     return writes_since(folder / restore_point_file_name(taken.id), folder / str(served))
 
 
-def _rehearsal(
-    env: Environment,
-    stack: str,
-    config: Mapping[str, str],
-    outputs: Mapping[str, Any],
-    version: str,
-    _engine: RehearsalEngine,
-) -> RehearsalPlan:
+def _rehearsal(request: RehearsalRequest) -> RehearsalPlan:
     """A rehearsal on a copy of the primary's data, in the stack's own folder: its SQLite
     file, or its database of the stack's PostgreSQL cluster."""
+    config, outputs, stack = request.config, request.outputs, request.stack
     spec = app_spec(config)
     database = outputs.get("primary_database")
     server = outputs.get("database_server")
     engine = appspec.DatabaseEngine
     if not database or (spec.engine is engine.POSTGRESQL and not server):
         raise BadInput(f"stack {stack!r} has no primary database yet; run `zdd resume`")
-    folder = env.stack_dir(stack)
+    folder = request.env.stack_dir(stack)
     copier: Copier = SqliteCopy(folder / str(database))
     if spec.engine is engine.POSTGRESQL:
         from zdd import postgres
@@ -210,7 +204,7 @@ def _rehearsal(
         copier=copier,
         spec=spec,
         from_version=config["currentVersion"],
-        version=version,
+        version=request.version,
     )
 
 
