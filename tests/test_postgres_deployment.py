@@ -1,7 +1,8 @@
 """The sample site on PostgreSQL, on the real engine with the stack's own cluster: a full
-deployment under load, a rollback with database after a failed migration, a clone whose own
-cluster keeps it read-only and goes with it (or with the stack), the server, the clone's base
-backup or the clone's server killed while the deployment needs them, and bad input refused."""
+deployment under load, a rollback with database after a failed migration, a restore point
+changed or gone refused before anything changes, a clone whose own cluster keeps it read-only and
+goes with it (or with the stack), the server, the clone's base backup or the clone's server killed
+while the deployment needs them, and bad input refused."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.helpers.commands import ROOT, Result, processes_naming, run, stack_dir
+from tests.helpers.commands import ROOT, Result, config_file, processes_naming, run, stack_dir
+from tests.helpers.restore_points import flip_bytes_of_a_table
 from zdd import postgres
 
 pytestmark = [
@@ -95,6 +97,37 @@ def test_rollback_with_database_after_a_failed_migration_serves_every_acknowledg
     write_titles(public, ["after the rollback"])
 
 
+def test_a_restore_point_changed_or_gone_is_refused_before_anything_changes(
+    pg_stack: Callable[[str], dict[str, Any]], zdd: Callable[..., Result]
+) -> None:
+    stack = pg_stack("v1")
+    name, public = stack["stack"], stack["public_url"]
+    write_titles(public, ["kept"])
+    paused = zdd("deploy", "--stack", name, "--version", "v2", "--wait-for-approval", "--json")
+    assert paused.code == 0, paused.stderr
+    (point,) = stack_dir(name).glob(f"restore-*{postgres.RESTORE_POINT_SUFFIX}")
+    config = config_file(name)
+    before = config.read_text()
+    # Bytes of a table changed, its size kept: the server's checksums in the manifest see it.
+    flip_bytes_of_a_table(point)
+    refused = zdd("rollback", "--stack", name, "--with-database", "--json")
+    assert refused.code == 3, refused.stderr
+    error = refused.json()["error"]
+    assert "no longer holds what it held when taken" in error and "--code-only" in error
+    postgres.remove_restore_point(point)
+    gone = zdd("rollback", "--stack", name, "--with-database", "--json")
+    assert gone.code == 3 and "is gone" in gone.json()["error"], gone.stderr
+    # Nothing changed: no new generation, no scratch server; the deployment goes on.
+    assert config.read_text() == before
+    assert not postgres.restore_scratch_dir(stack_dir(name)).exists()
+    done = zdd("complete", "--stack", name, "--json")
+    assert done.code == 0, done.stderr
+    status = zdd("status", "--stack", name, "--json").json()
+    assert (status["phase"], status["current_version"]) == ("idle", "v2")
+    assert status["database_generation"] == 1
+    assert "kept" in served_titles(public)
+
+
 def test_a_write_reaching_the_clone_database_is_refused_by_postgresql(
     pg_stack: Callable[[str], dict[str, Any]],
     zdd: Callable[..., Result],
@@ -169,10 +202,10 @@ def _pids_with(marker: str) -> Iterator[int]:
 @pytest.mark.parametrize(
     "marker",
     [
-        # The clone's copy (a base backup), the restore point (a dump into a file), the
+        # The clone's copy (a base backup), the restore point (a base backup of its own), the
         # migration.
         "pg_basebackup",
-        "pg_dump --format=custom --no-owner --no-acl --compress=0 --dbname",
+        f"--label={postgres.RESTORE_POINT_LABEL}",
         "sampleapp migrate",
     ],
     ids=["copy", "restore-point", "migration"],

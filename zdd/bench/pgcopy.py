@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 from zdd import postgres
 from zdd.bench.metrics import MIB, rounded, throughput_mb_s
-from zdd.sqlite_files import files_folder
 
 PRIMARY = "bench_primary"
 # pgbench's size per scale unit, tables and indexes, measured on PostgreSQL 15.
@@ -127,10 +126,9 @@ def _measure(server: postgres.Server, folder: Path, say: Callable[[str], None]) 
     shutil.rmtree(copy_folder)
     # Ours: what the restore point resource does (a dump into a file, hashed as it is written,
     # and the files beside it).
-    dump = folder / postgres.restore_point_file_name("rp-bench")
-    timed("restore_point", lambda: postgres.restore_point(server, PRIMARY, dump, files))
-    dump.unlink()
-    shutil.rmtree(files_folder(dump), ignore_errors=True)
+    point = folder / postgres.restore_point_folder_name("rp-bench")
+    timed("restore_point", lambda: postgres.restore_point(server, PRIMARY, point, files))
+    postgres.remove_restore_point(point)
     # The raw tools, with their defaults.
     env = server.client_env()
     postgres.create_database(server, "bench_raw")
