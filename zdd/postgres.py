@@ -51,6 +51,9 @@ RESTORE_POINT_SUFFIX = ".pgbackup"
 _BACKUP_DATA = "data"
 _BACKUP_DATABASE = "database"
 # What the server checksums each file of a restore point with as it sends it (its manifest).
+# A CRC finds any change but one crafted to keep it, which only someone who can write the
+# server's files could make, and who could as well change the live database; SHA-256 made the
+# restore point 1.27x pg_basebackup at 1 GiB, against 1.01x (README, "On PostgreSQL").
 MANIFEST_CHECKSUMS = "CRC32C"
 # Names a restore point's base backup in the server's activity and in `ps`.
 RESTORE_POINT_LABEL = "zdd-restore-point"
