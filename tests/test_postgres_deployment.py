@@ -1,8 +1,8 @@
 """The sample site on PostgreSQL, on the real engine with the stack's own cluster: a full
-deployment under load, a rollback with database after a failed migration, a restore point
-changed or gone refused before anything changes, a clone whose own cluster keeps it read-only and
-goes with it (or with the stack), the server, the clone's base backup or the clone's server killed
-while the deployment needs them, and bad input refused."""
+deployment under load, a rollback with database after a failed migration (and its restore killed
+and resumed), a restore point changed or gone refused before anything changes, a clone whose own
+cluster keeps it read-only and goes with it (or with the stack), the server, the clone's base
+backup or the clone's server killed while the deployment needs them, and bad input refused."""
 
 from __future__ import annotations
 
@@ -95,6 +95,45 @@ def test_rollback_with_database_after_a_failed_migration_serves_every_acknowledg
     assert status["database_generation"] == 2
     assert set(before) <= served_titles(public)
     write_titles(public, ["after the rollback"])
+
+
+def test_a_rollback_whose_restore_was_killed_is_resumed_from_the_intact_restore_point(
+    pg_stack: Callable[[str], dict[str, Any]],
+    zdd: Callable[..., Result],
+    pulumi: Callable[..., Result],
+) -> None:
+    stack = pg_stack("v1")
+    name, public = stack["stack"], stack["public_url"]
+    _bulk_rows(pulumi, name)
+    before = [f"before-{n}" for n in range(10)]
+    write_titles(public, before)
+    failed = zdd("deploy", "--stack", name, "--version", "v3-bad-migration", "--json")
+    assert failed.code != 0
+    scratch = postgres.restore_scratch_dir(stack_dir(name))
+
+    def scratch_server_while_restoring() -> int | None:
+        # Its server while its database goes into the new generation (pg_restore runs).
+        server = postgres.postmaster_pid(scratch / "data")
+        return server if server and next(_pids_with("pg_restore"), None) else None
+
+    stop = threading.Event()
+    watcher = _kill_when_found(scratch_server_while_restoring, stop)
+    try:
+        back = zdd("rollback", "--with-database", "--stack", name, "--json")
+    finally:
+        killed = stop.is_set()
+        stop.set()
+        watcher.join()
+    assert killed, "the restore's scratch server was not killed"
+    # The dump from it broke off: the update failed, and is resumed.
+    assert back.code != 0
+    resumed = zdd("resume", "--stack", name, "--json")
+    assert resumed.code == 0, resumed.stderr
+    status = zdd("status", "--stack", name, "--json").json()
+    assert (status["phase"], status["current_version"]) == ("idle", "v1")
+    assert status["database_generation"] == 2
+    assert set(before) <= served_titles(public)
+    assert not scratch.exists() and not processes_naming(scratch)
 
 
 def test_a_restore_point_changed_or_gone_is_refused_before_anything_changes(
@@ -238,12 +277,7 @@ def _deploy_with_a_kill(
     public address and the rows written before."""
     stack = pg_stack("v1")
     name, public = stack["stack"], stack["public_url"]
-    server = server_of(pulumi, name)
-    with psycopg.connect(server.url(postgres.database_name("primary", 1)), autocommit=True) as c:
-        c.execute(
-            "INSERT INTO articles (title, body, updated_at) "
-            "SELECT 'bulk ' || g, repeat('x', 400), 0 FROM generate_series(1, 300000) g"
-        )
+    _bulk_rows(pulumi, name)
     before = [f"before-{n}" for n in range(10)]
     write_titles(public, before)
     stop = threading.Event()
@@ -291,6 +325,17 @@ def test_bad_database_input_is_refused_with_nothing_changed(
     for name in ("pg-bad-engine", "pg-mismatch", "pg-missing"):
         assert zdd("status", "--stack", name, "--json").code != 0
         assert not stack_dir(name).exists()
+
+
+def _bulk_rows(pulumi: Callable[..., Result], name: str) -> None:
+    """Enough rows in the primary database that each step copying it takes long enough to be
+    caught in the middle."""
+    server = server_of(pulumi, name)
+    with psycopg.connect(server.url(postgres.database_name("primary", 1)), autocommit=True) as c:
+        c.execute(
+            "INSERT INTO articles (title, body, updated_at) "
+            "SELECT 'bulk ' || g, repeat('x', 400), 0 FROM generate_series(1, 300000) g"
+        )
 
 
 def _kill_when_found(find: Callable[[], int | None], stop: threading.Event) -> threading.Thread:
