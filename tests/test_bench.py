@@ -95,7 +95,8 @@ def test_the_postgresql_section_times_ours_beside_every_raw_tool_and_leaves_noth
     seconds = result["seconds"]
     for label in ("clone_copy", "restore_point", "pg_dump_pipe_pg_restore", "pg_basebackup",
                   "pg_dump_dir_j2_pg_restore_j2", "pg_dump_file", "pitr_named_point",
-                  "pg_basebackup_sha256_manifest", "restore_from_point"):  # fmt: skip
+                  "pg_basebackup_sha256_manifest", "restore_point_check",
+                  "restore_from_point"):  # fmt: skip
         assert seconds[label] > 0, label
     for job in ("clone_copy", "restore_point"):
         mine = result[job]

@@ -183,8 +183,15 @@ def _measure(
     ):
         timed(label, functools.partial(_basebackup, server, base, option))
         shutil.rmtree(base)
-    # A rollback's restore from our restore point into a new database (not part of the goal).
-    postgres.restore_point(server, PRIMARY, point, files)
+    # A rollback's proof of our restore point (the driver's, before it changes anything) and
+    # its restore into a new database (neither part of the goal).
+    proof = postgres.restore_point(server, PRIMARY, point, files)
+    problem = timed(
+        "restore_point_check",
+        lambda: postgres.restore_point_problem(point, proof, server.bin_dir),
+    )
+    if problem is not None:
+        raise postgres.PostgresFailed(f"the bench's restore point does not prove: {problem}")
     timed("restore_from_point", lambda: postgres.restore_database(server, point, "bench_back"))
     postgres.drop_database(server, "bench_back")
     postgres.remove_restore_point(point)
@@ -306,8 +313,8 @@ def summary(result: dict[str, Any]) -> list[str]:
         f"postgresql at {size}: PITR's named point archived {seconds['pitr_named_point']}s; "
         f"pg_basebackup with a manifest of SHA-256 checksums "
         f"{seconds['pg_basebackup_sha256_manifest']}s, with --no-sync "
-        f"{seconds['pg_basebackup_no_sync']}s; "
-        f"a rollback's restore from the restore point {seconds['restore_from_point']}s",
+        f"{seconds['pg_basebackup_no_sync']}s; a rollback's check of the restore point "
+        f"{seconds['restore_point_check']}s and restore from it {seconds['restore_from_point']}s",
     ]
 
 
