@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -238,20 +239,43 @@ def _basebackup(server: postgres.Server, folder: Path, *options: str) -> None:
     _run(server, [*argv, *options])
 
 
+@dataclass(frozen=True)
+class _Archive:
+    folder: Path
+    receiver: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        """True while pg_receivewal runs; its error once it stopped (it stops on any)."""
+        if self.receiver.poll() is not None:
+            raise postgres.PostgresFailed(
+                f"pg_receivewal stopped (exit {self.receiver.returncode}): "
+                f"{self.log.read_text(errors='replace')[-2000:]}"
+            )
+        return True
+
+
 @contextmanager
-def _wal_archive(server: postgres.Server, folder: Path) -> Iterator[Path]:
+def _wal_archive(server: postgres.Server, folder: Path) -> Iterator[_Archive]:
     """A WAL archive of the cluster in `folder` while the block runs: pg_receivewal, which
     streams the WAL and keeps each segment once complete, as `archive_mode` with an
-    `archive_command` would (and needs no restart of the server to start)."""
+    `archive_command` would (and needs no restart of the server to start); its slot keeps the
+    server from recycling a segment before the archive has it, as an archive needs."""
     folder.mkdir()
-    name = "zdd-bench-wal-archive"
-    argv = [server.program("pg_receivewal"), "-D", str(folder), "--synchronous", "--no-loop"]
-    receiver = subprocess.Popen(
-        argv, env={**server.client_env(), "PGAPPNAME": name}, stderr=subprocess.DEVNULL
-    )
+    name, slot = "zdd-bench-wal-archive", "zdd_bench_wal_archive"
+    with server.admin() as conn:
+        conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
+    argv = [server.program("pg_receivewal"), "-D", str(folder), "--slot", slot,
+            "--synchronous", "--no-loop"]  # fmt: skip
+    log = folder.with_suffix(".log")
+    with open(log, "wb") as errors:
+        receiver = subprocess.Popen(
+            argv, env={**server.client_env(), "PGAPPNAME": name}, stderr=errors
+        )
+    archive = _Archive(folder, receiver, log)
     try:
-        _until(lambda: _streaming(server, name), "the WAL archive to stream")
-        yield folder
+        _until(lambda: archive.alive() and _streaming(server, name), "the WAL archive to stream")
+        yield archive
     finally:
         receiver.send_signal(signal.SIGINT)  # its way to stop, having synced what it has
         try:
@@ -259,9 +283,11 @@ def _wal_archive(server: postgres.Server, folder: Path) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             receiver.kill()
             receiver.wait()
+        with server.admin() as conn:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
 
 
-def _named_point(server: postgres.Server, archive: Path) -> None:
+def _named_point(server: postgres.Server, archive: _Archive) -> None:
     """Point-in-time recovery's restore point: a named point in the WAL, and the WAL switched
     so that the segment holding it is complete in the archive (a recovery replays only what
     the archive holds)."""
@@ -271,8 +297,8 @@ def _named_point(server: postgres.Server, archive: Path) -> None:
         ).fetchone()
         conn.execute("SELECT pg_switch_wal()")
     assert row is not None
-    segment = archive / str(row[0])
-    _until(segment.is_file, "the named point to be archived")
+    segment = archive.folder / str(row[0])
+    _until(lambda: archive.alive() and segment.is_file(), "the named point to be archived")
 
 
 def _streaming(server: postgres.Server, name: str) -> bool:
