@@ -131,7 +131,7 @@ def _primary_server_database_problems(resource: Resource, config: StackConfig) -
     if generation > 1 and (
         not restore_from
         or restored_from is None
-        or PurePath(str(restore_from)).name != postgres.restore_point_file_name(restored_from)
+        or PurePath(str(restore_from)).name != postgres.restore_point_folder_name(restored_from)
     ):
         problems.append(
             f"{resource.name}: generation {generation} is only made from the restore point "

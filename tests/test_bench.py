@@ -94,10 +94,15 @@ def test_the_postgresql_section_times_ours_beside_every_raw_tool_and_leaves_noth
     assert set(Path(tempfile.gettempdir()).glob("zdd-bench-pg-*")) == before
     seconds = result["seconds"]
     for label in ("clone_copy", "restore_point", "pg_dump_pipe_pg_restore", "pg_basebackup",
-                  "pg_dump_dir_j2_pg_restore_j2", "pg_dump_file"):  # fmt: skip
+                  "pg_dump_dir_j2_pg_restore_j2", "pg_dump_file", "pitr_named_point",
+                  "pg_basebackup_sha256_manifest", "restore_point_check",
+                  "restore_from_point"):  # fmt: skip
         assert seconds[label] > 0, label
-    copy = result["clone_copy"]
-    ratio = seconds["clone_copy"] / seconds[copy["best_raw"]]
-    assert copy["over_best_raw"] == pytest.approx(ratio, rel=0.05)
+    for job in ("clone_copy", "restore_point"):
+        mine = result[job]
+        ratio = seconds[job] / seconds[mine["best_raw"]]
+        assert mine["over_best_raw"] == pytest.approx(ratio, rel=0.05), job
+    # The restore point is measured beside both raw tools that could keep one.
+    assert {"pg_basebackup", "pg_dump_pipe_pg_restore"} <= set(pgcopy.POINT_TOOLS)
     assert result["bytes"] > 10 * 2**20
     assert any("restore point" in line for line in lines)

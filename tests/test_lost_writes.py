@@ -39,7 +39,7 @@ def test_only_a_migration_means_nothing_was_lost(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(postgres.bin_dir() is None, reason="PostgreSQL is not installed")
-def test_on_postgresql_a_visitors_rows_are_reported_against_the_restore_points_dump(
+def test_on_postgresql_a_visitors_rows_are_reported_against_the_restore_point(
     tmp_path: Path,
 ) -> None:
     with postgres.standalone_cluster(tmp_path / "cluster") as server:
@@ -52,13 +52,14 @@ def test_on_postgresql_a_visitors_rows_are_reported_against_the_restore_points_d
             # No primary key, and a NULL among its values.
             conn.execute("CREATE TABLE tags (name text)")
             conn.execute("INSERT INTO tags VALUES ('kept'), (NULL)")
-            dump = tmp_path / "point.pgdump"
-            postgres.dump_database(server, "served", dump)
+            point = tmp_path / postgres.restore_point_folder_name("rp")
+            (tmp_path / "files").mkdir()
+            postgres.restore_point(server, "served", point, tmp_path / "files")
             conn.execute("UPDATE alembic_version SET version_num = '0002'")
             conn.execute("INSERT INTO articles (title) VALUES ('a visitor''s')")
             conn.execute("UPDATE articles SET title = 'edited again' WHERE title = 'edited'")
             conn.execute("INSERT INTO tags VALUES ('new')")
-        lost = writes_since_on_server(server, dump, "served")
+        lost = writes_since_on_server(server, point, "served")
         assert set(lost.as_json()["tables"]) == {"articles", "tags"}
         assert lost.tables["articles"].added == [{"id": 3, "title": "a visitor's"}]
         assert lost.tables["articles"].changed == [{"id": 2, "title": "edited again"}]

@@ -1,7 +1,8 @@
 """A stack's PostgreSQL, on a real server the tests start and stop: the clone's copy (a cluster
 of its own) is consistent while the primary writes and does not hold it up, a write reaching the
 read-only clone is refused by the server itself, a change to it is what the driver's check finds,
-and a restore point restores exactly what it proved."""
+a restore point restores exactly what it proved into a new database, and a restore point changed
+or gone is what the driver's check finds."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.helpers.commands import processes_naming
+from tests.helpers.restore_points import append, flip_bytes_of_a_table
 from zdd import appspec, postgres
 from zdd.environment import Environment
 from zdd.errors import BadInput
-from zdd.phases import Mode
-from zdd.sqlite_files import data_digest, files_folder
+from zdd.phases import Mode, RestorePointTaken
+from zdd.sqlite_files import files_folder
 from zdd.targets.local import LOCAL
 
 pytestmark = pytest.mark.skipif(postgres.bin_dir() is None, reason="PostgreSQL is not installed")
@@ -132,27 +135,105 @@ def test_the_driver_checks_the_read_only_clone_on_its_own_cluster(
 _SERVER_KEYS = ("port", "admin_password", "site_password", "reader_password")
 
 
+def _restore_point_of(server: postgres.Server, name: str, folder: Path) -> tuple[Path, str]:
+    """A restore point of database `name` (with a files folder) in `folder`, as a stack keeps
+    it, and its proof."""
+    point = folder / postgres.restore_point_folder_name("2026-01-01T00:00:00Z")
+    files = folder / "files"
+    (files / "uploads").mkdir(parents=True)
+    (files / "uploads" / "a.txt").write_text("a file")
+    return point, postgres.restore_point(server, name, point, files)
+
+
 def test_a_restore_point_restores_exactly_what_its_digest_proves(
     server: postgres.Server, tmp_path: Path
 ) -> None:
     _articles(server, "rp_g1", 1_000)
     before = postgres.content_digest(server, "rp_g1")
-    dump = tmp_path / postgres.restore_point_file_name("2026-01-01T00:00:00Z")
-    files = tmp_path / "files"
-    (files / "uploads").mkdir(parents=True)
-    (files / "uploads" / "a.txt").write_text("a file")
-    proof = postgres.restore_point(server, "rp_g1", dump, files)
-    # The proof taken as the dump was written is what a later check reads back from its bytes.
-    assert proof == data_digest(dump)
-    assert (files_folder(dump) / "uploads" / "a.txt").read_text() == "a file"
+    point, proof = _restore_point_of(server, "rp_g1", tmp_path)
+    # The proof taken with the backup is what a later check reads back from the point.
+    assert proof == postgres.restore_point_digest(point)
+    assert postgres.restore_point_problem(point, proof, server.bin_dir) is None
+    assert (files_folder(point) / "uploads" / "a.txt").read_text() == "a file"
+    # The live database moves on: a migration, and a row written after the point.
     with psycopg.connect(server.url("rp_g1"), autocommit=True) as conn:
         conn.execute("ALTER TABLE articles ADD COLUMN summary text")
         conn.execute("UPDATE articles SET title = title || '!' WHERE id < 10")
+        conn.execute("INSERT INTO articles (title) VALUES ('after the restore point')")
     assert postgres.content_digest(server, "rp_g1") != before
-    postgres.restore_database(server, dump, "rp_g2")
-    assert postgres.content_digest(server, "rp_g2") == before
-    # The dump is kept read-only on disk.
-    assert dump.stat().st_mode & 0o222 == 0
+    # Restored twice (a repeated rollback): each time what the point held, never the live
+    # database, into the new database only; the point itself is unchanged by a restore.
+    for new in ("rp_g2", "rp_g3"):
+        postgres.restore_database(server, point, new)
+        assert postgres.content_digest(server, new) == before
+        assert postgres.restore_point_problem(point, proof, server.bin_dir) is None
+    with psycopg.connect(server.url("rp_g1")) as conn:
+        assert conn.execute("SELECT count(*) FROM articles").fetchone() == (1_001,)
+    # The restore's scratch server and folder are gone; the point is read-only on disk.
+    scratch = postgres.restore_scratch_dir(tmp_path)
+    assert not scratch.exists()
+    assert not processes_naming(scratch)
+    assert all(path.stat().st_mode & 0o222 == 0 for path in (point, *point.rglob("*")))
+    postgres.remove_restore_point(point)
+    assert not point.exists() and not files_folder(point).exists()
+
+
+def test_a_restore_left_halfway_is_started_again_from_the_restore_point(
+    server: postgres.Server, tmp_path: Path
+) -> None:
+    _articles(server, "half_g1", 100)
+    before = postgres.content_digest(server, "half_g1")
+    point, proof = _restore_point_of(server, "half_g1", tmp_path)
+    # A restore killed with its scratch server running: the next one stops it and starts over.
+    scratch = postgres.restore_scratch_dir(tmp_path)
+    with postgres.standalone_copy(server, "half_g1", scratch):
+        postgres.restore_database(server, point, "half_g2")
+    assert postgres.content_digest(server, "half_g2") == before
+    assert not scratch.exists()
+    assert postgres.restore_point_problem(point, proof, server.bin_dir) is None
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["table file", "manifest", "wal", "database name", "files folder", "extra file", "gone"],
+)
+def test_the_driver_refuses_a_changed_or_removed_restore_point(
+    tamper: str, server: postgres.Server, tmp_path: Path
+) -> None:
+    name = f"tamper_{tamper.replace(' ', '_')}_g1"
+    _articles(server, name, 20_000)
+    env = Environment(tmp_path)
+    stack = env.stack_dir("site")
+    postgres.data_dir(stack).mkdir(parents=True)  # a stack on PostgreSQL
+    taken_at = "2026-01-01T00:00:00Z"
+    point, proof = _restore_point_of(server, name, stack)
+    taken = RestorePointTaken(taken_at, 0.0, proof)
+    assert LOCAL.restore_point_problem is not None
+    assert LOCAL.restore_point_problem(env, "site", taken) is None
+    data = point / "data"
+    if tamper == "table file":
+        flip_bytes_of_a_table(point)
+    elif tamper == "manifest":
+        append(data / "backup_manifest", " ")
+    elif tamper == "wal":
+        wal = next(p for p in sorted((data / "pg_wal").iterdir()) if p.is_file())
+        wal.parent.chmod(0o700)
+        wal.chmod(0o600)
+        with open(wal, "r+b") as handle:
+            handle.seek(200)
+            handle.write(b"\x00\x01")
+    elif tamper == "database name":
+        append(point / "database", "x")
+    elif tamper == "files folder":
+        (files_folder(point) / "planted.txt").write_text("not the site's")
+    elif tamper == "extra file":
+        append(data / "base" / "planted", "x")
+    else:
+        postgres.remove_restore_point(point)
+    found = LOCAL.restore_point_problem(env, "site", taken)
+    assert found is not None
+    wanted = "is gone" if tamper == "gone" else "no longer holds what it held when taken"
+    assert wanted in found, found
 
 
 def test_the_digest_sees_a_changed_row_and_not_the_storage_order(

@@ -1,5 +1,6 @@
 """The sample site on PostgreSQL, on the real engine with the stack's own cluster: a full
-deployment under load, a rollback with database after a failed migration, a clone whose own
+deployment under load, a rollback with database after a failed migration (and its restore killed
+and resumed), a restore point changed or gone refused before anything changes, a clone whose own
 cluster keeps it read-only and goes with it (or with the stack), the server, the clone's base
 backup or the clone's server killed while the deployment needs them, and bad input refused."""
 
@@ -17,8 +18,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.helpers.commands import ROOT, Result, processes_naming, run, stack_dir
+from tests.helpers.commands import ROOT, Result, config_file, processes_naming, run, stack_dir
 from tests.helpers.postgres import server_of
+from tests.helpers.restore_points import flip_bytes_of_a_table
 from zdd import postgres
 
 pytestmark = [
@@ -86,6 +88,76 @@ def test_rollback_with_database_after_a_failed_migration_serves_every_acknowledg
     assert status["database_generation"] == 2
     assert set(before) <= served_titles(public)
     write_titles(public, ["after the rollback"])
+
+
+def test_a_rollback_whose_restore_was_killed_is_resumed_from_the_intact_restore_point(
+    pg_stack: Callable[[str], dict[str, Any]],
+    zdd: Callable[..., Result],
+    pulumi: Callable[..., Result],
+) -> None:
+    stack = pg_stack("v1")
+    name, public = stack["stack"], stack["public_url"]
+    _bulk_rows(pulumi, name)
+    before = [f"before-{n}" for n in range(10)]
+    write_titles(public, before)
+    failed = zdd("deploy", "--stack", name, "--version", "v3-bad-migration", "--json")
+    assert failed.code != 0
+    scratch = postgres.restore_scratch_dir(stack_dir(name))
+
+    def scratch_server_while_restoring() -> int | None:
+        # Its server while its database goes into the new generation (pg_restore runs).
+        server = postgres.postmaster_pid(scratch / "data")
+        return server if server and next(_pids_with("pg_restore"), None) else None
+
+    stop = threading.Event()
+    watcher = _kill_when_found(scratch_server_while_restoring, stop)
+    try:
+        back = zdd("rollback", "--with-database", "--stack", name, "--json")
+    finally:
+        killed = stop.is_set()
+        stop.set()
+        watcher.join()
+    assert killed, "the restore's scratch server was not killed"
+    # The dump from it broke off: the update failed, and is resumed.
+    assert back.code != 0
+    resumed = zdd("resume", "--stack", name, "--json")
+    assert resumed.code == 0, resumed.stderr
+    status = zdd("status", "--stack", name, "--json").json()
+    assert (status["phase"], status["current_version"]) == ("idle", "v1")
+    assert status["database_generation"] == 2
+    assert set(before) <= served_titles(public)
+    assert not scratch.exists() and not processes_naming(scratch)
+
+
+def test_a_restore_point_changed_or_gone_is_refused_before_anything_changes(
+    pg_stack: Callable[[str], dict[str, Any]], zdd: Callable[..., Result]
+) -> None:
+    stack = pg_stack("v1")
+    name, public = stack["stack"], stack["public_url"]
+    write_titles(public, ["kept"])
+    paused = zdd("deploy", "--stack", name, "--version", "v2", "--wait-for-approval", "--json")
+    assert paused.code == 0, paused.stderr
+    (point,) = stack_dir(name).glob(f"restore-*{postgres.RESTORE_POINT_SUFFIX}")
+    config = config_file(name)
+    before = config.read_text()
+    # Bytes of a table changed, its size kept: the server's checksums in the manifest see it.
+    flip_bytes_of_a_table(point)
+    refused = zdd("rollback", "--stack", name, "--with-database", "--json")
+    assert refused.code == 3, refused.stderr
+    error = refused.json()["error"]
+    assert "no longer holds what it held when taken" in error and "--code-only" in error
+    postgres.remove_restore_point(point)
+    gone = zdd("rollback", "--stack", name, "--with-database", "--json")
+    assert gone.code == 3 and "is gone" in gone.json()["error"], gone.stderr
+    # Nothing changed: no new generation, no scratch server; the deployment goes on.
+    assert config.read_text() == before
+    assert not postgres.restore_scratch_dir(stack_dir(name)).exists()
+    done = zdd("complete", "--stack", name, "--json")
+    assert done.code == 0, done.stderr
+    status = zdd("status", "--stack", name, "--json").json()
+    assert (status["phase"], status["current_version"]) == ("idle", "v2")
+    assert status["database_generation"] == 1
+    assert "kept" in served_titles(public)
 
 
 def test_a_write_reaching_the_clone_database_is_refused_by_postgresql(
@@ -162,10 +234,10 @@ def _pids_with(marker: str) -> Iterator[int]:
 @pytest.mark.parametrize(
     "marker",
     [
-        # The clone's copy (a base backup), the restore point (a dump into a file), the
+        # The clone's copy (a base backup), the restore point (a base backup of its own), the
         # migration.
         "pg_basebackup",
-        "pg_dump --format=custom --no-owner --no-acl --compress=0 --dbname",
+        f"--label={postgres.RESTORE_POINT_LABEL}",
         "sampleapp migrate",
     ],
     ids=["copy", "restore-point", "migration"],
@@ -198,12 +270,7 @@ def _deploy_with_a_kill(
     public address and the rows written before."""
     stack = pg_stack("v1")
     name, public = stack["stack"], stack["public_url"]
-    server = server_of(pulumi, name)
-    with psycopg.connect(server.url(postgres.database_name("primary", 1)), autocommit=True) as c:
-        c.execute(
-            "INSERT INTO articles (title, body, updated_at) "
-            "SELECT 'bulk ' || g, repeat('x', 400), 0 FROM generate_series(1, 300000) g"
-        )
+    _bulk_rows(pulumi, name)
     before = [f"before-{n}" for n in range(10)]
     write_titles(public, before)
     stop = threading.Event()
@@ -251,6 +318,17 @@ def test_bad_database_input_is_refused_with_nothing_changed(
     for name in ("pg-bad-engine", "pg-mismatch", "pg-missing"):
         assert zdd("status", "--stack", name, "--json").code != 0
         assert not stack_dir(name).exists()
+
+
+def _bulk_rows(pulumi: Callable[..., Result], name: str) -> None:
+    """Enough rows in the primary database that each step copying it takes long enough to be
+    caught in the middle."""
+    server = server_of(pulumi, name)
+    with psycopg.connect(server.url(postgres.database_name("primary", 1)), autocommit=True) as c:
+        c.execute(
+            "INSERT INTO articles (title, body, updated_at) "
+            "SELECT 'bulk ' || g, repeat('x', 400), 0 FROM generate_series(1, 300000) g"
+        )
 
 
 def _kill_when_found(find: Callable[[], int | None], stop: threading.Event) -> threading.Thread:

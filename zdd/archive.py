@@ -148,9 +148,10 @@ def writes_since(restore_point: Path, served: Path) -> LostWrites:
 
 
 def writes_since_on_server(server: Server, restore_point: Path, served: str) -> LostWrites:
-    """As `writes_since`, for a database of a stack's PostgreSQL cluster: the restore point's
-    dump is restored into a scratch database of that cluster for as long as they are compared
-    (the restored primary generation has taken writes of its own since)."""
+    """As `writes_since`, for a database of a stack's PostgreSQL cluster: what the restore
+    point holds of the database is restored into a scratch database of that cluster for as
+    long as they are compared (the restored primary generation has taken writes of its own
+    since)."""
     from zdd import postgres
 
     # One name: a comparison that was killed leaves its database to the next, which replaces it.

@@ -1,32 +1,30 @@
 """The local target's PostgreSQL: one cluster per stack and its databases, created, copied while
-the primary writes, made read-only, dumped for restore points and proven by a digest the server
-computes, for the program and the driver alike (no Pulumi).
+the primary writes, made read-only, kept as base backups for restore points and proven by
+digests the server computes, for the program and the driver alike (no Pulumi).
 
 The server refuses to run as root: as root, every server-side program (initdb, postgres, pg_ctl)
 runs as Debian's `postgres` user through `setpriv`, which executes it in place (no child, unlike
-`runuser`), so the supervisor's signals reach the server itself. Clients (pg_dump, pg_restore,
-psycopg) run as whoever runs the update and log in over TCP with a password.
+`runuser`), so the supervisor's signals reach the server itself, and so do pg_basebackup and
+the copies of what it wrote, which only that user may read. Other clients (pg_dump,
+pg_restore, psycopg) run as whoever runs the update and log in over TCP with a password.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import pwd
-import queue
 import re
 import secrets
 import shutil
 import subprocess
-import threading
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, LiteralString
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -47,10 +45,25 @@ ADMIN_ROLE = "zdd_admin"
 SITE_ROLE = "site"
 READER_ROLE = "site_reader"
 HOST = "127.0.0.1"
-# A restore point of a PostgreSQL database is a dump in pg_dump's custom format.
-DUMP_SUFFIX = ".pgdump"
+# A restore point is a folder: a base backup of the stack's cluster (`_BACKUP_DATA`) and the
+# name of the database a restore takes out of it (`_BACKUP_DATABASE`).
+RESTORE_POINT_SUFFIX = ".pgbackup"
+_BACKUP_DATA = "data"
+_BACKUP_DATABASE = "database"
+# What the server checksums each file of a restore point with as it sends it (its manifest).
+# A CRC finds any change but one crafted to keep it, which only someone who can write the
+# server's files could make, and who could as well change the live database; SHA-256 made the
+# restore point 1.28x pg_basebackup at 1 GiB, against 1.01x (README, "On PostgreSQL").
+MANIFEST_CHECKSUMS = "CRC32C"
+# Names a restore point's base backup in the server's activity and in `ps`.
+RESTORE_POINT_LABEL = "zdd-restore-point"
 # The clone's cluster: its folder in the stack's, and its log's name (`zdd logs`).
 CLONE_CLUSTER = "postgresql-clone"
+# A rollback's scratch cluster, a copy of the restore point it restores from.
+RESTORE_CLUSTER = "postgresql-restore"
+# What a stack's PostgreSQL needs of the installed programs.
+_PROGRAMS = ("initdb", "postgres", "pg_ctl", "pg_dump", "pg_restore", "pg_basebackup",
+             "pg_verifybackup", "pg_waldump")  # fmt: skip
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -76,7 +89,7 @@ def bin_dir() -> Path | None:
         + [Path(p).parent for p in [shutil.which("postgres")] if p]
     )
     for folder in candidates:
-        if all((folder / name).is_file() for name in ("initdb", "postgres", "pg_ctl", "pg_dump")):
+        if all((folder / name).is_file() for name in _PROGRAMS):
             return folder
     return None
 
@@ -91,7 +104,7 @@ def require_bin_dir() -> Path:
     if found is None:
         raise PostgresMissing(
             "the app spec asks for database engine postgresql, but PostgreSQL's server programs "
-            "(initdb, postgres, pg_ctl, pg_dump) are not installed: run `make setup` (it installs "
+            f"({', '.join(_PROGRAMS)}) are not installed: run `make setup` (it installs "
             "Debian's postgresql package as root) or `apt-get install postgresql`"
         )
     return found
@@ -110,8 +123,8 @@ def database_name(role: str, generation: int) -> str:
     return name
 
 
-def restore_point_file_name(restore_point: str) -> str:
-    return f"restore-{restore_point.replace(':', '')}{DUMP_SUFFIX}"
+def restore_point_folder_name(restore_point: str) -> str:
+    return f"restore-{restore_point.replace(':', '')}{RESTORE_POINT_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,11 @@ def clone_data_dir(stack_dir: Path) -> Path:
 
 def clone_socket_dir(stack_dir: Path) -> Path:
     return clone_cluster_dir(stack_dir) / "run"
+
+
+def restore_scratch_dir(stack_dir: Path) -> Path:
+    """Where a rollback runs a server on a copy of its restore point (its data folder `data`)."""
+    return stack_dir / RESTORE_CLUSTER
 
 
 # -- the cluster ------------------------------------------------------------------------------
@@ -455,7 +473,13 @@ def base_backup(
             f"base backup of the cluster into {data_dir} failed (exit {done.returncode}):\n"
             f"{done.stderr.decode(errors='replace')}"
         )
-    # No primary_conninfo: it replays what the backup holds and waits for more forever.
+    _make_standby(data_dir)
+
+
+def _make_standby(data_dir: Path) -> None:
+    """A base backup made ready to start as a hot standby with no upstream (no
+    primary_conninfo): it replays what the backup holds, then waits for more forever, taking
+    read-only logins, refusing every write."""
     standby = data_dir / "standby.signal"
     standby.touch()
     _give_to_server_user(standby)
@@ -474,99 +498,194 @@ def _restore_argv(server: Server, destination: str) -> list[str]:
     ]
 
 
-def dump_database(server: Server, name: str, path: Path) -> hashlib._Hash:
-    """A dump of `name` at one moment into `path`, made read-only once complete; the sha256 of
-    its bytes, taken as they are written (the restore point's proof needs no second read).
-
-    Uncompressed: a restore point is taken inside the read-only window, where pg_dump's gzip
-    (one core) would cost more than writing the bytes; `make bench` measures both. Written
-    through a pipe, the custom format has no data offsets, which only a parallel or partial
-    restore would want; the whole, sequential restore reads it as it reads a file."""
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    digest = hashlib.sha256()
-    dump = subprocess.Popen(
-        [
-            server.program("pg_dump"),
-            "--format=custom",
-            "--no-owner",
-            "--no-acl",
-            "--compress=0",
-            "--dbname",
-            name,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=server.client_env(),
-    )
-    try:
-        assert dump.stdout is not None
-        with contextlib.suppress(OSError):
-            # pg_dump writes ahead while a chunk is hashed (the default pipe holds 64 KiB).
-            fcntl.fcntl(dump.stdout.fileno(), fcntl.F_SETPIPE_SZ, _DUMP_CHUNK)
-        _write_and_hash(dump.stdout, partial, digest)
-        errors = dump.stderr.read() if dump.stderr else b""
-        if dump.wait() != 0:
-            raise PostgresFailed(
-                f"dumping database {name} failed:\n{errors.decode(errors='replace')}"
-            )
-    except BaseException:
-        dump.kill()
-        dump.wait()
-        partial.unlink(missing_ok=True)
-        raise
-    partial.chmod(0o444)
-    partial.replace(path)
-    return digest
-
-
-_DUMP_CHUNK = 1 << 20
-
-
-def _write_and_hash(source: IO[bytes], path: Path, digest: hashlib._Hash) -> None:
-    """Copy `source` into `path`, hashing on a second thread (hashlib lets go of the
-    interpreter lock), so the hash costs little beside the dump."""
-    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
-
-    def hash_chunks() -> None:
-        while (chunk := chunks.get()) is not None:
-            digest.update(chunk)
-
-    hasher = threading.Thread(target=hash_chunks, daemon=True)
-    hasher.start()
-    try:
-        with open(path, "wb") as out:
-            while chunk := source.read(_DUMP_CHUNK):
-                out.write(chunk)
-                chunks.put(chunk)
-    finally:
-        chunks.put(None)
-        hasher.join()
+# -- restore points ---------------------------------------------------------------------------
 
 
 def restore_point(server: Server, name: str, path: Path, files: Path) -> str:
-    """A restore point of database `name` and its files folder: the dump into `path`, the
-    files beside it, and their proof, the same digest `sqlite_files.data_digest` reads back."""
-    digest = dump_database(server, name, path)
-    copy_files(files, files_folder(path))
-    digest_files(files_folder(path), digest)
-    return digest.hexdigest()
+    """A restore point of database `name` and its files folder: a base backup of the whole
+    cluster into `path` (the name of the database a restore takes out of it beside), the files
+    beside `path`, read-only on disk; returns their proof (`restore_point_digest`).
 
-
-def restore_database(server: Server, dump: Path, name: str) -> None:
-    """A new database `name` holding exactly what `dump` holds."""
-    create_database(server, name)
+    It is taken inside the read-only window, where a base backup copies the files as they are
+    (a dump wrote every row out again: 1.94x pg_basebackup at 1 GiB); `-c fast` asks for the
+    checkpoint it starts from at once, and the WAL streamed beside makes the files consistent
+    as of its end. The server checksums each file as it sends it and lists them in the
+    backup's manifest, so the proof costs no second read of the copy. Unlike the clone's copy
+    (`--no-sync`: the server started on it syncs it) no server ever starts on a restore point,
+    and the migration it guards writes durably: pg_basebackup syncs it before it returns."""
+    partial = path.with_name(path.name + ".partial")
+    _remove_read_only(partial)
+    partial.mkdir(parents=True)
+    _give_to_server_user(partial)
+    _reachable_by_server_user(partial)
     done = subprocess.run(
-        [*_restore_argv(server, name), str(dump)],
+        as_server_user(
+            [
+                server.program("pg_basebackup"),
+                "--pgdata",
+                str(partial / _BACKUP_DATA),
+                "--wal-method=stream",
+                "--checkpoint=fast",
+                f"--manifest-checksums={MANIFEST_CHECKSUMS}",
+                f"--label={RESTORE_POINT_LABEL}",
+            ]
+        ),
         capture_output=True,
         env=server.client_env(),
         check=False,
     )
     if done.returncode != 0:
+        _remove_read_only(partial)
         raise PostgresFailed(
-            f"restoring {dump.name} into database {name} failed:\n"
+            f"base backup of the cluster into {path} failed (exit {done.returncode}):\n"
             f"{done.stderr.decode(errors='replace')}"
         )
+    (partial / _BACKUP_DATABASE).write_text(name)
+    copy_files(files, files_folder(path))
+    _make_read_only(partial)
+    _remove_read_only(path)
+    partial.rename(path)
+    return restore_point_digest(path)
+
+
+def restore_point_digest(path: Path) -> str:
+    """The proof of a restore point: the sha256 of its database's name, its backup's manifest
+    (the server's checksum of every file it sent, and of the manifest itself), the WAL the
+    manifest does not list, and its files folder. `restore_point_problem` also checks the
+    backup's files against the manifest."""
+    digest = hashlib.sha256((path / _BACKUP_DATABASE).read_bytes() + b"\0")
+    backup = path / _BACKUP_DATA
+    digest.update((backup / "backup_manifest").read_bytes())
+    digest_files(backup / "pg_wal", digest)
+    digest_files(files_folder(path), digest)
+    return digest.hexdigest()
+
+
+def restore_point_problem(path: Path, digest: str, binaries: Path) -> str | None:
+    """Why restore point `path` no longer proves to be what `digest` recorded when it was taken
+    (gone, changed, a file of its backup not what the manifest says), None when it does."""
+    if not path.is_dir():
+        return f"its folder {path} is gone"
+    try:
+        now = restore_point_digest(path)
+    except OSError as exc:
+        return f"its folder {path} cannot be read ({exc.strerror}: {exc.filename})"
+    if now != digest:
+        return f"its folder {path} or its files folder no longer holds what it held when taken"
+    checked = subprocess.run(
+        [str(binaries / "pg_verifybackup"), "--quiet", str(path / _BACKUP_DATA)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if checked.returncode != 0:
+        found = checked.stderr.strip().splitlines()[:3]
+        return (
+            f"its folder {path} no longer holds what it held when taken (pg_verifybackup: "
+            f"{'; '.join(found)})"
+        )
+    return None
+
+
+def restore_database(server: Server, point: Path, name: str) -> None:
+    """A new database `name` in `server`'s cluster holding exactly what restore point `point`
+    holds of its database.
+
+    The point is copied into a scratch folder and a server started there, as a hot standby
+    with no upstream on a free port, as the clone's; its database goes into `name` through
+    `pg_dump | pg_restore`, and the scratch is stopped and removed. A server never starts on
+    the point itself, which stays as it was proven for a repeated or resumed rollback."""
+    scratch = restore_scratch_dir(point.parent)
+    source = (point / _BACKUP_DATABASE).read_text()
+    _discard_scratch(scratch, server.bin_dir)
+    data, run = scratch / "data", scratch / "run"
+    for folder in (scratch, run):
+        folder.mkdir(parents=True, exist_ok=True)
+        _give_to_server_user(folder)
+    _reachable_by_server_user(data)
+    try:
+        # As the server's user, who owns the copy then; a reflink where the file system can.
+        copying = ["cp", "-a", "--reflink=auto", str(point / _BACKUP_DATA), str(data)]
+        _run(as_server_user(copying), f"copying restore point {point.name}")
+        _run(as_server_user(["chmod", "-R", "u+w", str(data)]), "making the copy writable")
+        data.chmod(0o700)  # the server starts on nothing more open
+        _make_standby(data)
+        copy = replace(server, port=free_port())
+        with _serving(copy, data, run, scratch.with_suffix(".log")):
+            create_database(server, name)
+            _dump_into(copy, source, server, name)
+    finally:
+        _discard_scratch(scratch, server.bin_dir)
+
+
+def remove_restore_point(path: Path) -> None:
+    """A restore point, a half-taken one and its files folder, read-only as they are."""
+    for folder in (path, path.with_name(path.name + ".partial")):
+        _remove_read_only(folder)
+    shutil.rmtree(files_folder(path), ignore_errors=True)
+
+
+def _dump_into(source: Server, database: str, destination: Server, name: str) -> None:
+    with tempfile.TemporaryFile() as dump_errors:
+        dump = subprocess.Popen(
+            [
+                source.program("pg_dump"),
+                "--format=custom",
+                "--compress=0",
+                "--no-owner",
+                "--no-acl",
+                "--dbname",
+                database,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=dump_errors,
+            env=source.client_env(),
+        )
+        assert dump.stdout is not None
+        restored = subprocess.run(
+            _restore_argv(destination, name),
+            stdin=dump.stdout,
+            capture_output=True,
+            env=destination.client_env(),
+            check=False,
+        )
+        dump.stdout.close()
+        if dump.wait() != 0 or restored.returncode != 0:
+            dump_errors.seek(0)
+            raise PostgresFailed(
+                f"restoring database {database} of the restore point into {name} failed:\n"
+                f"{dump_errors.read().decode(errors='replace')}"
+                f"{restored.stderr.decode(errors='replace')}"
+            )
+
+
+def _discard_scratch(scratch: Path, binaries: Path) -> None:
+    """A scratch server left by a restore that did not finish is stopped (by its own pid file),
+    and its folder removed."""
+    stop_cluster(scratch / "data", binaries, mode="immediate")
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _make_read_only(folder: Path) -> None:
+    """Nothing writes to a restore point by mistake, and no server starts on it: PostgreSQL
+    refuses a data folder it cannot write to."""
+    for root, dirs, names in os.walk(folder, topdown=False):
+        for entry in names:
+            if not os.path.islink(os.path.join(root, entry)):
+                os.chmod(os.path.join(root, entry), 0o400)
+        for entry in dirs:
+            if not os.path.islink(os.path.join(root, entry)):
+                os.chmod(os.path.join(root, entry), 0o500)
+    folder.chmod(0o500)
+
+
+def _remove_read_only(folder: Path) -> None:
+    if not folder.exists():
+        return
+    # Its entries can be removed once each folder may be written to.
+    for root, _dirs, _names in os.walk(folder):
+        os.chmod(root, 0o700)
+    shutil.rmtree(folder)
 
 
 # -- proofs -----------------------------------------------------------------------------------
@@ -670,13 +789,6 @@ def standalone_copy(
 
     `writable`: the copy takes writes instead (a rehearsal migrates it). `owner`: the owner id
     its server carries, where it runs as our own user (as root it is found by its pid file)."""
-    copy = Server(
-        port=free_port(),
-        admin_password=server.admin_password,
-        site_password=server.site_password,
-        reader_password=server.reader_password,
-        bin_dir=server.bin_dir,
-    )
     data, run = folder / "data", folder / "run"
     # A writable copy logs in as the site, never as the reader: the grant is not needed.
     base_backup(server, source, data, run, reader=not writable)
@@ -684,13 +796,31 @@ def standalone_copy(
         # With no standby.signal the server replays the streamed WAL up to the backup's end,
         # as after a crash, and then takes writes like any primary.
         (data / "standby.signal").unlink()
-    argv = server_argv(data, run, server.bin_dir, copy.port, read_only=not writable)
-    with _running(argv, folder / "server.log", owner):
+    copy = replace(server, port=free_port())
+    log = folder / "server.log"
+    with _serving(copy, data, run, log, writable=writable, owner=owner):
+        yield copy
+
+
+@contextmanager
+def _serving(
+    copy: Server,
+    data: Path,
+    run: Path,
+    log: Path,
+    *,
+    writable: bool = False,
+    owner: str | None = None,
+) -> Iterator[Server]:
+    """A server on copy `data` at `copy`'s port, taking logins, while the block runs: a hot
+    standby, or with `writable` one that takes writes."""
+    argv = server_argv(data, run, copy.bin_dir, copy.port, read_only=not writable)
+    with _running(argv, log, owner):
         try:
             wait_ready(copy, data_dir=data)
             yield copy
         finally:
-            stop_cluster(data, server.bin_dir)
+            stop_cluster(data, copy.bin_dir)
 
 
 @contextmanager

@@ -216,4 +216,4 @@ class PostgresDatabase(pulumi.ComponentResource):
 
 
 def _restore_point_path(settings: LocalSettings, restore_point: str) -> Path:
-    return settings.state_dir / postgres.restore_point_file_name(restore_point)
+    return settings.state_dir / postgres.restore_point_folder_name(restore_point)

@@ -160,17 +160,17 @@ class PostgresCloneProvider(PostgresClusterProvider):
 
 class PostgresDatabaseProvider(ResourceProvider):
     """A database of the stack's cluster and the site's files folder beside it; with
-    `restore_from`, a restore point's dump restored into it. (A clone's copy is a cluster of
-    its own: `PostgresCloneProvider`.)"""
+    `restore_from`, what a restore point holds of its database restored into it. (A clone's
+    copy is a cluster of its own: `PostgresCloneProvider`.)"""
 
     _REPLACE_ON = ("name", "read_only", "restore_from")
 
     def create(self, props: Props) -> CreateResult:
         server, name, files = _server(props), props["name"], Path(props["files"])
         if props.get("restore_from"):
-            dump = Path(props["restore_from"])
-            postgres.restore_database(server, dump, name)
-            copy_files(files_folder(dump), files)
+            point = Path(props["restore_from"])
+            postgres.restore_database(server, point, name)
+            copy_files(files_folder(point), files)
         else:
             # A primary database is never emptied by a create (its state may have been lost).
             if not postgres.database_exists(server, name):
@@ -203,7 +203,8 @@ class PostgresDatabaseProvider(ResourceProvider):
 
 
 class PostgresRestorePointProvider(_RestorePointProvider):
-    """The PostgreSQL primary's restore point: a dump (one snapshot), read-only on disk."""
+    """The PostgreSQL primary's restore point: a base backup of the stack's cluster (one
+    moment), read-only on disk."""
 
     def _take(self, props: Props, backup: Path) -> str:
         return postgres.restore_point(
@@ -211,6 +212,4 @@ class PostgresRestorePointProvider(_RestorePointProvider):
         )
 
     def delete(self, _id: str, props: Props) -> None:
-        backup = Path(props["backup_path"])
-        backup.unlink(missing_ok=True)
-        shutil.rmtree(files_folder(backup), ignore_errors=True)
+        postgres.remove_restore_point(Path(props["backup_path"]))

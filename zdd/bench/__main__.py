@@ -44,9 +44,11 @@ NOTES = [
     "additive_release: the same additive release (v1 -> v1.1) on a fresh stack per path; the "
     "compatible path's total includes its rehearsal, as `zdd deploy --strategy auto` runs it",
     "postgresql: at BENCH_PROOF_MB, one run each on one pgbench database, in order: the "
-    "clone's copy (pg_dump | pg_restore, uncompressed, one snapshot), then its read-only "
-    "switch and digest, a restore point (pg_dump -Fc into a file and its digest), then the raw "
-    "tools with their defaults; over_best_raw is ours over the fastest raw tool for that job",
+    "clone's copy (pg_basebackup --no-sync and the start of its hot standby), its digest, then "
+    "the restore point (pg_basebackup, the server's manifest as its proof), the raw "
+    "pg_basebackup and PITR's named point archived, beside each other, then a manifest with "
+    "SHA-256 checksums, a rollback's restore and the other raw tools with their defaults; "
+    "over_best_raw is ours over the fastest raw tool for that job",
     "other work may share the cores (see the load averages): figures are noisy",
 ]
 

@@ -133,23 +133,32 @@ def _forget(env: Environment, stack: str) -> None:
         processes.terminate(pid, timeout=5)
     # A database server runs as its own OS user, out of reach of the owner ids: it is found by
     # the pid file in its data folder, inside the stack's folder.
-    # A rehearsal's scratch cluster too: one that was killed left its server running.
+    # A rehearsal's scratch cluster, and a rollback's scratch copy of a restore point, too:
+    # one that was killed left its server running.
     for data in (
         postgres.data_dir(folder),
         postgres.clone_data_dir(folder),
         scratch_data_dir(folder),
+        postgres.restore_scratch_dir(folder) / "data",
     ):
         postgres.stop_cluster(data, postgres.bin_dir(), mode="immediate")
     shutil.rmtree(folder, ignore_errors=True)
 
 
 def _restore_point_problem(env: Environment, stack: str, taken: RestorePointTaken) -> str | None:
-    # A SQLite file, or a PostgreSQL dump: both are proven by their bytes and their files.
+    """A SQLite restore point is proven by its file's bytes and its files; a PostgreSQL one (a
+    stack with a cluster keeps its engine) by its backup's manifest, WAL and files, and by
+    pg_verifybackup reading each file of the backup against the manifest."""
     from zdd import postgres
 
     folder = env.stack_dir(stack)
-    dump = folder / postgres.restore_point_file_name(taken.id)
-    path = dump if dump.is_file() else folder / restore_point_file_name(taken.id)
+    if postgres.data_dir(folder).is_dir():
+        return postgres.restore_point_problem(
+            folder / postgres.restore_point_folder_name(taken.id),
+            taken.digest,
+            postgres.require_bin_dir(),
+        )
+    path = folder / restore_point_file_name(taken.id)
     if not path.is_file():
         return f"its file {path} is gone"
     try:
@@ -173,11 +182,11 @@ def _writes_after_restore(
     folder = env.stack_dir(stack)
     server = outputs.get("database_server")
     if server:
-        # A generation of the stack's cluster, against the restore point's dump.
+        # A generation of the stack's cluster, against what the restore point holds of it.
         from zdd import postgres
 
-        dump = folder / postgres.restore_point_file_name(taken.id)
-        return writes_since_on_server(postgres.server_from_outputs(server), dump, str(served))
+        point = folder / postgres.restore_point_folder_name(taken.id)
+        return writes_since_on_server(postgres.server_from_outputs(server), point, str(served))
     return writes_since(folder / restore_point_file_name(taken.id), folder / str(served))
 
 
