@@ -141,6 +141,22 @@ def clone_writes(archive: Path) -> LostWrites:
     return LostWrites(str(archive), compare(baseline_path(archive), archive))
 
 
+def clone_writes_on_server(server: Server, archive: Path) -> LostWrites:
+    """As `clone_writes`, for a clone's database kept as a PostgreSQL dump beside the dump of
+    its baseline: the archive is restored into a scratch database of the stack's cluster for
+    as long as it is compared with the baseline."""
+    from zdd import postgres
+
+    # One name: a comparison that was killed leaves its database to the next, which replaces it.
+    scratch = "zdd_clone_archive"
+    postgres.restore_database(server, archive, scratch)
+    try:
+        lost = writes_since_on_server(server, baseline_path(archive), scratch)
+    finally:
+        postgres.drop_database(server, scratch)
+    return LostWrites(str(archive), lost.tables)
+
+
 def writes_since(restore_point: Path, served: Path) -> LostWrites:
     """What the database a compatible clone kept serving took after the restore point that the
     primary was rolled back to: those writes are not in the restored primary."""

@@ -461,6 +461,13 @@ def base_backup(
     _give_to_server_user(standby)
 
 
+def make_writable(data_dir: Path) -> None:
+    """A base backup started without `standby.signal` replays the streamed WAL up to the
+    backup's end, as after a crash, and then takes writes like any primary (a rehearsal's copy,
+    a read-write clone's)."""
+    (data_dir / "standby.signal").unlink(missing_ok=True)
+
+
 def _restore_argv(server: Server, destination: str) -> list[str]:
     return [
         server.program("pg_restore"),
@@ -567,6 +574,37 @@ def restore_database(server: Server, dump: Path, name: str) -> None:
             f"restoring {dump.name} into database {name} failed:\n"
             f"{done.stderr.decode(errors='replace')}"
         )
+
+
+def dump_archive(server: Server, name: str, path: Path) -> None:
+    """A compressed dump of `name` into `path`, read-only once complete: a read-write clone's
+    baseline and archive, which are kept for people to read and never restored against a
+    clock, so unlike a restore point they are worth compressing."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [
+            server.program("pg_dump"),
+            "--format=custom",
+            "--no-owner",
+            "--no-acl",
+            "--file",
+            str(partial),
+            "--dbname",
+            name,
+        ],
+        capture_output=True,
+        env=server.client_env(),
+        check=False,
+    )
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise PostgresFailed(
+            f"dumping database {name} into {path} failed:\n{done.stderr.decode(errors='replace')}"
+        )
+    partial.chmod(0o444)
+    partial.replace(path)
 
 
 # -- proofs -----------------------------------------------------------------------------------
@@ -681,9 +719,7 @@ def standalone_copy(
     # A writable copy logs in as the site, never as the reader: the grant is not needed.
     base_backup(server, source, data, run, reader=not writable)
     if writable:
-        # With no standby.signal the server replays the streamed WAL up to the backup's end,
-        # as after a crash, and then takes writes like any primary.
-        (data / "standby.signal").unlink()
+        make_writable(data)
     argv = server_argv(data, run, server.bin_dir, copy.port, read_only=not writable)
     with _running(argv, folder / "server.log", owner):
         try:
