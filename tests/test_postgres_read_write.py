@@ -31,20 +31,25 @@ PRIMARY = postgres.database_name("primary", 1)
 
 
 @pytest.fixture
-def pg_stack(
-    local_stack: Callable[..., dict[str, Any]],
-) -> Iterator[Callable[[str], dict[str, Any]]]:
-    """A stack on PostgreSQL; its clone archives, which outlive `zdd destroy`, go with the test."""
-    made: list[str] = []
+def archived_stacks() -> Iterator[list[str]]:
+    """Stacks whose clone archives go with the test. The archives outlive `zdd destroy`, which
+    takes one of a clone still there: set up before `local_stack`, this is torn down after it."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        shutil.rmtree(archive_dir(ROOT / STATE_ROOT, name), ignore_errors=True)
 
+
+@pytest.fixture
+def pg_stack(
+    archived_stacks: list[str], local_stack: Callable[..., dict[str, Any]]
+) -> Callable[[str], dict[str, Any]]:
     def make(version: str) -> dict[str, Any]:
         stack = local_stack(version, app=SPEC)
-        made.append(stack["stack"])
+        archived_stacks.append(stack["stack"])
         return stack
 
-    yield make
-    for name in made:
-        shutil.rmtree(archive_dir(ROOT / STATE_ROOT, name), ignore_errors=True)
+    return make
 
 
 def archived_titles(server: postgres.Server, dump: Path) -> set[str]:
