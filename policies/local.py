@@ -21,7 +21,7 @@ from zdd.sqlite_files import restore_point_file_name
 PRIMARY_DB_FILE = "primary-db-file"
 CLONE_DB_FILE = "clone-db-file"
 PRIMARY_DB_SERVER = "primary-db-database"
-# A read-only clone's database on PostgreSQL is a cluster of its own, a copy of the stack's.
+# A clone's database on PostgreSQL is a cluster of its own, a copy of the stack's.
 CLONE_DB_SERVER = "clone-db-cluster"
 
 _PRIMARY_FILE_RE = re.compile(r"^primary-g(\d+)\.sqlite$")
