@@ -42,7 +42,7 @@ pulumi.export(
 # A local stack's PostgreSQL server (port, programs, role passwords as secrets): the driver
 # reads the clone's digest through it.
 pulumi.export("database_server", getattr(built.primary_database, "server_outputs", None))
-# A read-only clone's own PostgreSQL server, and its database's name there.
+# The clone's own PostgreSQL server, and its database's name there.
 pulumi.export("clone_database_server", getattr(built.clone_database, "server_outputs", None))
 pulumi.export("public_url", built.front_door.public_url)
 pulumi.export("preview_url", built.front_door.preview_url)

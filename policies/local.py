@@ -13,6 +13,7 @@ from pathlib import PurePath
 
 from policies.model import Resource, StackConfig, TargetChecks, Violation, clone_mode_problems
 from zdd import postgres
+from zdd.phases import DatabaseMode
 from zdd.sqlite_files import restore_point_file_name
 
 # The local target's resources (dynamic resources; see infra/local/components.py and, for a
@@ -20,7 +21,7 @@ from zdd.sqlite_files import restore_point_file_name
 PRIMARY_DB_FILE = "primary-db-file"
 CLONE_DB_FILE = "clone-db-file"
 PRIMARY_DB_SERVER = "primary-db-database"
-# A read-only clone's database on PostgreSQL is a cluster of its own, a copy of the stack's.
+# A clone's database on PostgreSQL is a cluster of its own, a copy of the stack's.
 CLONE_DB_SERVER = "clone-db-cluster"
 
 _PRIMARY_FILE_RE = re.compile(r"^primary-g(\d+)\.sqlite$")
@@ -41,7 +42,11 @@ def _is_local_front_door(resource: Resource) -> bool:
 
 
 def check_clone_read_only(resource: Resource, config: StackConfig) -> list[str]:
-    """The clone process's `database_mode`."""
+    """The clone process's `database_mode`, and on PostgreSQL whether the clone's own cluster
+    takes writes: a writable copy loses what it takes as surely as a ReadWrite site."""
+    if resource.is_dynamic and resource.name == CLONE_DB_SERVER:
+        mode = DatabaseMode.READ_WRITE if resource.prop("writable") else DatabaseMode.READ_ONLY
+        return clone_mode_problems(resource, {"its cluster": mode}, config)
     if not _is_local_site(resource) or resource.prop("instance") != "clone":
         return []
     return clone_mode_problems(resource, {"database_mode": resource.prop("database_mode")}, config)

@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,25 +22,13 @@ import pytest
 from sampleapp.versions import VERSIONS
 from tests.helpers.commands import ROOT, Result, config_file, stack_dir
 from tests.helpers.ports import free_port_block
+from tests.helpers.site import Writer, titles, up_to
 from zdd.environment import STATE_ROOT
 from zdd.sqlite_files import content_digest, data_digest, files_folder
 
 pytestmark = pytest.mark.engine
 
 Make = Callable[[str], dict[str, Any]]
-
-
-def titles(url: str, patience: float = 15.0) -> list[str]:
-    """The article titles the site serves (a front door whose origin just restarted may take a
-    health check or two before it sends requests there again)."""
-    deadline = time.monotonic() + patience
-    while True:
-        response = httpx.get(f"{url}/api/articles/titles", timeout=10)
-        if response.status_code == 200 or time.monotonic() > deadline:
-            response.raise_for_status()
-            found: list[str] = response.json()
-            return found
-        time.sleep(0.2)
 
 
 def write(url: str, title: str) -> int:
@@ -56,14 +43,6 @@ def resource_outputs(pulumi: Callable[..., Result], name: str, resource: str) ->
             outputs: dict[str, Any] = entry.get("outputs") or {}
             return outputs
     raise AssertionError(f"no resource {resource} in stack {name}")
-
-
-def up_to(pulumi: Callable[..., Result], name: str, **config: str) -> None:
-    """Set `zdd:*` keys and run `pulumi up` by hand, as an operator would."""
-    for key, value in config.items():
-        assert pulumi("config", "set", "-s", name, f"zdd:{key}", value).code == 0
-    done = pulumi("up", "--yes", "--skip-preview", "-s", name)
-    assert done.code == 0, done.stdout + done.stderr
 
 
 def test_a_restore_point_that_was_never_taken_is_never_restored_and_abort_still_works(
@@ -126,38 +105,6 @@ def test_the_restore_point_records_what_the_primary_held_before_its_migration(
     back = zdd("rollback", "-s", name, "--with-database", "--json")
     assert back.code == 0, back.stderr
     assert "before-the-deployment" in titles(public)
-
-
-class Writer:
-    """Writes one article after another to `url` and keeps the titles acknowledged (201)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.acknowledged: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set():
-                title = f"w-{uuid.uuid4().hex[:10]}"
-                try:
-                    response = client.post(
-                        f"{self.url}/api/articles", json={"title": title, "text": "x"}
-                    )
-                except httpx.HTTPError:
-                    continue
-                if response.status_code == 201:
-                    self.acknowledged.append(title)
-                time.sleep(0.01)
-
-    def __enter__(self) -> Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
 
 def test_a_read_write_abort_archives_every_write_the_clone_acknowledged(

@@ -538,6 +538,20 @@ def test_clone_database_is_copy_local_postgresql():
         assert "not the clone's cluster folder" in over[0], data
 
 
+def test_a_writable_clone_cluster_needs_the_acknowledgement_local_postgresql():
+    # A read-write clone's cluster on PostgreSQL takes writes that are lost when it goes.
+    read_only = Resource(
+        DYNAMIC,
+        "clone-db-cluster",
+        {"source": "primary_g1", "data_dir": f"{STATE_DIR}/postgresql-clone/data"},
+    )
+    assert check("clone-read-only", read_only, local_config()) == []
+    writable = changed(read_only, "writable", True)
+    [problem] = check("clone-read-only", writable, local_config())
+    assert "its cluster is ReadWrite" in problem and "does not acknowledge data loss" in problem
+    assert check("clone-read-only", writable, local_config("read-write-clone")) == []
+
+
 def test_clone_database_is_copy_azure(azure_runs: dict[str, list[Resource]]):
     copy_ = named(azure_runs["cutover"], "clone-db-copy")
     assert copy_.props["createMode"] == "Copy"

@@ -141,6 +141,25 @@ def clone_writes(archive: Path) -> LostWrites:
     return LostWrites(str(archive), compare(baseline_path(archive), archive))
 
 
+def clone_writes_on_server(server: Server, archive: Path) -> LostWrites:
+    """As `clone_writes`, for a clone's database kept as a PostgreSQL dump beside the dump of
+    its baseline: both are restored into scratch databases of the stack's cluster for as long
+    as they are compared."""
+    from zdd import postgres
+
+    # Fixed names: a comparison that was killed leaves its databases to the next, which
+    # replaces them.
+    baseline, taken = "zdd_clone_baseline", "zdd_clone_archive"
+    try:
+        postgres.restore_dump(server, baseline_path(archive), baseline)
+        postgres.restore_dump(server, archive, taken)
+        changes = _compared_on_server(server, baseline, taken)
+    finally:
+        for name in (baseline, taken):
+            postgres.drop_database(server, name)
+    return LostWrites(str(archive), changes)
+
+
 def writes_since(restore_point: Path, served: Path) -> LostWrites:
     """What the database a compatible clone kept serving took after the restore point that the
     primary was rolled back to: those writes are not in the restored primary."""
@@ -158,11 +177,15 @@ def writes_since_on_server(server: Server, restore_point: Path, served: str) -> 
     scratch = "zdd_compare"
     postgres.restore_database(server, restore_point, scratch)
     try:
-        with server.admin(scratch) as before, server.admin(served) as after:
-            changes = compare_readers(_postgres_reader(before), _postgres_reader(after))
+        changes = _compared_on_server(server, scratch, served)
     finally:
         postgres.drop_database(server, scratch)
     return LostWrites(f"database {served} of the stack's PostgreSQL cluster", changes)
+
+
+def _compared_on_server(server: Server, before: str, after: str) -> dict[str, TableChanges]:
+    with server.admin(before) as earlier, server.admin(after) as later:
+        return compare_readers(_postgres_reader(earlier), _postgres_reader(later))
 
 
 _PG_TABLES = (

@@ -400,7 +400,7 @@ def logs(
         LoggedComponent,
         typer.Argument(
             help="Whose log: primary, clone, frontdoor, postgresql (the stack's database server) "
-            "or postgresql-clone (a read-only clone's own copy of it)."
+            "or postgresql-clone (the clone's own copy of it)."
         ),
     ],
     follow: Annotated[

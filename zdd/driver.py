@@ -483,7 +483,7 @@ class Driver:
                 self._report_writes_after_restore(outputs, ops, result)
             self._up(settings.phase, str(settings.phase), result, self._message(config, result))
             if archive:
-                self._report_clone_writes(archive, ops, result)
+                self._report_clone_writes(archive, outputs, ops, result)
             if settings.phase is not Phase.IDLE:
                 config, state, outputs, ops = self._read()
                 following = self._following(state)
@@ -523,7 +523,9 @@ class Driver:
             message = {**self._message(config, result), "action": "repair"}
             self._up(phase, f"{phase} (repair)", result, message)
 
-    def _report_clone_writes(self, archive: str, ops: TargetOps, result: DeployResult) -> None:
+    def _report_clone_writes(
+        self, archive: str, outputs: dict[str, Any], ops: TargetOps, result: DeployResult
+    ) -> None:
         """Rule 4 of docs/design.md: what a read-write clone took is reported from its archive,
         in plain words."""
         if ops.clone_writes is None:
@@ -533,7 +535,7 @@ class Driver:
                 "is kept as their archive (rows are not compared on this target)"
             )
             return
-        report = ops.clone_writes(Path(archive))
+        report = ops.clone_writes(self.env, self.stack_name, outputs, Path(archive))
         result.lost_writes = report.as_json()
         self.say(report.in_words())
 

@@ -33,7 +33,7 @@ class LoggedComponent(StrEnum):
     FRONTDOOR = "frontdoor"
     # The stack's own database server (a site on PostgreSQL): `postgresql.log`.
     POSTGRESQL = "postgresql"
-    # A read-only clone's own cluster on PostgreSQL: `postgresql-clone.log`.
+    # The clone's own cluster on PostgreSQL: `postgresql-clone.log`.
     POSTGRESQL_CLONE = "postgresql-clone"
 
 

@@ -485,6 +485,13 @@ def _make_standby(data_dir: Path) -> None:
     _give_to_server_user(standby)
 
 
+def make_writable(data_dir: Path) -> None:
+    """A base backup started without `standby.signal` replays the streamed WAL up to the
+    backup's end, as after a crash, and then takes writes like any primary (a rehearsal's copy,
+    a read-write clone's)."""
+    (data_dir / "standby.signal").unlink(missing_ok=True)
+
+
 def _restore_argv(server: Server, destination: str) -> list[str]:
     return [
         server.program("pg_restore"),
@@ -688,6 +695,47 @@ def _remove_read_only(folder: Path) -> None:
     shutil.rmtree(folder)
 
 
+# A read-write clone's baseline and archive are dumps in pg_dump's custom format.
+DUMP_SUFFIX = ".pgdump"
+
+
+def dump_archive(server: Server, name: str, path: Path) -> None:
+    """A compressed dump of `name` into `path`, read-only once complete: a read-write clone's
+    baseline and archive, which are kept for people to read and never restored against a
+    clock, so unlike a restore point they are worth compressing."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [
+            server.program("pg_dump"),
+            "--format=custom",
+            "--no-owner",
+            "--no-acl",
+            "--file",
+            str(partial),
+            "--dbname",
+            name,
+        ],
+        capture_output=True,
+        env=server.client_env(),
+        check=False,
+    )
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise PostgresFailed(
+            f"dumping database {name} into {path} failed:\n{done.stderr.decode(errors='replace')}"
+        )
+    partial.chmod(0o444)
+    partial.replace(path)
+
+
+def restore_dump(server: Server, dump: Path, name: str) -> None:
+    """A new database `name` holding exactly what `dump_archive`'s dump `dump` holds."""
+    create_database(server, name)
+    _run([*_restore_argv(server, name), str(dump)], f"restoring {dump.name} into database {name}")
+
+
 # -- proofs -----------------------------------------------------------------------------------
 
 # Per table, computed by the server in one scan and no sort: the row count and the sum of a
@@ -793,9 +841,7 @@ def standalone_copy(
     # A writable copy logs in as the site, never as the reader: the grant is not needed.
     base_backup(server, source, data, run, reader=not writable)
     if writable:
-        # With no standby.signal the server replays the streamed WAL up to the backup's end,
-        # as after a crash, and then takes writes like any primary.
-        (data / "standby.signal").unlink()
+        make_writable(data)
     copy = replace(server, port=free_port())
     log = folder / "server.log"
     with _serving(copy, data, run, log, writable=writable, owner=owner):

@@ -94,8 +94,9 @@ def restore_point_file_name(restore_point: str) -> str:
 
 
 def baseline_path(path: Path) -> Path:
-    """Where a read-write clone's database keeps the copy it started from."""
-    return path.with_name(f"{path.stem}.baseline.sqlite")
+    """Where a read-write clone's database, or its archive, keeps the copy it started from (a
+    SQLite file, or a PostgreSQL dump)."""
+    return path.with_name(f"{path.stem}.baseline{path.suffix}")
 
 
 def remove_database(path: Path) -> None:
@@ -196,7 +197,13 @@ def archive_database(path: Path, archive: Path, keep: int) -> None:
     `keep` archives in that folder."""
     online_backup(path, archive)
     online_backup(baseline_path(path), baseline_path(archive))
-    archives = [a for a in archive.parent.glob("*.sqlite") if not a.stem.endswith(".baseline")]
-    for old in sorted(archives, key=lambda a: a.stat().st_mtime)[:-keep]:
+    for old in archives_beyond(archive.parent, archive.suffix, keep):
         remove_database(old)
         remove_database(baseline_path(old))
+
+
+def archives_beyond(folder: Path, suffix: str, keep: int) -> list[Path]:
+    """The archives ending in `suffix` in `folder` older than the newest `keep` (their
+    baselines, which go with them, are not counted)."""
+    archives = [a for a in folder.glob(f"*{suffix}") if not a.stem.endswith(".baseline")]
+    return sorted(archives, key=lambda a: a.stat().st_mtime)[:-keep]

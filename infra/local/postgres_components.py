@@ -64,11 +64,6 @@ class PostgresDatabase(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("zdd:local:Database", name, None, opts)
-        if args.keep_baseline:
-            raise pulumi.RunError(
-                "a read-write clone is not available on PostgreSQL yet (its writes could not be "
-                "archived): deploy with --mode read-only"
-            )
         child = pulumi.ResourceOptions(parent=self)
         db_name = postgres.database_name(str(args.role), args.generation)
         files = postgres.files_of(settings.state_dir, db_name)
@@ -143,12 +138,13 @@ class PostgresDatabase(pulumi.ComponentResource):
         db_name: str,
         cluster: PostgresCluster,
     ) -> None:
-        """A read-only clone's database: a cluster of its own, a physical copy of the stack's
-        (so the database keeps its source's name there), on the fifth port of the block."""
-        if not self._read_only:
+        """A clone's database: a cluster of its own, a physical copy of the stack's (so the
+        database keeps its source's name there), on the fifth port of the block; a read-write
+        clone's is writable and archived when it goes."""
+        if not self._read_only and not args.keep_baseline:
             raise pulumi.RunError(
-                "a clone on PostgreSQL is a read-only copy of the stack's cluster: deploy with "
-                "--mode read-only"
+                "a writable copy of the stack's cluster keeps its baseline, or the writes the "
+                "clone takes could not be reported: deploy with --mode read-only"
             )
         settings = self._settings
         state = settings.state_dir
@@ -167,15 +163,35 @@ class PostgresDatabase(pulumi.ComponentResource):
                 "log_path": str(log_file(state, postgres.CLONE_CLUSTER)),
                 "ports_dir": str(settings.ports_dir),
                 "front_door_folder": str(state) if args.hold_writes_for_copy else None,
+                # Absent on a read-only copy, so a stack made before read-write clones existed
+                # on PostgreSQL keeps its copy.
+                **(
+                    {
+                        "writable": True,
+                        "archive_dir": str(settings.archive_dir),
+                        "archive_stem": f"{args.role}-g{args.generation}",
+                        "archive_keep": settings.archive_keep,
+                    }
+                    if args.keep_baseline
+                    else {}
+                ),
             },
             pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[cluster],
                 additional_secret_outputs=[*providers.SECRET_OUTPUTS, "clone_server"],
             ),
-            outputs=("pid", "copy_seconds", "digest", "clone_server", *providers.SECRET_OUTPUTS),
+            outputs=(
+                "pid",
+                "copy_seconds",
+                "digest",
+                "clone_server",
+                "archive_path",
+                *providers.SECRET_OUTPUTS,
+            ),
         )
         self.copy_digest = self.database.out("digest")
+        self.archive = self.database.out("archive_path") if args.keep_baseline else None
         clone_server: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(
             self.database.out("clone_server")
         )

@@ -17,7 +17,7 @@ from infra.local import haproxy
 from infra.local.providers import Props, _ProcessProvider, _RestorePointProvider, _whole
 from infra.replacing import changed
 from zdd import postgres, processes
-from zdd.sqlite_files import copy_files, files_folder
+from zdd.sqlite_files import archives_beyond, baseline_path, copy_files, files_folder
 
 # A server that was killed replays its write-ahead log before it takes logins again.
 SERVER_READY_SECONDS = 120.0
@@ -35,7 +35,7 @@ class PostgresClusterProvider(_ProcessProvider):
     through its own pid file, which lies in the stack's folder."""
 
     _UPDATE_ON = ("port", "bin_dir")  # a restart of the server
-    _REPLACE_ON = ("data_dir",)
+    _REPLACE_ON: tuple[str, ...] = ("data_dir",)
 
     def _stop(self, props: Props) -> None:
         """The supervisor is asked to stop first (so it starts nothing again); the server then
@@ -93,9 +93,14 @@ class PostgresClusterProvider(_ProcessProvider):
 
 
 class PostgresCloneProvider(PostgresClusterProvider):
-    """A read-only clone's database: a cluster of its own, made by a base backup of the stack's
-    while the primary keeps writing, run as a hot standby with no upstream (PostgreSQL refuses
-    every write), on its own port and folder in the stack's; deleted with the clone.
+    """A clone's database: a cluster of its own, made by a base backup of the stack's while the
+    primary keeps writing, on its own port and folder in the stack's; deleted with the clone.
+    A read-only clone's runs as a hot standby with no upstream (PostgreSQL refuses every
+    write). A read-write clone's (`writable`) is started as a primary of its own, keeps a dump
+    of what the copy held (its baseline), and is dumped into `archive_path` when it is deleted:
+    deletes come last in an update, after the front door moved the traffic away and the
+    clone's process (which depends on it) stopped, so the archive holds every write the clone
+    acknowledged.
 
     The copy is taken once, at create: a server that died is started again on the same copy.
     Its roles and passwords are the stack's cluster's at the copy, kept in `clone_server`."""
@@ -103,7 +108,7 @@ class PostgresCloneProvider(PostgresClusterProvider):
     # Not `source`: a new generation of the primary (a rollback with database) must never
     # replace the copy under the live clone.
     _UPDATE_ON = ("port", "bin_dir")
-    _REPLACE_ON = ("data_dir",)
+    _REPLACE_ON = ("data_dir", "writable")
 
     def _discard(self, props: Props) -> None:
         self._stop(props)
@@ -119,16 +124,30 @@ class PostgresCloneProvider(PostgresClusterProvider):
         # A copy left by a create that did not finish (nothing in the state owns it).
         self._discard(outs)
         started = time.monotonic()
+        writable = bool(props.get("writable"))
         try:
             if props.get("front_door_folder"):
                 # Writes wait at the front door from now until the primary serves again.
                 haproxy.hold_writes_for_copy(Path(props["front_door_folder"]), timeout=60)
             data, run = Path(props["data_dir"]), Path(props["socket_dir"])
-            postgres.base_backup(primary, props["source"], data, run)
-            outs = self._start(outs, standby=True)
+            # A writable copy is reached as the site, which owns the database: the reader's
+            # grant is not needed there.
+            postgres.base_backup(primary, props["source"], data, run, reader=not writable)
+            if writable:
+                postgres.make_writable(data)
+            outs = self._start(outs, standby=not writable)
             copy_files(Path(props["source_files"]), Path(props["files"]))
             server = postgres.server_from_outputs(copied)
             digest = postgres.site_data_digest(server, props["source"], Path(props["files"]))
+            if writable:
+                # Before the clone exists, so nothing but the copy is in it: the clone's own
+                # writes are what its archive holds beyond this.
+                postgres.dump_archive(server, props["source"], _baseline(props))
+                stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+                outs["archive_path"] = str(
+                    Path(props["archive_dir"])
+                    / f"{props['archive_stem']}-{stamp}{postgres.DUMP_SUFFIX}"
+                )
         except BaseException:
             self._discard(outs)
             if props.get("ports_dir"):
@@ -150,12 +169,37 @@ class PostgresCloneProvider(PostgresClusterProvider):
         kept = {
             key: olds[key] for key in (*SECRET_OUTPUTS, "clone_server", "copy_seconds", "digest")
         }
+        kept["archive_path"] = olds.get("archive_path")
         kept["clone_server"] = {**kept["clone_server"], "port": news["port"]}
-        return UpdateResult(outs=self._start({**news, **kept}, standby=True))
+        return UpdateResult(outs=self._start({**news, **kept}, standby=not news.get("writable")))
 
     def delete(self, _id: str, props: Props) -> None:
+        if props.get("archive_path"):
+            self._archive(_whole(props))
         super().delete(_id, props)
         shutil.rmtree(Path(props["files"]), ignore_errors=True)
+
+    def _archive(self, props: Props) -> None:
+        """The read-write clone's database as a dump in the archive folder, its baseline
+        beside it (the pair `zdd.archive` compares), and only the newest `archive_keep`
+        archives there. A server that died is started again first: its writes are in its
+        data folder; a copy whose folder is gone has nothing left to archive."""
+        if not (Path(props["data_dir"]) / "PG_VERSION").is_file():
+            return
+        if not self._alive(props):
+            self._start(props)
+        archive = Path(props["archive_path"])
+        server = postgres.server_from_outputs(props["clone_server"])
+        postgres.dump_archive(server, props["source"], archive)
+        shutil.copy(_baseline(props), baseline_path(archive))
+        for old in archives_beyond(archive.parent, archive.suffix, int(props["archive_keep"])):
+            old.unlink(missing_ok=True)
+            baseline_path(old).unlink(missing_ok=True)
+
+
+def _baseline(props: Props) -> Path:
+    """A read-write clone's baseline: in its cluster's folder, so it goes with the copy."""
+    return Path(props["data_dir"]).parent / f"baseline{postgres.DUMP_SUFFIX}"
 
 
 class PostgresDatabaseProvider(ResourceProvider):

@@ -13,7 +13,7 @@ from zdd import postgres
 def server_of(
     pulumi: Callable[..., Result], name: str, output: str = "database_server"
 ) -> postgres.Server:
-    """The stack's cluster, or with `clone_database_server` a read-only clone's own."""
+    """The stack's cluster, or with `clone_database_server` the clone's own."""
     outputs = pulumi("stack", "output", "--stack", name, "--json", "--show-secrets").json()
     return postgres.server_from_outputs(outputs[output])
 

@@ -63,9 +63,10 @@ class TargetOps:
     # In-flight public requests to an origin ("primary" or "clone"), for the drain check.
     in_flight: Callable[[Mapping[str, Any], str], int]
     timeouts: GateTimeouts = field(default_factory=GateTimeouts)
-    # What a read-write clone took, from the archive its database was kept as (None: this
-    # target keeps the archive but cannot compare rows).
-    clone_writes: Callable[[Path], LostWrites] | None = None
+    # What a read-write clone took, from the archive its database was kept as and the outputs
+    # of the update before the one that archived it (None: this target keeps the archive but
+    # cannot compare rows).
+    clone_writes: Callable[[Environment, str, Mapping[str, Any], Path], LostWrites] | None = None
     # Rule 9 of docs/design.md, checked before a read-only clone is destroyed: what changed in
     # its database since it was copied, in words (None: nothing, or this target cannot tell).
     read_only_violation: Callable[[Environment, str, Mapping[str, Any]], str | None] | None = None

@@ -13,7 +13,13 @@ from infra.local.haproxy import AdminSocket, FrontDoorError
 # `zdd.postgres` is imported by the functions that need it: psycopg's import would cost every
 # `zdd` command, on SQLite stacks too, a tenth of a second.
 from zdd import appspec, processes
-from zdd.archive import LostWrites, clone_writes, writes_since, writes_since_on_server
+from zdd.archive import (
+    LostWrites,
+    clone_writes,
+    clone_writes_on_server,
+    writes_since,
+    writes_since_on_server,
+)
 from zdd.environment import Environment, log_file, ports_dir
 from zdd.errors import BadInput, GateFailed
 from zdd.phases import PORTS_PER_STACK, SERVED_BY_HEADER, Mode, RestorePointTaken
@@ -190,6 +196,19 @@ def _writes_after_restore(
     return writes_since(folder / restore_point_file_name(taken.id), folder / str(served))
 
 
+def _clone_writes(
+    _env: Environment, _stack: str, outputs: Mapping[str, Any], archive: Path
+) -> LostWrites:
+    """A read-write clone's archive against its baseline: SQLite files, or PostgreSQL dumps
+    compared in the stack's cluster."""
+    from zdd import postgres
+
+    server = outputs.get("database_server")
+    if archive.suffix == postgres.DUMP_SUFFIX and server:
+        return clone_writes_on_server(postgres.server_from_outputs(server), archive)
+    return clone_writes(archive)
+
+
 def _rehearsal(request: RehearsalRequest) -> RehearsalPlan:
     """A rehearsal on a copy of the primary's data, in the stack's own folder: its SQLite
     file, or its database of the stack's PostgreSQL cluster."""
@@ -235,7 +254,7 @@ LOCAL = TargetOps(
     _resolve,
     _initial_config,
     _in_flight,
-    clone_writes=clone_writes,
+    clone_writes=_clone_writes,
     read_only_violation=_read_only_violation,
     restore_point_problem=_restore_point_problem,
     served_by_header=SERVED_BY_HEADER,
