@@ -733,7 +733,17 @@ def dump_archive(server: Server, name: str, path: Path) -> None:
 def restore_dump(server: Server, dump: Path, name: str) -> None:
     """A new database `name` holding exactly what `dump_archive`'s dump `dump` holds."""
     create_database(server, name)
-    _run([*_restore_argv(server, name), str(dump)], f"restoring {dump.name} into database {name}")
+    done = subprocess.run(
+        [*_restore_argv(server, name), str(dump)],
+        capture_output=True,
+        env=server.client_env(),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise PostgresFailed(
+            f"restoring {dump.name} into database {name} failed:\n"
+            f"{done.stderr.decode(errors='replace')}"
+        )
 
 
 # -- proofs -----------------------------------------------------------------------------------
