@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.commands import ROOT, Result, config_file, stack_dir
-from tests.helpers.driver import snapshot
+from tests.helpers.driver import read_write_deployment, snapshot
 from tests.helpers.postgres import server_of
 from tests.helpers.site import Writer, titles, up_to
 from zdd import postgres
@@ -83,21 +83,7 @@ def test_a_read_write_deployment_on_postgresql_reports_and_archives_exactly_what
 ) -> None:
     stack = pg_stack("v1")
     name, public = stack["stack"], stack["public_url"]
-    result = zdd(
-        "deploy", "--stack", name, "--version", "v2", "--mode", "read-write",
-        "--accept-data-loss", "--probe", "--json",
-    )  # fmt: skip
-    assert result.code == 0, result.stderr
-    report = result.json()
-    probe, lost = report["probe"], report["lost_writes"]
-    assert probe["failed"] == 0 and probe["writes_refused"] == 0
-    added = lost["tables"]["articles"]["added"]
-    # Exactly the rows the probe wrote while the clone held the traffic: reported, archived,
-    # and the only writes missing from the primary.
-    assert probe["writes_lost"] == len(added) == lost["rows"] > 0
-    taken = {row["title"] for row in added}
-    assert taken == set(probe["lost_titles"])
-    assert "NOT in the primary" in result.stderr and lost["archive"] in result.stderr
+    lost, taken = read_write_deployment(zdd, name)
     # The live primary never got a row the clone took.
     server = server_of(pulumi, name)
     assert not taken & primary_titles(server)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.helpers.commands import ROOT, Result, config_file
 
@@ -24,6 +25,28 @@ def paused_for_approval(
     assert paused.code == 0, paused.stderr
     assert paused.json()["outcome"] == "awaiting-approval", paused.stdout
     return paused
+
+
+def read_write_deployment(
+    zdd: Callable[..., Result], stack: str
+) -> tuple[dict[str, Any], set[str]]:
+    """`zdd deploy --mode read-write --accept-data-loss --probe` to v2, which must fail no
+    request and report exactly the rows the probe wrote while the clone held the traffic (the
+    only writes missing from the primary): its `lost_writes` and those titles."""
+    result = zdd(
+        "deploy", "-s", stack, "--version", "v2", "--mode", "read-write", "--accept-data-loss",
+        "--probe", "--yes", "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    report = result.json()
+    probe, lost = report["probe"], report["lost_writes"]
+    assert probe["failed"] == 0 and probe["writes_refused"] == 0
+    added = lost["tables"]["articles"]["added"]
+    assert probe["writes_lost"] == len(added) == lost["rows"] > 0
+    taken = {row["title"] for row in added}
+    assert taken == set(probe["lost_titles"])
+    assert "NOT in the primary" in result.stderr and lost["archive"] in result.stderr
+    return lost, taken
 
 
 class Driver:
