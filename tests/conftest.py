@@ -5,6 +5,7 @@ loopback stand-ins for Azure's endpoints. Helpers they use live in tests/helpers
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from tests.helpers.commands import (
     stack_dir,
 )
 from tests.helpers.stand_in import Answer, StandIn
-from zdd.environment import STATE_ROOT
+from zdd.environment import STATE_ROOT, archive_dir
 from zdd.processes import find_owned_under
 
 # pytest-xdist gives its workers COLUMNS=80; what `zdd` prints must not depend on the runner's
@@ -87,6 +88,9 @@ def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[..., dict[str, 
     yield make
     for name in made:
         destroyed = zdd("destroy", "--stack", name, "--yes")
+        # A read-write clone's archives outlive `zdd destroy` (they are the user's), and
+        # destroying a clone that is still there archives it too: the test's go with it.
+        shutil.rmtree(archive_dir(ROOT / STATE_ROOT, name), ignore_errors=True)
         assert destroyed.code == 0, destroyed.stderr
         state_dir = stack_dir(name)
         assert not state_dir.exists()

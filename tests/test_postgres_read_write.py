@@ -5,9 +5,8 @@ acknowledgement it is refused and nothing changes."""
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +30,8 @@ PRIMARY = postgres.database_name("primary", 1)
 
 
 @pytest.fixture
-def archived_stacks() -> Iterator[list[str]]:
-    """Stacks whose clone archives go with the test. The archives outlive `zdd destroy`, which
-    takes one of a clone still there: set up before `local_stack`, this is torn down after it."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        shutil.rmtree(archive_dir(ROOT / STATE_ROOT, name), ignore_errors=True)
-
-
-@pytest.fixture
-def pg_stack(
-    archived_stacks: list[str], local_stack: Callable[..., dict[str, Any]]
-) -> Callable[[str], dict[str, Any]]:
-    def make(version: str) -> dict[str, Any]:
-        stack = local_stack(version, app=SPEC)
-        archived_stacks.append(stack["stack"])
-        return stack
-
-    return make
+def pg_stack(local_stack: Callable[..., dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
+    return lambda version: local_stack(version, app=SPEC)
 
 
 def archived_titles(server: postgres.Server, dump: Path) -> set[str]:
