@@ -22,6 +22,7 @@ from tests.helpers.commands import (
     run,
     stack_dir,
 )
+from tests.helpers.postgres import SAMPLE_ON_POSTGRESQL
 from tests.helpers.stand_in import Answer, StandIn
 from zdd.environment import STATE_ROOT, archive_dir
 from zdd.processes import find_owned_under
@@ -97,6 +98,12 @@ def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[..., dict[str, 
         assert not (ROOT / STATE_ROOT / "locks" / f"{name}.lock").exists(), "driver lock left"
         assert find_owned_under(state_dir) == [], f"processes left running for {name}"
         assert processes_naming(state_dir) == [], f"a server left running for {name}"
+
+
+@pytest.fixture
+def pg_stack(local_stack: Callable[..., dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
+    """`make(version)`: a local stack of the sample site on its own PostgreSQL cluster."""
+    return lambda version: local_stack(version, app=SAMPLE_ON_POSTGRESQL)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from tests.helpers.commands import ROOT, Result, config_file, processes_naming, run, stack_dir
-from tests.helpers.postgres import server_of
+from tests.helpers.postgres import SAMPLE_ON_POSTGRESQL, server_of
 from tests.helpers.restore_points import flip_bytes_of_a_table
 from zdd import postgres
 
@@ -27,15 +27,6 @@ pytestmark = [
     pytest.mark.engine(minutes=2),
     pytest.mark.skipif(postgres.bin_dir() is None, reason="PostgreSQL is not installed"),
 ]
-
-SPEC = ROOT / "apps" / "sample" / "app-postgresql.yaml"
-
-
-@pytest.fixture
-def pg_stack(
-    local_stack: Callable[..., dict[str, Any]],
-) -> Callable[[str], dict[str, Any]]:
-    return lambda version: local_stack(version, app=SPEC)
 
 
 def write_titles(public: str, titles: list[str]) -> None:
@@ -297,7 +288,7 @@ def test_bad_database_input_is_refused_with_nothing_changed(
 ) -> None:
     spec = tmp_path / "app.yaml"
     spec.write_text(
-        SPEC.read_text()
+        SAMPLE_ON_POSTGRESQL.read_text()
         .replace("engine: postgresql", "engine: mysql")
         .replace("releases/{version}", f"{ROOT}/apps/sample/releases/{{version}}")
     )

@@ -25,13 +25,7 @@ pytestmark = [
     pytest.mark.skipif(postgres.bin_dir() is None, reason="PostgreSQL is not installed"),
 ]
 
-SPEC = ROOT / "apps" / "sample" / "app-postgresql.yaml"
 PRIMARY = postgres.database_name("primary", 1)
-
-
-@pytest.fixture
-def pg_stack(local_stack: Callable[..., dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
-    return lambda version: local_stack(version, app=SPEC)
 
 
 def archived_titles(server: postgres.Server, dump: Path) -> set[str]:

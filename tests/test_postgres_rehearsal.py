@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.commands import ROOT, Result, killed_in, processes_naming, stack_dir
+from tests.helpers.commands import Result, killed_in, processes_naming, stack_dir
 from tests.helpers.driver import paused_for_approval
 from tests.helpers.postgres import primary_content, server_of
 from zdd import postgres
@@ -25,14 +25,8 @@ pytestmark = [
     pytest.mark.skipif(postgres.bin_dir() is None, reason="PostgreSQL is not installed"),
 ]
 
-SPEC = ROOT / "apps" / "sample" / "app-postgresql.yaml"
 PRIMARY = postgres.database_name("primary", 1)
 Make = Callable[[str], dict[str, Any]]
-
-
-@pytest.fixture
-def pg_stack(local_stack: Callable[..., dict[str, Any]]) -> Make:
-    return lambda version: local_stack(version, app=SPEC)
 
 
 def _no_rehearsal_left(name: str) -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tests.helpers.commands import Result
+from tests.helpers.commands import ROOT, Result
 from zdd import postgres
+
+# The sample site's app spec on the stack's own PostgreSQL cluster.
+SAMPLE_ON_POSTGRESQL = ROOT / "apps" / "sample" / "app-postgresql.yaml"
 
 
 def server_of(
