@@ -7,11 +7,15 @@ import pulumi
 from infra.config import phase_guard, read_settings
 from infra.program import build
 from infra.targets import target_for
+from zdd import registry
 
 config = pulumi.Config("zdd")
 settings = read_settings(config)
 target = target_for(config)
-guard = phase_guard(settings.stack.phase)
+guard = phase_guard(
+    settings.stack.phase,
+    verifies_before_switch=registry.entry(target.name).verifies_before_switch,
+)
 built = build(settings.declaration, target, pulumi.ResourceOptions(depends_on=[guard]))
 
 pulumi.export("phase", str(settings.stack.phase))

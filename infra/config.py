@@ -37,7 +37,7 @@ def read_settings(config: pulumi.Config) -> ProgramSettings:
     return ProgramSettings(stack=stack, declaration=declare(stack), digest=settings_digest(values))
 
 
-def phase_guard(wanted: Phase) -> pulumi.Output[pulumi.Resource]:
+def phase_guard(wanted: Phase, *, verifies_before_switch: bool) -> pulumi.Output[pulumi.Resource]:
     """Refuse an illegal move even when someone runs `pulumi up` by hand (rule 7 of docs/design.md).
 
     The stack reads its own last `phase` output; every component depends on the result, so an
@@ -50,7 +50,9 @@ def phase_guard(wanted: Phase) -> pulumi.Output[pulumi.Resource]:
     def check(applied: object) -> pulumi.Resource:
         if applied is not None:
             try:
-                check_transition(Phase(str(applied)), wanted)
+                check_transition(
+                    Phase(str(applied)), wanted, verifies_before_switch=verifies_before_switch
+                )
             except IllegalTransition as exc:
                 raise pulumi.RunError(f"refused: {exc}") from None
         return me

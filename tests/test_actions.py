@@ -21,13 +21,14 @@ def state(phase: Phase, applied: Phase | None = None, **overrides: object) -> St
     """A stack whose updates applied `applied` (default: `phase`); a restore point counts as
     taken when an update reached deploy, unless `taken` says otherwise."""
     awaiting = bool(overrides.pop("awaiting", False))
+    verifies = bool(overrides.pop("verifies_before_switch", False))
     applied = applied or phase
     reached_deploy = applied in (Phase.DEPLOY, Phase.RETURN)
     taken = overrides.pop("taken", reached_deploy)
     changed = bool(overrides.pop("changed", False))
     settings = phase_settings(phase, point=POINT, **overrides)
     proof = RestorePointTaken(POINT, 1.7e9, "ab12") if taken else None
-    return StackState(settings, applied, awaiting, proof, changed)
+    return StackState(settings, applied, awaiting, proof, changed, verifies_before_switch=verifies)
 
 
 def test_deploy_starts_with_a_clone_and_records_the_mode() -> None:
@@ -202,6 +203,24 @@ def test_next_steps_walk_the_deployment_and_finish_on_the_new_version() -> None:
     assert final["databaseVersion"] is None and final["targetVersion"] is None
     after_code_rollback = next_step(state(Phase.RETURN, target_version="v1", migrate_to="v2"))
     assert after_code_rollback["databaseVersion"] == "v2"
+
+
+def test_cutover_goes_straight_to_return_where_the_program_verifies_and_nobody_approves() -> None:
+    verifying = state(Phase.CUTOVER, verifies_before_switch=True)
+    assert next_step(verifying) == {"phase": Phase.RETURN}
+    # Asked for approval: `deploy` stays a state of its own, where the person looks.
+    waiting = state(Phase.CUTOVER, await_approval=True, verifies_before_switch=True)
+    assert next_step(waiting) == {"phase": Phase.DEPLOY}
+
+
+def test_a_return_from_cutover_cut_short_leaves_the_traffic_on_the_clone_for_a_recovery() -> None:
+    # Its switch back comes last: until the update finished, recoveries act as after `deploy`.
+    cut_short = state(Phase.RETURN, Phase.CUTOVER, changed=True, taken=True)
+    assert cut_short.traffic_on_clone and cut_short.primary_touched
+    change = plan(Action.ROLLBACK_CODE, cut_short)
+    assert change["phase"] == Phase.DEPLOY and change["targetVersion"] == "v1"
+    # A return that followed `deploy` switched: the clone no longer holds the traffic.
+    assert not state(Phase.RETURN, Phase.DEPLOY).traffic_on_clone
 
 
 def test_digest_follows_only_the_keys_that_decide_what_exists() -> None:

@@ -11,7 +11,7 @@ from typing import ClassVar
 import pytest
 
 from tests.helpers.commands import ROOT
-from zdd import appspec, gates
+from zdd import appspec, health
 from zdd.appspec import AppSpec, InvalidAppSpec, Placement
 from zdd.errors import GateFailed
 from zdd.phases import DatabaseMode
@@ -141,7 +141,7 @@ def site() -> Iterator[tuple[str, dict[str, tuple[int, str]]]]:
     server.server_close()
 
 
-EXPECTED = gates.Identity("2.9.2", "clone", "ReadOnly")
+EXPECTED = health.Identity("2.9.2", "clone", "ReadOnly")
 
 
 def test_a_site_is_healthy_when_its_health_path_answers_2xx(
@@ -149,7 +149,7 @@ def test_a_site_is_healthy_when_its_health_path_answers_2xx(
 ) -> None:
     url, answers = site
     answers["/health"] = (204, "")
-    gates.wait_healthy(url, EXPECTED, what="the clone", timeout=5, health_path="/health")
+    health.wait_healthy(url, EXPECTED, what="the clone", timeout=5, health_path="/health")
 
 
 def test_a_health_path_that_never_answers_fails_the_gate_naming_health(
@@ -158,7 +158,7 @@ def test_a_health_path_that_never_answers_fails_the_gate_naming_health(
     url, answers = site
     answers["/healthz"] = (200, "OK")
     with pytest.raises(GateFailed, match=r"answered 404.*`health` path is /health\b"):
-        gates.wait_healthy(url, EXPECTED, what="the clone", timeout=0.5, health_path="/health")
+        health.wait_healthy(url, EXPECTED, what="the clone", timeout=0.5, health_path="/health")
 
 
 def test_a_site_that_reports_its_identity_must_report_the_expected_one(
@@ -168,6 +168,6 @@ def test_a_site_that_reports_its_identity_must_report_the_expected_one(
     seen = {"version": "2.9.2", "instance": "primary", "database_mode": "ReadOnly"}
     answers["/healthz"] = (200, json.dumps(seen))
     with pytest.raises(GateFailed, match="instance 'primary' \\(expected 'clone'\\)"):
-        gates.wait_healthy(url, EXPECTED, what="the clone", timeout=0.5)
+        health.wait_healthy(url, EXPECTED, what="the clone", timeout=0.5)
     answers["/healthz"] = (200, json.dumps({**seen, "instance": "clone"}))
-    gates.wait_healthy(url, EXPECTED, what="the clone", timeout=5)
+    health.wait_healthy(url, EXPECTED, what="the clone", timeout=5)

@@ -404,7 +404,7 @@ def test_clone_is_never_deleted_before_its_origin_is_confirmed_idle(
     )
     monkeypatch.setattr(driver_module, "ops_for", lambda _name: ops)
     monkeypatch.setenv("ZDD_POLICY_PACK", "none")
-    config = {"target": "fake-azure", "deploymentId": "d1", "phase": "return",
+    config = {"target": "azure", "deploymentId": "d1", "phase": "return",
               "currentVersion": "v1", "targetVersion": "v2",
               "restorePoint": "2025-03-01T10:00:13Z"}  # fmt: skip
     urls = {"public_url": public.url, "primary_url": public.url}

@@ -18,7 +18,7 @@ from tests.helpers.azure_mocks import app_spec, run_program
 from tests.helpers.commands import ROOT
 from tests.helpers.settings import phase_settings
 from tests.helpers.stand_in import Answer, site
-from zdd import appspec, gates
+from zdd import appspec, gates, health
 from zdd.appspec import ReleaseKind, release_kind
 from zdd.environment import Environment
 from zdd.errors import BadInput, GateFailed
@@ -62,9 +62,9 @@ def test_public_traffic_gate_waits_for_front_door_to_propagate(stand_in):
 def test_verification_fails_on_a_wrong_version(stand_in):
     preview = stand_in(lambda path: site("primary", version="v1"))
     with pytest.raises(GateFailed) as failure:
-        gates.wait_healthy(
+        health.wait_healthy(
             preview.url,
-            gates.Identity("v2", "primary", "ReadWrite"),
+            health.Identity("v2", "primary", "ReadWrite"),
             what="the primary on v2",
             timeout=0.3,
         )
@@ -76,9 +76,9 @@ def test_verification_fails_on_a_wrong_version(stand_in):
 def test_verification_fails_when_the_preview_does_not_reach_the_primary(stand_in):
     preview = stand_in(lambda path: site("clone", version="v2", mode="ReadOnly"))
     with pytest.raises(GateFailed, match="instance 'clone' \\(expected 'primary'\\)"):
-        gates.wait_healthy(
+        health.wait_healthy(
             preview.url,
-            gates.Identity("v2", "primary", "ReadWrite"),
+            health.Identity("v2", "primary", "ReadWrite"),
             what="the primary on v2",
             timeout=0.3,
         )
@@ -89,9 +89,9 @@ def test_verification_passes_once_the_new_version_answers(stand_in):
     preview = stand_in(
         lambda path: site("primary", version="v2" if time.monotonic() >= ready_at else "v1")
     )
-    gates.wait_healthy(
+    health.wait_healthy(
         preview.url,
-        gates.Identity("v2", "primary", "ReadWrite"),
+        health.Identity("v2", "primary", "ReadWrite"),
         what="the primary on v2",
         timeout=10,
     )

@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers.fake_stack import FakeStack
 from zdd import driver as driver_module
+from zdd import registry
 from zdd.actions import Action
 from zdd.driver import Driver
 from zdd.environment import Environment
@@ -28,7 +29,10 @@ def steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[
     monkeypatch.setenv("ZDD_POLICY_PACK", "none")
 
     def make(
-        config: dict[str, str], events: list[tuple[str, ...]], restorable: str | None = None
+        config: dict[str, str],
+        events: list[tuple[str, ...]],
+        restorable: str | None = None,
+        verifies_before_switch: bool = False,
     ) -> Driver:
         def take_restore_point() -> str:
             events.append(("restore point",))
@@ -47,6 +51,8 @@ def steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[
             if (src, dst) != (src, src):
                 events.append(("gate", str(src), str(dst)))
 
+        entry = registry.TargetEntry("-", "-", verifies_before_switch=verifies_before_switch)
+        monkeypatch.setitem(registry.TARGETS, "fake-cloud", entry)
         monkeypatch.setattr(driver_module, "ops_for", lambda _name: ops)
         monkeypatch.setattr(driver_module, "pass_gate", gate)
         stack = FakeStack({"target": "fake-cloud", "deploymentId": "d1", **config}, events)
@@ -76,6 +82,39 @@ def test_a_rollforward_from_cutover_takes_its_restore_point_after_the_drain(step
     assert events.index(("restore point",)) > drained
     assert driver.stack.config()["restorePoint"] == AZURE_CLOCK_POINT
     assert events.count(("restore point",)) == 1
+
+
+@pytest.mark.parametrize("approval", [False, True])
+def test_a_target_that_verifies_the_primary_returns_in_the_update_that_deploys_it(
+    steps, approval: bool
+) -> None:
+    events: list[tuple[str, ...]] = []
+    driver = steps({"phase": "idle", "currentVersion": "v1"}, events, verifies_before_switch=True)
+    _run(driver, Action.DEPLOY, version="v2", wait_for_approval=approval)
+    if approval:
+        # A person looks at the primary before it gets the traffic: `deploy` stays its own step.
+        assert events[-4:] == [
+            ("gate", "cutover", "deploy"),
+            ("restore point",),
+            ("up", "deploy"),
+            ("gate", "deploy", "return"),
+        ]
+        assert driver.stack.config()["phase"] == "deploy"
+        return
+    assert events == [
+        ("gate", "idle", "clone"),
+        ("up", "clone"),
+        ("gate", "clone", "cutover"),
+        ("up", "cutover"),
+        # The drain, then the restore point, then one update that migrates, verifies and
+        # switches back; the clone goes only once drained.
+        ("gate", "cutover", "return"),
+        ("restore point",),
+        ("up", "return"),
+        ("gate", "return", "idle"),
+        ("up", "idle"),
+    ]
+    assert driver.stack.config()["currentVersion"] == "v2"
 
 
 def test_an_abort_from_cutover_moves_the_traffic_back_before_the_clone_goes(steps) -> None:

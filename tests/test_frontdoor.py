@@ -30,7 +30,7 @@ from multidict import CIMultiDict
 from infra.local.haproxy import AdminSocket, hold_writes_for_copy
 from infra.local.providers import FrontDoorProvider, standalone_front_door_inputs
 from tests.helpers.waiting import wait_for
-from zdd import gates
+from zdd import gates, health
 from zdd.bench.frontdoor import parse_wrk
 from zdd.phases import HELD_HEADER, SERVED_BY_HEADER
 from zdd.processes import free_port
@@ -459,9 +459,9 @@ def test_a_health_path_that_answers_204_passes_the_front_door_and_the_gates(
     gates.wait_public_origin(
         front_door.public, "clone", header=SERVED_BY_HEADER, path="/healthz", timeout=10
     )
-    gates.wait_healthy(
+    health.wait_healthy(
         front_door.origins["clone"].url,
-        gates.Identity("v1", "clone"),
+        health.Identity("v1", "clone"),
         what="the clone",
         timeout=5,
         health_path="/healthz",

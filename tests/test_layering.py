@@ -26,6 +26,7 @@ NEUTRAL = frozenset(
         "zdd.config_file",
         "zdd.environment",
         "zdd.errors",
+        "zdd.health",
         "zdd.phases",
         "zdd.postgres",
         "zdd.processes",

@@ -16,6 +16,9 @@ from zdd.probe import DEFAULT_RATE
 pytestmark = pytest.mark.engine
 
 PHASES_BY_HAND = ["clone", "cutover", "deploy", "return", "idle"]
+# Without approval the driver goes from `cutover` straight to `return`: one update deploys,
+# verifies and switches back.
+DRIVER_PHASES = ["clone", "cutover", "return", "idle"]
 
 
 def identity(url: str) -> dict[str, Any]:
@@ -37,7 +40,7 @@ def test_full_deployment_under_load_loses_nothing(
     report = result.json()
     assert report["outcome"] == "succeeded"
     assert (report["from_version"], report["to_version"]) == ("v1", "v2")
-    assert [p["name"] for p in report["phases"]] == PHASES_BY_HAND
+    assert [p["name"] for p in report["phases"]] == DRIVER_PHASES
     probe = report["probe"]
     assert probe["requests"] >= 2000, probe
     assert probe["failed"] == 0, probe["failures"]
@@ -56,12 +59,14 @@ def test_full_deployment_under_load_loses_nothing(
     assert report["read_only_window_seconds"] == pytest.approx(
         on_clone_until - on_clone_from, abs=0.01
     )
-    # The window against the primary's own work in it: the deploy update's resource steps,
-    # the migration and the restart on v2 among them, each inside the window.
+    # The window against the primary's own work in it: the return update's steps on the
+    # primary, each inside the window; the front door's switch is not the primary's work.
     work = report["primary_work"]
-    migrated = {c["resource"]: c for c in report["changed"] if c["phase"] == "deploy"}
-    assert {"primary-db-migration", "primary-process"} <= work["resources"].keys()
-    assert work["resources"] == {n: c["seconds"] for n, c in migrated.items() if "seconds" in c}
+    returned = {c["resource"]: c for c in report["changed"] if c["phase"] == "return"}
+    primary = ("primary-db-restore-point", "primary-db-migration", "primary-process",
+               "primary-verified")  # fmt: skip
+    assert work["resources"] == {n: returned[n]["seconds"] for n in primary}
+    assert "front-door-proxy" in returned
     assert 0 < work["seconds"] < report["read_only_window_seconds"]
     assert work["window_over_work"] == pytest.approx(
         report["read_only_window_seconds"] / work["seconds"], rel=0.02
@@ -146,6 +151,8 @@ def test_illegal_transitions_are_refused_and_change_nothing(
     assert pulumi("up", "--yes", "--skip-preview", "--stack", name).code == 0
     before = resources(pulumi, name)
     assert pulumi("config", "set", "--stack", name, "zdd:phase", "return").code == 0
+    # With the restore point `return` needs, so that the move itself is what is refused.
+    assert pulumi("config", "set", "--stack", name, "zdd:restorePoint", "rp1").code == 0
     refused = pulumi("up", "--yes", "--skip-preview", "--stack", name)
     assert refused.code != 0
     assert "cannot return traffic to the primary from phase clone" in refused.stdout
@@ -154,6 +161,7 @@ def test_illegal_transitions_are_refused_and_change_nothing(
 
     # Through the driver: a second deployment while one is in progress.
     assert pulumi("config", "set", "--stack", name, "zdd:phase", "clone").code == 0
+    assert pulumi("config", "rm", "--stack", name, "zdd:restorePoint").code == 0
     second = zdd("deploy", "--stack", name, "--version", "v2", "--yes", "--json")
     assert second.code == 3
     assert "already in progress" in second.json()["error"]

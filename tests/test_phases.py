@@ -142,14 +142,23 @@ def test_idle_has_no_restore_point_even_if_config_keeps_one() -> None:
         (Phase.DEPLOY, Phase.DEPLOY),
     ],
 )
-def test_legal_transitions(current: Phase, requested: Phase) -> None:
-    check_transition(current, requested)
+@pytest.mark.parametrize("verifies_before_switch", [False, True])
+def test_legal_transitions(current: Phase, requested: Phase, verifies_before_switch: bool) -> None:
+    check_transition(current, requested, verifies_before_switch=verifies_before_switch)
+
+
+def test_cutover_goes_straight_to_return_only_where_the_program_verifies_the_primary() -> None:
+    check_transition(Phase.CUTOVER, Phase.RETURN, verifies_before_switch=True)
+    with pytest.raises(IllegalTransition, match="not been deployed and verified"):
+        check_transition(Phase.CUTOVER, Phase.RETURN, verifies_before_switch=False)
+    # Only from `cutover`: the clone must hold the traffic while the primary changes.
+    with pytest.raises(IllegalTransition, match="not been deployed and verified"):
+        check_transition(Phase.CLONE, Phase.RETURN, verifies_before_switch=True)
 
 
 @pytest.mark.parametrize(
     ("current", "requested", "message"),
     [
-        (Phase.CUTOVER, Phase.RETURN, "not been deployed and verified"),
         (Phase.CLONE, Phase.RETURN, "not been deployed and verified"),
         (Phase.DEPLOY, Phase.IDLE, "primary was changed"),
         # The clone holds the traffic: deleting it in one update would cut visitors off.
@@ -165,7 +174,7 @@ def test_illegal_transitions_are_refused_with_a_reason(
     current: Phase, requested: Phase, message: str
 ) -> None:
     with pytest.raises(IllegalTransition, match=message):
-        check_transition(current, requested)
+        check_transition(current, requested, verifies_before_switch=True)
 
 
 def test_withdraw_keeps_the_read_only_clone_and_ends_in_idle() -> None:

@@ -209,15 +209,21 @@ def test_killed_driver_resumes_without_a_failed_request(
     name = stack["stack"]
     probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=PROBE_RATE)
     probe.start()
-    driver = Driver(engine_env, "deploy", "-s", name, "--version", "v2", "--yes")
+    # Without approval `deploy` is no state of its own: `cutover` goes straight to `return`.
+    approval = ["--wait-for-approval"] if phase == "deploy" else []
+    driver = Driver(engine_env, "deploy", "-s", name, "--version", "v2", "--yes", *approval)
     driver.reach(f"{phase}: pulumi up")
     # In the middle of the phase's update: its Pulumi CLI holds the stack's lock.
     wait_for(lambda: update_locks(engine_env, name), 60, interval=0.01, what="for the update")
     driver.kill()
     assert driver.process.returncode == -signal.SIGKILL
     resumed = zdd("resume", "-s", name, "--json")
-    probe.stop()
     assert resumed.code == 0, resumed.stderr
+    if approval:
+        assert resumed.json()["outcome"] == "awaiting-approval"
+        completed = zdd("complete", "-s", name, "--json")
+        assert completed.code == 0, completed.stderr
+    probe.stop()
     report = probe.report()
     assert report.requests > 0, "the probe made no request"
     assert report.failed == 0, report.failures
@@ -240,7 +246,9 @@ def test_a_second_driver_is_refused(
 
 
 # A file that appears once the update has started changing resources in that phase.
-STARTED_IN = {"clone": "clone-g*.sqlite*", "deploy": "restore-*.sqlite*"}
+# The update that makes the clone's copy, and the one that takes the restore point (without
+# approval, `return` straight from `cutover`), by the file each starts to write.
+STARTED_IN = {"clone": "clone-g*.sqlite*", "return": "restore-*.sqlite*"}
 
 
 @pytest.mark.parametrize("phase", sorted(STARTED_IN))

@@ -65,6 +65,9 @@ class StackState:
     # After a deploy update that failed: the schema its state proves the primary database
     # carries (the last migration that succeeded), so no recovery runs the failed one again.
     schema_applied: str | None = None
+    # The stack's target verifies the new primary before switching back to it: a deployment
+    # that asks for no approval goes from `cutover` straight to `return`.
+    verifies_before_switch: bool = False
 
     @property
     def in_progress(self) -> bool:
@@ -72,7 +75,12 @@ class StackState:
 
     @property
     def traffic_on_clone(self) -> bool:
-        return self.applied in TRAFFIC_ON_CLONE and self.settings.phase in TRAFFIC_ON_CLONE
+        # A `return` straight from `cutover` that did not finish switched nothing back: its
+        # switch comes last, after the primary's migration and verification.
+        returning = self.settings.phase is Phase.RETURN and self.applied is Phase.CUTOVER
+        return self.applied in TRAFFIC_ON_CLONE and (
+            self.settings.phase in TRAFFIC_ON_CLONE or returning
+        )
 
     @property
     def primary_touched(self) -> bool:
@@ -272,12 +280,16 @@ def _deployment_cleared() -> ConfigChange:
 
 
 def next_step(state: StackState) -> ConfigChange:
-    """The config change that moves a completed phase on to the next one. The step to `deploy`
-    also needs a new restore point, which only the driver takes (after the drain gate, on the
-    target's clock): see `zdd.driver.Driver.advance`."""
+    """The config change that moves a completed phase on to the next one. The step out of
+    `cutover` also needs a new restore point, which only the driver takes (after the drain
+    gate, on the target's clock): see `zdd.driver.Driver.advance`."""
     s = state.settings
     if s.phase is Phase.IDLE:
         raise IllegalTransition(f"nothing follows phase {s.phase}")
+    if s.phase is Phase.CUTOVER and state.verifies_before_switch and not s.await_approval:
+        # One update deploys, migrates and verifies the primary, then switches back to it:
+        # the read-only window holds one engine start instead of two (docs/design.md).
+        return {"phase": Phase.RETURN}
     following = next_phase(s.phase)
     if s.phase is Phase.WITHDRAW:
         return {"phase": following, **_deployment_cleared()}

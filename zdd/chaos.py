@@ -53,8 +53,9 @@ VICTIMS = ("front door", "primary", "clone", "provider plugin", "cli", "driver")
 DATABASE_SERVER = "database server"  # PostgreSQL runs only
 ALL_VICTIMS = (*VICTIMS, DATABASE_SERVER)
 DATABASES = ("sqlite", "postgresql", "mixed")
-# The phases the database server is killed in, in turn (the configured phase at the kill).
-SERVER_KILL_PHASES = ("clone", "cutover", "deploy", "return", "idle")
+# The phases the database server is killed in, in turn (the configured phase at the kill): a
+# deployment that asks for no approval goes from `cutover` straight to `return`.
+SERVER_KILL_PHASES = ("clone", "cutover", "return", "idle")
 # On PostgreSQL, the share of runs whose victim is the database server.
 SERVER_KILL_SHARE = 0.5
 # Sites reconnect to a server that came back at their next request; what failed this long
@@ -313,7 +314,7 @@ def run_one(
     rate: float,
     victims: tuple[str, ...] = VICTIMS,
     database: str = "sqlite",
-    server_kill_phase: str = "deploy",
+    server_kill_phase: str = "return",
 ) -> ChaosRun:
     """One deployment with one kill; on PostgreSQL, a database server victim is killed once the
     deployment's configured phase is `server_kill_phase` (if it gets there)."""

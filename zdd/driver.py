@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from zdd import appspec
+from zdd import appspec, registry
 from zdd.actions import (
     APP_SET,
     RECOVERY_HINT,
@@ -142,6 +142,7 @@ class Driver:
         """The stack as the driver sees it. With `evidence`, also what the updates really did
         to the primary (a recovery or an abort decides on that, never on the config)."""
         config = self.stack.config()
+        target = config.get("target", DEFAULT_TARGET)
         try:
             settings = PhaseSettings.from_config(config)
             check_operational_config(config)
@@ -155,9 +156,13 @@ class Driver:
         taken = RestorePointTaken.from_record(outputs.get("restore_point"))
         changed = False
         schema = None
-        if evidence and settings.phase is Phase.DEPLOY and applied is not Phase.DEPLOY:
-            # A deploy update that did not finish: it may have got past the restore point, after
-            # which the primary can have been changed (its migration and code wait for it).
+        unfinished = (settings.phase is Phase.DEPLOY and applied is not Phase.DEPLOY) or (
+            settings.phase is Phase.RETURN and applied is Phase.CUTOVER
+        )
+        if evidence and unfinished:
+            # An update that deploys the primary and did not finish: it may have got past the
+            # restore point, after which the primary can have been changed (its migration and
+            # code wait for it).
             taken = self.stack.restore_point_in_state(settings.restore_point)
             changed = taken is not None
             schema = self.stack.schema_in_state() if changed else None
@@ -168,8 +173,9 @@ class Driver:
             restore_point_taken=taken,
             primary_changed=changed,
             schema_applied=schema,
+            verifies_before_switch=registry.entry(target).verifies_before_switch,
         )
-        return config, state, outputs, ops_for(config.get("target", DEFAULT_TARGET))
+        return config, state, outputs, ops_for(target)
 
     def status(self) -> Status:
         config, state, outputs, ops = self._read()
@@ -469,7 +475,8 @@ class Driver:
             # The config asks for something the last update did not apply: the precondition
             # of that move, the update, and the check the next move needs, timed as one phase.
             started, wall = time.monotonic(), time.time()
-            self._gate_once(state.applied, settings.phase, settings, outputs, ops)
+            if not self._resumed_past_restore_point(state.applied, settings):
+                self._gate_once(state.applied, settings.phase, settings, outputs, ops)
             # The idle update archives a read-write clone's database as it deletes it; the
             # address of that archive is only in the outputs from before.
             archive = outputs.get("clone_archive") if settings.phase is Phase.IDLE else None
@@ -498,10 +505,19 @@ class Driver:
         following = self._following(state)
         self._gate_once(settings.phase, following, settings, outputs, ops)
         change = next_step(state)
-        if change["phase"] == Phase.DEPLOY:
+        if settings.phase is Phase.CUTOVER:
             change["restorePoint"] = self._take_restore_point(ops)
         self.stack.set_config(change)
         return True
+
+    def _resumed_past_restore_point(self, applied: Phase, settings: PhaseSettings) -> bool:
+        """An update out of `cutover` that was cut short after its restore point: the drain
+        gate passed before that restore point was taken, and the update may have switched the
+        traffic back already (`return`'s switch comes last), so the gate is not asked again."""
+        if applied is not Phase.CUTOVER or self._gate_passed == (applied, settings.phase):
+            return False
+        point = settings.restore_point
+        return point is not None and self.stack.restore_point_in_state(point) is not None
 
     def _take_restore_point(self, ops: TargetOps) -> str:
         """Rule 3 of docs/design.md, and the only place a restore point is made, whatever action
@@ -649,7 +665,7 @@ class Driver:
     def check_move(self, phase: Phase) -> None:
         """Refuse a phase the stack cannot move to from the phase it last reached."""
         _config, state, _outputs, _ops = self._read()
-        check_transition(state.applied, phase)
+        check_transition(state.applied, phase, verifies_before_switch=state.verifies_before_switch)
 
     def preview(self, change: ConfigChange) -> dict[str, Any]:
         """`pulumi preview --diff` of the stack as `change` would configure it; changes nothing.

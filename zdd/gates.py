@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import socket
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,90 +15,10 @@ from zdd.appspec import DEFAULT_HEALTH_PATH
 from zdd.console import Say
 from zdd.environment import LoggedComponent
 from zdd.errors import GateFailed
+from zdd.health import APP_IDENTITY_HEADER, Identity, http_get, poll_until, wait_healthy
 from zdd.phases import DatabaseMode, Instance, Phase
 
-POLL_SECONDS = 0.1
 T = TypeVar("T")
-# The header the sites set on every answer naming their instance; a front door of the
-# platform's own may name the origin itself instead (see `TargetOps.served_by_header`).
-APP_IDENTITY_HEADER = "X-ZDD-Instance"
-
-
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    """Made once: `httpx.get` would load the CA bundle again at every call (about 30 ms)."""
-    return ssl.create_default_context()
-
-
-def _get(url: str, timeout: float) -> httpx.Response:
-    return httpx.get(url, timeout=timeout, verify=_tls())
-
-
-@dataclass(frozen=True)
-class Identity:
-    version: str
-    instance: str
-    database_mode: str | None = None
-
-
-def _until(deadline: float, check: Callable[[], str | None]) -> str | None:
-    """Call `check` until it returns None (passed) or time runs out; return the last complaint."""
-    complaint: str | None = "not checked"
-    while True:
-        complaint = check()
-        if complaint is None or time.monotonic() >= deadline:
-            return complaint
-        time.sleep(POLL_SECONDS)
-
-
-def _identity_complaint(seen: Mapping[str, Any] | None, expected: Identity) -> str | None:
-    if seen is None:
-        return None
-    wanted = {"version": expected.version, "instance": expected.instance}
-    if expected.database_mode:
-        wanted["database_mode"] = expected.database_mode
-    wrong = [f"{k} {seen.get(k)!r} (expected {v!r})" for k, v in wanted.items() if seen.get(k) != v]
-    return "; ".join(wrong) or None
-
-
-def _reported_identity(response: httpx.Response) -> Mapping[str, Any] | None:
-    """The identity a site reports on its health path, if it reports one (a JSON object that
-    names its `instance`); a site the platform did not write needs not."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, Mapping) and "instance" in body else None
-
-
-def wait_healthy(
-    url: str,
-    expected: Identity,
-    *,
-    what: str,
-    timeout: float = 30.0,
-    health_path: str = DEFAULT_HEALTH_PATH,
-) -> None:
-    """Rule 1 of docs/design.md: an app gets traffic only once its health path answers 2xx. It
-    runs the version the platform started; a site that reports its identity must report the
-    expected one."""
-    address = f"{url}{health_path}"
-
-    def check() -> str | None:
-        try:
-            response = _get(address, timeout=5)
-        except httpx.HTTPError as exc:
-            return f"no answer from {address} ({exc.__class__.__name__})"
-        if not response.is_success:
-            return f"{address} answered {response.status_code}: {response.text[:200]}"
-        return _identity_complaint(_reported_identity(response), expected)
-
-    complaint = _until(time.monotonic() + timeout, check)
-    if complaint:
-        raise GateFailed(
-            f"{what} is not healthy after {timeout:.0f}s: {complaint}; the app spec's `health` "
-            f"path is {health_path}: fix `health` or see why the site does not answer there"
-        )
 
 
 def wait_public_origin(
@@ -118,7 +36,7 @@ def wait_public_origin(
     def check() -> str | None:
         for _ in range(samples):
             try:
-                response = _get(f"{public_url}{path}", timeout=5)
+                response = http_get(f"{public_url}{path}", timeout=5)
             except httpx.HTTPError as exc:
                 return f"no answer from the public endpoint ({exc.__class__.__name__})"
             served_by = response.headers.get(header)
@@ -126,7 +44,7 @@ def wait_public_origin(
                 return f"public endpoint answered {response.status_code} from {served_by!r}"
         return None
 
-    complaint = _until(time.monotonic() + timeout, check)
+    complaint = poll_until(time.monotonic() + timeout, check)
     if complaint:
         raise GateFailed(
             f"public traffic did not move to the {origin} within {timeout:.0f}s: {complaint}"
@@ -151,7 +69,7 @@ def wait_none_in_flight(
         count = in_flight()
         return f"{count} request(s) still in flight to the {origin}" if count else None
 
-    complaint = _until(started + timeout, check)
+    complaint = poll_until(started + timeout, check)
     if complaint:
         raise GateFailed(
             f"drain check: {complaint} after {timeout:.0f}s; the {origin} was not touched. {hint}"
@@ -177,7 +95,7 @@ def liveness_of(url: str, timeout: float = 2.0) -> Liveness:
     except OSError:
         return Liveness(url, listening=False, answering=False)
     try:
-        _get(url, timeout=timeout)
+        http_get(url, timeout=timeout)
     except httpx.HTTPError:
         return Liveness(url, listening=True, answering=False)
     return Liveness(url, listening=True, answering=True)
@@ -323,6 +241,9 @@ GATES: dict[tuple[Phase, Phase], Callable[[GateContext], None]] = {
     (Phase.CLONE, Phase.CUTOVER): clone_healthy,
     (Phase.CUTOVER, Phase.DEPLOY): traffic_on_clone,
     (Phase.DEPLOY, Phase.RETURN): new_primary_verified,
+    # Without approval on a target that verifies the primary in the update (the switch waits
+    # for that verification): the drain, then one update deploys and returns.
+    (Phase.CUTOVER, Phase.RETURN): traffic_on_clone,
     (Phase.RETURN, Phase.IDLE): traffic_back_on_primary,
     # An abort: the primary was never touched. Once the switch was asked for, the traffic
     # moves back (withdraw) and the clone goes only when it is drained, as after `return`.

@@ -120,6 +120,9 @@ class RestorePointTaken:
 # A target that migrates through a resource of its own names it `<database>-migration`, with the
 # output `version`: after a failed update the state tells which migration really ran last.
 MIGRATION_SUFFIX = "-migration"
+# A target that verifies a site in its program (before a front door switches to it) names that
+# resource `<site>-verified`: a failure there is a failed gate, not a failed deployment step.
+VERIFICATION_SUFFIX = "-verified"
 # A cloud restore point is a moment within the database's kept backups: a rollback with database
 # needs at least this many days of them (the program refuses less, the policies too).
 MIN_BACKUP_RETENTION_DAYS = 7
@@ -240,10 +243,10 @@ class PhaseSettings:
             raise InvalidStackConfig(f"zdd:targetVersion {self.target_version!r} is not a version")
         if self.phase in (Phase.DEPLOY, Phase.RETURN) and self.target_version is None:
             raise InvalidStackConfig(f"phase {self.phase} needs zdd:targetVersion")
-        if self.phase is Phase.DEPLOY and self.restore_point is None:
+        if self.phase in (Phase.DEPLOY, Phase.RETURN) and self.restore_point is None:
             raise InvalidStackConfig(
-                "phase deploy needs zdd:restorePoint: the primary database is never changed "
-                "before a restore point is recorded"
+                f"phase {self.phase} needs zdd:restorePoint: the primary database is never "
+                "changed before a restore point is recorded"
             )
         if self.mode is Mode.READ_WRITE and not self.accept_data_loss:
             raise InvalidStackConfig(
@@ -339,6 +342,9 @@ class SiteDeclaration:
     version: str
     database: Instance
     database_mode: DatabaseMode
+    # The new primary: a front door switches to it only once it answered its health path as
+    # this version (on a target whose program verifies it; elsewhere the driver's gate does).
+    verified: bool = False
 
 
 @dataclass(frozen=True)
@@ -386,6 +392,7 @@ def declare(settings: PhaseSettings) -> Declaration:
         version=primary_version,
         database=Instance.PRIMARY,
         database_mode=DatabaseMode.READ_WRITE,
+        verified=primary_on_target,
     )
     clone = None
     shared_generation = None
@@ -469,12 +476,16 @@ def next_phase(phase: Phase) -> Phase:
     return order[order.index(phase) + 1]
 
 
-def check_transition(current: Phase, requested: Phase) -> None:
+def check_transition(current: Phase, requested: Phase, *, verifies_before_switch: bool) -> None:
     """Refuse any move that is not one step forward, a re-run, or an abort that leaves the
-    primary untouched: to `idle` while the traffic never left the primary, else to `withdraw`."""
+    primary untouched: to `idle` while the traffic never left the primary, else to `withdraw`.
+    `cutover` goes straight to `return` on a target whose program verifies the new primary
+    before its front door switches back to it (`zdd.registry.TargetEntry`)."""
     if requested == current:
         return  # re-running a phase is idempotent
     if current is not Phase.IDLE and requested == next_phase(current):
+        return
+    if (current, requested) == (Phase.CUTOVER, Phase.RETURN) and verifies_before_switch:
         return
     if current is Phase.IDLE and requested is Phase.CLONE:
         return

@@ -28,10 +28,17 @@ class TargetEntry:
     program: str
     # A `zdd.targets.TargetOps`: what the driver's gates and commands need from the target.
     operations: str
+    # The program verifies the new primary (a resource) before its front door switches back to
+    # it, so a deployment that waits for no approval switches back in the update that deploys
+    # the primary (`cutover` straight to `return`). Azure's switch back is an update of its
+    # own, after the driver's gate has verified the primary through the preview address.
+    verifies_before_switch: bool = False
 
 
 TARGETS: dict[str, TargetEntry] = {
-    LOCAL_TARGET: TargetEntry("infra.local.target:local_target", "zdd.targets.local:LOCAL"),
+    LOCAL_TARGET: TargetEntry(
+        "infra.local.target:local_target", "zdd.targets.local:LOCAL", verifies_before_switch=True
+    ),
     "azure": TargetEntry("infra.azure.target:azure_target", "zdd.targets.azure:AZURE"),
 }
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from zdd.phases import Instance, Phase
+
 
 @dataclass
 class PhaseTiming:
@@ -68,13 +70,16 @@ class DeployResult:
 
     def primary_work(self) -> dict[str, Any] | None:
         """The read-only window against the primary's own work in it: what the update that
-        upgrades and migrates the primary spent in its resources (restore point, migration,
-        start and health check); the rest of the window is the engine and the driver."""
+        upgrades and migrates the primary spent in the primary's resources (restore point,
+        migration, start and verification); the rest of the window is the engine, the driver
+        and the front door's switches."""
         window = self.read_only_window_seconds
         steps = {
             change["resource"]: float(change["seconds"])
             for change in self.changed
-            if change["phase"] == "deploy" and "seconds" in change
+            if change["phase"] in (Phase.DEPLOY, Phase.RETURN)
+            and change["resource"].startswith(f"{Instance.PRIMARY}-")
+            and "seconds" in change
         }
         if not window or not steps:
             return None

@@ -24,8 +24,13 @@ from semver import VersionInfo
 from zdd.config_file import NAMESPACE, StackConfigFile
 from zdd.console import Say
 from zdd.environment import Environment
-from zdd.errors import BadInput, EngineFailed, PolicyViolation
-from zdd.phases import MIGRATION_SUFFIX, RESTORE_POINT_SUFFIX, RestorePointTaken
+from zdd.errors import BadInput, EngineFailed, GateFailed, PolicyViolation
+from zdd.phases import (
+    MIGRATION_SUFFIX,
+    RESTORE_POINT_SUFFIX,
+    VERIFICATION_SUFFIX,
+    RestorePointTaken,
+)
 from zdd.processes import find_by_command_line, terminate
 
 # Config keys stored encrypted (an Azure stack's generated SQL administrator password).
@@ -140,6 +145,8 @@ class _ChangeLog:
         self.front_door_changed_at: float | None = None
         # "policy: message" of every mandatory policy that refused something.
         self.violations: list[str] = []
+        # The resources whose step failed.
+        self.failed: list[str] = []
         # The stack's outputs and the update's summary, as the engine reported them.
         self.outputs: dict[str, Any] | None = None
         self.summary: auto.events.SummaryEvent | None = None
@@ -156,6 +163,8 @@ class _ChangeLog:
             self.violations.append(f"{policy.policy_name} ({where}): {first_line}")
         if event.summary_event is not None:
             self.summary = event.summary_event
+        if (failed := event.res_op_failed_event) is not None:
+            self.failed.append(failed.metadata.urn.rsplit("::", 1)[-1])
         pre, done = event.resource_pre_event, event.res_outputs_event
         if done is not None and done.metadata.type == "pulumi:pulumi:Stack":
             state = done.metadata.new
@@ -383,6 +392,12 @@ class Stack:
             ) from None
         except auto.CommandError as exc:
             _raise_for_policies(self.name, log)
+            if any(name.endswith(VERIFICATION_SUFFIX) for name in log.failed):
+                # The program's own gate: the front door did not switch to what failed it.
+                raise GateFailed(
+                    f"pulumi up on stack {self.name!r} stopped at a verification:\n"
+                    f"{_error_text(exc)}"
+                ) from None
             raise EngineFailed(
                 f"pulumi up failed on stack {self.name!r}:\n{_error_text(exc)}"
             ) from None

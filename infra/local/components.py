@@ -15,7 +15,13 @@ from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs
 from infra.local import providers
 from zdd.appspec import AppSpec, Placement
 from zdd.environment import log_file
-from zdd.phases import MIGRATION_SUFFIX, RESTORE_POINT_SUFFIX, DatabaseMode, Instance
+from zdd.phases import (
+    MIGRATION_SUFFIX,
+    RESTORE_POINT_SUFFIX,
+    VERIFICATION_SUFFIX,
+    DatabaseMode,
+    Instance,
+)
 from zdd.sqlite_files import files_folder, restore_point_file_name
 
 
@@ -30,6 +36,9 @@ class LocalSettings:
     # The registry of the ports every local stack holds.
     ports_dir: Path
     archive_keep: int = 5
+    # How long a new primary may take to answer its health path as expected before the front
+    # door switches back to it (the gates' own bound: the app spec's, or zdd:gateTimeoutSeconds).
+    verify_within: float = 30.0
     # The interpreter that runs the site and the front door: the project's virtual environment,
     # named the same way however the program was started (so it never shows up as a change).
     python: str = str(Path(sys.prefix) / "bin" / "python")
@@ -245,6 +254,23 @@ class LocalSite(pulumi.ComponentResource):
             outputs=("pid", "url"),
         )
         self.url: pulumi.Output[str] = self.process.out("url")
+        if site.verified:
+            # The front door's switch waits for the site's address, so for this verification.
+            verification = _Dynamic(
+                providers.VerificationProvider(),
+                f"{name}{VERIFICATION_SUFFIX}",
+                {
+                    "url": self.url,
+                    "pid": self.process.out("pid"),
+                    "version": site.version,
+                    "instance": str(site.instance),
+                    "database_mode": str(site.database_mode),
+                    "health_path": app.health.path,
+                    "timeout": settings.verify_within,
+                },
+                pulumi.ResourceOptions(parent=self),
+            )
+            self.url = verification.out("url")
         self.register_outputs({"url": self.url})
 
 

@@ -301,6 +301,43 @@ class WebAppProvider(_ProcessProvider):
         return UpdateResult(outs=self._start(news))
 
 
+class VerificationProvider(ResourceProvider):
+    """A site proves it is what the phase declared before a front door switches to it: its
+    health path answers 2xx, and a site that reports its identity reports this version,
+    instance and database mode (rule 1 of docs/design.md, as the driver's gate checks it).
+    Done again whenever the site's process changed (a new pid)."""
+
+    _VERIFY_ON = ("url", "pid", "version", "instance", "database_mode", "health_path")
+
+    def _verify(self, props: Props) -> Props:
+        # Here, not at the top: httpx would add a tenth of a second to every program run.
+        from zdd import health
+        from zdd.errors import GateFailed
+
+        identity = health.Identity(props["version"], props["instance"], props["database_mode"])
+        try:
+            health.wait_healthy(
+                props["url"],
+                identity,
+                what=f"the {props['instance']} on {props['version']}",
+                timeout=float(props["timeout"]),
+                health_path=props["health_path"],
+            )
+        except GateFailed as exc:
+            raise RuntimeError(str(exc)) from None
+        return props
+
+    def create(self, props: Props) -> CreateResult:
+        outs = self._verify(props)
+        return CreateResult(id_=f"{outs['instance']}-verified", outs=outs)
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        return DiffResult(changes=bool(changed(olds, news, self._VERIFY_ON)))
+
+    def update(self, _id: str, _olds: Props, news: Props) -> UpdateResult:
+        return UpdateResult(outs=self._verify(news))
+
+
 def standalone_front_door_inputs(
     port: int, servers: Mapping[str, str], folder: Path
 ) -> dict[str, Any]:

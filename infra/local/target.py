@@ -34,13 +34,15 @@ def local_target(config: pulumi.Config) -> Target:
             f"zdd:stateDir {configured!r} is not this stack's folder {state_dir}: remove it "
             "(`pulumi config rm zdd:stateDir`) or set it to that folder"
         )
+    app = _app(config)
     settings = LocalSettings(
         state_dir=state_dir,
         base_port=config.require_int("basePort"),
         archive_dir=archive_dir(state_root, pulumi.get_stack()),
         archive_keep=int(config.get("archiveRetention") or 5),
         ports_dir=ports_dir(state_root),
-        app=_app(config),
+        app=app,
+        verify_within=float(config.get("gateTimeoutSeconds") or app.health.timeout_seconds),
     )
     return Target(
         name="local",

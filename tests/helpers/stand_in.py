@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
 
-from zdd import gates
+from zdd import health
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -66,7 +66,7 @@ def site(instance: str, version: str = "v1", mode: str = "ReadWrite") -> Answer:
     body = json.dumps({"status": "ok", **identity}).encode()
     headers = {
         "Content-Type": "application/json",
-        gates.APP_IDENTITY_HEADER: instance,
+        health.APP_IDENTITY_HEADER: instance,
         "X-ZDD-Version": version,
     }
     return 200, headers, body

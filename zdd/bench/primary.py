@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zdd import gates, processes
+from zdd import health, processes
 from zdd.appspec import AppSpec, Placement
 from zdd.bench.load import probing
 from zdd.bench.metrics import rounded
@@ -57,9 +57,9 @@ def _once(spec: AppSpec, version: str, database: Path, scratch: Path) -> dict[st
         processes.wait_listening(process, placement.port, log)
         needs["start"] = time.perf_counter() - started
         started = time.perf_counter()
-        gates.wait_healthy(
+        health.wait_healthy(
             f"http://127.0.0.1:{placement.port}",
-            gates.Identity(version, Instance.PRIMARY, DatabaseMode.READ_WRITE),
+            health.Identity(version, Instance.PRIMARY, DatabaseMode.READ_WRITE),
             what="the scratch primary",
             health_path=spec.health.path,
         )

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from zdd import appspec, gates
+from zdd import appspec, health
 from zdd.appspec import AppSpec
 from zdd.bench.engine import TimedStack
 from zdd.bench.load import say
@@ -57,9 +57,9 @@ class BenchSite:
 
     def verify_public(self, version: str) -> None:
         """The public endpoint answers healthy from the primary on `version`."""
-        gates.wait_healthy(
+        health.wait_healthy(
             self.output("public_url"),
-            gates.Identity(version, Instance.PRIMARY, DatabaseMode.READ_WRITE),
+            health.Identity(version, Instance.PRIMARY, DatabaseMode.READ_WRITE),
             what=f"the site on {version}",
             health_path=self.app.health.path,
         )

@@ -169,7 +169,10 @@ class Smooth:
 
     name: str = "smooth"
     title: str = "smooth (zdd deploy)"
-    method: str = "the driver's deployment v1 -> v2: clone, cutover, deploy, return, idle"
+    method: str = (
+        "the driver's deployment v1 -> v2: clone, cutover, return (deploys, verifies, "
+        "switches back), idle"
+    )
     labels: Mapping[str, str] = field(default_factory=dict)
     result: DeployResult | None = None
     # When the probe's writes were paused for a stuck clone copy (epoch seconds), if they were.

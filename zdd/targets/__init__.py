@@ -15,7 +15,7 @@ from zdd.archive import LostWrites
 from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput
-from zdd.gates import APP_IDENTITY_HEADER
+from zdd.health import APP_IDENTITY_HEADER
 from zdd.phases import RestorePointTaken, is_valid_version
 
 if TYPE_CHECKING:
