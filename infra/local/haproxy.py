@@ -40,10 +40,12 @@ _FORCED_MAINT, _FORCED_DRAIN = 0x01, 0x08
 # Longer than any request a site may take: a request HAProxy gave up on would leave the
 # server's session count while the origin still works on it, and the drain would pass early.
 _LONGEST_REQUEST = "24h"
-# A server is marked down after 2 s of failed checks, not sooner: a site process that crashed is
-# started again by its supervisor within about that, and connection retries (a second apart)
-# hold the requests that arrive meanwhile instead of failing them.
-_CHECK = "check inter 500ms fall 4 rise 1"
+# A server is marked down after about 2 s of failed checks, not sooner: a site process that
+# crashed is started again by its supervisor within about that, and connection retries (a second
+# apart) hold the requests that arrive meanwhile instead of failing them. Once a check failed,
+# the next ones come every 100 ms (`fastinter`): a primary that just restarted on the new
+# version passes one within a tenth of a second, and the switch back waits for that pass.
+_CHECK = "check inter 500ms fastinter 100ms fall 16 rise 1"
 # The front door's files, in its folder. HAProxy runs there and the config names them
 # relatively, so the folder's path (whatever characters it holds) never has to be quoted.
 CONFIG_FILE, MAP_FILE, SOCKET_FILE = "frontdoor.cfg", "frontdoor.map", "frontdoor.sock"
