@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 
+from sampleapp.app import IDENTITY_PATH
 from tests.helpers.commands import ROOT, Result, config_file, processes_naming, run, stack_dir
 from tests.helpers.postgres import SAMPLE_ON_POSTGRESQL, server_of
 from tests.helpers.restore_points import flip_bytes_of_a_table
@@ -70,8 +71,12 @@ def test_rollback_with_database_after_a_failed_migration_serves_every_acknowledg
     before = [f"before-{n}" for n in range(20)]
     write_titles(public, before)
     failed = zdd("deploy", "--stack", name, "--version", "v3-bad-migration", "--json")
-    assert failed.code != 0
+    # The migration failed, and nothing else: the primary waits for its database's migration,
+    # so it never started the new release on the old schema (and no verification ran).
+    assert failed.code == 5, failed.stderr
     assert "headline" in failed.json()["error"]
+    preview = zdd("status", "--stack", name, "--json").json()["preview_url"]
+    assert httpx.get(f"{preview}{IDENTITY_PATH}", timeout=10).json()["version"] == "v1"
     back = zdd("rollback", "--with-database", "--stack", name, "--json")
     assert back.code == 0, back.stderr
     status = zdd("status", "--stack", name, "--json").json()

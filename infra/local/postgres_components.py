@@ -118,8 +118,8 @@ class PostgresDatabase(pulumi.ComponentResource):
                 child,
             )
         if args.schema_version:
-            placement = self.placement(
-                args.schema_version, Instance.PRIMARY, DatabaseMode.READ_WRITE
+            placement = self._placement_once(
+                self.database.id, args.schema_version, Instance.PRIMARY, DatabaseMode.READ_WRITE
             )
             # Names the migration's lock and owner id, beside the files folder.
             database_path = self.database.id.apply(lambda n: str(settings.state_dir / f"{n}.pg"))
@@ -210,12 +210,16 @@ class PostgresDatabase(pulumi.ComponentResource):
     def placement(
         self, version: str, instance: Instance, mode: DatabaseMode
     ) -> pulumi.Output[Placement]:
-        """The values an app spec's placeholders take for one instance on this database: a
-        read-only clone's URL names the role that may only read."""
+        """The values an app spec's placeholders take for one instance on this database, once
+        the database is ready for it (migrated: a site on the new version never starts on the
+        old schema): a read-only clone's URL names the role that may only read."""
+        return self._placement_once(self.connection, version, instance, mode)
+
+    def _placement_once(
+        self, ready: pulumi.Output[Any], version: str, instance: Instance, mode: DatabaseMode
+    ) -> pulumi.Output[Placement]:
         settings = self._settings
-        return pulumi.Output.all(
-            self.database.id, self._name_in_cluster, self._server_outputs
-        ).apply(
+        return pulumi.Output.all(ready, self._name_in_cluster, self._server_outputs).apply(
             lambda values: Placement(
                 version=version,
                 release=settings.app.release(version),
