@@ -101,9 +101,9 @@ def local_stack(zdd: Callable[..., Result]) -> Iterator[Callable[..., dict[str, 
 
 
 @pytest.fixture
-def pg_stack(local_stack: Callable[..., dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
-    """`make(version)`: a local stack of the sample site on its own PostgreSQL cluster."""
-    return lambda version: local_stack(version, app=SAMPLE_ON_POSTGRESQL)
+def pg_v1(local_stack: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """A local stack of the sample site at v1 on its own PostgreSQL cluster."""
+    return local_stack("v1", app=SAMPLE_ON_POSTGRESQL)
 
 
 @pytest.fixture

@@ -135,22 +135,24 @@ def test_the_driver_checks_the_read_only_clone_on_its_own_cluster(
 _SERVER_KEYS = ("port", "admin_password", "site_password", "reader_password")
 
 
-def _restore_point_of(server: postgres.Server, name: str, folder: Path) -> tuple[Path, str]:
-    """A restore point of database `name` (with a files folder) in `folder`, as a stack keeps
-    it, and its proof."""
+def _restore_point_of(
+    server: postgres.Server, name: str, rows: int, folder: Path
+) -> tuple[str, Path, str]:
+    """Database `name` with `rows` articles: its content digest, then a restore point of it
+    (with a files folder) in `folder`, as a stack keeps it, and its proof."""
+    _articles(server, name, rows)
+    before = postgres.content_digest(server, name)
     point = folder / postgres.restore_point_folder_name("2026-01-01T00:00:00Z")
     files = folder / "files"
     (files / "uploads").mkdir(parents=True)
     (files / "uploads" / "a.txt").write_text("a file")
-    return point, postgres.restore_point(server, name, point, files)
+    return before, point, postgres.restore_point(server, name, point, files)
 
 
 def test_a_restore_point_restores_exactly_what_its_digest_proves(
     server: postgres.Server, tmp_path: Path
 ) -> None:
-    _articles(server, "rp_g1", 1_000)
-    before = postgres.content_digest(server, "rp_g1")
-    point, proof = _restore_point_of(server, "rp_g1", tmp_path)
+    before, point, proof = _restore_point_of(server, "rp_g1", 1_000, tmp_path)
     # The proof taken with the backup is what a later check reads back from the point.
     assert proof == postgres.restore_point_digest(point)
     assert postgres.restore_point_problem(point, proof, server.bin_dir) is None
@@ -181,9 +183,7 @@ def test_a_restore_point_restores_exactly_what_its_digest_proves(
 def test_a_restore_left_halfway_is_started_again_from_the_restore_point(
     server: postgres.Server, tmp_path: Path
 ) -> None:
-    _articles(server, "half_g1", 100)
-    before = postgres.content_digest(server, "half_g1")
-    point, proof = _restore_point_of(server, "half_g1", tmp_path)
+    before, point, proof = _restore_point_of(server, "half_g1", 100, tmp_path)
     # A restore killed with its scratch server running: the next one stops it and starts over.
     scratch = postgres.restore_scratch_dir(tmp_path)
     with postgres.standalone_copy(server, "half_g1", scratch):
@@ -201,12 +201,11 @@ def test_the_driver_refuses_a_changed_or_removed_restore_point(
     tamper: str, server: postgres.Server, tmp_path: Path
 ) -> None:
     name = f"tamper_{tamper.replace(' ', '_')}_g1"
-    _articles(server, name, 20_000)
     env = Environment(tmp_path)
     stack = env.stack_dir("site")
     postgres.data_dir(stack).mkdir(parents=True)  # a stack on PostgreSQL
     taken_at = "2026-01-01T00:00:00Z"
-    point, proof = _restore_point_of(server, name, stack)
+    _before, point, proof = _restore_point_of(server, name, 20_000, stack)
     taken = RestorePointTaken(taken_at, 0.0, proof)
     assert LOCAL.restore_point_problem is not None
     assert LOCAL.restore_point_problem(env, "site", taken) is None

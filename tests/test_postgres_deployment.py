@@ -43,10 +43,9 @@ def served_titles(public: str) -> set[str]:
 
 
 def test_full_deployment_on_postgresql_under_load_loses_nothing(
-    pg_stack: Callable[[str], dict[str, Any]], zdd: Callable[..., Result]
+    pg_v1: dict[str, Any], zdd: Callable[..., Result]
 ) -> None:
-    stack = pg_stack("v1")
-    result = zdd("deploy", "--stack", stack["stack"], "--version", "v2", "--probe", "--json")
+    result = zdd("deploy", "--stack", pg_v1["stack"], "--version", "v2", "--probe", "--json")
     assert result.code == 0, result.stderr
     report = result.json()
     assert report["outcome"] == "succeeded"
@@ -60,14 +59,13 @@ def test_full_deployment_on_postgresql_under_load_loses_nothing(
         assert probe["longest_hold_seconds"] >= 25, probe
     assert report.get("read_only_violation") is None
     # The server is the stack's own, and goes with the stack.
-    assert processes_naming(stack_dir(stack["stack"]))
+    assert processes_naming(stack_dir(pg_v1["stack"]))
 
 
 def test_rollback_with_database_after_a_failed_migration_serves_every_acknowledged_row(
-    pg_stack: Callable[[str], dict[str, Any]], zdd: Callable[..., Result]
+    pg_v1: dict[str, Any], zdd: Callable[..., Result]
 ) -> None:
-    stack = pg_stack("v1")
-    name, public = stack["stack"], stack["public_url"]
+    name, public = pg_v1["stack"], pg_v1["public_url"]
     before = [f"before-{n}" for n in range(20)]
     write_titles(public, before)
     failed = zdd("deploy", "--stack", name, "--version", "v3-bad-migration", "--json")
@@ -87,12 +85,11 @@ def test_rollback_with_database_after_a_failed_migration_serves_every_acknowledg
 
 
 def test_a_rollback_whose_restore_was_killed_is_resumed_from_the_intact_restore_point(
-    pg_stack: Callable[[str], dict[str, Any]],
+    pg_v1: dict[str, Any],
     zdd: Callable[..., Result],
     pulumi: Callable[..., Result],
 ) -> None:
-    stack = pg_stack("v1")
-    name, public = stack["stack"], stack["public_url"]
+    name, public = pg_v1["stack"], pg_v1["public_url"]
     _bulk_rows(pulumi, name)
     before = [f"before-{n}" for n in range(10)]
     write_titles(public, before)
@@ -126,10 +123,9 @@ def test_a_rollback_whose_restore_was_killed_is_resumed_from_the_intact_restore_
 
 
 def test_a_restore_point_changed_or_gone_is_refused_before_anything_changes(
-    pg_stack: Callable[[str], dict[str, Any]], zdd: Callable[..., Result]
+    pg_v1: dict[str, Any], zdd: Callable[..., Result]
 ) -> None:
-    stack = pg_stack("v1")
-    name, public = stack["stack"], stack["public_url"]
+    name, public = pg_v1["stack"], pg_v1["public_url"]
     write_titles(public, ["kept"])
     paused = zdd("deploy", "--stack", name, "--version", "v2", "--wait-for-approval", "--json")
     assert paused.code == 0, paused.stderr
@@ -157,12 +153,11 @@ def test_a_restore_point_changed_or_gone_is_refused_before_anything_changes(
 
 
 def test_a_write_reaching_the_clone_database_is_refused_by_postgresql(
-    pg_stack: Callable[[str], dict[str, Any]],
+    pg_v1: dict[str, Any],
     zdd: Callable[..., Result],
     pulumi: Callable[..., Result],
 ) -> None:
-    stack = pg_stack("v1")
-    name = stack["stack"]
+    name = pg_v1["stack"]
     waiting = zdd("deploy", "--stack", name, "--version", "v2", "--wait-for-approval", "--json")
     assert waiting.code == 0, waiting.stderr
     # The clone's cluster is a copy of the stack's: the database has its source's name there.
@@ -185,9 +180,9 @@ def test_a_write_reaching_the_clone_database_is_refused_by_postgresql(
 
 
 def test_destroy_with_the_clone_serving_stops_its_cluster_and_removes_its_folder(
-    pg_stack: Callable[[str], dict[str, Any]], zdd: Callable[..., Result]
+    pg_v1: dict[str, Any], zdd: Callable[..., Result]
 ) -> None:
-    name = pg_stack("v1")["stack"]
+    name = pg_v1["stack"]
     waiting = zdd("deploy", "--stack", name, "--version", "v2", "--wait-for-approval", "--json")
     assert waiting.code == 0, waiting.stderr
     folder = postgres.clone_cluster_dir(stack_dir(name))
@@ -240,12 +235,12 @@ def _pids_with(marker: str) -> Iterator[int]:
 )
 def test_the_server_killed_mid_deployment_loses_no_acknowledged_row(
     marker: str,
-    pg_stack: Callable[[str], dict[str, Any]],
+    pg_v1: dict[str, Any],
     zdd: Callable[..., Result],
     pulumi: Callable[..., Result],
 ) -> None:
     _deploy_with_a_kill(
-        pg_stack,
+        pg_v1,
         zdd,
         pulumi,
         lambda name: _server_while(name, marker),
@@ -254,7 +249,7 @@ def test_the_server_killed_mid_deployment_loses_no_acknowledged_row(
 
 
 def _deploy_with_a_kill(
-    pg_stack: Callable[[str], dict[str, Any]],
+    pg_v1: dict[str, Any],
     zdd: Callable[..., Result],
     pulumi: Callable[..., Result],
     victim_of: Callable[[str], Callable[[], int | None]],
@@ -264,8 +259,7 @@ def _deploy_with_a_kill(
     the middle, SIGKILL what `victim_of(stack)` finds as soon as it finds it, resume if the
     deployment failed: it ends on v2 serving every row written before. The stack's name, its
     public address and the rows written before."""
-    stack = pg_stack("v1")
-    name, public = stack["stack"], stack["public_url"]
+    name, public = pg_v1["stack"], pg_v1["public_url"]
     _bulk_rows(pulumi, name)
     before = [f"before-{n}" for n in range(10)]
     write_titles(public, before)
@@ -347,7 +341,7 @@ def _kill_when_found(find: Callable[[], int | None], stop: threading.Event) -> t
 @pytest.mark.parametrize("victim", ["base backup", "clone server"])
 def test_the_clone_copy_killed_midway_is_made_again_and_loses_no_acknowledged_row(
     victim: str,
-    pg_stack: Callable[[str], dict[str, Any]],
+    pg_v1: dict[str, Any],
     zdd: Callable[..., Result],
     pulumi: Callable[..., Result],
 ) -> None:
@@ -363,7 +357,7 @@ def test_the_clone_copy_killed_midway_is_made_again_and_loses_no_acknowledged_ro
         return find
 
     name, public, before = _deploy_with_a_kill(
-        pg_stack, zdd, pulumi, victim_of, f"the {victim} during the copy"
+        pg_v1, zdd, pulumi, victim_of, f"the {victim} during the copy"
     )
     assert set(before) | {"after the crash"} <= served_titles(public)
     # Nothing of the clone's cluster is left: no server, no folder.

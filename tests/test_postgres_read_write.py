@@ -53,12 +53,11 @@ def resources(pulumi: Callable[..., Result], name: str) -> list[tuple[str, Any]]
 
 
 def test_a_read_write_deployment_on_postgresql_reports_and_archives_exactly_what_the_clone_took(
-    pg_stack: Callable[[str], dict[str, Any]],
+    pg_v1: dict[str, Any],
     zdd: Callable[..., Result],
     pulumi: Callable[..., Result],
 ) -> None:
-    stack = pg_stack("v1")
-    name, public = stack["stack"], stack["public_url"]
+    name, public = pg_v1["stack"], pg_v1["public_url"]
     lost, taken = read_write_deployment(zdd, name)
     # The live primary never got a row the clone took.
     server = server_of(pulumi, name)
@@ -75,12 +74,11 @@ def test_a_read_write_deployment_on_postgresql_reports_and_archives_exactly_what
 
 
 def test_a_read_write_abort_on_postgresql_archives_every_write_the_clone_acknowledged(
-    pg_stack: Callable[[str], dict[str, Any]],
+    pg_v1: dict[str, Any],
     zdd: Callable[..., Result],
     pulumi: Callable[..., Result],
 ) -> None:
-    stack = pg_stack("v1")
-    name, public = stack["stack"], stack["public_url"]
+    name, public = pg_v1["stack"], pg_v1["public_url"]
     up_to(pulumi, name, targetVersion="v2", mode="read-write", acceptDataLoss="true", phase="clone")
     up_to(pulumi, name, phase="cutover")
     server = server_of(pulumi, name)
@@ -104,11 +102,11 @@ def test_a_read_write_abort_on_postgresql_archives_every_write_the_clone_acknowl
 
 
 def test_a_read_write_clone_on_postgresql_without_the_acknowledgement_is_refused(
-    pg_stack: Callable[[str], dict[str, Any]],
+    pg_v1: dict[str, Any],
     zdd: Callable[..., Result],
     pulumi: Callable[..., Result],
 ) -> None:
-    name = pg_stack("v1")["stack"]
+    name = pg_v1["stack"]
     before = snapshot(pulumi, name)
     refused = zdd("deploy", "--stack", name, "--version", "v2", "--mode", "read-write", "--json")
     assert refused.code == 2, refused.stderr

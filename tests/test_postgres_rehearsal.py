@@ -43,11 +43,10 @@ def _write(public: str, title: str) -> None:
 
 
 def test_a_rehearsal_migrates_its_own_copy_and_leaves_the_live_primary_as_it_was(
-    pg_stack: Make, zdd: Callable[..., Result], pulumi: Callable[..., Result]
+    pg_v1: dict[str, Any], zdd: Callable[..., Result], pulumi: Callable[..., Result]
 ) -> None:
-    stack = pg_stack("v1")
-    name = stack["stack"]
-    _write(stack["public_url"], "before the rehearsal")
+    name = pg_v1["stack"]
+    _write(pg_v1["public_url"], "before the rehearsal")
     server = server_of(pulumi, name)
     before = primary_content(server, PRIMARY)
 
@@ -69,10 +68,9 @@ def test_a_rehearsal_migrates_its_own_copy_and_leaves_the_live_primary_as_it_was
 
 
 def test_a_failed_migration_is_reported_with_its_output_and_the_primary_untouched(
-    pg_stack: Make, zdd: Callable[..., Result], pulumi: Callable[..., Result]
+    pg_v1: dict[str, Any], zdd: Callable[..., Result], pulumi: Callable[..., Result]
 ) -> None:
-    stack = pg_stack("v1")
-    name = stack["stack"]
+    name = pg_v1["stack"]
     server = server_of(pulumi, name)
     before = primary_content(server, PRIMARY)
     failed = zdd("rehearse", "-s", name, "--version", "v3-bad-migration", "--json")
@@ -92,9 +90,9 @@ def test_a_failed_migration_is_reported_with_its_output_and_the_primary_untouche
 
 
 def test_a_killed_rehearsal_is_cleaned_by_the_next_one_and_by_destroy(
-    pg_stack: Make, zdd: Callable[..., Result], engine_env: dict[str, str]
+    pg_v1: dict[str, Any], zdd: Callable[..., Result], engine_env: dict[str, str]
 ) -> None:
-    name = pg_stack("v1")["stack"]
+    name = pg_v1["stack"]
     scratch = stack_dir(name) / SCRATCH
     rehearse = ["rehearse", "-s", name, "--version", "v1.1"]
     # Killed with its scratch server up: the server outlives the driver.
@@ -111,10 +109,9 @@ def test_a_killed_rehearsal_is_cleaned_by_the_next_one_and_by_destroy(
 
 
 def test_the_compatible_path_on_postgresql_under_load_keeps_every_write(
-    pg_stack: Make, zdd: Callable[..., Result]
+    pg_v1: dict[str, Any], zdd: Callable[..., Result]
 ) -> None:
-    stack = pg_stack("v1")
-    name, public = stack["stack"], stack["public_url"]
+    name, public = pg_v1["stack"], pg_v1["public_url"]
     auto = zdd("deploy", "-s", name, "--version", "v1.1", "--strategy", "auto", "--probe",
                "--yes", "--json")  # fmt: skip
     assert auto.code == 0, auto.stderr
@@ -132,10 +129,9 @@ def test_the_compatible_path_on_postgresql_under_load_keeps_every_write(
 
 
 def test_a_rollback_with_database_on_the_compatible_path_reports_what_postgresql_took(
-    pg_stack: Make, zdd: Callable[..., Result]
+    pg_v1: dict[str, Any], zdd: Callable[..., Result]
 ) -> None:
-    stack = pg_stack("v1")
-    name, public = stack["stack"], stack["public_url"]
+    name, public = pg_v1["stack"], pg_v1["public_url"]
     paused_for_approval(zdd, name, "v1.1", "--strategy", "compatible")
     _write(public, "after-the-restore-point")
     rolled = zdd("rollback", "-s", name, "--with-database", "--accept-data-loss", "--json")
