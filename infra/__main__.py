@@ -14,7 +14,7 @@ settings = read_settings(config)
 target = target_for(config)
 guard = phase_guard(
     settings.stack.phase,
-    verifies_before_switch=registry.entry(target.name).verifies_before_switch,
+    switches_in_program=registry.entry(target.name).switches_in_program,
 )
 built = build(settings.declaration, target, pulumi.ResourceOptions(depends_on=[guard]))
 

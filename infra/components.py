@@ -59,6 +59,9 @@ class DatabaseArgs:
     # The copy waits until the front door holds new writes and those in flight are answered,
     # so it holds every write acknowledged before the clone takes the traffic (rule 11).
     hold_writes_for_copy: bool = False
+    # The program's own switch to the clone (`CutoverArgs`): the primary database's restore
+    # point, so every change of the primary, waits until it is made and the primary drained.
+    after: pulumi.Resource | None = None
 
 
 @dataclass(frozen=True)
@@ -78,3 +81,16 @@ class FrontDoorArgs:
     # For an edge that can neither hold a write nor switch at once (a global CDN): writes are
     # refused while a read-only clone may serve (rule 9 of docs/design.md).
     refuse_writes: bool = False
+    # The program's own switch to the clone, made earlier in the update: the front door's own
+    # change comes after it (in `return`, the switch back).
+    cutover: pulumi.CustomResource | None = None
+
+
+@dataclass(frozen=True)
+class CutoverArgs:
+    """A front door's switch to the clone, made by the program on a target that can wait for
+    the primary's drain inside an update: every change of the primary waits for it."""
+
+    # What the front door does with writes from the switch on, until the primary serves again.
+    writes: EdgeWrites
+    hold_seconds: float

@@ -37,7 +37,7 @@ def read_settings(config: pulumi.Config) -> ProgramSettings:
     return ProgramSettings(stack=stack, declaration=declare(stack), digest=settings_digest(values))
 
 
-def phase_guard(wanted: Phase, *, verifies_before_switch: bool) -> pulumi.Output[pulumi.Resource]:
+def phase_guard(wanted: Phase, *, switches_in_program: bool) -> pulumi.Output[pulumi.Resource]:
     """Refuse an illegal move even when someone runs `pulumi up` by hand (rule 7 of docs/design.md).
 
     The stack reads its own last `phase` output; every component depends on the result, so an
@@ -51,7 +51,7 @@ def phase_guard(wanted: Phase, *, verifies_before_switch: bool) -> pulumi.Output
         if applied is not None:
             try:
                 check_transition(
-                    Phase(str(applied)), wanted, verifies_before_switch=verifies_before_switch
+                    Phase(str(applied)), wanted, switches_in_program=switches_in_program
                 )
             except IllegalTransition as exc:
                 raise pulumi.RunError(f"refused: {exc}") from None

@@ -8,7 +8,14 @@ from typing import Any
 
 import pulumi
 
-from infra.components import DatabaseArgs, DatabaseLike, FrontDoorArgs, SiteArgs, SiteLike
+from infra.components import (
+    CutoverArgs,
+    DatabaseArgs,
+    DatabaseLike,
+    FrontDoorArgs,
+    SiteArgs,
+    SiteLike,
+)
 from zdd.phases import DatabaseMode, Declaration, Instance, Phase
 
 
@@ -23,6 +30,11 @@ class Target:
     # The engine makes a rehearsal's copy (`zdd:rehearse`): a cloud target. The local target
     # rehearses without the engine (`zdd.rehearsal`).
     rehearses: bool = False
+    # A target whose program switches to the clone itself and waits for the primary's drain
+    # (`zdd.registry.TargetEntry.switches_in_program`): `(name, args, opts) -> resource`.
+    cutover: (
+        Callable[[str, CutoverArgs, pulumi.ResourceOptions | None], pulumi.CustomResource] | None
+    ) = None
 
 
 @dataclass
@@ -45,6 +57,15 @@ def build(
             f"zdd:rehearse: target {target.name} rehearses without the engine (`zdd "
             "rehearse`); remove the key"
         )
+    cutover = None
+    if declaration.cutover_writes is not None and target.cutover is not None:
+        # First: in an update out of `clone`, the primary changes only once the clone holds
+        # the traffic and the primary drained; a later phase keeps the switch as it was made.
+        cutover = target.cutover(
+            "front-door",
+            CutoverArgs(declaration.cutover_writes, declaration.hold_writes_seconds),
+            opts,
+        )
     primary_database = target.database(
         "primary-db",
         DatabaseArgs(
@@ -53,6 +74,7 @@ def build(
             generation=declaration.primary_database_generation,
             restore_point=declaration.restore_point,
             restored_from=declaration.restored_from,
+            after=cutover,
         ),
         opts,
     )
@@ -117,6 +139,7 @@ def build(
             # `withdraw` propagates.
             refuse_writes=read_only_clone
             and declaration.phase in (Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN, Phase.WITHDRAW),
+            cutover=cutover,
         ),
         opts,
     )

@@ -21,14 +21,14 @@ def state(phase: Phase, applied: Phase | None = None, **overrides: object) -> St
     """A stack whose updates applied `applied` (default: `phase`); a restore point counts as
     taken when an update reached deploy, unless `taken` says otherwise."""
     awaiting = bool(overrides.pop("awaiting", False))
-    verifies = bool(overrides.pop("verifies_before_switch", False))
+    verifies = bool(overrides.pop("switches_in_program", False))
     applied = applied or phase
     reached_deploy = applied in (Phase.DEPLOY, Phase.RETURN)
     taken = overrides.pop("taken", reached_deploy)
     changed = bool(overrides.pop("changed", False))
     settings = phase_settings(phase, point=POINT, **overrides)
     proof = RestorePointTaken(POINT, 1.7e9, "ab12") if taken else None
-    return StackState(settings, applied, awaiting, proof, changed, verifies_before_switch=verifies)
+    return StackState(settings, applied, awaiting, proof, changed, switches_in_program=verifies)
 
 
 def test_deploy_starts_with_a_clone_and_records_the_mode() -> None:
@@ -206,10 +206,10 @@ def test_next_steps_walk_the_deployment_and_finish_on_the_new_version() -> None:
 
 
 def test_cutover_goes_straight_to_return_where_the_program_verifies_and_nobody_approves() -> None:
-    verifying = state(Phase.CUTOVER, verifies_before_switch=True)
+    verifying = state(Phase.CUTOVER, switches_in_program=True)
     assert next_step(verifying) == {"phase": Phase.RETURN}
     # Asked for approval: `deploy` stays a state of its own, where the person looks.
-    waiting = state(Phase.CUTOVER, await_approval=True, verifies_before_switch=True)
+    waiting = state(Phase.CUTOVER, await_approval=True, switches_in_program=True)
     assert next_step(waiting) == {"phase": Phase.DEPLOY}
 
 

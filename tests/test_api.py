@@ -133,7 +133,7 @@ def test_init_deploy_status_and_destroy_through_the_api(
         result = stack.deploy("v2", probe=zdd.ProbeSettings(rate=50, chart=chart))
         assert result.outcome == "succeeded"
         assert (result.from_version, result.to_version) == ("v1", "v2")
-        assert [p.name for p in result.phases] == ["clone", "cutover", "return", "idle"]
+        assert [p.name for p in result.phases] == ["clone", "return", "idle"]
         assert result.as_json()["read_only_window_seconds"] > 0
         assert result.probe is not None and result.probe["requests"] > 0
         assert (result.probe["failed"], result.probe["writes_lost"]) == (0, 0)

@@ -46,7 +46,7 @@ def test_help_and_readme_list_every_exit_code_the_errors_have() -> None:
 
 def test_errors_of_the_pure_modules_exit_with_their_own_code() -> None:
     with pytest.raises(RefusedTransition):
-        phases.check_transition(phases.Phase.DEPLOY, phases.Phase.IDLE, verifies_before_switch=True)
+        phases.check_transition(phases.Phase.DEPLOY, phases.Phase.IDLE, switches_in_program=True)
     with pytest.raises(BadInput):
         phases.PhaseSettings.from_config({"phase": "idle"})
     with pytest.raises(BadInput):

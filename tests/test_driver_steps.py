@@ -32,7 +32,7 @@ def steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[
         config: dict[str, str],
         events: list[tuple[str, ...]],
         restorable: str | None = None,
-        verifies_before_switch: bool = False,
+        switches_in_program: bool = False,
     ) -> Driver:
         def take_restore_point() -> str:
             events.append(("restore point",))
@@ -51,7 +51,7 @@ def steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[
             if (src, dst) != (src, src):
                 events.append(("gate", str(src), str(dst)))
 
-        entry = registry.TargetEntry("-", "-", verifies_before_switch=verifies_before_switch)
+        entry = registry.TargetEntry("-", "-", switches_in_program=switches_in_program)
         monkeypatch.setitem(registry.TARGETS, "fake-cloud", entry)
         monkeypatch.setattr(driver_module, "ops_for", lambda _name: ops)
         monkeypatch.setattr(driver_module, "pass_gate", gate)
@@ -89,7 +89,7 @@ def test_a_target_that_verifies_the_primary_returns_in_the_update_that_deploys_i
     steps, approval: bool
 ) -> None:
     events: list[tuple[str, ...]] = []
-    driver = steps({"phase": "idle", "currentVersion": "v1"}, events, verifies_before_switch=True)
+    driver = steps({"phase": "idle", "currentVersion": "v1"}, events, switches_in_program=True)
     _run(driver, Action.DEPLOY, version="v2", wait_for_approval=approval)
     if approval:
         # A person looks at the primary before it gets the traffic: `deploy` stays its own step.
@@ -104,11 +104,10 @@ def test_a_target_that_verifies_the_primary_returns_in_the_update_that_deploys_i
     assert events == [
         ("gate", "idle", "clone"),
         ("up", "clone"),
-        ("gate", "clone", "cutover"),
-        ("up", "cutover"),
-        # The drain, then the restore point, then one update that migrates, verifies and
+        # The clone's gate, the restore point's name, then one update that switches to the
+        # clone, waits for the drain, records the restore point, migrates, verifies and
         # switches back; the clone goes only once drained.
-        ("gate", "cutover", "return"),
+        ("gate", "clone", "return"),
         ("restore point",),
         ("up", "return"),
         ("gate", "return", "idle"),

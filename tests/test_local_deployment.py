@@ -16,9 +16,9 @@ from zdd.probe import DEFAULT_RATE
 pytestmark = pytest.mark.engine
 
 PHASES_BY_HAND = ["clone", "cutover", "deploy", "return", "idle"]
-# Without approval the driver goes from `cutover` straight to `return`: one update deploys,
-# verifies and switches back.
-DRIVER_PHASES = ["clone", "cutover", "return", "idle"]
+# Without approval the driver goes from `clone` straight to `return`: one update switches to
+# the clone, waits for the drain, deploys, verifies and switches back.
+DRIVER_PHASES = ["clone", "return", "idle"]
 
 
 def identity(url: str) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def test_full_deployment_under_load_loses_nothing(
     primary = ("primary-db-restore-point", "primary-db-migration", "primary-process",
                "primary-verified")  # fmt: skip
     assert work["resources"] == {n: returned[n]["seconds"] for n in primary}
-    assert "front-door-proxy" in returned
+    assert "front-door-cutover" in returned and "front-door-proxy" in returned
     assert 0 < work["seconds"] < report["read_only_window_seconds"]
     assert work["window_over_work"] == pytest.approx(
         report["read_only_window_seconds"] / work["seconds"], rel=0.02
@@ -90,7 +90,11 @@ def test_full_deployment_under_load_loses_nothing(
     }
 
 
-@pytest.mark.parametrize("phases", [PHASES_BY_HAND, DRIVER_PHASES], ids=["deploy", "straight"])
+@pytest.mark.parametrize(
+    "phases",
+    [PHASES_BY_HAND, ["clone", "cutover", "return", "idle"], DRIVER_PHASES],
+    ids=["deploy", "cutover-return", "straight"],
+)
 def test_deployment_by_hand_with_pulumi_up_per_phase_is_idempotent(
     local_stack: Callable[[str], dict[str, Any]], pulumi: Callable[..., Result], phases: list[str]
 ) -> None:
@@ -110,8 +114,8 @@ def test_deployment_by_hand_with_pulumi_up_per_phase_is_idempotent(
     config_set("targetVersion", "v2")
     for phase in phases:
         config_set("phase", phase)
-        if phase == phases[2]:  # the update that changes the primary needs its restore point
-            config_set("restorePoint", "rp-by-hand")
+        if phase == next(p for p in phases if p in ("deploy", "return")):
+            config_set("restorePoint", "rp-by-hand")  # the primary's first change needs it
         if phase == "idle":
             config_set("currentVersion", "v2")
             assert pulumi("config", "rm", "--stack", name, "zdd:targetVersion").code == 0
@@ -146,29 +150,28 @@ def test_illegal_transitions_are_refused_and_change_nothing(
     stack = local_stack("v1")
     name = stack["stack"]
 
-    # By hand: `return` straight after `clone` is refused by the program before any change.
+    # By hand: `idle` straight after `cutover` (the clone would go while it holds the traffic)
+    # is refused by the program before any change.
     assert pulumi("config", "set", "--stack", name, "zdd:targetVersion", "v2").code == 0
-    assert pulumi("config", "set", "--stack", name, "zdd:phase", "clone").code == 0
-    assert pulumi("up", "--yes", "--skip-preview", "--stack", name).code == 0
+    for phase in ("clone", "cutover"):
+        assert pulumi("config", "set", "--stack", name, "zdd:phase", phase).code == 0
+        assert pulumi("up", "--yes", "--skip-preview", "--stack", name).code == 0
     before = resources(pulumi, name)
-    assert pulumi("config", "set", "--stack", name, "zdd:phase", "return").code == 0
-    # With the restore point `return` needs, so that the move itself is what is refused.
-    assert pulumi("config", "set", "--stack", name, "zdd:restorePoint", "rp1").code == 0
+    assert pulumi("config", "set", "--stack", name, "zdd:phase", "idle").code == 0
     refused = pulumi("up", "--yes", "--skip-preview", "--stack", name)
     assert refused.code != 0
-    assert "cannot return traffic to the primary from phase clone" in refused.stdout
+    assert "cannot go to idle from cutover" in refused.stdout
     assert resources(pulumi, name) == before
-    assert identity(stack["public_url"])["instance"] == "primary"
+    assert identity(stack["public_url"])["instance"] == "clone"
 
     # Through the driver: a second deployment while one is in progress.
-    assert pulumi("config", "set", "--stack", name, "zdd:phase", "clone").code == 0
-    assert pulumi("config", "rm", "--stack", name, "zdd:restorePoint").code == 0
+    assert pulumi("config", "set", "--stack", name, "zdd:phase", "cutover").code == 0
     second = zdd("deploy", "--stack", name, "--version", "v2", "--yes", "--json")
     assert second.code == 3
     assert "already in progress" in second.json()["error"]
     assert resources(pulumi, name) == before
     config = pulumi("config", "--stack", name, "--json").json()
-    assert config["zdd:phase"]["value"] == "clone"
+    assert config["zdd:phase"]["value"] == "cutover"
 
 
 BAD_DEPLOY_INPUT = [

@@ -142,24 +142,42 @@ def test_idle_has_no_restore_point_even_if_config_keeps_one() -> None:
         (Phase.DEPLOY, Phase.DEPLOY),
     ],
 )
-@pytest.mark.parametrize("verifies_before_switch", [False, True])
-def test_legal_transitions(current: Phase, requested: Phase, verifies_before_switch: bool) -> None:
-    check_transition(current, requested, verifies_before_switch=verifies_before_switch)
+@pytest.mark.parametrize("switches_in_program", [False, True])
+def test_legal_transitions(current: Phase, requested: Phase, switches_in_program: bool) -> None:
+    check_transition(current, requested, switches_in_program=switches_in_program)
 
 
-def test_cutover_goes_straight_to_return_only_where_the_program_verifies_the_primary() -> None:
-    check_transition(Phase.CUTOVER, Phase.RETURN, verifies_before_switch=True)
-    with pytest.raises(IllegalTransition, match="not been deployed and verified"):
-        check_transition(Phase.CUTOVER, Phase.RETURN, verifies_before_switch=False)
-    # Only from `cutover`: the clone must hold the traffic while the primary changes.
-    with pytest.raises(IllegalTransition, match="not been deployed and verified"):
-        check_transition(Phase.CLONE, Phase.RETURN, verifies_before_switch=True)
+@pytest.mark.parametrize(
+    ("current", "requested"),
+    [(Phase.CLONE, Phase.RETURN), (Phase.CLONE, Phase.DEPLOY), (Phase.CUTOVER, Phase.RETURN)],
+)
+def test_moves_past_cutover_or_deploy_only_where_the_program_switches(
+    current: Phase, requested: Phase
+) -> None:
+    check_transition(current, requested, switches_in_program=True)
+    # Elsewhere the clone must hold the traffic (a phase of its own, after its gate) before
+    # the primary changes, and the primary must be verified before it gets it back.
+    with pytest.raises(IllegalTransition, match="cannot"):
+        check_transition(current, requested, switches_in_program=False)
+
+
+def test_a_program_that_switches_declares_the_switch_wherever_the_clone_held_the_traffic() -> None:
+    held = {Phase.CUTOVER, Phase.DEPLOY, Phase.RETURN}
+    for phase in Phase:
+        declared = declare(
+            settings(phase, restore_point="rp1" if phase in (Phase.DEPLOY, Phase.RETURN) else None)
+        )
+        assert (declared.cutover_writes is not None) == (phase in held), phase
+    # `return` lets writes pass, but its switch to the clone holds them as `cutover` does.
+    returning = declare(settings(Phase.RETURN, restore_point="rp1"))
+    assert returning.edge_writes is EdgeWrites.PASS
+    assert returning.cutover_writes is EdgeWrites.HOLD
 
 
 @pytest.mark.parametrize(
     ("current", "requested", "message"),
     [
-        (Phase.CLONE, Phase.RETURN, "not been deployed and verified"),
+        (Phase.IDLE, Phase.RETURN, "not been deployed and verified"),
         (Phase.DEPLOY, Phase.IDLE, "primary was changed"),
         # The clone holds the traffic: deleting it in one update would cut visitors off.
         (Phase.CUTOVER, Phase.IDLE, "withdraw"),
@@ -174,7 +192,7 @@ def test_illegal_transitions_are_refused_with_a_reason(
     current: Phase, requested: Phase, message: str
 ) -> None:
     with pytest.raises(IllegalTransition, match=message):
-        check_transition(current, requested, verifies_before_switch=True)
+        check_transition(current, requested, switches_in_program=True)
 
 
 def test_withdraw_keeps_the_read_only_clone_and_ends_in_idle() -> None:

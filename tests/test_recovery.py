@@ -209,8 +209,9 @@ def test_killed_driver_resumes_without_a_failed_request(
     name = stack["stack"]
     probe = LoadProbe(stack["public_url"], SAMPLE_PROBE, rate=PROBE_RATE)
     probe.start()
-    # Without approval `deploy` is no state of its own: `cutover` goes straight to `return`.
-    approval = ["--wait-for-approval"] if phase == "deploy" else []
+    # Without approval `cutover` and `deploy` are no states of their own: `clone` goes
+    # straight to `return`.
+    approval = ["--wait-for-approval"] if phase in ("cutover", "deploy") else []
     driver = Driver(engine_env, "deploy", "-s", name, "--version", "v2", "--yes", *approval)
     driver.reach(f"{phase}: pulumi up")
     # In the middle of the phase's update: its Pulumi CLI holds the stack's lock.
@@ -247,7 +248,8 @@ def test_a_second_driver_is_refused(
 
 # A file that appears once the update has started changing resources in that phase.
 # The update that makes the clone's copy, and the one that takes the restore point (without
-# approval, `return` straight from `cutover`), by the file each starts to write.
+# approval, `return` straight from `clone`, after its switch to the clone), by the file each
+# starts to write.
 STARTED_IN = {"clone": "clone-g*.sqlite*", "return": "restore-*.sqlite*"}
 
 

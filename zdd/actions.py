@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from zdd.phases import (
+    SWITCHED_TO_CLONE,
     TRAFFIC_ON_CLONE,
     IllegalTransition,
     Mode,
@@ -65,9 +66,13 @@ class StackState:
     # After a deploy update that failed: the schema its state proves the primary database
     # carries (the last migration that succeeded), so no recovery runs the failed one again.
     schema_applied: str | None = None
-    # The stack's target verifies the new primary before switching back to it: a deployment
-    # that asks for no approval goes from `cutover` straight to `return`.
-    verifies_before_switch: bool = False
+    # The stack's target switches to the clone (after the drain) and back (after verifying the
+    # new primary) in its program: a deployment that asks for no approval goes from `clone`
+    # straight to `return`.
+    switches_in_program: bool = False
+    # Read from the state after an update out of `clone` that did not finish: its switch to
+    # the clone was made (the cutover resource is there), so the clone holds the traffic.
+    switched_to_clone: bool = False
 
     @property
     def in_progress(self) -> bool:
@@ -75,9 +80,12 @@ class StackState:
 
     @property
     def traffic_on_clone(self) -> bool:
-        # A `return` straight from `cutover` that did not finish switched nothing back: its
+        # A `return` that deploys the primary and did not finish switched nothing back: its
         # switch comes last, after the primary's migration and verification.
         returning = self.settings.phase is Phase.RETURN and self.applied is Phase.CUTOVER
+        if self.applied is Phase.CLONE:
+            # An update out of `clone` that began with the switch to the clone.
+            return self.switched_to_clone and self.settings.phase in SWITCHED_TO_CLONE
         return self.applied in TRAFFIC_ON_CLONE and (
             self.settings.phase in TRAFFIC_ON_CLONE or returning
         )
@@ -280,15 +288,21 @@ def _deployment_cleared() -> ConfigChange:
 
 
 def next_step(state: StackState) -> ConfigChange:
-    """The config change that moves a completed phase on to the next one. The step out of
-    `cutover` also needs a new restore point, which only the driver takes (after the drain
-    gate, on the target's clock): see `zdd.driver.Driver.advance`."""
+    """The config change that moves a completed phase on to the next one. The step that
+    deploys the primary also needs a new restore point, which only the driver names (after the
+    drain gate, or before the update whose switch waits for the drain; on the target's clock):
+    see `zdd.driver.Driver.advance`."""
     s = state.settings
     if s.phase is Phase.IDLE:
         raise IllegalTransition(f"nothing follows phase {s.phase}")
-    if s.phase is Phase.CUTOVER and state.verifies_before_switch and not s.await_approval:
-        # One update deploys, migrates and verifies the primary, then switches back to it:
-        # the read-only window holds one engine start instead of two (docs/design.md).
+    if (
+        s.phase in (Phase.CLONE, Phase.CUTOVER)
+        and state.switches_in_program
+        and not s.await_approval
+    ):
+        # One update switches to the clone, waits for the drain, takes the restore point,
+        # migrates, deploys and verifies the primary, then switches back to it: the read-only
+        # window holds no engine start (docs/design.md).
         return {"phase": Phase.RETURN}
     following = next_phase(s.phase)
     if s.phase is Phase.WITHDRAW:

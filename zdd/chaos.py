@@ -54,8 +54,8 @@ DATABASE_SERVER = "database server"  # PostgreSQL runs only
 ALL_VICTIMS = (*VICTIMS, DATABASE_SERVER)
 DATABASES = ("sqlite", "postgresql", "mixed")
 # The phases the database server is killed in, in turn (the configured phase at the kill): a
-# deployment that asks for no approval goes from `cutover` straight to `return`.
-SERVER_KILL_PHASES = ("clone", "cutover", "return", "idle")
+# deployment that asks for no approval goes from `clone` straight to `return`.
+SERVER_KILL_PHASES = ("clone", "return", "idle")
 # On PostgreSQL, the share of runs whose victim is the database server.
 SERVER_KILL_SHARE = 0.5
 # Sites reconnect to a server that came back at their next request; what failed this long

@@ -154,18 +154,19 @@ class Driver:
             config.get("awaitApproval") == "true" and applied is settings.phase is Phase.DEPLOY
         )
         taken = RestorePointTaken.from_record(outputs.get("restore_point"))
-        changed = False
+        changed = switched = False
         schema = None
         unfinished = (settings.phase is Phase.DEPLOY and applied is not Phase.DEPLOY) or (
-            settings.phase is Phase.RETURN and applied is Phase.CUTOVER
+            settings.phase is Phase.RETURN and applied in (Phase.CLONE, Phase.CUTOVER)
         )
         if evidence and unfinished:
             # An update that deploys the primary and did not finish: it may have got past the
             # restore point, after which the primary can have been changed (its migration and
-            # code wait for it).
+            # code wait for it); out of `clone`, past its switch to the clone.
             taken = self.stack.restore_point_in_state(settings.restore_point)
             changed = taken is not None
             schema = self.stack.schema_in_state() if changed else None
+            switched = applied is Phase.CLONE and self.stack.switched_in_state()
         state = StackState(
             settings,
             applied,
@@ -173,7 +174,8 @@ class Driver:
             restore_point_taken=taken,
             primary_changed=changed,
             schema_applied=schema,
-            verifies_before_switch=registry.entry(target).verifies_before_switch,
+            switches_in_program=registry.entry(target).switches_in_program,
+            switched_to_clone=switched,
         )
         return config, state, outputs, ops_for(target)
 
@@ -505,7 +507,10 @@ class Driver:
         following = self._following(state)
         self._gate_once(settings.phase, following, settings, outputs, ops)
         change = next_step(state)
-        if settings.phase is Phase.CUTOVER:
+        if change["phase"] in (Phase.DEPLOY, Phase.RETURN) and settings.phase in (
+            Phase.CLONE,
+            Phase.CUTOVER,
+        ):
             change["restorePoint"] = self._take_restore_point(ops)
         self.stack.set_config(change)
         return True
@@ -520,11 +525,13 @@ class Driver:
         return point is not None and self.stack.restore_point_in_state(point) is not None
 
     def _take_restore_point(self, ops: TargetOps) -> str:
-        """Rule 3 of docs/design.md, and the only place a restore point is made, whatever action
-        led here: after the drain gate, so on the database's side of it, and on the target's
-        own clock where it has one (Azure restores to a moment of its own clock)."""
+        """Rule 3 of docs/design.md, and the only place a restore point is named, whatever
+        action led here: after the drain gate, so on the database's side of it, and on the
+        target's own clock where it has one (Azure restores to a moment of its own clock). Out
+        of `clone`, the update's own switch waits for the drain before its restore point
+        resource records the database (a target whose restore point is a file, not a time)."""
         point = ops.take_restore_point() if ops.take_restore_point else new_restore_point_id()
-        self.say(f"restore point {point} taken, after the drain")
+        self.say(f"restore point {point} named; the update records it after the drain")
         return point
 
     def _repair(
@@ -605,6 +612,10 @@ class Driver:
         finally:
             if recorded := kept_until_recorded(record):  # in the update's message: history has it
                 self.stack.set_config(recorded)
+            # Kept even when the update failed later on: the clone holds the traffic since then.
+            to_clone = self.stack.switched_to_clone_at
+            if to_clone is not None and "cutoverAt" not in self.stack.config():
+                self.stack.set_config({"cutoverAt": f"{to_clone:.3f}"})
         changed = {k: v for k, v in outcome.changes.items() if k != "same"}
         self.say(f"{label}: done in {outcome.seconds:.1f}s {changed or '(no changes)'}")
         if result is not None:
@@ -613,8 +624,9 @@ class Driver:
                 if (seconds := outcome.step_seconds.get(name)) is not None:
                     change["seconds"] = round(seconds, 2)
                 result.changed.append(change)
-        # The read-only window runs from the front door's switch to the clone to its switch
-        # back, as the engine reported them (an update that moved no traffic leaves it alone).
+        # The read-only window runs from the switch to the clone (the time its resource
+        # recorded, or the front door's change where the switch is not a resource of its own)
+        # to the front door's switch back, as the engine reported them.
         switched = outcome.front_door_changed_at
         if phase is Phase.CUTOVER and switched and "cutoverAt" not in self.stack.config():
             self.stack.set_config({"cutoverAt": f"{switched:.3f}"})
@@ -665,7 +677,7 @@ class Driver:
     def check_move(self, phase: Phase) -> None:
         """Refuse a phase the stack cannot move to from the phase it last reached."""
         _config, state, _outputs, _ops = self._read()
-        check_transition(state.applied, phase, verifies_before_switch=state.verifies_before_switch)
+        check_transition(state.applied, phase, switches_in_program=state.switches_in_program)
 
     def preview(self, change: ConfigChange) -> dict[str, Any]:
         """`pulumi preview --diff` of the stack as `change` would configure it; changes nothing.

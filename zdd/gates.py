@@ -241,8 +241,11 @@ GATES: dict[tuple[Phase, Phase], Callable[[GateContext], None]] = {
     (Phase.CLONE, Phase.CUTOVER): clone_healthy,
     (Phase.CUTOVER, Phase.DEPLOY): traffic_on_clone,
     (Phase.DEPLOY, Phase.RETURN): new_primary_verified,
-    # Without approval on a target that verifies the primary in the update (the switch waits
-    # for that verification): the drain, then one update deploys and returns.
+    # On a target that switches in its program (the update's switch to the clone waits for
+    # the drain, its switch back for the new primary's verification): one update from the
+    # healthy clone deploys and returns, or deploys and waits for approval.
+    (Phase.CLONE, Phase.RETURN): clone_healthy,
+    (Phase.CLONE, Phase.DEPLOY): clone_healthy,
     (Phase.CUTOVER, Phase.RETURN): traffic_on_clone,
     (Phase.RETURN, Phase.IDLE): traffic_back_on_primary,
     # An abort: the primary was never touched. Once the switch was asked for, the traffic

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from zdd.errors import BadInput, RefusedTransition
@@ -69,6 +69,10 @@ class EdgeWrites(StrEnum):
     REFUSE = "refused"  # answered 503 + Retry-After by the front door itself
 
 
+# How long an origin the traffic left may take to answer the requests it still has (the drain
+# gate's bound, whether the driver or a program's own switch waits for it).
+DRAIN_TIMEOUT_SECONDS = 60.0
+
 # How long the front door holds a write by default before it refuses it after all.
 DEFAULT_HOLD_WRITES_SECONDS = 30.0
 MAX_HOLD_WRITES_SECONDS = 3_600.0
@@ -123,12 +127,22 @@ MIGRATION_SUFFIX = "-migration"
 # A target that verifies a site in its program (before a front door switches to it) names that
 # resource `<site>-verified`: a failure there is a failed gate, not a failed deployment step.
 VERIFICATION_SUFFIX = "-verified"
+# A target whose program switches the traffic to the clone and waits for the primary's drain
+# before it touches the primary names that resource `<front door>-cutover`, with the output
+# `switched_at` (epoch seconds): in the state, it proves the traffic left the primary. A failure
+# there is a failed gate too (the drain), and the primary was not touched.
+CUTOVER_SUFFIX = "-cutover"
+# The resources whose failure is a failed gate of the program's own.
+PROGRAM_GATE_SUFFIXES = (VERIFICATION_SUFFIX, CUTOVER_SUFFIX)
 # A cloud restore point is a moment within the database's kept backups: a rollback with database
 # needs at least this many days of them (the program refuses less, the policies too).
 MIN_BACKUP_RETENTION_DAYS = 7
 
 # Phases in which public traffic is on the clone, so the primary may be changed or recovered.
 TRAFFIC_ON_CLONE: frozenset[Phase] = frozenset({Phase.CUTOVER, Phase.DEPLOY})
+# Phases whose update begins, on a target whose program switches, with the switch to the clone
+# (done once per deployment: `return` switches back only after it).
+SWITCHED_TO_CLONE: frozenset[Phase] = TRAFFIC_ON_CLONE | {Phase.RETURN}
 
 # A version labels a release (a folder locally, a tag on Azure): real apps use `2.9.2` as well as
 # `v2`. No '/', and a letter or digit first, so it never leaves the releases folder.
@@ -371,6 +385,10 @@ class Declaration:
     # A rehearsal (`zdd:rehearse`): the clone's copy is migrated to this version and the clone
     # runs the current release on it, outside the front door.
     rehearsal_version: str | None = None
+    # The switch to the clone, on a target whose program makes it (`zdd.registry.TargetEntry`):
+    # what the front door does with writes from then on, until the primary serves again. None
+    # outside the phases in which the clone holds or held the traffic.
+    cutover_writes: EdgeWrites | None = None
 
     @property
     def has_clone(self) -> bool:
@@ -444,6 +462,11 @@ def declare(settings: PhaseSettings) -> Declaration:
         hold_writes_seconds=settings.hold_writes_seconds,
         shared_database_generation=shared_generation,
         rehearsal_version=settings.rehearse,
+        cutover_writes=(
+            edge_writes(replace(settings, phase=Phase.CUTOVER))
+            if clone is not None and phase in SWITCHED_TO_CLONE
+            else None
+        ),
     )
 
 
@@ -476,26 +499,35 @@ def next_phase(phase: Phase) -> Phase:
     return order[order.index(phase) + 1]
 
 
-def check_transition(current: Phase, requested: Phase, *, verifies_before_switch: bool) -> None:
+def check_transition(current: Phase, requested: Phase, *, switches_in_program: bool) -> None:
     """Refuse any move that is not one step forward, a re-run, or an abort that leaves the
     primary untouched: to `idle` while the traffic never left the primary, else to `withdraw`.
-    `cutover` goes straight to `return` on a target whose program verifies the new primary
-    before its front door switches back to it (`zdd.registry.TargetEntry`)."""
+    On a target whose program switches to the clone after the primary's drain and back only
+    after verifying the new primary (`zdd.registry.TargetEntry`), `clone` goes straight to
+    `deploy` or `return`, and `cutover` straight to `return`."""
     if requested == current:
         return  # re-running a phase is idempotent
     if current is not Phase.IDLE and requested == next_phase(current):
         return
-    if (current, requested) == (Phase.CUTOVER, Phase.RETURN) and verifies_before_switch:
+    if switches_in_program and (current, requested) in _SWITCHED_IN_PROGRAM:
         return
     if current is Phase.IDLE and requested is Phase.CLONE:
         return
     if requested is Phase.IDLE and current is Phase.CLONE:
         return  # abort before the switch: the clone never had the traffic
     if requested is Phase.WITHDRAW and current in (Phase.CLONE, Phase.CUTOVER):
-        # Abort once the switch was asked for. From `clone` too: a cutover update that failed
-        # after its route change leaves `clone` as the last applied phase.
+        # Abort once the switch was asked for. From `clone` too: an update that failed after
+        # its switch to the clone leaves `clone` as the last applied phase.
         return
     raise IllegalTransition(_why_illegal(current, requested))
+
+
+# The moves the program's own switch and verification make safe: the update itself switches to
+# the clone and waits for the drain before the primary's restore point and migration, and
+# switches back only once the new primary answered as its version.
+_SWITCHED_IN_PROGRAM = frozenset(
+    {(Phase.CLONE, Phase.DEPLOY), (Phase.CLONE, Phase.RETURN), (Phase.CUTOVER, Phase.RETURN)}
+)
 
 
 def _why_illegal(current: Phase, requested: Phase) -> str:
@@ -503,6 +535,11 @@ def _why_illegal(current: Phase, requested: Phase) -> str:
         return (
             "cannot go to idle from cutover: the clone holds the traffic and would be deleted "
             "under it; an abort moves the traffic back first (phase withdraw)"
+        )
+    if requested in (Phase.DEPLOY, Phase.RETURN) and current is Phase.CLONE:
+        return (
+            f"cannot go to {requested} from clone on this target: the traffic moves to the "
+            "clone first (phase cutover), and the primary drains, before it is changed"
         )
     if requested is Phase.RETURN and current is not Phase.DEPLOY:
         return (

@@ -28,16 +28,18 @@ class TargetEntry:
     program: str
     # A `zdd.targets.TargetOps`: what the driver's gates and commands need from the target.
     operations: str
-    # The program verifies the new primary (a resource) before its front door switches back to
-    # it, so a deployment that waits for no approval switches back in the update that deploys
-    # the primary (`cutover` straight to `return`). Azure's switch back is an update of its
-    # own, after the driver's gate has verified the primary through the preview address.
-    verifies_before_switch: bool = False
+    # The program makes the switches itself, each behind its gate (resources): to the clone,
+    # then waiting for the primary's drain, before the primary's restore point; back to the
+    # primary only once the new primary answered as its version. A deployment that waits for
+    # no approval is then one update from `clone` to `return`, and the read-only window holds
+    # no engine start. Azure's switches are updates of their own, each after the driver's gate
+    # (its front door cannot wait inside the program for a check through the preview address).
+    switches_in_program: bool = False
 
 
 TARGETS: dict[str, TargetEntry] = {
     LOCAL_TARGET: TargetEntry(
-        "infra.local.target:local_target", "zdd.targets.local:LOCAL", verifies_before_switch=True
+        "infra.local.target:local_target", "zdd.targets.local:LOCAL", switches_in_program=True
     ),
     "azure": TargetEntry("infra.azure.target:azure_target", "zdd.targets.azure:AZURE"),
 }

@@ -26,9 +26,10 @@ from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput, EngineFailed, GateFailed, PolicyViolation
 from zdd.phases import (
+    CUTOVER_SUFFIX,
     MIGRATION_SUFFIX,
+    PROGRAM_GATE_SUFFIXES,
     RESTORE_POINT_SUFFIX,
-    VERIFICATION_SUFFIX,
     RestorePointTaken,
 )
 from zdd.processes import find_by_command_line, terminate
@@ -147,6 +148,9 @@ class _ChangeLog:
         self.violations: list[str] = []
         # The resources whose step failed.
         self.failed: list[str] = []
+        # When a switch to the clone of the program's own was made (epoch seconds, as its
+        # resource recorded it), if this update made one.
+        self.switched_to_clone_at: float | None = None
         # The stack's outputs and the update's summary, as the engine reported them.
         self.outputs: dict[str, Any] | None = None
         self.summary: auto.events.SummaryEvent | None = None
@@ -177,6 +181,10 @@ class _ChangeLog:
                 self._begun[pre.metadata.urn] = now
         elif done is not None:
             began = self._begun.pop(done.metadata.urn, None)
+            if began is not None and done.metadata.urn.endswith(CUTOVER_SUFFIX):
+                state = done.metadata.new
+                at = (state.outputs or {}).get("switched_at") if state is not None else None
+                self.switched_to_clone_at = float(at) if isinstance(at, int | float) else now
             if began is not None and is_leaf_resource(done.metadata.type):
                 name = done.metadata.urn.rsplit("::", 1)[-1]
                 self.step_seconds[name] = self.step_seconds.get(name, 0.0) + now - began
@@ -293,6 +301,8 @@ class Stack:
         # `pulumi config set` by hand) replaces the file, and the next read sees it.
         self._config_read_from: tuple[int, int, int] | None = None
         self._outputs: dict[str, Any] | None = None
+        # The switch to the clone the last update made, if it made one (kept when it failed).
+        self.switched_to_clone_at: float | None = None
 
     @classmethod
     def _options(cls, env: Environment) -> auto.LocalWorkspaceOptions:
@@ -378,6 +388,7 @@ class Stack:
         self._outputs = None
         log = _ChangeLog()
         self._stack.reads_after_up = False
+        self.switched_to_clone_at = None
         try:
             self._stack.up(
                 on_output=on_output,
@@ -392,17 +403,18 @@ class Stack:
             ) from None
         except auto.CommandError as exc:
             _raise_for_policies(self.name, log)
-            if any(name.endswith(VERIFICATION_SUFFIX) for name in log.failed):
-                # The program's own gate: the front door did not switch to what failed it.
+            if any(name.endswith(PROGRAM_GATE_SUFFIXES) for name in log.failed):
+                # The program's own gate: nothing that waits for it (the primary's changes after
+                # the drain, the switch back after the verification) was done.
                 raise GateFailed(
-                    f"pulumi up on stack {self.name!r} stopped at a verification:\n"
-                    f"{_error_text(exc)}"
+                    f"pulumi up on stack {self.name!r} stopped at a gate:\n{_error_text(exc)}"
                 ) from None
             raise EngineFailed(
                 f"pulumi up failed on stack {self.name!r}:\n{_error_text(exc)}"
             ) from None
         finally:
             self._stack.reads_after_up = True
+            self.switched_to_clone_at = log.switched_to_clone_at
         # Secret outputs reach the events masked: those (and only those) are read from the CLI.
         masked = log.outputs is None or _holds_mask(log.outputs)
         self._outputs = None if masked else log.outputs
@@ -482,6 +494,13 @@ class Stack:
                 if taken is not None and taken.id == restore_point:
                     return taken
         return None
+
+    def switched_in_state(self) -> bool:
+        """Whether the stack's state holds a switch to the clone of the program's own (made by
+        an update that may have failed afterwards): the clone then holds the traffic."""
+        return any(
+            str(resource.get("urn", "")).endswith(CUTOVER_SUFFIX) for resource in self._resources()
+        )
 
     def schema_in_state(self) -> str | None:
         """The version whose migration the primary database's last successful migration

@@ -11,11 +11,13 @@ from typing import Any, Protocol, runtime_checkable
 import pulumi
 from pulumi.dynamic import Resource
 
-from infra.components import DatabaseArgs, FrontDoorArgs, SiteArgs
+from infra.components import CutoverArgs, DatabaseArgs, FrontDoorArgs, SiteArgs
 from infra.local import providers
 from zdd.appspec import AppSpec, Placement
 from zdd.environment import log_file
 from zdd.phases import (
+    CUTOVER_SUFFIX,
+    DRAIN_TIMEOUT_SECONDS,
     MIGRATION_SUFFIX,
     RESTORE_POINT_SUFFIX,
     VERIFICATION_SUFFIX,
@@ -81,12 +83,19 @@ class _Dynamic(Resource):
 
 
 def _restore_point(
-    name: str, provider: Any, inputs: dict[str, Any], opts: pulumi.ResourceOptions
+    parent: pulumi.Resource, name: str, provider: Any, inputs: dict[str, Any], args: DatabaseArgs
 ) -> tuple[_Dynamic, pulumi.Output[dict[str, Any]]]:
     """A database's restore point resource and its proof as the update that took it recorded
-    it (the outputs `zdd.phases.RestorePointTaken` reads)."""
+    it (the outputs `zdd.phases.RestorePointTaken` reads). It waits for the program's own
+    switch to the clone, if there is one: the restore point is the first change of the primary."""
     point = _Dynamic(
-        provider, f"{name}{RESTORE_POINT_SUFFIX}", inputs, opts, outputs=("taken_at", "digest")
+        provider,
+        f"{name}{RESTORE_POINT_SUFFIX}",
+        inputs,
+        pulumi.ResourceOptions(
+            parent=parent, depends_on=[args.after] if args.after is not None else []
+        ),
+        outputs=("taken_at", "digest"),
     )
     taken = pulumi.Output.all(
         restore_point=point.out("restore_point"),
@@ -154,7 +163,6 @@ class LocalDatabase(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("zdd:local:Database", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         path = settings.state_dir / f"{args.role}-g{args.generation}.sqlite"
         self.restore_point_taken: pulumi.Output[dict[str, Any]] | None = None
         self.database_name: pulumi.Output[str] = pulumi.Output.from_input(path.name)
@@ -193,6 +201,7 @@ class LocalDatabase(pulumi.ComponentResource):
         self.restore_point: _Dynamic | None = None
         if args.restore_point:
             self.restore_point, self.restore_point_taken = _restore_point(
+                self,
                 name,
                 providers.RestorePointProvider(),
                 {
@@ -200,7 +209,7 @@ class LocalDatabase(pulumi.ComponentResource):
                     "database_path": self.file.id.apply(lambda _: str(path)),
                     "backup_path": str(restore_point_path(settings, args.restore_point)),
                 },
-                child,
+                args,
             )
         if args.schema_version:
             database_path = self.file.id.apply(lambda _: str(path))
@@ -274,6 +283,45 @@ class LocalSite(pulumi.ComponentResource):
         self.register_outputs({"url": self.url})
 
 
+def _front_door_files(settings: LocalSettings) -> dict[str, Any]:
+    """What the stack's HAProxy is built from: its port, a server for every site the stack may
+    have (each at its fixed port), the health path its checks ask, its folder."""
+    return {
+        "port": settings.port("frontdoor"),
+        "servers": {str(role): f"127.0.0.1:{settings.port(str(role))}" for role in Instance},
+        "health_path": settings.app.health.path,
+        "folder": str(settings.state_dir),
+    }
+
+
+class LocalCutover(pulumi.ComponentResource):
+    """The switch to the clone that the program makes itself, at the start of the update that
+    first needs it; the clone exists since `clone` (its server is checked before it gets the
+    traffic), so the switch waits for nothing of this update."""
+
+    def __init__(
+        self,
+        name: str,
+        args: CutoverArgs,
+        settings: LocalSettings,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("zdd:local:Cutover", name, None, opts)
+        self.switch = _Dynamic(
+            providers.CutoverProvider(),
+            f"{name}{CUTOVER_SUFFIX}",
+            {
+                **_front_door_files(settings),
+                "writes": str(args.writes),
+                "hold_seconds": args.hold_seconds,
+                "drain_within": DRAIN_TIMEOUT_SECONDS,
+            },
+            pulumi.ResourceOptions(parent=self),
+            outputs=("switched_at", "drained_at"),
+        )
+        self.register_outputs({})
+
+
 class LocalFrontDoor(pulumi.ComponentResource):
     def __init__(
         self,
@@ -283,22 +331,18 @@ class LocalFrontDoor(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("zdd:local:FrontDoor", name, None, opts)
-        # HAProxy has a server for every site the stack may have, each at its fixed port; the
-        # sites that exist now are the `origins` (known once they are up, so a switch waits).
-        servers = {str(role): f"127.0.0.1:{settings.port(str(role))}" for role in Instance}
+        # The sites that exist now are the `origins` (known once they are up, so a switch waits).
         origins = pulumi.Output.all(**{str(role): site.url for role, site in args.origins.items()})
         self.proxy = _Dynamic(
             providers.FrontDoorProvider(),
             f"{name}-proxy",
             {
-                "port": settings.port("frontdoor"),
-                "servers": servers,
+                **_front_door_files(settings),
                 "origins": origins,
                 "active": str(args.traffic),
                 "writes": str(args.writes),
                 "hold_seconds": args.hold_seconds,
-                "health_path": settings.app.health.path,
-                "folder": str(settings.state_dir),
+                "cutover": args.cutover.id if args.cutover is not None else None,
                 "log_path": str(log_file(settings.state_dir, "frontdoor")),
                 "ports_dir": str(settings.ports_dir),
             },

@@ -64,7 +64,6 @@ class PostgresDatabase(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("zdd:local:Database", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         db_name = postgres.database_name(str(args.role), args.generation)
         files = postgres.files_of(settings.state_dir, db_name)
         self._settings, self._files = settings, files
@@ -106,6 +105,7 @@ class PostgresDatabase(pulumi.ComponentResource):
         self.restore_point: _Dynamic | None = None
         if args.restore_point:
             self.restore_point, self.restore_point_taken = _restore_point(
+                self,
                 name,
                 providers.PostgresRestorePointProvider(),
                 {
@@ -115,7 +115,7 @@ class PostgresDatabase(pulumi.ComponentResource):
                     "files": str(files),
                     "backup_path": str(_restore_point_path(settings, args.restore_point)),
                 },
-                child,
+                args,
             )
         if args.schema_version:
             placement = self._placement_once(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from pulumi.dynamic import (
 from infra.local import haproxy
 from infra.replacing import changed, replaced_when_changed
 from zdd import processes
-from zdd.phases import DEFAULT_HOLD_WRITES_SECONDS, EdgeWrites
+from zdd.phases import DEFAULT_HOLD_WRITES_SECONDS, EdgeWrites, Instance
 from zdd.sqlite_files import (
     archive_database,
     baseline_path,
@@ -356,47 +356,100 @@ def standalone_front_door_inputs(
     }
 
 
+# How long a server that is to take the traffic may take to pass a health check.
+_HEALTHY_WITHIN = 30.0
+
+
+def _write_front_door_config(props: Props) -> haproxy.FrontDoorConfig:
+    """The front door's files as `props` say: a HAProxy that starts (again) from them comes up
+    with this traffic and this handling of writes."""
+    config = haproxy.FrontDoorConfig(
+        port=int(props["port"]),
+        servers=props["servers"],
+        active=props["active"],
+        writes=EdgeWrites(props["writes"]),
+        health_path=props["health_path"],
+        hold_seconds=float(props["hold_seconds"]),
+    )
+    folder = Path(props["folder"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / haproxy.LUA_FILE).write_text(haproxy.LUA_TEXT)
+    (folder / haproxy.MAP_FILE).write_text(haproxy.map_text(config.writes, config.hold_seconds))
+    (folder / haproxy.CONFIG_FILE).write_text(haproxy.render(config))
+    return config
+
+
+def _admin(props: Props) -> haproxy.AdminSocket:
+    return haproxy.AdminSocket(Path(props["folder"]) / haproxy.SOCKET_FILE)
+
+
+def _route(props: Props, config: haproxy.FrontDoorConfig, available: Iterable[str]) -> None:
+    admin = _admin(props)
+    admin.wait_ready(timeout=10)
+    admin.route(config, available, timeout=_HEALTHY_WITHIN)
+
+
+class CutoverProvider(ResourceProvider):
+    """The switch to the clone, made once per deployment by the update that first needs it:
+    the front door holds (or refuses) writes and sends new requests to the clone, and the
+    create ends once no request is still on its way to the primary (rule 2 of docs/design.md).
+    Every change of the primary waits for it. Its files are rewritten first, so a front door
+    that restarts meanwhile comes back with the clone holding the traffic. A later phase never
+    switches through it again (no update); its delete leaves the front door as it is, to the
+    front door's own resource."""
+
+    def create(self, props: Props) -> CreateResult:
+        props = _whole(props)
+        clone = {**props, "active": str(Instance.CLONE)}
+        _route(clone, _write_front_door_config(clone), available=[str(i) for i in Instance])
+        switched_at = time.time()
+        primary = str(Instance.PRIMARY)
+        deadline = time.monotonic() + float(props["drain_within"])
+        while (seen := _admin(props).servers()[primary]).takes_traffic or seen.in_flight:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"drain check: {seen.in_flight} request(s) still in flight to the primary "
+                    f"after {float(props['drain_within']):.0f}s; the primary was not touched, "
+                    "the clone holds the traffic. Retry with `zdd resume`, or `zdd abort` to "
+                    "give the traffic back to the primary"
+                )
+            time.sleep(0.02)
+        outs = {**props, "switched_at": switched_at, "drained_at": time.time()}
+        return CreateResult(id_="cutover", outs=outs)
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        return DiffResult(changes=False)
+
+
 class FrontDoorProvider(_ProcessProvider):
     """HAProxy, one per stack: traffic moves through its admin socket, never by a restart or
     a reload; a front door that died comes back from a config that starts with the current
-    traffic."""
+    traffic. A front door whose traffic is not where its state says (a switch to the clone
+    of the program's own, made earlier) is switched again by the next update."""
 
     # What the config is built from: a change starts a new HAProxy (ports, folder or health
     # path changed; never a traffic switch).
     _REPLACE_ON = ("port", "servers", "health_path", "folder")
-    _UPDATE_ON = ("origins", "active", "writes", "hold_seconds")
-    # How long a server that is to take the traffic may take to pass a health check.
-    _HEALTHY_WITHIN = 30.0
+    _UPDATE_ON = ("origins", "active", "writes", "hold_seconds", "cutover")
 
-    @staticmethod
-    def _write_config(props: Props) -> haproxy.FrontDoorConfig:
-        config = haproxy.FrontDoorConfig(
-            port=int(props["port"]),
-            servers=props["servers"],
-            active=props["active"],
-            writes=EdgeWrites(props["writes"]),
-            health_path=props["health_path"],
-            hold_seconds=float(props["hold_seconds"]),
-        )
-        folder = Path(props["folder"])
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / haproxy.LUA_FILE).write_text(haproxy.LUA_TEXT)
-        (folder / haproxy.MAP_FILE).write_text(haproxy.map_text(config.writes, config.hold_seconds))
-        (folder / haproxy.CONFIG_FILE).write_text(haproxy.render(config))
-        return config
-
-    def _route(self, props: Props, config: haproxy.FrontDoorConfig) -> None:
-        admin = haproxy.AdminSocket(Path(props["folder"]) / haproxy.SOCKET_FILE)
-        admin.wait_ready(timeout=10)
-        admin.route(config, props["origins"], timeout=self._HEALTHY_WITHIN)
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        found = super().diff(_id, olds, news)
+        if found.changes or not news.get("active"):
+            return found
+        try:
+            servers = _admin(olds).servers()
+        except haproxy.FrontDoorError:
+            return DiffResult(changes=True)
+        taking = [name for name, server in servers.items() if server.takes_traffic]
+        return DiffResult(changes=taking != [news["active"]])
 
     def _start(self, props: Props) -> Props:
         props = _whole(props)
-        config = self._write_config(props)
+        config = _write_front_door_config(props)
         argv = [haproxy.find_binary(), "-db", "-f", haproxy.CONFIG_FILE]
         pid = self._launch(props, argv, cwd=props["folder"])
         with self._stopped_on_failure(props):
-            self._route(props, config)
+            _route(props, config, props["origins"])
         return {
             **props,
             "pid": pid,
@@ -412,7 +465,7 @@ class FrontDoorProvider(_ProcessProvider):
         if self._alive(olds):
             try:
                 routed = _whole(news)
-                self._route(routed, self._write_config(routed))
+                _route(routed, _write_front_door_config(routed), routed["origins"])
                 kept = {key: olds[key] for key in ("pid", "public_url", "socket_path")}
                 return UpdateResult(outs={**routed, **kept})
             except haproxy.FrontDoorError:

@@ -8,7 +8,13 @@ from pathlib import Path
 import pulumi
 
 from infra.components import DatabaseArgs, DatabaseLike
-from infra.local.components import LocalDatabase, LocalFrontDoor, LocalSettings, LocalSite
+from infra.local.components import (
+    LocalCutover,
+    LocalDatabase,
+    LocalFrontDoor,
+    LocalSettings,
+    LocalSite,
+)
 from infra.program import Target
 from zdd import appspec
 from zdd.appspec import AppSpec, DatabaseEngine
@@ -49,6 +55,7 @@ def local_target(config: pulumi.Config) -> Target:
         database=_database_maker(settings),
         site=lambda name, args, opts: LocalSite(name, args, settings, opts),
         front_door=lambda name, args, opts: LocalFrontDoor(name, args, settings, opts),
+        cutover=lambda name, args, opts: LocalCutover(name, args, settings, opts).switch,
     )
 
 

@@ -24,6 +24,8 @@ class FakeStack:
         self._exported = dict(outputs or {})
         self._outputs: dict[str, Any] = {}
         self.events = events
+        # No switch of the program's own: the fake's updates apply their config at once.
+        self.switched_to_clone_at: float | None = None
         self._apply()
 
     def _apply(self) -> None:
@@ -53,6 +55,9 @@ class FakeStack:
 
     def restore_point_in_state(self, _point: str | None) -> None:
         return None
+
+    def switched_in_state(self) -> bool:
+        return False
 
     def wait_for_running_update(self, _say: Callable[[str], None]) -> None:
         pass

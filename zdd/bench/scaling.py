@@ -42,12 +42,15 @@ def window_profile(
         if seconds <= 0:
             continue
         accounted += seconds
+        # The resources' time inside the window only: an update's first step (the switch to the
+        # clone) begins before it.
+        work = sum(inside(step.started, step.ended) for step in up.steps if step.leaf)
         profile.append(
             {
                 "what": f"pulumi up ({up.label})",
                 "seconds": rounded(seconds),
                 "resources": up.resources_json(),
-                "engine_seconds": rounded(max(0.0, seconds - up.work_seconds)),
+                "engine_seconds": rounded(max(0.0, seconds - work)),
             }
         )
     config = sum(

@@ -39,11 +39,10 @@ from zdd.results import DeployResult
 ROUNDS = int(os.environ.get("BENCH_SIDE_BY_SIDE_ROUNDS", "3"))
 ALLOWANCE_SECONDS = 0.3
 PARTS = ("gate", "config", "engine", "reads")
-# The README's by-hand sequence as the driver takes it without approval (`cutover` straight to
+# The README's by-hand sequence as the driver takes it without approval (`clone` straight to
 # `return`): the config each phase's `pulumi up` is given (None removes).
 BY_HAND: tuple[tuple[Phase, Mapping[str, str | None]], ...] = (
     (Phase.CLONE, {"targetVersion": TO_VERSION, "phase": "clone"}),
-    (Phase.CUTOVER, {"phase": "cutover"}),
     (Phase.RETURN, {"restorePoint": "rp-1", "phase": "return"}),
     (Phase.IDLE, {"currentVersion": TO_VERSION, "targetVersion": None, "phase": "idle"}),
 )

@@ -170,8 +170,8 @@ class Smooth:
     name: str = "smooth"
     title: str = "smooth (zdd deploy)"
     method: str = (
-        "the driver's deployment v1 -> v2: clone, cutover, return (deploys, verifies, "
-        "switches back), idle"
+        "the driver's deployment v1 -> v2: clone, return (switches to the clone, drains, "
+        "deploys, verifies, switches back), idle"
     )
     labels: Mapping[str, str] = field(default_factory=dict)
     result: DeployResult | None = None

@@ -16,7 +16,7 @@ from zdd.console import Say
 from zdd.environment import Environment
 from zdd.errors import BadInput
 from zdd.health import APP_IDENTITY_HEADER
-from zdd.phases import RestorePointTaken, is_valid_version
+from zdd.phases import DRAIN_TIMEOUT_SECONDS, RestorePointTaken, is_valid_version
 
 if TYPE_CHECKING:
     from zdd.rehearsal import Rehearsal, RehearsalEngine
@@ -28,7 +28,7 @@ class GateTimeouts:
 
     healthy: float = 30.0
     public_origin: float = 30.0
-    drained: float = 60.0
+    drained: float = DRAIN_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
