@@ -22,13 +22,22 @@ def state(phase: Phase, applied: Phase | None = None, **overrides: object) -> St
     taken when an update reached deploy, unless `taken` says otherwise."""
     awaiting = bool(overrides.pop("awaiting", False))
     verifies = bool(overrides.pop("switches_in_program", False))
+    switched = bool(overrides.pop("switched", False))
     applied = applied or phase
     reached_deploy = applied in (Phase.DEPLOY, Phase.RETURN)
     taken = overrides.pop("taken", reached_deploy)
     changed = bool(overrides.pop("changed", False))
     settings = phase_settings(phase, point=POINT, **overrides)
     proof = RestorePointTaken(POINT, 1.7e9, "ab12") if taken else None
-    return StackState(settings, applied, awaiting, proof, changed, switches_in_program=verifies)
+    return StackState(
+        settings,
+        applied,
+        awaiting,
+        proof,
+        changed,
+        switches_in_program=verifies,
+        switched_to_clone=switched,
+    )
 
 
 def test_deploy_starts_with_a_clone_and_records_the_mode() -> None:
@@ -221,6 +230,33 @@ def test_a_return_from_cutover_cut_short_leaves_the_traffic_on_the_clone_for_a_r
     assert change["phase"] == Phase.DEPLOY and change["targetVersion"] == "v1"
     # A return that followed `deploy` switched: the clone no longer holds the traffic.
     assert not state(Phase.RETURN, Phase.DEPLOY).traffic_on_clone
+
+
+def test_clone_goes_straight_to_return_where_the_program_switches_and_nobody_approves() -> None:
+    assert next_step(state(Phase.CLONE, switches_in_program=True)) == {"phase": Phase.RETURN}
+    waiting = state(Phase.CLONE, await_approval=True, switches_in_program=True)
+    assert next_step(waiting) == {"phase": Phase.CUTOVER}
+    assert next_step(state(Phase.CLONE)) == {"phase": Phase.CUTOVER}
+
+
+def test_an_update_out_of_clone_cut_short_after_its_switch_leaves_the_clone_the_traffic() -> None:
+    # Before its switch: the primary kept the traffic and was not touched; abort goes straight
+    # to `withdraw` (the front door's own update moves the traffic back where it went).
+    before = state(Phase.RETURN, Phase.CLONE, taken=False, switches_in_program=True)
+    assert not before.traffic_on_clone and not before.primary_touched
+    assert plan(Action.ABORT, before)["phase"] == Phase.WITHDRAW
+    with pytest.raises(Refused, match="needs the traffic on the clone"):
+        plan(Action.ROLLFORWARD, before, version="v3")
+    # After its switch, before its restore point: recoveries may act, abort still may.
+    switched = state(Phase.RETURN, Phase.CLONE, taken=False, switched=True)
+    assert switched.traffic_on_clone and not switched.primary_touched
+    assert plan(Action.ABORT, switched)["phase"] == Phase.WITHDRAW
+    # Past its restore point: as after a failed `deploy`.
+    changed = state(Phase.RETURN, Phase.CLONE, taken=True, changed=True, switched=True)
+    assert changed.traffic_on_clone and changed.primary_touched
+    assert plan(Action.ROLLBACK_CODE, changed)["phase"] == Phase.DEPLOY
+    with pytest.raises(Refused, match="already changed"):
+        plan(Action.ABORT, changed)
 
 
 def test_digest_follows_only_the_keys_that_decide_what_exists() -> None:

@@ -134,7 +134,7 @@ def test_app_set_fixes_a_spec_and_a_failed_clone_gate_is_told_truthfully(
         entries = zdd("history", "--stack", name, "--json").json()["deployments"]
         deployment, change, init = entries
         assert deployment["outcome"] == "aborted" and deployment["actions"] == ["deploy", "abort"]
-        assert deployment["failed_at"] == {"gate": "clone -> cutover"}
+        assert deployment["failed_at"] == {"gate": "clone -> return"}
         assert (deployment["from_version"], deployment["to_version"]) == ("v1", "v2")
         assert (change["actions"], change["outcome"]) == (["app-set"], "succeeded")
         assert (init["outcome"], init["failed_at"]) == ("failed", {"phase": "idle"})

@@ -52,6 +52,7 @@ from zdd.history import (
     strategy_field,
 )
 from zdd.phases import (
+    Instance,
     InvalidStackConfig,
     Mode,
     Phase,
@@ -180,7 +181,9 @@ class Driver:
         return config, state, outputs, ops_for(target)
 
     def status(self) -> Status:
-        config, state, outputs, ops = self._read()
+        # With the evidence: an update out of `clone` that failed after its switch leaves
+        # outputs that still say the primary has the traffic.
+        config, state, outputs, ops = self._read(evidence=True)
         settings = state.settings
         cutover_at = config.get("cutoverAt")
         window = None
@@ -202,7 +205,9 @@ class Driver:
             state=label,
             current_version=settings.current_version,
             target_version=settings.target_version,
-            traffic=outputs.get("traffic", "primary"),
+            traffic=(
+                str(Instance.CLONE) if state.traffic_on_clone else outputs.get("traffic", "primary")
+            ),
             mode=str(settings.mode),
             strategy=str(settings.strategy),
             deployment_in_progress=state.in_progress or pending,
@@ -441,7 +446,11 @@ class Driver:
             # An update whose CLI died leaves its lock and pending operations behind.
             self.clear_interrupted_update()
             _config, state, _outputs, _ops = self._read(evidence=True)
-            if state.applied is Phase.CLONE and not state.primary_touched:
+            if state.applied is Phase.CLONE and not (
+                state.primary_touched or state.traffic_on_clone
+            ):
+                # Out of `clone`, before the traffic left the primary: the clone's check, or the
+                # switch itself, failed. Once the clone holds the traffic, `zdd resume` goes on.
                 self.say(f"clone check failed: {exc}; aborting, the primary was not touched")
                 self.stack.set_config(plan(Action.ABORT, state))
                 result.action = f"{result.action}+{Action.ABORT}"  # history: not a success
