@@ -3,6 +3,7 @@ through every framework's URL; files travel with their database."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import subprocess
@@ -24,6 +25,7 @@ from zdd.sqlite_files import (
     files_folder,
     make_read_only,
     online_backup,
+    proof_problem,
 )
 
 
@@ -236,3 +238,23 @@ def test_what_a_read_write_clone_wrote_is_reported_for_without_rowid_tables(
     assert changes["tags"].changed == [{"name": "a", "uses": 9}]
     assert [r["title"] for r in changes["search"].added] == ["on the clone"]
     assert "search_data" not in changes, "shadow tables are storage, not the site's rows"
+
+
+def test_a_restore_point_proves_itself_only_while_its_digest_holds(tmp_path: Path) -> None:
+    point = tmp_path / "restore-rp1.sqlite"
+    gone = proof_problem(point, "file", point.is_file(), data_digest, "ab12")
+    assert gone == f"its file {point} is gone"
+    with sqlite3.connect(point) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    taken = data_digest(point)
+    assert proof_problem(point, "file", point.is_file(), data_digest, taken) is None
+    with sqlite3.connect(point) as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+    changed = proof_problem(point, "file", point.is_file(), data_digest, taken)
+    assert changed is not None and "no longer holds what it held when taken" in changed
+
+    def unreadable(path: Path) -> str:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    refused = proof_problem(point, "file", point.is_file(), unreadable, taken)
+    assert refused == f"its file {point} cannot be read (Permission denied: {point})"

@@ -31,7 +31,7 @@ from psycopg import sql
 
 from zdd.errors import BadInput
 from zdd.processes import OWNER_VARIABLE, free_port
-from zdd.sqlite_files import copy_files, digest_files, files_folder
+from zdd.sqlite_files import copy_files, digest_files, files_folder, proof_problem
 
 # The OS user the server runs as when the update runs as root (Debian's package creates it).
 SERVER_USER = "postgres"
@@ -571,14 +571,9 @@ def restore_point_digest(path: Path) -> str:
 def restore_point_problem(path: Path, digest: str, binaries: Path) -> str | None:
     """Why restore point `path` no longer proves to be what `digest` recorded when it was taken
     (gone, changed, a file of its backup not what the manifest says), None when it does."""
-    if not path.is_dir():
-        return f"its folder {path} is gone"
-    try:
-        now = restore_point_digest(path)
-    except OSError as exc:
-        return f"its folder {path} cannot be read ({exc.strerror}: {exc.filename})"
-    if now != digest:
-        return f"its folder {path} or its files folder no longer holds what it held when taken"
+    problem = proof_problem(path, "folder", path.is_dir(), restore_point_digest, digest)
+    if problem:
+        return problem
     checked = subprocess.run(
         [str(binaries / "pg_verifybackup"), "--quiet", str(path / _BACKUP_DATA)],
         capture_output=True,

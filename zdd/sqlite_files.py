@@ -11,7 +11,7 @@ import hashlib
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +122,23 @@ def data_digest(database: Path) -> str:
     _hash_file(database, digest)
     digest_files(files_folder(database), digest)
     return digest.hexdigest()
+
+
+def proof_problem(
+    path: Path, kind: str, present: bool, digest_of: Callable[[Path], str], digest: str
+) -> str | None:
+    """Why the restore point at `path` (a `kind`: file or folder, `present` or not) no longer
+    proves to be what `digest` recorded when it was taken (gone, unreadable, changed), None
+    when its digest, `digest_of(path)`, is still that one."""
+    if not present:
+        return f"its {kind} {path} is gone"
+    try:
+        now = digest_of(path)
+    except OSError as exc:
+        return f"its {kind} {path} cannot be read ({exc.strerror}: {exc.filename})"
+    if now != digest:
+        return f"its {kind} {path} or its files folder no longer holds what it held when taken"
+    return None
 
 
 def digest_files(folder: Path, digest: hashlib._Hash) -> None:

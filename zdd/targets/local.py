@@ -25,7 +25,7 @@ from zdd.errors import BadInput, GateFailed
 from zdd.phases import PORTS_PER_STACK, SERVED_BY_HEADER, Mode, RestorePointTaken
 from zdd.registry import LOCAL_TARGET
 from zdd.rehearsal import Copier, RehearsalPlan
-from zdd.sqlite_files import data_digest, restore_point_file_name
+from zdd.sqlite_files import data_digest, proof_problem, restore_point_file_name
 from zdd.targets import LogLocation, RehearsalRequest, TargetOps, app_spec
 from zdd.targets.local_rehearsal import PostgresCopy, SqliteCopy, scratch_data_dir
 
@@ -165,15 +165,7 @@ def _restore_point_problem(env: Environment, stack: str, taken: RestorePointTake
             postgres.require_bin_dir(),
         )
     path = folder / restore_point_file_name(taken.id)
-    if not path.is_file():
-        return f"its file {path} is gone"
-    try:
-        digest = data_digest(path)
-    except OSError as exc:
-        return f"its file {path} cannot be read ({exc.strerror})"
-    if digest != taken.digest:
-        return f"its file {path} or its files folder no longer holds what it held when taken"
-    return None
+    return proof_problem(path, "file", path.is_file(), data_digest, taken.digest)
 
 
 def _writes_after_restore(
