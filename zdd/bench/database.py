@@ -6,13 +6,12 @@ import math
 import os
 import shutil
 import sqlite3
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from zdd.bench.metrics import MIB, rounded, throughput_mb_s
+from zdd.bench.metrics import MIB, rounded, throughput_mb_s, timed_summary
 from zdd.sqlite_files import online_backup, remove_database
 
 FILLER_TABLE = "bench_filler"
@@ -133,17 +132,21 @@ def time_copies(path: Path, scratch: Path, repeats: int = COPY_REPEATS) -> dict[
             times[name].append(time.perf_counter() - started)
     remove_database(scratch)
     size = path.stat().st_size
-    median = {name: statistics.median(values) for name, values in times.items()}
+    median, figures = timed_summary(
+        times,
+        {
+            "copy": "copy_seconds",
+            "raw": "raw_copy_seconds",
+            "raw_fsync": "raw_copy_fsync_seconds",
+            "backup_sync_off": "copy_synchronous_off_seconds",
+            "backup_one_step": "copy_one_step_seconds",
+        },
+    )
     return {
         "bytes": size,
-        "copy_seconds": rounded(median["copy"]),
-        "raw_copy_seconds": rounded(median["raw"]),
-        "raw_copy_fsync_seconds": rounded(median["raw_fsync"]),
-        "copy_synchronous_off_seconds": rounded(median["backup_sync_off"]),
+        **figures,
         "copy_mb_per_s": throughput_mb_s(size, median["copy"]),
         "raw_copy_mb_per_s": throughput_mb_s(size, median["raw"]),
         "throughput_ratio": rounded(median["raw"] / median["copy"]),
-        "copy_one_step_seconds": rounded(median["backup_one_step"]),
         "one_step_throughput_ratio": rounded(median["raw"] / median["backup_one_step"]),
-        "runs": {name: [rounded(v) for v in values] for name, values in times.items()},
     }

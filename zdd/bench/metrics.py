@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from zdd.probe import ProbeReport, Sample
@@ -15,6 +16,17 @@ BUCKET_SECONDS = 0.1
 def rounded(value: float) -> float:
     """Seconds as the results carry them (milliseconds)."""
     return round(value, 3)
+
+
+def timed_summary(
+    times: Mapping[str, list[float]], named: Mapping[str, str]
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The median of each timed candidate, and the figures a result keeps of them: each median
+    `named` (candidate: key) in seconds, and every run."""
+    median = {name: statistics.median(values) for name, values in times.items()}
+    figures: dict[str, Any] = {key: rounded(median[name]) for name, key in named.items()}
+    figures["runs"] = {name: [rounded(v) for v in values] for name, values in times.items()}
+    return median, figures
 
 
 def bucketed_seconds(

@@ -4,7 +4,6 @@ clone before it is destroyed, each timed on the same database."""
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zdd.bench.database import grow_database
-from zdd.bench.metrics import MIB, rounded, throughput_mb_s
+from zdd.bench.metrics import MIB, rounded, throughput_mb_s, timed_summary
 from zdd.console import Say
 from zdd.sqlite_files import (
     content_digest,
@@ -48,7 +47,15 @@ def figures(size_mb: float, say: Say, repeats: int = REPEATS) -> dict[str, Any]:
         # Once: row by row through Python, it costs many times the others.
         times["rows"].append(_timed(lambda: content_digest(copy)))
         remove_site_data(copy)
-    median = {name: statistics.median(values) for name, values in times.items()}
+    median, figures = timed_summary(
+        times,
+        {
+            "copy": "copy_seconds",
+            "proof": "proof_seconds",
+            "check": "check_seconds",
+            "rows": "row_by_row_digest_seconds",
+        },
+    )
     say(
         f"proof at {size_mb:g} MiB: copy {median['copy']:.2f}s, proof {median['proof']:.2f}s, "
         f"check {median['check']:.2f}s, row by row {median['rows']:.2f}s"
@@ -56,14 +63,10 @@ def figures(size_mb: float, say: Say, repeats: int = REPEATS) -> dict[str, Any]:
     return {
         "size_mb": size_mb,
         "bytes": size,
-        "copy_seconds": rounded(median["copy"]),
-        "proof_seconds": rounded(median["proof"]),
-        "check_seconds": rounded(median["check"]),
-        "row_by_row_digest_seconds": rounded(median["rows"]),
+        **figures,
         "copy_mb_per_s": throughput_mb_s(size, median["copy"]),
         "proof_mb_per_s": throughput_mb_s(size, median["proof"]),
         "proof_over_copy": rounded(median["proof"] / median["copy"]),
-        "runs": {name: [rounded(v) for v in values] for name, values in times.items()},
     }
 
 
