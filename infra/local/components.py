@@ -317,7 +317,7 @@ class LocalCutover(pulumi.ComponentResource):
                 "drain_within": DRAIN_TIMEOUT_SECONDS,
             },
             pulumi.ResourceOptions(parent=self),
-            outputs=("switched_at", "drained_at"),
+            outputs=("switched_at",),
         )
         self.register_outputs({})
 

@@ -414,8 +414,7 @@ class CutoverProvider(ResourceProvider):
                     "give the traffic back to the primary"
                 )
             time.sleep(0.02)
-        outs = {**props, "switched_at": switched_at, "drained_at": time.time()}
-        return CreateResult(id_="cutover", outs=outs)
+        return CreateResult(id_="cutover", outs={**props, "switched_at": switched_at})
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
         return DiffResult(changes=False)
