@@ -27,8 +27,12 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from infra.local.haproxy import AdminSocket, hold_writes_for_copy
-from infra.local.providers import FrontDoorProvider, standalone_front_door_inputs
+from infra.local.haproxy import CONFIG_FILE, AdminSocket, hold_writes_for_copy
+from infra.local.providers import (
+    CutoverProvider,
+    FrontDoorProvider,
+    standalone_front_door_inputs,
+)
 from tests.helpers.waiting import wait_for
 from zdd import gates, health
 from zdd.bench.frontdoor import parse_wrk
@@ -405,6 +409,57 @@ def test_a_sixty_second_request_outlives_the_cutover_and_holds_the_drain(
     # The gate passed after the origin had answered, not before.
     assert primary.finished["/slow?seconds=60"] <= drained
     assert drained - started >= 60
+
+
+def _cutover(front_door: FrontDoor, drain_within: float) -> dict[str, Any]:
+    """The program's own switch to the clone (`front-door-cutover`) on this front door."""
+    props = {**front_door.props(), "writes": "held", "drain_within": drain_within}
+    return CutoverProvider().create(props).outs or {}
+
+
+def test_the_programs_switch_to_the_clone_ends_only_once_the_primary_answered(
+    front_door: FrontDoor,
+) -> None:
+    """Every change of the primary waits for this switch (its restore point depends on it): it
+    must not end while a request is still on its way at the primary."""
+    primary = front_door.origins["primary"]
+    slow: dict[str, httpx.Response] = {}
+    client = threading.Thread(
+        target=lambda: slow.update(
+            response=httpx.get(f"{front_door.public}/slow?seconds=2", timeout=30)
+        )
+    )
+    client.start()
+    wait_for(lambda: front_door.admin.servers()["primary"].sessions == 1)
+    switched = _cutover(front_door, drain_within=30)
+    ended = time.monotonic()
+    client.join()
+    assert primary.finished["/slow?seconds=2"] <= ended
+    assert slow["response"].text == "done" and served_by(slow["response"]) == "primary"
+    assert switched["switched_at"] <= time.time()
+    assert served_by(httpx.get(f"{front_door.public}/echo", timeout=10)) == "clone"
+    # A front door that restarts now comes back with the clone holding the traffic.
+    config = (Path(front_door.outs["folder"]) / CONFIG_FILE).read_text().splitlines()
+    primary_line = next(line for line in config if line.strip().startswith("server primary "))
+    assert primary_line.endswith(" disabled")
+    # Its own resource sees the traffic is not where its state says (primary), with no input
+    # changed, and the next update moves it back.
+    assert front_door.set()
+    assert served_by(httpx.get(f"{front_door.public}/echo", timeout=10)) == "primary"
+    assert not front_door.set()
+
+
+def test_a_primary_that_does_not_drain_in_time_fails_the_switch_as_a_gate(
+    front_door: FrontDoor,
+) -> None:
+    client = threading.Thread(
+        target=lambda: httpx.get(f"{front_door.public}/slow?seconds=3", timeout=30)
+    )
+    client.start()
+    wait_for(lambda: front_door.admin.servers()["primary"].sessions == 1)
+    with pytest.raises(RuntimeError, match=r"drain check: 1 request\(s\) still in flight"):
+        _cutover(front_door, drain_within=0.5)
+    client.join()
 
 
 def test_a_read_cut_by_an_origin_that_died_is_answered_by_the_other_and_a_write_is_not(
