@@ -744,7 +744,7 @@ def test_no_migration_hook_without_a_migration_command():
     assert point.urn in run.named("primary-app").dependencies
 
 
-# -- the site is its app spec, as on the local target (issue 12) ---------------------------
+# -- the site is its app spec, as on the local target -----------------------------------------
 
 
 def test_the_site_is_what_its_app_spec_says():

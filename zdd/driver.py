@@ -417,7 +417,7 @@ class Driver:
 
     def _check_restore_point(self, state: StackState, ops: TargetOps) -> None:
         """A restore point that changed or went since it was taken is never restored: the
-        primary would get other data than the user had (issue 10)."""
+        primary would get other data than the user had."""
         taken = state.proven_restore_point
         if taken is None or ops.restore_point_problem is None:
             return

@@ -163,7 +163,6 @@ def _measure(
     # beside each other in each round.
     point = folder / postgres.restore_point_folder_name("rp-bench")
     base = folder / "basebackup"
-    env = server.client_env()
     with _wal_archive(server, folder / "wal-archive") as archived:
         for _ in range(rounds):
             timed("restore_point", lambda: postgres.restore_point(server, PRIMARY, point, files))
@@ -196,7 +195,16 @@ def _measure(
     timed("restore_from_point", lambda: postgres.restore_database(server, point, "bench_back"))
     postgres.drop_database(server, "bench_back")
     postgres.remove_restore_point(point)
-    # The other raw tools, with their defaults.
+    _raw_dumps(server, folder, timed)
+    return times, by_round
+
+
+def _raw_dumps(
+    server: postgres.Server, folder: Path, timed: Callable[[str, Callable[[], Any]], Any]
+) -> None:
+    """The other raw tools, with their defaults: dump and restore through a pipe, in parallel
+    through a directory, and into a file with and without compression."""
+    env = server.client_env()
     postgres.create_database(server, "bench_raw")
     timed(
         "pg_dump_pipe_pg_restore",
@@ -230,7 +238,6 @@ def _measure(
         ),
     )
     raw_dump.unlink()
-    return times, by_round
 
 
 def _basebackup(server: postgres.Server, folder: Path, *options: str) -> None:
