@@ -41,14 +41,16 @@ class Identity:
     database_mode: str | None = None
 
 
-def poll_until(deadline: float, check: Callable[[], str | None]) -> str | None:
+def poll_until(
+    deadline: float, check: Callable[[], str | None], interval: float = POLL_SECONDS
+) -> str | None:
     """Call `check` until it returns None (passed) or time runs out; return the last complaint."""
     complaint: str | None = "not checked"
     while True:
         complaint = check()
         if complaint is None or time.monotonic() >= deadline:
             return complaint
-        time.sleep(POLL_SECONDS)
+        time.sleep(interval)
 
 
 def _identity_complaint(seen: Mapping[str, Any] | None, expected: Identity) -> str | None:
