@@ -16,8 +16,9 @@ from zdd.actions import Action
 from zdd.driver import Driver
 from zdd.environment import Environment
 from zdd.errors import RefusedTransition
-from zdd.phases import Phase
+from zdd.phases import Phase, RestorePointTaken
 from zdd.results import DeployResult
+from zdd.stack import StateEvidence
 from zdd.targets import TargetOps
 
 AZURE_CLOCK_POINT = "2025-03-01T10:20:01Z"
@@ -145,3 +146,20 @@ def test_a_deployment_is_refused_while_the_primary_database_cannot_be_restored(s
         driver.begin(Action.DEPLOY, version="v2")
     assert refused.value.exit_code == 3
     assert driver.stack.config() == before and events == []
+
+
+def test_the_state_evidence_tells_what_an_update_that_did_not_finish_did() -> None:
+    urn = "urn:pulumi:site::smooth-deploy::zdd:local:Database$pulumi-python:dynamic:Resource::"
+    proof = {"restore_point": "rp1", "taken_at": 1.7e9, "digest": "ab12"}
+    found = StateEvidence(
+        (
+            {"urn": f"{urn}primary-db-restore-point", "outputs": proof},
+            {"urn": f"{urn}primary-db-migration", "outputs": {"version": "v2"}},
+            {"urn": f"{urn}front-door-cutover", "outputs": {"switched_at": 1.7e9}},
+        )
+    )
+    assert found.restore_point("rp1") == RestorePointTaken("rp1", 1.7e9, "ab12")
+    assert found.restore_point("rp2") is None and found.restore_point(None) is None
+    assert found.schema == "v2" and found.switched_to_clone
+    nothing = StateEvidence(())
+    assert nothing.schema is None and not nothing.switched_to_clone

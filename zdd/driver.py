@@ -164,10 +164,11 @@ class Driver:
             # An update that deploys the primary and did not finish: it may have got past the
             # restore point, after which the primary can have been changed (its migration and
             # code wait for it); out of `clone`, past its switch to the clone.
-            taken = self.stack.restore_point_in_state(settings.restore_point)
+            found = self.stack.evidence()
+            taken = found.restore_point(settings.restore_point)
             changed = taken is not None
-            schema = self.stack.schema_in_state() if changed else None
-            switched = applied is Phase.CLONE and self.stack.switched_in_state()
+            schema = found.schema if changed else None
+            switched = applied is Phase.CLONE and found.switched_to_clone
         state = StackState(
             settings,
             applied,
@@ -531,7 +532,7 @@ class Driver:
         if applied is not Phase.CUTOVER or self._gate_passed == (applied, settings.phase):
             return False
         point = settings.restore_point
-        return point is not None and self.stack.restore_point_in_state(point) is not None
+        return point is not None and self.stack.evidence().restore_point(point) is not None
 
     def _take_restore_point(self, ops: TargetOps) -> str:
         """Rule 3 of docs/design.md, and the only place a restore point is named, whatever

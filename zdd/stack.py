@@ -9,7 +9,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,6 +190,40 @@ class _ChangeLog:
                 self.step_seconds[name] = self.step_seconds.get(name, 0.0) + now - began
             if "FrontDoor$" in done.metadata.urn and self._op(done.metadata) not in self._QUIET:
                 self.front_door_changed_at = now
+
+
+@dataclass(frozen=True)
+class StateEvidence:
+    """The resources of a stack's state, as an update that may have failed afterwards left
+    them: what it really did to the primary, whatever the config asked for."""
+
+    resources: tuple[Mapping[str, Any], ...]
+
+    def _named(self, suffix: str) -> Iterator[Mapping[str, Any]]:
+        return (r for r in self.resources if str(r.get("urn", "")).endswith(suffix))
+
+    def restore_point(self, restore_point: str | None) -> RestorePointTaken | None:
+        """The restore point `restore_point` as its resource recorded it when taken, or None
+        if none was."""
+        for resource in self._named(RESTORE_POINT_SUFFIX):
+            taken = RestorePointTaken.from_record(resource.get("outputs"))
+            if taken is not None and taken.id == restore_point:
+                return taken
+        return None
+
+    @property
+    def switched_to_clone(self) -> bool:
+        """A switch to the clone of the program's own was made: the clone holds the traffic."""
+        return any(True for _ in self._named(CUTOVER_SUFFIX))
+
+    @property
+    def schema(self) -> str | None:
+        """The version the primary database's last successful migration applied (a failed
+        migration leaves the one before), or None when the state has no migration resource."""
+        for resource in self._named(f"primary-db{MIGRATION_SUFFIX}"):
+            version = (resource.get("outputs") or {}).get("version")
+            return str(version) if version else None
+        return None
 
 
 class _EventedStack(auto.Stack):
@@ -479,38 +513,10 @@ class Stack:
         exported: dict[str, Any] = json.loads(self._cli("stack", "export"))
         return exported
 
-    def _resources(self) -> list[dict[str, Any]]:
+    def evidence(self) -> StateEvidence:
+        """What the stack's state records of its updates, finished or not, in one read."""
         resources = (self._export().get("deployment") or {}).get("resources") or []
-        return list(resources)
-
-    def restore_point_in_state(self, restore_point: str | None) -> RestorePointTaken | None:
-        """The restore point `restore_point` as a resource in the stack's state recorded it when
-        taken (by an update that may have failed afterwards), or None if none was."""
-        if restore_point is None:
-            return None
-        for resource in self._resources():
-            if str(resource.get("urn", "")).endswith(RESTORE_POINT_SUFFIX):
-                taken = RestorePointTaken.from_record(resource.get("outputs"))
-                if taken is not None and taken.id == restore_point:
-                    return taken
-        return None
-
-    def switched_in_state(self) -> bool:
-        """Whether the stack's state holds a switch to the clone of the program's own (made by
-        an update that may have failed afterwards): the clone then holds the traffic."""
-        return any(
-            str(resource.get("urn", "")).endswith(CUTOVER_SUFFIX) for resource in self._resources()
-        )
-
-    def schema_in_state(self) -> str | None:
-        """The version whose migration the primary database's last successful migration
-        applied, as its resource in the stack's state records it (a failed migration leaves
-        the one before), or None when the state has no migration resource."""
-        for resource in self._resources():
-            if str(resource.get("urn", "")).endswith(f"primary-db{MIGRATION_SUFFIX}"):
-                version = (resource.get("outputs") or {}).get("version")
-                return str(version) if version else None
-        return None
+        return StateEvidence(tuple(resources))
 
     def destroy(self, on_output: Say | None = None) -> None:
         self._outputs = None

@@ -105,7 +105,7 @@ class RestorePointProvider(ResourceProvider):
 
 class RestorePoint(Resource):
     """`restore_point`, `taken_at` (epoch seconds) and `digest`: what the driver reads as proof
-    (`zdd.stack.Stack.restore_point_in_state`)."""
+    (`zdd.stack.StateEvidence.restore_point`)."""
 
     restore_point: pulumi.Output[str]
     taken_at: pulumi.Output[float]

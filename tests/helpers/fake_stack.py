@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from zdd.phases import settings_digest
-from zdd.stack import Outcome
+from zdd.stack import Outcome, StateEvidence
 
 
 class FakeStack:
@@ -53,11 +53,8 @@ class FakeStack:
         self._apply()
         return Outcome(changes={}, seconds=0.0, changed=[])
 
-    def restore_point_in_state(self, _point: str | None) -> None:
-        return None
-
-    def switched_in_state(self) -> bool:
-        return False
+    def evidence(self) -> StateEvidence:
+        return StateEvidence(())  # every update finished: nothing to read but the outputs
 
     def wait_for_running_update(self, _say: Callable[[str], None]) -> None:
         pass

@@ -16,8 +16,7 @@ from pulumi import automation as auto
 from zdd.bench.metrics import rounded
 from zdd.chart import PhaseSpan
 from zdd.console import Say
-from zdd.phases import RestorePointTaken
-from zdd.stack import Outcome, Stack, is_leaf_resource
+from zdd.stack import Outcome, Stack, StateEvidence, is_leaf_resource
 
 # Resource outputs worth keeping in a step's record.
 _KEPT_OUTPUTS = ("copy_seconds", "size_bytes")
@@ -209,9 +208,9 @@ class TimedStack(Stack):
         with self._timed("reads", "outputs"):
             return super().outputs()
 
-    def restore_point_in_state(self, restore_point: str | None) -> RestorePointTaken | None:
-        with self._timed("reads", "restore_point_in_state"):
-            return super().restore_point_in_state(restore_point)
+    def evidence(self) -> StateEvidence:
+        with self._timed("reads", "evidence"):
+            return super().evidence()
 
     def wait_for_running_update(self, say: Say, timeout: float = 600) -> None:
         with self._timed("reads", "wait_for_running_update"):
