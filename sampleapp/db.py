@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
+# Alembic is imported where a schema is read or changed, not here: a server never migrates, and
+# importing it took a third of a server's start.
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -51,10 +53,6 @@ def open_engine(path: Database, *, read_only: bool = False) -> Engine:
         cursor.close()
 
     return engine
-
-
-# Alembic is imported where a schema is read or changed, not at import: a server never migrates,
-# and importing it took a third of a start's CPU.
 
 
 def alembic_config(path: Database) -> Config:

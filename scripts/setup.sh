@@ -76,8 +76,8 @@ done
 # 3. The sample site's releases (apps/sample/app.yaml): one folder per version, as a build makes.
 "$venv/bin/python" -m sampleapp releases apps/sample/releases
 # The project's own bytecode, written now: a deployment starts a dozen Python processes (the
-# language host, the provider, the site's servers), and where PYTHONDONTWRITEBYTECODE is set
-# (CI images often set it) each of them would compile every module it imports from source.
+# language host, the provider, the site's servers), and where PYTHONDONTWRITEBYTECODE is set (the
+# image this project is tested on sets it) each would compile every module it imports.
 "$venv/bin/python" -m compileall -q -j 0 zdd infra policies sampleapp tests \
   $(find apps -path '*/releases' -prune -o -name '*.py' -print) >/dev/null
 # 4. HAProxy, the local target's front door (2.4 or newer), and wrk for the benchmark's front
